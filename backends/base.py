@@ -1,0 +1,76 @@
+"""The TrialBackend contract: run trials, report what happens to them, keep the clock.
+
+A backend is driven by `hpo_core.tuner.Tuner`. `start`, `pause`, `resume` and `stop` return at
+once; what happens later reaches the tuner through `poll()` as `TrialEvent`s stamped with
+`now()`. A real backend's `poll()` waits up to its poll interval for something to happen; a
+simulated backend's `poll()` advances its clock to the next event and never sleeps.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from hpo_core.trial import Trial, TrialEvent
+
+
+class TrialBackend(ABC):
+    """Base of every backend (local subprocesses, SageMaker jobs, simulation)."""
+
+    #: True for backends on a simulated clock (the flow runs them inside one Prefect task).
+    is_simulated: bool = False
+
+    def __init__(self) -> None:
+        self.trial_root: Path | None = None
+
+    def set_trial_root(self, path: Path) -> None:
+        """Folder under which trial `i` keeps its files in `path / str(i)` (set by the tuner)."""
+        self.trial_root = Path(path)
+
+    def trial_dir(self, trial_id: int) -> Path:
+        if self.trial_root is None:
+            raise RuntimeError("the tuner has not set the trial root of this backend")
+        path = self.trial_root / str(int(trial_id))
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def checkpoint_dir(self, trial_id: int) -> Path:
+        path = self.trial_dir(trial_id) / "checkpoint"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @abstractmethod
+    def start(self, trial: Trial) -> None:
+        """Start a new trial; if `trial.checkpoint_from` is set, seed its checkpoint from that
+        trial's checkpoint first (PBT)."""
+
+    @abstractmethod
+    def pause(self, trial_id: int) -> None:
+        """Stop the trial but keep its checkpoint, so `resume` can continue it."""
+
+    @abstractmethod
+    def resume(self, trial: Trial) -> None:
+        """Continue a paused trial from its checkpoint (with `trial.config`, possibly changed)."""
+
+    @abstractmethod
+    def stop(self, trial_id: int) -> None:
+        """End the trial for good."""
+
+    @abstractmethod
+    def poll(self) -> list[TrialEvent]:
+        """Events since the last call (reports, completions, failures), in time order."""
+
+    @abstractmethod
+    def now(self) -> float:
+        """Seconds since the backend started, on its clock (wall or simulated)."""
+
+    def close(self) -> None:
+        """Release everything; running trials are ended."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State needed to continue after a crash (JSON-serializable)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""

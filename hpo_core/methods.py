@@ -1,0 +1,176 @@
+"""The one registry of HPO methods and searchers, so a spec picks them by name.
+
+A method is a callable `factory(config_space, metric, mode, seed, **options) -> Scheduler`;
+its keyword options are what `scheduler_options` may hold, checked against its signature so a
+typo is an error that names the option. Modules load lazily: building one method imports only
+its own module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hpo_core.schedulers.base import Scheduler
+from hpo_core.searchers.base import Searcher
+from hpo_core.space import ConfigSpace, as_config_space
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered method: where its factory lives and what it is."""
+
+    name: str
+    target: str  # "module:attribute"
+    description: str
+    multi_fidelity: bool = False
+    multi_objective: bool = False
+
+    def load(self) -> Callable[..., Any]:
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+METHODS: dict[str, MethodInfo] = {}
+SEARCHERS: dict[str, MethodInfo] = {}
+
+
+def register_method(name: str, target: str, description: str, multi_fidelity: bool = False,
+                    multi_objective: bool = False) -> None:
+    METHODS[name] = MethodInfo(name, target, description, multi_fidelity, multi_objective)
+
+
+def register_searcher(name: str, target: str, description: str) -> None:
+    SEARCHERS[name] = MethodInfo(name, target, description)
+
+
+# -- searchers (single-fidelity proposers; FIFO uses them, multi-fidelity schedulers too) --------
+register_searcher("random", "hpo_core.searchers.random:RandomSearcher", "random search")
+register_searcher("grid", "hpo_core.searchers.grid:GridSearcher", "grid search")
+
+# -- methods ---------------------------------------------------------------------------------------
+register_method("random", "hpo_core.methods:fifo_random", "FIFO with random search")
+register_method("grid", "hpo_core.methods:fifo_grid", "FIFO with grid search")
+register_method("fifo", "hpo_core.methods:fifo", "FIFO with any searcher (`searcher: name`)")
+register_method("asha", "hpo_core.schedulers.asha:ASHA",
+                "asynchronous successive halving (stopping or promotion)", multi_fidelity=True)
+register_method("hyperband", "hpo_core.schedulers.hyperband:SyncHyperband",
+                "synchronous Hyperband", multi_fidelity=True)
+register_method("successive_halving", "hpo_core.schedulers.hyperband:SyncSuccessiveHalving",
+                "synchronous successive halving", multi_fidelity=True)
+
+
+def build_searcher(
+    name: str,
+    config_space: ConfigSpace | Mapping[str, Any],
+    seed: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    field: str = "searcher",
+) -> Searcher:
+    """A searcher by registry name, with its options checked."""
+    if name not in SEARCHERS:
+        raise ValueError(f"{field}: unknown searcher {name!r}; expected one of {sorted(SEARCHERS)}")
+    factory = SEARCHERS[name].load()
+    kwargs = _checked_options(factory, options or {}, f"{field}_options", name,
+                              reserved=("config_space", "seed"))
+    return factory(as_config_space(config_space), seed=seed, **kwargs)
+
+
+def build_scheduler(
+    name: str,
+    config_space: ConfigSpace | Mapping[str, Any],
+    metric: str | Sequence[str],
+    mode: str | Sequence[str] = "min",
+    seed: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Scheduler:
+    """A scheduler by registry name (`spec.scheduler`) with `options` (`spec.scheduler_options`)."""
+    if name not in METHODS:
+        raise ValueError(f"scheduler: unknown method {name!r}; expected one of {sorted(METHODS)}")
+    factory = METHODS[name].load()
+    kwargs = _checked_options(factory, options or {}, "scheduler_options", name,
+                              reserved=("config_space", "metric", "mode", "seed"))
+    try:
+        return factory(as_config_space(config_space), metric=metric, mode=mode, seed=seed, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"scheduler_options: invalid options for {name!r}: {err}") from err
+
+
+def _checked_options(factory: Callable[..., Any], options: Mapping[str, Any], field: str,
+                     name: str, reserved: Sequence[str]) -> dict[str, Any]:
+    params = inspect.signature(factory).parameters
+    accepts_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+    allowed = sorted(p for p in params if p not in reserved and p != "self"
+                     and params[p].kind != inspect.Parameter.VAR_KEYWORD)
+    for key in options:
+        if key in reserved:
+            raise ValueError(f"{field}.{key}: set at the top of the spec, not as an option")
+        if key not in params and not accepts_any:
+            raise ValueError(f"{field}.{key}: unknown option for {name!r}; expected some of {allowed}")
+    return dict(options)
+
+
+def _searcher_from_option(
+    searcher: str | Searcher, config_space: ConfigSpace, seed: int | None,
+    searcher_options: Mapping[str, Any] | None, points_to_evaluate: Sequence[Mapping[str, Any]] | None,
+) -> Searcher:
+    if isinstance(searcher, Searcher):
+        return searcher
+    options = dict(searcher_options or {})
+    if points_to_evaluate is not None:
+        options["points_to_evaluate"] = points_to_evaluate
+    return build_searcher(searcher, config_space, seed, options)
+
+
+def fifo(
+    config_space: ConfigSpace,
+    metric: str | Sequence[str],
+    mode: str | Sequence[str] = "min",
+    seed: int | None = None,
+    searcher: str | Searcher = "random",
+    searcher_options: Mapping[str, Any] | None = None,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+    resource_attr: str | None = None,
+) -> Scheduler:
+    """FIFO: every trial runs to its end; `searcher` (a registry name) proposes the configs."""
+    from hpo_core.schedulers.fifo import FIFOScheduler
+
+    config_space = as_config_space(config_space)
+    return FIFOScheduler(
+        config_space, metric, mode, seed,
+        searcher=_searcher_from_option(searcher, config_space, seed, searcher_options,
+                                       points_to_evaluate),
+        resource_attr=resource_attr,
+    )
+
+
+def fifo_random(
+    config_space: ConfigSpace,
+    metric: str | Sequence[str],
+    mode: str | Sequence[str] = "min",
+    seed: int | None = None,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+) -> Scheduler:
+    """Random search."""
+    return fifo(config_space, metric, mode, seed, "random", None, points_to_evaluate)
+
+
+def fifo_grid(
+    config_space: ConfigSpace,
+    metric: str | Sequence[str],
+    mode: str | Sequence[str] = "min",
+    seed: int | None = None,
+    num_points: int = 5,
+    shuffle: bool = False,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+) -> Scheduler:
+    """Grid search over `num_points` values per numerical hyperparameter."""
+    return fifo(config_space, metric, mode, seed, "grid",
+                {"num_points": num_points, "shuffle": shuffle}, points_to_evaluate)
+
+
+def method_names() -> list[str]:
+    return sorted(METHODS)

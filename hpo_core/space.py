@@ -1,0 +1,551 @@
+"""Configuration spaces: domains, seeded sampling, encoding to [0,1]^d, validation, JSON.
+
+A config space is a mapping from hyperparameter name to a `Domain` or to a fixed value::
+
+    space = ConfigSpace({
+        "lr": loguniform(1e-4, 1e-1),
+        "layers": randint(1, 4),
+        "act": choice(["relu", "tanh"]),
+        "epochs": 50,                      # fixed
+    })
+
+In JSON a domain is ``{"type": "loguniform", "lower": 1e-4, "upper": 0.1}``; anything else
+(a number, a string, a list) is a fixed value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class ConfigSpaceError(ValueError):
+    """An invalid domain, config space or config; the message names the field and the reason."""
+
+
+def _check_number(field: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigSpaceError(f"{field}: '{name}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+class Domain(ABC):
+    """The set of values one hyperparameter may take."""
+
+    type_name: str = ""
+    field: str = "<domain>"
+
+    @property
+    @abstractmethod
+    def encoded_dim(self) -> int:
+        """Number of [0,1] coordinates this domain takes in the encoded vector."""
+
+    @abstractmethod
+    def sample(self, rng: np.random.Generator) -> Any: ...
+
+    @abstractmethod
+    def encode(self, value: Any) -> list[float]: ...
+
+    @abstractmethod
+    def decode(self, x: Sequence[float]) -> Any: ...
+
+    @abstractmethod
+    def contains(self, value: Any) -> bool: ...
+
+    @abstractmethod
+    def to_json(self) -> dict[str, Any]: ...
+
+    def grid(self, num_points: int) -> list[Any]:
+        """Values of this domain on a grid with at most `num_points` values (numerical domains)."""
+        return [self.decode([u]) for u in np.linspace(0.0, 1.0, num_points)]
+
+    @property
+    def is_numerical(self) -> bool:
+        return True
+
+    def cast(self, value: Any) -> Any:
+        """Bring a value read from elsewhere (argv, a table) to this domain's type."""
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Domain) and self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_json(), sort_keys=True, default=str))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.to_json().items() if k != "type")
+        return f"{self.type_name}({args})"
+
+
+class Float(Domain):
+    """A real interval [lower, upper], uniform or log-uniform."""
+
+    def __init__(self, lower: float, upper: float, log: bool = False, field: str = "<domain>"):
+        self.field = field
+        self.lower = _check_number(field, "lower", lower)
+        self.upper = _check_number(field, "upper", upper)
+        if self.lower > self.upper:
+            raise ConfigSpaceError(
+                f"{field}: lower bound {lower} is above the upper bound {upper}"
+            )
+        if log and self.lower <= 0:
+            raise ConfigSpaceError(f"{field}: a log domain needs lower > 0, got {lower}")
+        self.log = bool(log)
+        self.type_name = "loguniform" if self.log else "uniform"
+        if self.log:
+            self._lo, self._hi = math.log(self.lower), math.log(self.upper)
+        else:
+            self._lo, self._hi = self.lower, self.upper
+
+    @property
+    def encoded_dim(self) -> int:
+        return 1
+
+    def _from_unit(self, u: float) -> float:
+        v = self._lo + min(max(u, 0.0), 1.0) * (self._hi - self._lo)
+        v = math.exp(v) if self.log else v
+        return min(max(v, self.lower), self.upper)
+
+    def _to_unit(self, value: float) -> float:
+        if self._hi == self._lo:
+            return 0.5
+        v = math.log(value) if self.log else value
+        return min(max((v - self._lo) / (self._hi - self._lo), 0.0), 1.0)
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return self._from_unit(float(rng.random()))
+
+    def encode(self, value: Any) -> list[float]:
+        return [self._to_unit(float(value))]
+
+    def decode(self, x: Sequence[float]) -> float:
+        return self._from_unit(float(x[0]))
+
+    def contains(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return self.lower <= value <= self.upper
+
+    def cast(self, value: Any) -> float:
+        return float(value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type_name, "lower": self.lower, "upper": self.upper}
+
+
+class Integer(Domain):
+    """Integers in [lower, upper] (both included), uniform or log-uniform."""
+
+    def __init__(self, lower: int, upper: int, log: bool = False, field: str = "<domain>"):
+        self.field = field
+        for name, v in (("lower", lower), ("upper", upper)):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) and not (
+                isinstance(v, float) and v.is_integer()
+            ):
+                raise ConfigSpaceError(f"{field}: '{name}' must be an integer, got {v!r}")
+        self.lower, self.upper = int(lower), int(upper)
+        if self.lower > self.upper:
+            raise ConfigSpaceError(
+                f"{field}: lower bound {lower} is above the upper bound {upper}"
+            )
+        if log and self.lower <= 0:
+            raise ConfigSpaceError(f"{field}: a log domain needs lower > 0, got {lower}")
+        self.log = bool(log)
+        self.type_name = "lograndint" if self.log else "randint"
+        # Encoding treats each integer as the cell [k - 0.5, k + 0.5] of the real line.
+        lo, hi = self.lower - 0.4999, self.upper + 0.4999
+        if self.log:
+            lo, hi = math.log(max(self.lower - 0.4999, 1e-12)), math.log(self.upper + 0.4999)
+        self._lo, self._hi = lo, hi
+
+    @property
+    def encoded_dim(self) -> int:
+        return 1
+
+    def _from_unit(self, u: float) -> int:
+        v = self._lo + min(max(u, 0.0), 1.0) * (self._hi - self._lo)
+        v = math.exp(v) if self.log else v
+        return int(min(max(round(v), self.lower), self.upper))
+
+    def sample(self, rng: np.random.Generator) -> int:
+        return self._from_unit(float(rng.random()))
+
+    def encode(self, value: Any) -> list[float]:
+        if self.upper == self.lower:
+            return [0.5]
+        v = math.log(float(value)) if self.log else float(value)
+        return [min(max((v - self._lo) / (self._hi - self._lo), 0.0), 1.0)]
+
+    def decode(self, x: Sequence[float]) -> int:
+        return self._from_unit(float(x[0]))
+
+    def contains(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, float) and not value.is_integer():
+            return False
+        if not isinstance(value, int | float | np.integer):
+            return False
+        return self.lower <= value <= self.upper
+
+    def cast(self, value: Any) -> int:
+        return int(round(float(value)))
+
+    def grid(self, num_points: int) -> list[Any]:
+        values = sorted({self.decode([u]) for u in np.linspace(0.0, 1.0, num_points)})
+        return values
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type_name, "lower": self.lower, "upper": self.upper}
+
+
+class Categorical(Domain):
+    """An unordered set of values; encoded one-hot."""
+
+    type_name = "choice"
+
+    def __init__(self, categories: Iterable[Any], field: str = "<domain>"):
+        self.field = field
+        if isinstance(categories, str | bytes) or not isinstance(categories, Iterable):
+            raise ConfigSpaceError(f"{field}: 'categories' must be a list, got {categories!r}")
+        self.categories = list(categories)
+        if not self.categories:
+            raise ConfigSpaceError(f"{field}: 'categories' is empty; a choice needs at least one")
+        keys = [json.dumps(c, sort_keys=True, default=str) for c in self.categories]
+        if len(set(keys)) != len(keys):
+            raise ConfigSpaceError(f"{field}: 'categories' has duplicates: {self.categories!r}")
+        self._index = {k: i for i, k in enumerate(keys)}
+
+    @property
+    def encoded_dim(self) -> int:
+        return len(self.categories)
+
+    @property
+    def is_numerical(self) -> bool:
+        return False
+
+    def index(self, value: Any) -> int:
+        return self._index[json.dumps(value, sort_keys=True, default=str)]
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.categories[int(rng.integers(len(self.categories)))]
+
+    def encode(self, value: Any) -> list[float]:
+        x = [0.0] * len(self.categories)
+        x[self.index(value)] = 1.0
+        return x
+
+    def decode(self, x: Sequence[float]) -> Any:
+        return self.categories[int(np.argmax(np.asarray(x[: len(self.categories)])))]
+
+    def contains(self, value: Any) -> bool:
+        try:
+            self.index(value)
+        except KeyError:
+            return False
+        return True
+
+    def cast(self, value: Any) -> Any:
+        if self.contains(value):
+            return value
+        for c in self.categories:
+            if str(c) == str(value):
+                return c
+        return value
+
+    def grid(self, num_points: int) -> list[Any]:
+        return list(self.categories)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type_name, "categories": list(self.categories)}
+
+
+class Ordinal(Categorical):
+    """An ordered list of values; encoded as one coordinate, equally spaced."""
+
+    type_name = "ordinal"
+
+    @property
+    def encoded_dim(self) -> int:
+        return 1
+
+    @property
+    def is_numerical(self) -> bool:
+        return True
+
+    def encode(self, value: Any) -> list[float]:
+        n = len(self.categories)
+        return [0.5 if n == 1 else self.index(value) / (n - 1)]
+
+    def decode(self, x: Sequence[float]) -> Any:
+        n = len(self.categories)
+        return self.categories[int(min(max(round(float(x[0]) * (n - 1)), 0), n - 1))]
+
+
+class FiniteRange(Ordinal):
+    """`size` values equally spaced (or log-spaced) in [lower, upper], optionally integers."""
+
+    def __init__(
+        self,
+        lower: float,
+        upper: float,
+        size: int,
+        log: bool = False,
+        cast_int: bool = False,
+        field: str = "<domain>",
+    ):
+        lower = _check_number(field, "lower", lower)
+        upper = _check_number(field, "upper", upper)
+        if lower > upper:
+            raise ConfigSpaceError(f"{field}: lower bound {lower} is above the upper bound {upper}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigSpaceError(f"{field}: 'size' must be a positive integer, got {size!r}")
+        if log and lower <= 0:
+            raise ConfigSpaceError(f"{field}: a log domain needs lower > 0, got {lower}")
+        self.lower, self.upper, self.size = lower, upper, size
+        self.log, self.cast_int = bool(log), bool(cast_int)
+        if log:
+            values = np.exp(np.linspace(math.log(lower), math.log(upper), size))
+        else:
+            values = np.linspace(lower, upper, size)
+        cats = [int(round(v)) for v in values] if cast_int else [float(v) for v in values]
+        cats = list(dict.fromkeys(cats))
+        self.type_name = "logfinrange" if log else "finrange"
+        super().__init__(cats, field=field)
+
+    def contains(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            return False
+        return any(math.isclose(float(value), float(c), rel_tol=1e-9) for c in self.categories)
+
+    def cast(self, value: Any) -> Any:
+        v = float(value)
+        best = min(self.categories, key=lambda c: abs(float(c) - v))
+        return best
+
+    def index(self, value: Any) -> int:
+        v = float(value)
+        for i, c in enumerate(self.categories):
+            if math.isclose(v, float(c), rel_tol=1e-9):
+                return i
+        raise KeyError(value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type_name,
+            "lower": self.lower,
+            "upper": self.upper,
+            "size": self.size,
+            "cast_int": self.cast_int,
+        }
+
+
+def uniform(lower: float, upper: float) -> Float:
+    return Float(lower, upper)
+
+
+def loguniform(lower: float, upper: float) -> Float:
+    return Float(lower, upper, log=True)
+
+
+def randint(lower: int, upper: int) -> Integer:
+    """Integers from `lower` to `upper`, both included."""
+    return Integer(lower, upper)
+
+
+def lograndint(lower: int, upper: int) -> Integer:
+    return Integer(lower, upper, log=True)
+
+
+def choice(categories: Sequence[Any]) -> Categorical:
+    return Categorical(categories)
+
+
+def ordinal(categories: Sequence[Any]) -> Ordinal:
+    return Ordinal(categories)
+
+
+def finrange(lower: float, upper: float, size: int, cast_int: bool = False) -> FiniteRange:
+    return FiniteRange(lower, upper, size, cast_int=cast_int)
+
+
+def logfinrange(lower: float, upper: float, size: int, cast_int: bool = False) -> FiniteRange:
+    return FiniteRange(lower, upper, size, log=True, cast_int=cast_int)
+
+
+_DOMAIN_KEYS: dict[str, set[str]] = {
+    "uniform": {"lower", "upper"},
+    "loguniform": {"lower", "upper"},
+    "randint": {"lower", "upper"},
+    "lograndint": {"lower", "upper"},
+    "choice": {"categories"},
+    "ordinal": {"categories"},
+    "finrange": {"lower", "upper", "size"},
+    "logfinrange": {"lower", "upper", "size"},
+}
+
+
+def domain_from_json(field: str, data: Mapping[str, Any]) -> Domain:
+    """Build a domain from its JSON form; errors name `field`."""
+    kind = data.get("type")
+    if kind not in _DOMAIN_KEYS:
+        raise ConfigSpaceError(
+            f"{field}: unknown domain type {kind!r}; expected one of {sorted(_DOMAIN_KEYS)}"
+        )
+    required = _DOMAIN_KEYS[kind]
+    missing = sorted(required - set(data))
+    if missing:
+        raise ConfigSpaceError(f"{field}: domain '{kind}' is missing {', '.join(missing)}")
+    allowed = required | {"type", "cast_int"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigSpaceError(f"{field}: domain '{kind}' has unknown keys {unknown}")
+    if kind in ("uniform", "loguniform"):
+        return Float(data["lower"], data["upper"], log=kind == "loguniform", field=field)
+    if kind in ("randint", "lograndint"):
+        return Integer(data["lower"], data["upper"], log=kind == "lograndint", field=field)
+    if kind == "choice":
+        return Categorical(data["categories"], field=field)
+    if kind == "ordinal":
+        return Ordinal(data["categories"], field=field)
+    return FiniteRange(
+        data["lower"],
+        data["upper"],
+        data["size"],
+        log=kind == "logfinrange",
+        cast_int=bool(data.get("cast_int", False)),
+        field=field,
+    )
+
+
+class ConfigSpace:
+    """Named domains plus fixed values; samples, encodes, validates and serializes configs."""
+
+    def __init__(self, entries: Mapping[str, Any]):
+        if not isinstance(entries, Mapping):
+            raise ConfigSpaceError(f"config_space: must be a mapping, got {type(entries).__name__}")
+        self.domains: dict[str, Domain] = {}
+        self.fixed: dict[str, Any] = {}
+        for name, value in entries.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigSpaceError(f"config_space: names must be non-empty strings, got {name!r}")
+            if isinstance(value, Domain):
+                value.field = f"config_space.{name}"
+                self.domains[name] = value
+            elif isinstance(value, Mapping) and "type" in value:
+                self.domains[name] = domain_from_json(f"config_space.{name}", value)
+            else:
+                self.fixed[name] = value
+        self._offsets: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for name, dom in self.domains.items():
+            self._offsets[name] = (offset, offset + dom.encoded_dim)
+            offset += dom.encoded_dim
+        self.ndim = offset
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the hyperparameters that are searched (fixed values excluded)."""
+        return list(self.domains)
+
+    def __len__(self) -> int:
+        return len(self.domains)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.domains or name in self.fixed
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One config drawn at random (log domains log-uniformly)."""
+        config = {name: dom.sample(rng) for name, dom in self.domains.items()}
+        config.update(self.fixed)
+        return config
+
+    def encode(self, config: Mapping[str, Any]) -> np.ndarray:
+        """A config as a vector in [0,1]^ndim (one-hot for choices)."""
+        x = np.empty(self.ndim)
+        for name, dom in self.domains.items():
+            a, b = self._offsets[name]
+            x[a:b] = dom.encode(config[name])
+        return x
+
+    def encode_many(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if not configs:
+            return np.empty((0, self.ndim))
+        return np.stack([self.encode(c) for c in configs])
+
+    def decode(self, x: Sequence[float]) -> dict[str, Any]:
+        """The config nearest to a vector of [0,1]^ndim."""
+        config = {}
+        for name, dom in self.domains.items():
+            a, b = self._offsets[name]
+            config[name] = dom.decode(x[a:b])
+        config.update(self.fixed)
+        return config
+
+    def categorical_slices(self) -> list[tuple[int, int]]:
+        """Encoded column ranges of the one-hot (unordered categorical) hyperparameters."""
+        return [
+            self._offsets[n] for n, d in self.domains.items() if type(d) is Categorical
+        ]
+
+    def validate(self, config: Mapping[str, Any]) -> None:
+        """Raise ConfigSpaceError naming the first hyperparameter that is missing or out of range."""
+        for name, dom in self.domains.items():
+            if name not in config:
+                raise ConfigSpaceError(f"config.{name}: missing")
+            if not dom.contains(config[name]):
+                raise ConfigSpaceError(
+                    f"config.{name}: {config[name]!r} is not in {dom!r}"
+                )
+        unknown = sorted(set(config) - set(self.domains) - set(self.fixed))
+        if unknown:
+            raise ConfigSpaceError(f"config: unknown hyperparameters {unknown}")
+
+    def cast(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A config read from elsewhere with each value brought to its domain's type."""
+        out = dict(config)
+        for name, dom in self.domains.items():
+            if name in out:
+                out[name] = dom.cast(out[name])
+        return out
+
+    def grid(self, num_points: int = 5) -> list[dict[str, Any]]:
+        """The full grid: every category, `num_points` values per numerical domain."""
+        if num_points < 1:
+            raise ConfigSpaceError(f"num_points: must be >= 1, got {num_points}")
+        axes = [self.domains[n].grid(num_points) for n in self.domains]
+        configs: list[dict[str, Any]] = [{}]
+        for name, values in zip(self.domains, axes, strict=True):
+            configs = [{**c, name: v} for c in configs for v in values]
+        for c in configs:
+            c.update(self.fixed)
+        return configs
+
+    def config_key(self, config: Mapping[str, Any]) -> str:
+        """A canonical string for a config, for de-duplication."""
+        return json.dumps({n: config.get(n) for n in self.domains}, sort_keys=True, default=str)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: dom.to_json() for name, dom in self.domains.items()}
+        out.update(self.fixed)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConfigSpace:
+        return cls(data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConfigSpace) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"ConfigSpace({self.to_json()!r})"
+
+
+def as_config_space(space: ConfigSpace | Mapping[str, Any]) -> ConfigSpace:
+    return space if isinstance(space, ConfigSpace) else ConfigSpace(space)

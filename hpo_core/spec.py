@@ -1,0 +1,154 @@
+"""ExperimentSpec: everything an experiment needs, loadable from a dict, JSON or YAML.
+
+Example (YAML)::
+
+    name: lcbench-asha
+    metric: Train/val_cross_entropy
+    mode: min
+    scheduler: asha
+    scheduler_options: {grace_period: 1, reduction_factor: 3, max_t: 50}
+    backend: simulated
+    backend_options: {blackbox: lcbench, task: blood-transfusion-service-center}
+    stop: {max_time: 7200}
+    n_workers: 4
+    seed: 0
+
+`config_space` may be left out on the simulated backend: the blackbox's own space is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hpo_core.results import validate_name
+from hpo_core.space import ConfigSpace
+from hpo_core.stopping import StoppingCriterion
+
+BACKENDS = ("simulated", "local", "sagemaker")
+
+
+class SpecError(ValueError):
+    """An invalid experiment spec; the message names the field."""
+
+
+@dataclass
+class ExperimentSpec:
+    """An experiment, declared. See the module docstring for the YAML form."""
+
+    name: str
+    metric: str | list[str]
+    mode: str | list[str] = "min"
+    config_space: dict[str, Any] = field(default_factory=dict)
+    scheduler: str = "asha"
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    backend: str = "simulated"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    stop: dict[str, Any] = field(default_factory=dict)
+    n_workers: int = 4
+    seed: int = 0
+    max_failures: int | None = None
+    results_root: str = "experiments"
+    tracking_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        try:
+            validate_name(self.name, "spec.name")
+        except ValueError as err:
+            raise SpecError(str(err)) from None
+        metrics = [self.metric] if isinstance(self.metric, str) else self.metric
+        if not isinstance(metrics, list) or not metrics or not all(
+            isinstance(m, str) and m for m in metrics
+        ):
+            raise SpecError(f"spec.metric: must be a metric name or a list of them, got {self.metric!r}")
+        modes = [self.mode] * len(metrics) if isinstance(self.mode, str) else self.mode
+        if not isinstance(modes, list) or len(modes) != len(metrics):
+            raise SpecError(f"spec.mode: needs one mode per metric, got {self.mode!r}")
+        for m in modes:
+            if m not in ("min", "max"):
+                raise SpecError(f"spec.mode: must be 'min' or 'max', got {m!r}")
+        if not isinstance(self.config_space, dict):
+            raise SpecError("spec.config_space: must be a mapping of names to domains")
+        try:
+            ConfigSpace(self.config_space)
+        except ValueError as err:
+            raise SpecError(f"spec.{err}") from None
+        if not self.config_space and self.backend != "simulated":
+            raise SpecError("spec.config_space: required unless the backend is 'simulated'")
+        if not isinstance(self.scheduler, str) or not self.scheduler:
+            raise SpecError(f"spec.scheduler: must be a method name, got {self.scheduler!r}")
+        for name in ("scheduler_options", "backend_options", "stop"):
+            if not isinstance(getattr(self, name), dict):
+                raise SpecError(f"spec.{name}: must be a mapping")
+        if self.backend not in BACKENDS:
+            raise SpecError(f"spec.backend: unknown backend {self.backend!r}; expected one of {BACKENDS}")
+        try:
+            criterion = StoppingCriterion.from_dict(self.stop)
+        except (TypeError, ValueError) as err:
+            raise SpecError(f"spec.{err}") from None
+        if criterion.is_unbounded and self.scheduler in ("random", "fifo", "pbt"):
+            raise SpecError("spec.stop: set at least one limit (max_time, max_trials_started, ...)")
+        for name in ("n_workers", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SpecError(f"spec.{name}: must be an integer, got {value!r}")
+        if self.n_workers < 1:
+            raise SpecError(f"spec.n_workers: must be at least 1, got {self.n_workers}")
+        if self.max_failures is not None and (
+            isinstance(self.max_failures, bool)
+            or not isinstance(self.max_failures, int)
+            or self.max_failures < 1
+        ):
+            raise SpecError(f"spec.max_failures: must be a positive integer, got {self.max_failures!r}")
+
+    @property
+    def stopping_criterion(self) -> StoppingCriterion:
+        return StoppingCriterion.from_dict(self.stop)
+
+    @property
+    def experiment_path(self) -> Path:
+        return Path(self.results_root) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"spec: must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"spec: unknown fields {unknown}; expected some of {sorted(known)}")
+        for required in ("name", "metric"):
+            if required not in data or data[required] in (None, ""):
+                raise SpecError(f"spec.{required}: missing")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ExperimentSpec:
+        """Load a spec from a .yaml/.yml or .json file."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        return cls.from_dict(data)
+
+    @classmethod
+    def coerce(cls, value: ExperimentSpec | dict[str, Any] | str | os.PathLike[str]) -> ExperimentSpec:
+        """A spec from a spec, a dict, or a path to a YAML/JSON file."""
+        if isinstance(value, ExperimentSpec):
+            return value
+        if isinstance(value, dict):
+            return cls.from_dict(value)
+        return cls.from_file(value)

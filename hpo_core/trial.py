@@ -1,0 +1,126 @@
+"""Trials and the messages exchanged between tuner, scheduler and backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class TrialStatus(str, Enum):
+    """Life cycle of a trial. PAUSED trials may be resumed; the others in FINAL are over."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED)
+
+
+class Decision(str, Enum):
+    """What a scheduler wants done with a running trial after one of its results."""
+
+    CONTINUE = "continue"
+    PAUSE = "pause"
+    STOP = "stop"
+
+
+@dataclass
+class Trial:
+    """One configuration under evaluation, with what is known about it so far."""
+
+    trial_id: int
+    config: dict[str, Any]
+    status: TrialStatus = TrialStatus.PENDING
+    start_time: float = 0.0
+    end_time: float | None = None
+    last_result: dict[str, Any] | None = None
+    num_results: int = 0
+    failure_reason: str | None = None
+    checkpoint_from: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial_id": self.trial_id,
+            "config": self.config,
+            "status": self.status.value,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "last_result": self.last_result,
+            "num_results": self.num_results,
+            "failure_reason": self.failure_reason,
+            "checkpoint_from": self.checkpoint_from,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trial:
+        return cls(
+            trial_id=int(data["trial_id"]),
+            config=dict(data["config"]),
+            status=TrialStatus(data["status"]),
+            start_time=float(data.get("start_time", 0.0)),
+            end_time=data.get("end_time"),
+            last_result=data.get("last_result"),
+            num_results=int(data.get("num_results", 0)),
+            failure_reason=data.get("failure_reason"),
+            checkpoint_from=data.get("checkpoint_from"),
+        )
+
+
+@dataclass
+class TrialResult:
+    """One report of a trial: its metrics at a point in (backend) time."""
+
+    trial_id: int
+    metrics: dict[str, Any]
+    time: float
+
+
+@dataclass
+class TrialSuggestion:
+    """A scheduler's answer to `suggest()`: start a new config, or resume a paused trial.
+
+    `checkpoint_from` asks the backend to seed the new trial's checkpoint with a copy of another
+    trial's checkpoint (PBT's exploit step).
+    """
+
+    config: dict[str, Any] | None = None
+    resume_trial_id: int | None = None
+    checkpoint_from: int | None = None
+
+    @classmethod
+    def start(cls, config: dict[str, Any], checkpoint_from: int | None = None) -> TrialSuggestion:
+        return cls(config=config, checkpoint_from=checkpoint_from)
+
+    @classmethod
+    def resume(cls, trial_id: int, config: dict[str, Any] | None = None) -> TrialSuggestion:
+        return cls(config=config, resume_trial_id=trial_id)
+
+    @property
+    def is_resume(self) -> bool:
+        return self.resume_trial_id is not None
+
+
+class EventKind(str, Enum):
+    """What a backend can tell the tuner about a trial."""
+
+    RESULT = "result"  # a new report (metrics)
+    COMPLETED = "completed"  # the trial's script ended normally
+    FAILED = "failed"  # the trial crashed, hung, reported garbage, ... (reason given)
+
+
+@dataclass
+class TrialEvent:
+    """One thing that happened to a trial, stamped with the backend's clock."""
+
+    kind: EventKind
+    trial_id: int
+    time: float
+    metrics: dict[str, Any] | None = None
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

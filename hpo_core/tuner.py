@@ -1,0 +1,388 @@
+"""The tuner: an asynchronous loop between a scheduler and a backend.
+
+It keeps `n_workers` trials in flight, hands every report to the scheduler and carries out its
+decisions, and ends when the stopping criterion says so. Time comes only from `backend.now()`,
+so the same loop serves wall-clock and simulated backends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time as wallclock
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hpo_core.schedulers.base import Scheduler
+from hpo_core.stopping import StoppingCriterion, TuningStatus
+from hpo_core.trial import Decision, EventKind, Trial, TrialEvent, TrialResult, TrialStatus
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+class Backend(Protocol):
+    """What the tuner needs of a backend (the full contract is `backends.base.TrialBackend`)."""
+
+    is_simulated: bool
+
+    def start(self, trial: Trial) -> None: ...
+    def pause(self, trial_id: int) -> None: ...
+    def resume(self, trial: Trial) -> None: ...
+    def stop(self, trial_id: int) -> None: ...
+    def poll(self) -> list[TrialEvent]: ...
+    def now(self) -> float: ...
+    def close(self) -> None: ...
+
+
+class TunerCallback:
+    """Hooks into the tuner's life; override what you need. Exceptions are logged, not raised."""
+
+    def on_tuning_start(self, tuner: Tuner) -> None: ...
+
+    def on_trial_start(self, trial: Trial) -> None:
+        """A new trial started (or a paused one resumed: `trial.num_results > 0`)."""
+
+    def on_trial_result(self, trial: Trial, result: TrialResult, decision: Decision) -> None: ...
+
+    def on_trial_complete(self, trial: Trial) -> None:
+        """The trial ended: COMPLETED by itself, STOPPED by the scheduler or at the end, PAUSED."""
+
+    def on_trial_error(self, trial: Trial) -> None: ...
+
+    def on_tuning_end(self, tuner: Tuner) -> None: ...
+
+
+class TooManyFailuresError(RuntimeError):
+    """More trials failed than `max_failures` allows."""
+
+
+@dataclass
+class TuningResult:
+    """How tuning ended."""
+
+    reason: str
+    status: TuningStatus
+    best_trial_id: int | None
+    best_config: dict[str, Any] | None
+    best_value: float | None
+
+
+class Tuner:
+    """Runs an experiment.
+
+    Args:
+        scheduler: the HPO method.
+        backend: runs the trials; its clock is the experiment's clock.
+        stop_criterion: when to end (at least one limit, or a scheduler that runs dry).
+        n_workers: trials in flight at once.
+        callbacks: tuner callbacks (MLflow tracking, progress, Prefect artifacts, ...).
+        max_failures: end the experiment (TooManyFailuresError) once this many trials failed.
+        store: the experiment store; with one, state is saved and an existing state resumed.
+        checkpoint_interval: wall seconds between state saves (also saved at trial ends on
+            real backends, and at the end).
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        backend: Backend,
+        stop_criterion: StoppingCriterion,
+        n_workers: int = 4,
+        callbacks: Iterable[TunerCallback] = (),
+        max_failures: int | None = None,
+        store: Any | None = None,
+        checkpoint_interval: float = 5.0,
+    ):
+        if n_workers < 1:
+            raise ValueError(f"n_workers: must be at least 1, got {n_workers}")
+        self.scheduler = scheduler
+        self.backend = backend
+        self.stop_criterion = stop_criterion
+        self.n_workers = n_workers
+        self.callbacks = list(callbacks)
+        self.max_failures = max_failures
+        self.store = store
+        self.checkpoint_interval = checkpoint_interval
+        self.trials: dict[int, Trial] = {}
+        self.status = TuningStatus()
+        self.best_trial_id: int | None = None
+        self._best_min: float = math.inf  # best objective value, minimized
+        self._running: set[int] = set()
+        self._costs: dict[int, float] = {}
+        self._next_trial_id = 0
+        self._time_offset = 0.0
+        self._last_save = wallclock.monotonic()
+        self._save_on_trial_end = not getattr(backend, "is_simulated", False)
+        self._metric = scheduler.metric
+        self._sign = 1.0 if scheduler.mode == "min" else -1.0
+        self.end_reason: str | None = None
+
+    # -- public --------------------------------------------------------------------------------
+    def run(self) -> TuningResult:
+        """Run (or resume, if the store holds a state) until the stopping criterion holds."""
+        if self.store is not None:
+            self.store.create()
+            if hasattr(self.backend, "set_trial_root"):
+                self.backend.set_trial_root(self.store.trials_path)
+            state = self.store.load_state()
+            if state is not None:
+                self._restore(state)
+        self._emit("on_tuning_start", self)
+        finished = False
+        try:
+            self._resume_interrupted()
+            self.end_reason = self._loop()
+            finished = True
+        finally:
+            self._shutdown(finished)
+        return self.result()
+
+    def result(self) -> TuningResult:
+        best = self.trials.get(self.best_trial_id) if self.best_trial_id is not None else None
+        return TuningResult(
+            reason=self.end_reason or "interrupted",
+            status=self.status,
+            best_trial_id=self.best_trial_id,
+            best_config=dict(best.config) if best else None,
+            best_value=self._sign * self._best_min if best else None,
+        )
+
+    def now(self) -> float:
+        """The experiment's clock: the backend's time plus the time of earlier sessions."""
+        return self._time_offset + self.backend.now()
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "metric": self.scheduler.metrics if len(self.scheduler.metrics) > 1 else self._metric,
+            "mode": self.scheduler.modes if len(self.scheduler.modes) > 1 else self.scheduler.mode,
+            "time": self.now(),
+            "next_trial_id": self._next_trial_id,
+            "num_results": self.status.num_results,
+            "num_failures": self.status.num_trials_failed,
+            "best_trial_id": self.best_trial_id,
+            "best_value": None if self.best_trial_id is None else self._best_min,
+            "costs": {str(k): v for k, v in self._costs.items()},
+            "end_reason": self.end_reason,
+            "trials": {str(tid): t.to_dict() for tid, t in self.trials.items()},
+            "scheduler": self.scheduler.state_dict(),
+        }
+        if hasattr(self.backend, "state_dict"):
+            state["backend"] = self.backend.state_dict()
+        return state
+
+    def save(self) -> None:
+        if self.store is not None:
+            self.store.save(self.state_dict(), self.trials)
+            self._last_save = wallclock.monotonic()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _loop(self) -> str:
+        while True:
+            self._update_status()
+            reason = self.stop_criterion.should_stop(self.status, self.scheduler.mode)
+            if reason:
+                return reason
+            if self.max_failures is not None and self.status.num_trials_failed >= self.max_failures:
+                raise TooManyFailuresError(
+                    f"{self.status.num_trials_failed} trials failed (max_failures="
+                    f"{self.max_failures}); last failure: {self._last_failure()}"
+                )
+            self._fill_workers()
+            if not self._running:
+                return "no trial running and the scheduler has nothing to start"
+            for event in self.backend.poll():
+                self._handle(event)
+            if wallclock.monotonic() - self._last_save >= self.checkpoint_interval:
+                self.save()
+
+    def _fill_workers(self) -> None:
+        while len(self._running) < self.n_workers:
+            suggestion = self.scheduler.suggest(self._next_trial_id)
+            if suggestion is None:
+                return
+            if suggestion.is_resume:
+                trial = self.trials[suggestion.resume_trial_id]  # type: ignore[index]
+                if trial.status != TrialStatus.PAUSED:
+                    raise RuntimeError(
+                        f"scheduler asked to resume trial {trial.trial_id}, which is {trial.status}"
+                    )
+                if suggestion.config is not None:
+                    trial.config = dict(suggestion.config)
+                trial.status = TrialStatus.RUNNING
+                self._running.add(trial.trial_id)
+                self.backend.resume(trial)
+                self._emit("on_trial_start", trial)
+                continue
+            self._update_status()
+            if not self.stop_criterion.may_start_trial(self.status):
+                return
+            self._start_new(suggestion.config or {}, suggestion.checkpoint_from)
+
+    def _start_new(self, config: dict[str, Any], checkpoint_from: int | None) -> None:
+        self.scheduler.config_space.validate(config)
+        trial = Trial(
+            trial_id=self._next_trial_id,
+            config=dict(config),
+            status=TrialStatus.RUNNING,
+            start_time=self.now(),
+            checkpoint_from=checkpoint_from,
+        )
+        self._next_trial_id += 1
+        self.trials[trial.trial_id] = trial
+        self._running.add(trial.trial_id)
+        self.status.num_trials_started += 1
+        if self.store is not None and not getattr(self.backend, "is_simulated", False):
+            self.store.write_trial_config(trial)
+        self.backend.start(trial)
+        self.scheduler.on_trial_add(trial)
+        self._emit("on_trial_start", trial)
+
+    def _handle(self, event: TrialEvent) -> None:
+        trial = self.trials.get(event.trial_id)
+        if trial is None or trial.status != TrialStatus.RUNNING:
+            return  # a late event of a trial that was stopped or paused meanwhile
+        if event.kind == EventKind.RESULT:
+            self._on_result(trial, event)
+        elif event.kind == EventKind.COMPLETED:
+            self._finish(trial, TrialStatus.COMPLETED, event.time)
+            last = TrialResult(trial.trial_id, trial.last_result, event.time) \
+                if trial.last_result is not None else None
+            self.scheduler.on_trial_complete(trial, last)
+            self._emit("on_trial_complete", trial)
+        elif event.kind == EventKind.FAILED:
+            self._fail(trial, event.reason or "unknown failure", event.time)
+
+    def _on_result(self, trial: Trial, event: TrialEvent) -> None:
+        metrics = dict(event.metrics or {})
+        value = metrics.get(self._metric)
+        if value is not None and not _is_finite_number(value):
+            self._fail(trial, f"reported a non-finite {self._metric}: {value!r}", event.time)
+            self.backend.stop(trial.trial_id)
+            return
+        t = self._time_offset + event.time
+        trial.last_result = metrics
+        trial.num_results += 1
+        self.status.num_results += 1
+        result = TrialResult(trial.trial_id, metrics, t)
+        decision = (
+            self.scheduler.on_trial_result(trial, result) if value is not None else Decision.CONTINUE
+        )
+        if value is not None:
+            objective = self._sign * float(value)
+            if objective < self._best_min:
+                self._best_min = objective
+                self.best_trial_id = trial.trial_id
+        cost = metrics.get(self.stop_criterion.cost_attr)
+        if cost is not None and _is_finite_number(cost):
+            self._costs[trial.trial_id] = float(cost)
+        if decision == Decision.STOP:
+            trial.status = TrialStatus.STOPPED
+        elif decision == Decision.PAUSE:
+            trial.status = TrialStatus.PAUSED
+        if self.store is not None:
+            self.store.record(
+                {"trial_id": trial.trial_id, "time": t, "status": trial.status.value,
+                 "decision": decision.value, **metrics}
+            )
+        self._emit("on_trial_result", trial, result, decision)
+        if decision == Decision.STOP:
+            self.backend.stop(trial.trial_id)
+            self._finish(trial, TrialStatus.STOPPED, event.time)
+            self._emit("on_trial_complete", trial)
+        elif decision == Decision.PAUSE:
+            self.backend.pause(trial.trial_id)
+            self._finish(trial, TrialStatus.PAUSED, event.time)
+            self._emit("on_trial_complete", trial)
+
+    def _finish(self, trial: Trial, status: TrialStatus, time: float) -> None:
+        trial.status = status
+        trial.end_time = self._time_offset + time
+        self._running.discard(trial.trial_id)
+        if status in (TrialStatus.COMPLETED, TrialStatus.STOPPED):
+            self.status.num_trials_completed += 1
+        if self._save_on_trial_end:
+            self.save()
+
+    def _fail(self, trial: Trial, reason: str, time: float) -> None:
+        trial.failure_reason = reason
+        logger.warning("trial %s failed: %s", trial.trial_id, reason)
+        self.status.num_trials_failed += 1
+        self._finish(trial, TrialStatus.FAILED, time)
+        self.scheduler.on_trial_error(trial)
+        self._emit("on_trial_error", trial)
+
+    def _update_status(self) -> None:
+        s = self.status
+        s.time = self.now()
+        s.num_trials_running = len(self._running)
+        s.best_value = None if self.best_trial_id is None else self._sign * self._best_min
+        s.total_cost = sum(self._costs.values())
+
+    def _last_failure(self) -> str:
+        failed = [t for t in self.trials.values() if t.status == TrialStatus.FAILED]
+        return f"trial {failed[-1].trial_id}: {failed[-1].failure_reason}" if failed else "none"
+
+    # -- resume and shutdown ---------------------------------------------------------------
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        self.trials = {int(k): Trial.from_dict(v) for k, v in state["trials"].items()}
+        self._next_trial_id = int(state["next_trial_id"])
+        self._time_offset = float(state["time"])
+        self.status.num_results = int(state.get("num_results", 0))
+        self.status.num_trials_failed = int(state.get("num_failures", 0))
+        self.status.num_trials_started = len(self.trials)
+        self.status.num_trials_completed = sum(
+            t.status in (TrialStatus.COMPLETED, TrialStatus.STOPPED) for t in self.trials.values()
+        )
+        self.best_trial_id = state.get("best_trial_id")
+        if state.get("best_value") is not None:
+            self._best_min = float(state["best_value"])
+        self._costs = {int(k): float(v) for k, v in state.get("costs", {}).items()}
+        self.scheduler.load_state_dict(state["scheduler"])
+        if "backend" in state and hasattr(self.backend, "load_state_dict"):
+            self.backend.load_state_dict(state["backend"])
+        logger.info("resuming experiment: %d trials, t=%.1fs", len(self.trials), self._time_offset)
+
+    def _resume_interrupted(self) -> None:
+        """Trials that were running when the last session died continue from their checkpoint."""
+        for trial in self.trials.values():
+            if trial.status == TrialStatus.RUNNING and trial.trial_id not in self._running:
+                self._running.add(trial.trial_id)
+                if trial.num_results == 0 and trial.checkpoint_from is None:
+                    self.backend.start(trial)
+                else:
+                    self.backend.resume(trial)
+                self._emit("on_trial_start", trial)
+
+    def _shutdown(self, finished: bool) -> None:
+        if finished:
+            for trial_id in sorted(self._running):
+                trial = self.trials[trial_id]
+                self.backend.stop(trial_id)
+                self._finish(trial, TrialStatus.STOPPED, self.backend.now())
+                self._emit("on_trial_complete", trial)
+        self._update_status()
+        try:
+            self.save()
+        finally:
+            self.backend.close()
+            self._emit("on_tuning_end", self)
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            try:
+                getattr(callback, hook)(*args)
+            except Exception:  # a broken callback must not end the experiment
+                logger.exception("callback %s.%s failed", type(callback).__name__, hook)
+
+
+def _is_finite_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
