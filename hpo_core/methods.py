@@ -50,17 +50,51 @@ def register_searcher(name: str, target: str, description: str) -> None:
 # -- searchers (single-fidelity proposers; FIFO uses them, multi-fidelity schedulers too) --------
 register_searcher("random", "hpo_core.searchers.random:RandomSearcher", "random search")
 register_searcher("grid", "hpo_core.searchers.grid:GridSearcher", "grid search")
+register_searcher("gp", "hpo_core.searchers.gp:GPSearcher",
+                  "Gaussian-process BO (expected improvement; constraint and cost options)")
+register_searcher("gp_multifidelity", "hpo_core.searchers.gp_multifidelity:MultiFidelityGPSearcher",
+                  "Gaussian-process BO over config and resource (joint or per-level models)")
+register_searcher("kde", "hpo_core.searchers.kde:KDESearcher", "TPE / BOHB density-ratio model")
+register_searcher("rea", "hpo_core.searchers.rea:REASearcher", "regularized evolution")
 
 # -- methods ---------------------------------------------------------------------------------------
 register_method("random", "hpo_core.methods:fifo_random", "FIFO with random search")
 register_method("grid", "hpo_core.methods:fifo_grid", "FIFO with grid search")
 register_method("fifo", "hpo_core.methods:fifo", "FIFO with any searcher (`searcher: name`)")
+register_method("bo", "hpo_core.methods:bo", "Bayesian optimization with a Gaussian process")
+register_method("cbo", "hpo_core.methods:cbo",
+                "constrained Bayesian optimization (a metric that must be <= 0)")
+register_method("tpe", "hpo_core.methods:tpe", "tree-structured Parzen estimator (TPE)")
+register_method("kde", "hpo_core.methods:tpe", "tree-structured Parzen estimator (alias of tpe)")
+register_method("rea", "hpo_core.methods:rea", "regularized evolution")
 register_method("asha", "hpo_core.schedulers.asha:ASHA",
-                "asynchronous successive halving (stopping or promotion)", multi_fidelity=True)
+                "asynchronous successive halving, stopping variant", multi_fidelity=True)
+register_method("asha_promotion", "hpo_core.schedulers.asha_promotion:PromotionASHA",
+                "asynchronous successive halving, promotion (pause/resume) variant",
+                multi_fidelity=True)
 register_method("hyperband", "hpo_core.schedulers.hyperband:SyncHyperband",
                 "synchronous Hyperband", multi_fidelity=True)
-register_method("successive_halving", "hpo_core.schedulers.hyperband:SyncSuccessiveHalving",
+register_method("successive_halving", "hpo_core.schedulers.successive_halving:SyncSuccessiveHalving",
                 "synchronous successive halving", multi_fidelity=True)
+# H7: multi-fidelity, population-based and multi-objective methods
+register_method("dehb", "hpo_core.schedulers.dehb:DEHB",
+                "differential evolution Hyperband (asynchronous brackets)", multi_fidelity=True)
+register_method("hypertune", "hpo_core.schedulers.hypertune:HyperTune",
+                "asynchronous Hyperband with a learnt bracket distribution (Hyper-Tune)",
+                multi_fidelity=True)
+register_method("pasha", "hpo_core.schedulers.pasha:PASHA",
+                "progressive ASHA: the maximum resource grows as rankings settle",
+                multi_fidelity=True)
+register_method("median_stopping", "hpo_core.schedulers.median_stopping:MedianStoppingRule",
+                "median stopping rule", multi_fidelity=True)
+register_method("pbt", "hpo_core.schedulers.pbt:PopulationBasedTraining",
+                "population-based training (exploit by checkpoint copy, explore)",
+                multi_fidelity=True)
+register_method("moasha", "hpo_core.schedulers.moasha:MOASHA",
+                "multi-objective ASHA (Pareto fronts, epsilon-net)", multi_fidelity=True,
+                multi_objective=True)
+register_method("mo_rea", "hpo_core.schedulers.mo_rea:MORegularizedEvolution",
+                "multi-objective regularized evolution", multi_objective=True)
 
 
 def build_searcher(
@@ -88,15 +122,24 @@ def build_scheduler(
     options: Mapping[str, Any] | None = None,
 ) -> Scheduler:
     """A scheduler by registry name (`spec.scheduler`) with `options` (`spec.scheduler_options`)."""
-    if name not in METHODS:
-        raise ValueError(f"scheduler: unknown method {name!r}; expected one of {sorted(METHODS)}")
+    check_scheduler_options(name, options or {})
     factory = METHODS[name].load()
-    kwargs = _checked_options(factory, options or {}, "scheduler_options", name,
-                              reserved=("config_space", "metric", "mode", "seed"))
+    kwargs = dict(options or {})
     try:
         return factory(as_config_space(config_space), metric=metric, mode=mode, seed=seed, **kwargs)
     except TypeError as err:
         raise ValueError(f"scheduler_options: invalid options for {name!r}: {err}") from err
+
+
+def check_scheduler_options(name: str, options: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the field if `name` is no method or an option is unknown to it.
+
+    Required options (e.g. `max_t`) are checked when the scheduler is built.
+    """
+    if name not in METHODS:
+        raise ValueError(f"scheduler: unknown method {name!r}; expected one of {sorted(METHODS)}")
+    _checked_options(METHODS[name].load(), options, "scheduler_options", name,
+                     reserved=("config_space", "metric", "mode", "seed"))
 
 
 def _checked_options(factory: Callable[..., Any], options: Mapping[str, Any], field: str,
@@ -170,6 +213,79 @@ def fifo_grid(
     """Grid search over `num_points` values per numerical hyperparameter."""
     return fifo(config_space, metric, mode, seed, "grid",
                 {"num_points": num_points, "shuffle": shuffle}, points_to_evaluate)
+
+
+def bo(
+    config_space: ConfigSpace,
+    metric: str | Sequence[str],
+    mode: str | Sequence[str] = "min",
+    seed: int | None = None,
+    num_init_random: int | None = None,
+    cost_attr: str | None = None,
+    cost_exponent: float = 1.0,
+    num_candidates: int = 1000,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+) -> Scheduler:
+    """Gaussian-process BO; with `cost_attr`, expected improvement per unit of that cost."""
+    return fifo(config_space, metric, mode, seed, "gp",
+                {"num_init_random": num_init_random, "cost_attr": cost_attr,
+                 "cost_exponent": cost_exponent, "num_candidates": num_candidates},
+                points_to_evaluate)
+
+
+def cbo(
+    config_space: ConfigSpace,
+    metric: str | Sequence[str],
+    mode: str | Sequence[str] = "min",
+    seed: int | None = None,
+    constraint_attr: str = "constraint",
+    num_init_random: int | None = None,
+    num_candidates: int = 1000,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+) -> Scheduler:
+    """Constrained GP-BO: configs whose `constraint_attr` metric is > 0 are infeasible."""
+    return fifo(config_space, metric, mode, seed, "gp",
+                {"num_init_random": num_init_random, "constraint_attr": constraint_attr,
+                 "num_candidates": num_candidates},
+                points_to_evaluate)
+
+
+def tpe(
+    config_space: ConfigSpace,
+    metric: str | Sequence[str],
+    mode: str | Sequence[str] = "min",
+    seed: int | None = None,
+    gamma: float = 0.15,
+    min_points_in_model: int | None = None,
+    num_candidates: int = 64,
+    bandwidth_factor: float = 3.0,
+    random_fraction: float = 1.0 / 3.0,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+) -> Scheduler:
+    """TPE: the config maximizing good-to-bad density ratio (BOHB's kernel density model)."""
+    return fifo(config_space, metric, mode, seed, "kde",
+                {"gamma": gamma, "min_points_in_model": min_points_in_model,
+                 "num_candidates": num_candidates, "bandwidth_factor": bandwidth_factor,
+                 "random_fraction": random_fraction},
+                points_to_evaluate)
+
+
+def rea(
+    config_space: ConfigSpace,
+    metric: str | Sequence[str],
+    mode: str | Sequence[str] = "min",
+    seed: int | None = None,
+    population_size: int = 50,
+    sample_size: int = 10,
+    mutation: str = "local",
+    mutation_scale: float = 0.15,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+) -> Scheduler:
+    """Regularized evolution: tournament selection, one-hyperparameter mutation, aging."""
+    return fifo(config_space, metric, mode, seed, "rea",
+                {"population_size": population_size, "sample_size": sample_size,
+                 "mutation": mutation, "mutation_scale": mutation_scale},
+                points_to_evaluate)
 
 
 def method_names() -> list[str]:

@@ -108,7 +108,10 @@ class Float(Domain):
         return 1
 
     def _from_unit(self, u: float) -> float:
-        v = self._lo + min(max(u, 0.0), 1.0) * (self._hi - self._lo)
+        u = min(max(u, 0.0), 1.0)
+        if u in (0.0, 1.0):  # the bounds exactly, not exp(log(bound))
+            return self.upper if u else self.lower
+        v = self._lo + u * (self._hi - self._lo)
         v = math.exp(v) if self.log else v
         return min(max(v, self.lower), self.upper)
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hpo_core.methods import check_scheduler_options
 from hpo_core.results import validate_name
 from hpo_core.space import ConfigSpace
 from hpo_core.stopping import StoppingCriterion
@@ -86,6 +87,10 @@ class ExperimentSpec:
         for name in ("scheduler_options", "backend_options", "stop"):
             if not isinstance(getattr(self, name), dict):
                 raise SpecError(f"spec.{name}: must be a mapping")
+        try:
+            check_scheduler_options(self.scheduler, self.scheduler_options)
+        except ValueError as err:
+            raise SpecError(f"spec.{err}") from None
         if self.backend not in BACKENDS:
             raise SpecError(f"spec.backend: unknown backend {self.backend!r}; expected one of {BACKENDS}")
         try:

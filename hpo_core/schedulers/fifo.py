@@ -56,7 +56,8 @@ class FIFOScheduler(Scheduler):
         value = self.objective(result.metrics)
         if value is not None:
             resource = result.metrics.get(self.resource_attr) if self.resource_attr else None
-            self.searcher.on_result(trial.trial_id, trial.config, value, resource)
+            self.searcher.on_result(trial.trial_id, trial.config, value, resource,
+                                    metrics=result.metrics)
 
     def on_trial_error(self, trial: Trial) -> None:
         self.searcher.on_error(trial.trial_id)

@@ -70,8 +70,13 @@ class Searcher(ABC):
         config: Mapping[str, Any],
         value: float,
         resource: float | None = None,
+        metrics: Mapping[str, Any] | None = None,
     ) -> None:
-        """Observed `value` (to minimize) of `config`, at `resource` for multi-fidelity use."""
+        """Observed `value` (to minimize) of `config`, at `resource` for multi-fidelity use.
+
+        `metrics` is the whole report, for searchers that model more than the objective
+        (constraints, cost); schedulers pass it when they have it.
+        """
 
     def on_trial_end(self, trial_id: int) -> None:
         """Trial `trial_id` is over or paused: it is no longer pending."""

@@ -1,0 +1,61 @@
+"""Nearest-neighbour surrogate: any config of a blackbox's space gets a tabulated curve.
+
+Configs are compared in the encoded [0,1]^d space of the blackbox's `ConfigSpace` (log domains
+on a log scale, one-hot for choices). A tabulated config hits its own row exactly; another one
+gets the curve of its nearest tabulated config, or the mean curve of its `k` nearest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from backends.blackbox.blackbox import Blackbox, BlackboxError
+
+
+class NearestNeighbourSurrogate:
+    """Looks up curves of arbitrary configs on a tabulated blackbox (lookups are cached)."""
+
+    def __init__(self, blackbox: Blackbox, k: int = 1):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise BlackboxError(f"k: must be a positive integer, got {k!r}")
+        self.blackbox = blackbox
+        self.k = min(k, blackbox.num_configs)
+        space = blackbox.config_space
+        self._space = space
+        self._tree = cKDTree(space.encode_many(
+            [blackbox.config(i) for i in range(blackbox.num_configs)]
+        ))
+        self._cache: dict[str, tuple[int, ...]] = {}
+
+    def neighbours(self, config: Mapping[str, Any]) -> tuple[int, ...]:
+        """Rows of the tabulated configs standing in for `config` (itself if tabulated)."""
+        missing = [n for n in self._space.names if n not in config]
+        if missing:
+            raise BlackboxError(
+                f"config: the blackbox {self.blackbox.name!r} needs the hyperparameters {missing}"
+            )
+        key = self._space.config_key(config)
+        rows = self._cache.get(key)
+        if rows is None:
+            exact = self.blackbox.index_of(config)
+            if exact is not None:
+                rows = (exact,)
+            else:
+                _, found = self._tree.query(self._space.encode(config), k=self.k)
+                rows = tuple(int(i) for i in np.atleast_1d(found))
+            self._cache[key] = rows
+        return rows
+
+    def curve(self, config: Mapping[str, Any], seed: int = 0) -> np.ndarray:
+        """(fidelities, objectives) array for `config`: its row, or the mean of its neighbours."""
+        rows = self.neighbours(config)
+        if len(rows) == 1:
+            return self.blackbox.curve(rows[0], seed)
+        with warnings.catch_warnings():  # a fidelity none of the neighbours reaches stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(self.blackbox.objectives[list(rows), seed], axis=0)

@@ -1,0 +1,125 @@
+"""From an ExperimentSpec to a backend, its config space and the fidelity options it implies.
+
+`spec.backend_options` for the simulated backend::
+
+    {blackbox: lcbench, task: blood-transfusion-service-center}   # by name (default: this one)
+    {path: /data/blackboxes/lcbench/segment}                       # a saved blackbox folder
+    # plus SimulatedBackend's options: objectives, max_fidelity, surrogate, k (and root: a
+    # folder searched for blackboxes by name)
+
+For `local` and `sagemaker` the options are the keyword arguments of `backends.local.LocalBackend`
+and `backends.sagemaker.SageMakerBackend`, imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from backends.base import TrialBackend
+from hpo_core.methods import METHODS
+from hpo_core.space import ConfigSpace
+from hpo_core.spec import ExperimentSpec, SpecError
+
+DEFAULT_BLACKBOX = {"blackbox": "lcbench", "task": "blood-transfusion-service-center"}
+REAL_BACKENDS = {
+    "local": ("backends.local", "LocalBackend"),
+    "sagemaker": ("backends.sagemaker", "SageMakerBackend"),
+}
+BLACKBOX_KEYS = ("blackbox", "task", "path", "root")
+
+
+def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], reserved: tuple[str, ...],
+                   extra: tuple[str, ...] = ()) -> None:
+    params = inspect.signature(factory).parameters
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = sorted({p for p in params if p not in reserved and p != "self"} | set(extra))
+    for key in options:
+        if key not in allowed:
+            raise SpecError(f"spec.backend_options.{key}: unknown option; expected some of {allowed}")
+
+
+def _simulated(spec: ExperimentSpec) -> TrialBackend:
+    from backends.blackbox import BlackboxError, load_blackbox, load_blackbox_path
+    from backends.simulated import SimulatedBackend
+
+    options = dict(spec.backend_options)
+    _check_options(SimulatedBackend, options, ("blackbox", "seed"), BLACKBOX_KEYS)
+    where = {k: options.pop(k) for k in BLACKBOX_KEYS if k in options}
+    try:
+        if "path" in where:
+            if "blackbox" in where or "task" in where:
+                raise SpecError("spec.backend_options: give either 'path' or 'blackbox'/'task'")
+            blackbox = load_blackbox_path(where["path"])
+        else:
+            name = where.get("blackbox", DEFAULT_BLACKBOX["blackbox"])
+            task = where.get("task", DEFAULT_BLACKBOX["task"] if "blackbox" not in where else None)
+            blackbox = load_blackbox(name, task, where.get("root"))
+        backend = SimulatedBackend(blackbox, seed=spec.seed, **options)
+    except (BlackboxError, FileNotFoundError) as err:
+        raise SpecError(f"spec.backend_options: {err}") from err
+    metrics = [spec.metric] if isinstance(spec.metric, str) else list(spec.metric)
+    for metric in metrics:
+        if metric not in blackbox.objective_names:
+            raise SpecError(
+                f"spec.metric: {metric!r} is not reported by blackbox {blackbox.name!r}; "
+                f"it reports {blackbox.objective_names}"
+            )
+    return backend
+
+
+def build_backend(spec: ExperimentSpec) -> TrialBackend:
+    """The backend `spec.backend` with `spec.backend_options`."""
+    if spec.backend == "simulated":
+        return _simulated(spec)
+    if spec.backend not in REAL_BACKENDS:
+        raise SpecError(f"spec.backend: unknown backend {spec.backend!r}")
+    module_name, class_name = REAL_BACKENDS[spec.backend]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        raise SpecError(
+            f"spec.backend: {spec.backend!r} needs the module {module_name}, which is missing"
+        ) from err
+    cls = getattr(module, class_name)
+    _check_options(cls, spec.backend_options, ())
+    return cls(**spec.backend_options)
+
+
+def resolve_config_space(spec: ExperimentSpec, backend: TrialBackend) -> ConfigSpace:
+    """The spec's config space, or the blackbox's when the spec leaves it empty."""
+    if spec.config_space:
+        return ConfigSpace(spec.config_space)
+    blackbox = getattr(backend, "blackbox", None)
+    if blackbox is None:
+        raise SpecError(f"spec.config_space: required for the {spec.backend!r} backend")
+    return blackbox.config_space
+
+
+def default_scheduler_options(spec: ExperimentSpec, backend: TrialBackend) -> dict[str, Any]:
+    """`spec.scheduler_options`, completed with the fidelity a simulated backend reports.
+
+    For a multi-fidelity method, `resource_attr` becomes the blackbox's fidelity name, `max_t`
+    its largest (replayed) fidelity and `grace_period` its smallest, each only where the spec
+    leaves it out and the method takes it.
+    """
+    options = dict(spec.scheduler_options)
+    info = METHODS.get(spec.scheduler)
+    fidelities = getattr(backend, "fidelity_values", None)
+    if info is None or not info.multi_fidelity or not fidelities:
+        return options
+    params = inspect.signature(info.load()).parameters
+    defaults = {
+        "resource_attr": backend.fidelity_name,  # type: ignore[attr-defined]
+        "max_t": fidelities[-1],
+        "grace_period": fidelities[0],
+    }
+    for key, value in defaults.items():
+        if key in params and key not in options:
+            options[key] = value
+    return options

@@ -1,0 +1,249 @@
+"""The simulated backend: replays a blackbox's learning curves on a simulated clock.
+
+A trial started at time t reports fidelity f at t + elapsed(f), where elapsed(f) is the
+blackbox's cumulative time column; each report is
+`{fidelity_name: f, <every objective>..., time_attr: elapsed(f)}`. After its last fidelity a
+trial COMPLETES (at the time of its last report). `poll()` pops one event per call, in time
+order (ties in the order they were scheduled), so the tuner applies its decisions in time
+order; it never sleeps, and scheduler compute time never leaks into simulated time.
+
+Pausing keeps the trial's progress like a checkpoint: resumed at time r from fidelity f, its
+next report comes at r + elapsed(f') - elapsed(f). The resume point is read from
+`trial.last_result[fidelity_name]`, so a fresh backend after a crash resumes correctly. A trial
+with `checkpoint_from` (PBT) continues from the source trial's last reported fidelity, along
+its own config's curve.
+
+Configs off the table get the curve of their nearest tabulated config (see
+`backends.blackbox.surrogate`); with `surrogate=None` such a trial fails. Deterministic: the
+same seed and the same decisions give the same events. The seed picks, per trial, which of the
+table's seeds is replayed (nothing is added to the tabulated values).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from bisect import bisect_right
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from backends.base import TrialBackend
+from backends.blackbox.blackbox import Blackbox, BlackboxError
+from backends.blackbox.surrogate import NearestNeighbourSurrogate
+from hpo_core.trial import EventKind, Trial, TrialEvent
+
+SURROGATES = ("nearest", None)
+
+
+class _Curve:
+    """One curve prepared for replay: the reported rows, their fidelities and elapsed times."""
+
+    __slots__ = ("values", "fidelities", "times", "has_nan")
+
+    def __init__(self, values: np.ndarray, fidelities: list[Any], times: list[float]):
+        self.values = values
+        self.fidelities = fidelities
+        self.times = times
+        self.has_nan = bool(np.isnan(values).any())
+
+
+class _Run:
+    """A trial in flight: its curve, the clock value of its elapsed-time zero, its next row."""
+
+    __slots__ = ("trial_id", "curve", "base", "pos", "failure")
+
+    def __init__(self, trial_id: int, curve: _Curve | None, base: float, pos: int,
+                 failure: str | None = None):
+        self.trial_id = trial_id
+        self.curve = curve
+        self.base = base
+        self.pos = pos
+        self.failure = failure
+
+
+class SimulatedBackend(TrialBackend):
+    """Runs trials by looking their results up in a blackbox.
+
+    Args:
+        blackbox: the tabulated benchmark.
+        seed: picks the table seed replayed for each trial (tables with several seeds).
+        objectives: the objectives to report (default: all; the time objective always).
+        max_fidelity: report fidelities up to this value only (the trial completes there).
+        surrogate: "nearest" (configs off the table get their nearest neighbour's curve) or
+            None (they fail).
+        k: neighbours averaged by the nearest-neighbour surrogate.
+    """
+
+    is_simulated = True
+
+    def __init__(
+        self,
+        blackbox: Blackbox,
+        seed: int = 0,
+        objectives: Sequence[str] | None = None,
+        max_fidelity: float | None = None,
+        surrogate: str | None = "nearest",
+        k: int = 1,
+    ):
+        super().__init__()
+        if surrogate not in SURROGATES:
+            raise BlackboxError(f"surrogate: must be one of {SURROGATES}, got {surrogate!r}")
+        self.blackbox = blackbox
+        self.seed = int(seed)
+        names = list(objectives) if objectives is not None else list(blackbox.objective_names)
+        unknown = [n for n in names if n not in blackbox.objective_names]
+        if unknown:
+            raise BlackboxError(
+                f"objectives: {unknown} are not objectives of {blackbox.name!r}; it has "
+                f"{blackbox.objective_names}"
+            )
+        if blackbox.time_attr not in names:
+            names.append(blackbox.time_attr)
+        self._names = names
+        self._columns = [blackbox.objective_index(n) for n in names]
+        self._time_column = names.index(blackbox.time_attr)
+        fidelities = blackbox.fidelity_values
+        if max_fidelity is not None:
+            if max_fidelity < fidelities[0]:
+                raise BlackboxError(
+                    f"max_fidelity: {max_fidelity!r} is below the first {blackbox.fidelity_name} "
+                    f"{fidelities[0]}"
+                )
+            fidelities = fidelities[fidelities <= max_fidelity]
+        self._num_fidelities = len(fidelities)
+        self.fidelity_name = blackbox.fidelity_name
+        self.fidelity_values: list[Any] = fidelities.tolist()
+        self.surrogate = NearestNeighbourSurrogate(blackbox, k) if surrogate == "nearest" else None
+        self._clock = 0.0
+        self._seq = 0
+        self._heap: list[tuple[float, int, _Run]] = []
+        self._runs: dict[int, _Run] = {}
+        self._progress: dict[int, Any] = {}  # trial -> last fidelity it reported
+        self._curves: dict[tuple[tuple[int, ...], int], _Curve] = {}
+
+    @property
+    def max_fidelity(self) -> Any:
+        return self.fidelity_values[-1]
+
+    # -- the TrialBackend contract -------------------------------------------------------------
+    def start(self, trial: Trial) -> None:
+        done = None
+        if trial.checkpoint_from is not None:
+            done = self._progress.get(trial.checkpoint_from)
+        self._launch(trial, done)
+
+    def resume(self, trial: Trial) -> None:
+        done = (trial.last_result or {}).get(self.fidelity_name)
+        if done is None and trial.checkpoint_from is not None:
+            done = self._progress.get(trial.checkpoint_from)
+        self._launch(trial, done)
+
+    def pause(self, trial_id: int) -> None:
+        self._runs.pop(trial_id, None)  # its pending event is skipped when it comes up
+
+    def stop(self, trial_id: int) -> None:
+        self._runs.pop(trial_id, None)
+
+    def poll(self) -> list[TrialEvent]:
+        heap, runs = self._heap, self._runs
+        while heap:
+            time, _, run = heapq.heappop(heap)
+            trial_id = run.trial_id
+            if runs.get(trial_id) is not run:
+                continue  # stopped or paused since this event was scheduled
+            self._clock = time
+            curve = run.curve
+            if run.failure is not None or curve is None:
+                del runs[trial_id]
+                return [TrialEvent(EventKind.FAILED, trial_id, time, reason=run.failure)]
+            pos = run.pos
+            if pos < len(curve.times):
+                fidelity = curve.fidelities[pos]
+                metrics = {self.fidelity_name: fidelity}
+                row = curve.values[pos].tolist()
+                if curve.has_nan:
+                    metrics.update((n, v) for n, v in zip(self._names, row, strict=True)
+                                   if not math.isnan(v))
+                else:
+                    metrics.update(zip(self._names, row, strict=True))
+                self._progress[trial_id] = fidelity
+                run.pos = pos = pos + 1
+                self._push(run.base + curve.times[pos] if pos < len(curve.times) else time, run)
+                return [TrialEvent(EventKind.RESULT, trial_id, time, metrics)]
+            del runs[trial_id]
+            return [TrialEvent(EventKind.COMPLETED, trial_id, time)]
+        return []
+
+    def now(self) -> float:
+        return self._clock
+
+    def close(self) -> None:
+        self._runs.clear()
+        self._heap.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The clock and each trial's last reported fidelity (what a checkpoint would hold).
+
+        The clock is recorded for information: the tuner adds the time of earlier sessions to
+        a restored backend's clock, which starts again at 0.
+        """
+        return {"clock": self._clock, "progress": {str(k): v for k, v in self._progress.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._progress = {int(k): v for k, v in state.get("progress", {}).items()}
+
+    # -- internals -----------------------------------------------------------------------------
+    def _push(self, time: float, run: _Run) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (time, self._seq, run))
+
+    def _table_seed(self, trial_id: int) -> int:
+        num_seeds = self.blackbox.num_seeds
+        if num_seeds == 1:
+            return 0
+        return random.Random(self.seed * 1_000_003 + trial_id).randrange(num_seeds)
+
+    def _curve(self, trial: Trial) -> _Curve:
+        if self.surrogate is not None:
+            rows = self.surrogate.neighbours(trial.config)
+        else:
+            index = self.blackbox.index_of(trial.config)
+            if index is None:
+                raise BlackboxError(
+                    f"config: {trial.config} is not in the table of {self.blackbox.name!r} "
+                    "(set surrogate='nearest' to use the nearest tabulated config)"
+                )
+            rows = (index,)
+        seed = self._table_seed(trial.trial_id)
+        curve = self._curves.get((rows, seed))
+        if curve is None:
+            if self.surrogate is not None:
+                full = self.surrogate.curve(trial.config, seed)
+            else:
+                full = self.blackbox.curve(rows[0], seed)
+            values = full[: self._num_fidelities][:, self._columns]
+            valid = ~np.isnan(values[:, self._time_column])
+            values = values[valid]
+            fidelities = [f for f, ok in zip(self.fidelity_values, valid.tolist(), strict=True)
+                          if ok]
+            curve = _Curve(values, fidelities, values[:, self._time_column].astype(float).tolist())
+            self._curves[(rows, seed)] = curve
+        return curve
+
+    def _launch(self, trial: Trial, done: Any) -> None:
+        now = self._clock
+        try:
+            curve = self._curve(trial)
+        except (BlackboxError, KeyError, TypeError, ValueError) as err:
+            run = _Run(trial.trial_id, None, now, 0, failure=f"simulated backend: {err}")
+            self._runs[trial.trial_id] = run
+            self._push(now, run)
+            return
+        pos = 0 if done is None else bisect_right(curve.fidelities, done)
+        base = now - (curve.times[pos - 1] if pos > 0 else 0.0)
+        run = _Run(trial.trial_id, curve, base, pos)
+        self._runs[trial.trial_id] = run
+        self._push(max(now, base + curve.times[pos]) if pos < len(curve.times) else now, run)

@@ -1,0 +1,75 @@
+"""The peer venv: Syne Tune in its own virtual environment, for benchmarks only.
+
+`ensure_syne_tune_python()` creates `benchmarks/.peers-venv` on first use (with uv) and returns
+its interpreter. Concurrent callers wait on a file lock, so the venv is built once. Syne Tune is
+never a dependency of tunesmith itself.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEERS_VENV = HERE / ".peers-venv"
+REQUIREMENTS = (
+    "syne-tune[basic]==0.16.0",
+    "huggingface_hub",  # `import syne_tune.blackbox_repository` needs it
+    "pandas",
+    "pyarrow",
+)
+
+
+def _uv() -> list[str]:
+    candidates = [HERE.parent / ".venv" / "bin" / "uv", Path(sys.executable).parent / "uv"]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return [str(path)]
+    found = shutil.which("uv")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "uv"]
+
+
+def _python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def ensure_syne_tune_python(venv: Path = PEERS_VENV) -> Path:
+    """The python of a venv with `syne-tune[basic]==0.16.0`, created on first call."""
+    stamp = venv / ".installed"
+    wanted = "\n".join(REQUIREMENTS)
+    if stamp.exists() and stamp.read_text() == wanted and _python(venv).exists():
+        return _python(venv)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent callers wait for the first one to finish
+        try:
+            if stamp.exists() and stamp.read_text() == wanted and _python(venv).exists():
+                return _python(venv)
+            uv = _uv()
+            if not _python(venv).exists():
+                subprocess.run([*uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+                               check=True)
+            subprocess.run([*uv, "pip", "install", "--quiet", "--python", str(_python(venv)),
+                            *REQUIREMENTS], check=True)
+            stamp.write_text(wanted)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return _python(venv)
+
+
+def syne_tune_env() -> dict[str, str]:
+    """Environment for a Syne Tune subprocess: its files go to a temporary folder."""
+    env = dict(os.environ)
+    env.setdefault("SYNETUNE_FOLDER", tempfile.mkdtemp(prefix="synetune-"))
+    return env
+
+
+if __name__ == "__main__":
+    print(ensure_syne_tune_python())

@@ -1,0 +1,163 @@
+"""The `tunesmith` console script: run, demo, resume, list, show.
+
+`run` and `demo` go through the Prefect `tune` flow (tracked in MLflow) unless `--no-flow` is
+given, in which case the bare tuner runs the experiment and only the on-disk store is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hpo_core.results import load_experiment, validate_name
+from hpo_core.spec import ExperimentSpec
+
+DEMO_SPEC: dict[str, Any] = {
+    "name": "demo-lcbench-asha",
+    "metric": "val_cross_entropy",
+    "mode": "min",
+    "scheduler": "asha",
+    "scheduler_options": {"grace_period": 1, "reduction_factor": 3},
+    "backend": "simulated",
+    "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center"},
+    "stop": {"max_time": 4 * 3600},
+    "n_workers": 4,
+    "seed": 0,
+}
+
+
+def _print_summary(spec: ExperimentSpec, extra: dict[str, Any] | None = None) -> None:
+    experiment = load_experiment(spec.experiment_path)
+    best = experiment.best_config()
+    print()
+    print(f"experiment   {spec.name}  ({spec.scheduler} on the {spec.backend} backend)")
+    print(f"trials       {len(experiment.trials())}")
+    if best is None:
+        print("best         none: no trial reported the metric")
+    else:
+        print(f"best {experiment.metric} ({experiment.mode}): {experiment.best_value():.6g}"
+              f"  (trial {experiment.best_trial_id()})")
+        for name, value in best.items():
+            print(f"  {name} = {value}")
+    print(f"results      {experiment.path.resolve()}")
+    for key, value in (extra or {}).items():
+        print(f"{key:<12} {value}")
+
+
+def _run_bare(spec: ExperimentSpec) -> None:
+    from flows.runner import build_tuner
+    from hpo_core.progress import ProgressPrinter
+
+    tuner = build_tuner(spec, callbacks=[ProgressPrinter()])
+    result = tuner.run()
+    print(f"ended: {result.reason}")
+    _print_summary(spec)
+
+
+def _run_flow(spec: ExperimentSpec) -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from flows.tune import run_tune
+
+    outcome = run_tune(spec)
+    extra = {
+        "prefect run": outcome.get("flow_run_id"),
+        "mlflow run": outcome.get("mlflow_parent_run_id"),
+        "mlflow ui": outcome.get("mlflow_ui_command"),
+    }
+    _print_summary(spec, {k: v for k, v in extra.items() if v})
+
+
+def _run(spec: ExperimentSpec, use_flow: bool) -> int:
+    print(f"running {spec.name}: {spec.scheduler}, {spec.n_workers} workers, stop {spec.stop}")
+    if use_flow:
+        _run_flow(spec)
+    else:
+        _run_bare(spec)
+    return 0
+
+
+def _list(root: Path) -> int:
+    if not root.is_dir():
+        print(f"no experiments under {root}")
+        return 0
+    print(f"{'experiment':<32} {'trials':>7} {'best':>12}  metric")
+    for path in sorted(p for p in root.iterdir() if (p / "spec.json").exists()):
+        experiment = load_experiment(path)
+        best = experiment.best_value() if experiment.metrics else None
+        trials = 0 if experiment.results.empty else experiment.results["trial_id"].nunique()
+        best_text = "-" if best is None else f"{best:.6g}"
+        metric = experiment.metric if experiment.metrics else "-"
+        print(f"{path.name:<32} {trials:>7} {best_text:>12}  {metric}")
+    return 0
+
+
+def _show(root: Path, name: str, top: int) -> int:
+    path = root / validate_name(name, "experiment")
+    experiment = load_experiment(path)
+    trials = experiment.trials()
+    print(f"experiment {name}: {len(trials)} trials, results in {path}")
+    if trials.empty:
+        return 0
+    metric = experiment.metric
+    ranked = trials.dropna(subset=[metric]).sort_values(metric, ascending=experiment.mode == "min")
+    columns = ["trial_id", "status", metric, "num_reports"] + experiment.config_columns
+    print(ranked[[c for c in columns if c in ranked.columns]].head(top).to_string(index=False))
+    print(f"trajectory plot: {experiment.plot_trajectory()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunesmith", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run (or resume) the experiment of a spec file (YAML/JSON)")
+    run.add_argument("spec", type=Path)
+    run.add_argument("--no-flow", action="store_true", help="bare tuner: no Prefect, no MLflow")
+    run.add_argument("--results-root", help="override spec.results_root")
+    demo = sub.add_parser("demo", help="ASHA on the bundled LCBench benchmark, simulated")
+    demo.add_argument("--no-flow", action="store_true", help="bare tuner: no Prefect, no MLflow")
+    demo.add_argument("--results-root", help="where experiments are stored")
+    resume = sub.add_parser("resume", help="resume an experiment from its store")
+    resume.add_argument("name")
+    resume.add_argument("--results-root", default="experiments")
+    resume.add_argument("--no-flow", action="store_true")
+    listing = sub.add_parser("list", help="experiments in a results root")
+    listing.add_argument("--results-root", default="experiments")
+    show = sub.add_parser("show", help="the best trials of an experiment")
+    show.add_argument("name")
+    show.add_argument("--results-root", default="experiments")
+    show.add_argument("--top", type=int, default=10)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("run", "demo", "resume"):
+            if args.command == "run":
+                spec = ExperimentSpec.from_file(args.spec)
+            elif args.command == "demo":
+                spec = ExperimentSpec.from_dict(dict(DEMO_SPEC))
+            else:
+                path = Path(args.results_root) / validate_name(args.name, "experiment")
+                if not (path / "spec.json").exists():
+                    raise FileNotFoundError(f"no experiment at {path}")
+                spec = ExperimentSpec.from_file(path / "spec.json")
+            if args.results_root:
+                spec.results_root = args.results_root
+            return _run(spec, use_flow=not args.no_flow)
+        if args.command == "list":
+            return _list(Path(args.results_root))
+        return _show(Path(args.results_root), args.name, args.top)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

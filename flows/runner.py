@@ -1,0 +1,61 @@
+"""From an ExperimentSpec to a ready Tuner: backend, config space, scheduler, store.
+
+Shared by the `tune` flow and the `tunesmith` CLI; imports no Prefect or MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from backends.base import TrialBackend
+from backends.factory import build_backend, default_scheduler_options, resolve_config_space
+from hpo_core.methods import build_scheduler
+from hpo_core.results import ExperimentStore
+from hpo_core.spec import ExperimentSpec, SpecError
+from hpo_core.tuner import Tuner, TunerCallback
+
+# Fields that may change when an existing experiment is resumed (a longer budget, more workers).
+RESUMABLE_CHANGES = {"stop", "n_workers", "max_failures", "tracking_uri", "backend_options"}
+
+
+def open_store(spec: ExperimentSpec) -> ExperimentStore:
+    """The experiment's store; an existing one must belong to the same experiment."""
+    store = ExperimentStore(spec.results_root, spec.name)
+    previous = store.read_spec() if store.path.exists() else None
+    if previous is not None and store.has_state():
+        current = spec.to_dict()
+        changed = sorted(
+            key for key in current
+            if key not in RESUMABLE_CHANGES and previous.get(key) != current[key]
+        )
+        if changed:
+            raise SpecError(
+                f"spec: experiment {spec.name!r} exists at {store.path} with different "
+                f"{', '.join(changed)}; use another name to start a new experiment"
+            )
+    store.create()
+    store.write_spec(spec.to_dict())
+    return store
+
+
+def build_tuner(
+    spec: ExperimentSpec,
+    callbacks: Iterable[TunerCallback] = (),
+    backend: TrialBackend | None = None,
+) -> Tuner:
+    """A Tuner for `spec` (resuming from its store when a state exists there)."""
+    backend = backend or build_backend(spec)
+    config_space = resolve_config_space(spec, backend)
+    options = {**default_scheduler_options(spec, backend), **spec.scheduler_options}
+    scheduler = build_scheduler(
+        spec.scheduler, config_space, spec.metric, spec.mode, spec.seed, options
+    )
+    return Tuner(
+        scheduler,
+        backend,
+        spec.stopping_criterion,
+        n_workers=spec.n_workers,
+        callbacks=callbacks,
+        max_failures=spec.max_failures,
+        store=open_store(spec),
+    )

@@ -1,0 +1,1 @@
+"""Probabilistic models and acquisition functions for model-based searchers."""

@@ -1,0 +1,175 @@
+"""Multi-objective utilities: Pareto dominance, non-dominated sorting, crowding, hypervolume.
+
+Every function takes objective vectors to *minimize*, one row per point and one column per
+objective (schedulers turn the user's metrics into such values with `Scheduler.objectives`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_points(points: np.ndarray | list) -> np.ndarray:
+    values = np.asarray(points, dtype=float)
+    if values.ndim == 1:
+        values = values.reshape(-1, 1) if values.size else values.reshape(0, 1)
+    if values.ndim != 2:
+        raise ValueError(f"points: expected a 2-D array (points x objectives), got shape {values.shape}")
+    return values
+
+
+def dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether `a` is no worse than `b` in every objective and better in at least one."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return bool(np.all(a <= b) and np.any(a < b))
+
+
+def nondominated_sort(points: np.ndarray | list) -> list[np.ndarray]:
+    """The Pareto fronts: indices of the first front (non-dominated points), then of the front
+    that is non-dominated once the first is removed, and so on (Deb et al.'s fast sort)."""
+    values = _as_points(points)
+    n = len(values)
+    if n == 0:
+        return []
+    le = np.all(values[:, None, :] <= values[None, :, :], axis=2)
+    lt = np.any(values[:, None, :] < values[None, :, :], axis=2)
+    dom = le & lt  # dom[i, j]: i dominates j
+    dominated_by = dom.sum(axis=0)  # how many points dominate j
+    fronts: list[np.ndarray] = []
+    current = np.flatnonzero(dominated_by == 0)
+    while current.size:
+        fronts.append(current)
+        dominated_by = dominated_by - dom[current].sum(axis=0)
+        dominated_by[current] = -1  # assigned
+        current = np.flatnonzero(dominated_by == 0)
+    return fronts
+
+
+def pareto_ranks(points: np.ndarray | list) -> np.ndarray:
+    """Front number of each point (0 for the non-dominated ones)."""
+    values = _as_points(points)
+    ranks = np.zeros(len(values), dtype=int)
+    for r, front in enumerate(nondominated_sort(values)):
+        ranks[front] = r
+    return ranks
+
+
+def crowding_distance(points: np.ndarray | list) -> np.ndarray:
+    """NSGA-II crowding distance within one front: larger is lonelier; extremes get inf."""
+    values = _as_points(points)
+    n, m = values.shape
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(m):
+        order = np.argsort(values[:, j], kind="stable")
+        column = values[order, j]
+        span = column[-1] - column[0]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (column[2:] - column[:-2]) / span
+    return distance
+
+
+def _normalized(values: np.ndarray) -> np.ndarray:
+    lo, hi = values.min(axis=0), values.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return (values - lo) / span
+
+
+def epsilon_net_order(points: np.ndarray | list) -> np.ndarray:
+    """All indices ordered best first by fronts, and within a front by greedy farthest-point
+    selection in normalized objective space (the epsilon-net idea of MO-ASHA: a prefix of the
+    order covers each front evenly). The first point of a front is its best in the sum of
+    normalized objectives."""
+    values = _as_points(points)
+    if len(values) == 0:
+        return np.zeros(0, dtype=int)
+    scaled = _normalized(values)
+    order: list[int] = []
+    for front in nondominated_sort(values):
+        members = list(front)
+        chosen = members.pop(int(np.argmin(scaled[members].sum(axis=1))))
+        order.append(chosen)
+        nearest = np.linalg.norm(scaled[members] - scaled[chosen], axis=1) if members else None
+        while members:
+            k = int(np.argmax(nearest))
+            chosen = members.pop(k)
+            nearest = np.delete(nearest, k)
+            order.append(chosen)
+            if members:
+                nearest = np.minimum(nearest, np.linalg.norm(scaled[members] - scaled[chosen], axis=1))
+    return np.asarray(order, dtype=int)
+
+
+def nsga2_order(points: np.ndarray | list) -> np.ndarray:
+    """All indices ordered best first: by front, then by decreasing crowding distance."""
+    values = _as_points(points)
+    order: list[int] = []
+    for front in nondominated_sort(values):
+        crowd = crowding_distance(values[front])
+        order.extend(front[np.argsort(-crowd, kind="stable")].tolist())
+    return np.asarray(order, dtype=int)
+
+
+def hypervolume(points: np.ndarray | list, reference: np.ndarray | list,
+                method: str = "exact", num_samples: int = 100_000,
+                seed: int | None = None) -> float:
+    """Volume dominated by `points` and bounded by `reference` (minimization).
+
+    Points not strictly better than the reference in every objective add nothing.
+    `method="exact"`: a sweep in 2-D, recursive slicing in more dimensions (fine for the few
+    hundred points of a tuning run in 3-4 objectives); `method="mc"`: a Monte Carlo estimate
+    from `num_samples` uniform draws in the box between the points' minimum and the reference.
+    """
+    values = _as_points(points)
+    ref = np.asarray(reference, dtype=float).ravel()
+    if values.shape[1] != ref.size:
+        raise ValueError(f"reference: has {ref.size} objectives, the points have {values.shape[1]}")
+    values = values[np.all(values < ref, axis=1)]
+    if len(values) == 0:
+        return 0.0
+    if method == "exact":
+        front = values[nondominated_sort(values)[0]]
+        return float(_hv_exact(front, ref))
+    if method == "mc":
+        rng = np.random.default_rng(seed)
+        lower = values.min(axis=0)
+        box = float(np.prod(ref - lower))
+        samples = lower + rng.random((num_samples, ref.size)) * (ref - lower)
+        covered = np.zeros(num_samples, dtype=bool)
+        for p in values:
+            covered |= np.all(samples >= p, axis=1)
+        return box * float(covered.mean())
+    raise ValueError(f"method: expected 'exact' or 'mc', got {method!r}")
+
+
+def _hv_2d(front: np.ndarray, ref: np.ndarray) -> float:
+    order = np.argsort(front[:, 0], kind="stable")
+    volume, best_y = 0.0, ref[1]
+    for x, y in front[order]:
+        if y < best_y:
+            volume += (ref[0] - x) * (best_y - y)
+            best_y = y
+    return volume
+
+
+def _hv_exact(front: np.ndarray, ref: np.ndarray) -> float:
+    if front.shape[1] == 1:
+        return float(ref[0] - front[:, 0].min())
+    if front.shape[1] == 2:
+        return _hv_2d(front, ref)
+    # Slice along the last objective: between consecutive levels, the dominated region is the
+    # (d-1)-dimensional hypervolume of the points at or below the lower level.
+    order = np.argsort(front[:, -1], kind="stable")
+    levels = front[order, -1]
+    volume = 0.0
+    for i in range(len(order)):
+        upper = levels[i + 1] if i + 1 < len(order) else ref[-1]
+        height = upper - levels[i]
+        if height <= 0:
+            continue
+        active = front[order[: i + 1], :-1]
+        active = active[nondominated_sort(active)[0]]
+        volume += height * _hv_exact(active, ref[:-1])
+    return volume

@@ -1,0 +1,51 @@
+"""ASHA, promotion variant (pause and resume; Li et al. 2020, Algorithm 2).
+
+A trial reaching a rung level below `max_t` records its value there and is paused. When a worker
+is free, `suggest()` resumes a paused trial that is among the top `floor(n / eta)` of the `n`
+values of its rung and was not promoted from it before, looking at the highest rung levels
+first (over all brackets, lower bracket first on equal levels); if there is none, a new config
+starts.
+"""
+
+from __future__ import annotations
+
+from hpo_core.schedulers.asha import ASHA
+from hpo_core.schedulers.rungs import num_promotable
+from hpo_core.trial import Decision, Trial, TrialSuggestion
+
+
+class PromotionASHA(ASHA):
+    """ASHA that pauses trials at each rung and promotes (resumes) the top 1/eta.
+
+    Options are those of `ASHA`. Every trial recorded at a rung below `max_t` is paused there
+    until promoted from it, so a rung's un-promoted entries are exactly its paused trials.
+    Subclass hooks, besides ASHA's: `_promotion_candidates(bracket, rung)` and
+    `_find_promotion()`.
+    """
+
+    def _on_rung(self, trial: Trial, bracket: int, rung: int) -> Decision:
+        return Decision.PAUSE
+
+    def _promotion_candidates(self, bracket: int, rung: int) -> list[int]:
+        """Trials of a rung in its top floor(n/eta) not yet promoted from it, best first."""
+        rung_ = self.rungs[bracket][rung]
+        top = self._rank(rung_.entries())[: num_promotable(len(rung_), self.reduction_factor)]
+        return [t for t in top if t not in rung_.promoted]
+
+    def _find_promotion(self) -> tuple[int, int, int] | None:
+        """(bracket, rung, trial_id) to promote next, or None."""
+        rungs = [(self.levels[b][j], b, j) for b in range(len(self.levels))
+                 for j in range(len(self.levels[b]) - 1)]
+        for _, b, j in sorted(rungs, key=lambda r: (-r[0], r[1])):
+            candidates = self._promotion_candidates(b, j)
+            if candidates:
+                return b, j, candidates[0]
+        return None
+
+    def suggest(self, trial_id: int) -> TrialSuggestion | None:
+        promotion = self._find_promotion()
+        if promotion is None:
+            return super().suggest(trial_id)
+        bracket, rung, tid = promotion
+        self.rungs[bracket][rung].promoted.add(tid)
+        return TrialSuggestion.resume(tid)

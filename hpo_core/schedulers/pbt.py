@@ -1,0 +1,206 @@
+"""Population-based training (Jaderberg et al., 2017).
+
+A population of `population_size` trials trains in parallel. Every `perturbation_interval` of
+the resource, a trial in the bottom quantile of the population is stopped and replaced by a new
+trial that starts from the checkpoint of a top-quantile trial (exploit, through
+`TrialSuggestion.start(config, checkpoint_from=parent)`) with the parent's hyperparameters
+perturbed (explore: numbers scaled by one of `perturbation_factors`, ordered values moved to a
+neighbour, or any value resampled with `resample_probability`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hpo_core.schedulers.base import Scheduler
+from hpo_core.space import Categorical, ConfigSpace, Float, Integer
+from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
+
+
+class PopulationBasedTraining(Scheduler):
+    """PBT with truncation selection.
+
+    Args:
+        resource_attr: the reported training progress (e.g. "epoch"); required.
+        max_t: a trial is stopped once its resource reaches this (None: it ends by itself).
+        population_size: trials training at once; that many random configs start first, and a
+            member that fails or reaches the end is replaced by a new random config.
+        perturbation_interval: resource between two exploit/explore checks of a trial.
+        quantile_fraction: share of the population in the top and in the bottom quantile.
+        resample_probability: chance that explore draws a hyperparameter afresh.
+        perturbation_factors: factors numerical hyperparameters are multiplied by.
+        hyperparameters: names that explore may change (default: every searched one).
+        points_to_evaluate: configs of the first population members.
+    """
+
+    def __init__(
+        self,
+        config_space: ConfigSpace | Mapping[str, Any],
+        metric: str | Sequence[str],
+        mode: str | Sequence[str] = "min",
+        seed: int | None = None,
+        resource_attr: str = "epoch",
+        max_t: float | None = None,
+        population_size: int = 8,
+        perturbation_interval: float = 2.0,
+        quantile_fraction: float = 0.25,
+        resample_probability: float = 0.25,
+        perturbation_factors: Sequence[float] = (0.8, 1.2),
+        hyperparameters: Sequence[str] | None = None,
+        points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+    ):
+        super().__init__(config_space, metric, mode, seed)
+        if not isinstance(resource_attr, str) or not resource_attr:
+            raise ValueError(f"resource_attr: must be a metric name, got {resource_attr!r}")
+        if population_size < 2:
+            raise ValueError(f"population_size: must be at least 2, got {population_size}")
+        if perturbation_interval <= 0:
+            raise ValueError(f"perturbation_interval: must be positive, got {perturbation_interval}")
+        if not 0 < quantile_fraction <= 0.5:
+            raise ValueError(f"quantile_fraction: must be in (0, 0.5], got {quantile_fraction}")
+        if not 0 <= resample_probability <= 1:
+            raise ValueError(f"resample_probability: must be in [0, 1], got {resample_probability}")
+        if not perturbation_factors or any(f <= 0 for f in perturbation_factors):
+            raise ValueError(f"perturbation_factors: need positive factors, got {perturbation_factors}")
+        names = list(hyperparameters) if hyperparameters is not None else self.config_space.names
+        unknown = sorted(set(names) - set(self.config_space.names))
+        if unknown:
+            raise ValueError(f"hyperparameters: not searched in the config space: {unknown}")
+        self.resource_attr = resource_attr
+        self.max_t = max_t
+        self.population_size = int(population_size)
+        self.perturbation_interval = float(perturbation_interval)
+        self.quantile_fraction = float(quantile_fraction)
+        self.resample_probability = float(resample_probability)
+        self.perturbation_factors = [float(f) for f in perturbation_factors]
+        self.hyperparameters = names
+        self._initial = [self.config_space.cast(dict(p)) for p in points_to_evaluate or []]
+        self._exploits: list[tuple[dict[str, Any], int]] = []  # (config, parent) to start
+        self._members: set[int] = set()  # trials currently in the population
+        self._pending = 0  # exploit suggestions handed out, not yet added
+        self._scores: dict[int, float] = {}
+        self._resources: dict[int, float] = {}
+        self._last_perturbation: dict[int, float] = {}
+        self._configs: dict[int, dict[str, Any]] = {}
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def suggest(self, trial_id: int) -> TrialSuggestion | None:
+        if self._exploits:
+            config, parent = self._exploits.pop(0)
+            self._pending += 1
+            return TrialSuggestion.start(config, checkpoint_from=parent)
+        if len(self._members) + self._pending < self.population_size:  # fill a free slot
+            if self._initial:
+                return TrialSuggestion.start({**self.config_space.fixed, **self._initial.pop(0)})
+            return TrialSuggestion.start(self.config_space.sample(self.rng))
+        return None
+
+    def on_trial_add(self, trial: Trial) -> None:
+        self._members.add(trial.trial_id)
+        if trial.checkpoint_from is not None:
+            self._pending = max(0, self._pending - 1)
+        self._configs[trial.trial_id] = dict(trial.config)
+        parent = trial.checkpoint_from
+        start = self._resources.get(parent, 0.0) if parent is not None else 0.0
+        self._resources[trial.trial_id] = start
+        self._last_perturbation[trial.trial_id] = start
+
+    def on_trial_result(self, trial: Trial, result: TrialResult) -> Decision:
+        value = self.objective(result.metrics)
+        resource = result.metrics.get(self.resource_attr)
+        if value is None or resource is None:
+            return Decision.CONTINUE
+        tid, resource = trial.trial_id, float(resource)
+        self._scores[tid] = value
+        self._resources[tid] = resource
+        self._configs.setdefault(tid, dict(trial.config))
+        if self.max_t is not None and resource >= self.max_t:
+            self._members.discard(tid)
+            return Decision.STOP
+        if resource - self._last_perturbation.get(tid, 0.0) < self.perturbation_interval:
+            return Decision.CONTINUE
+        self._last_perturbation[tid] = resource
+        parent = self._exploit_parent(tid)
+        if parent is None:
+            return Decision.CONTINUE
+        self._members.discard(tid)
+        self._exploits.append((self.explore(self._configs[parent]), parent))
+        return Decision.STOP
+
+    def _exploit_parent(self, trial_id: int) -> int | None:
+        """A top-quantile member to copy if `trial_id` is in the bottom quantile, else None."""
+        ranked = sorted((t for t in self._members if t in self._scores),
+                        key=lambda t: (self._scores[t], t))
+        if len(ranked) < 2:
+            return None
+        n = max(1, int(round(len(ranked) * self.quantile_fraction)))
+        n = min(n, len(ranked) // 2)
+        if trial_id not in ranked[-n:]:
+            return None
+        top = [t for t in ranked[:n]
+               if self.max_t is None or self._resources.get(t, 0.0) < self.max_t]
+        if not top:
+            return None
+        return int(top[int(self.rng.integers(len(top)))])
+
+    def explore(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A perturbed copy of `config` (only `hyperparameters` change)."""
+        new = dict(config)
+        for name in self.hyperparameters:
+            domain = self.config_space.domains[name]
+            if self.rng.random() < self.resample_probability:
+                new[name] = domain.sample(self.rng)
+                continue
+            factor = self.perturbation_factors[int(self.rng.integers(len(self.perturbation_factors)))]
+            if isinstance(domain, Float):
+                new[name] = float(min(max(float(new[name]) * factor, domain.lower), domain.upper))
+            elif isinstance(domain, Integer):
+                value = int(round(float(new[name]) * factor))
+                if value == new[name]:  # small integers: move by one in the factor's direction
+                    value += 1 if factor > 1 else -1 if factor < 1 else 0
+                new[name] = int(min(max(value, domain.lower), domain.upper))
+            elif isinstance(domain, Categorical):  # ordered or not: shift to a neighbour
+                index = domain.index(new[name]) + (1 if factor >= 1 else -1)
+                new[name] = domain.categories[min(max(index, 0), len(domain.categories) - 1)]
+        return new
+
+    def on_trial_complete(self, trial: Trial, result: TrialResult | None) -> None:
+        self._members.discard(trial.trial_id)
+
+    def on_trial_error(self, trial: Trial) -> None:
+        self._members.discard(trial.trial_id)
+        self._scores.pop(trial.trial_id, None)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        def keyed(d: Mapping[int, Any]) -> dict[str, Any]:
+            return {str(k): v for k, v in d.items()}
+
+        return {
+            **super().state_dict(),
+            "initial": self._initial,
+            "exploits": [[c, p] for c, p in self._exploits],
+            "members": sorted(self._members),
+            "pending": self._pending,
+            "scores": keyed(self._scores),
+            "resources": keyed(self._resources),
+            "last_perturbation": keyed(self._last_perturbation),
+            "configs": keyed(self._configs),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+
+        def unkeyed(d: Mapping[str, Any]) -> dict[int, Any]:
+            return {int(k): v for k, v in d.items()}
+
+        self._initial = [dict(c) for c in state["initial"]]
+        self._exploits = [(dict(c), int(p)) for c, p in state["exploits"]]
+        self._members = {int(t) for t in state["members"]}
+        self._pending = int(state["pending"])
+        self._scores = unkeyed(state["scores"])
+        self._resources = unkeyed(state["resources"])
+        self._last_perturbation = unkeyed(state["last_perturbation"])
+        self._configs = unkeyed(state["configs"])
+

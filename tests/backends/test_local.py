@@ -1,0 +1,391 @@
+"""The local backend with real subprocesses: reports, ASHA pause/resume, stop, faults, cleanup."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from backends.local import LocalBackend
+from hpo_core.methods import build_scheduler
+from hpo_core.results import ExperimentStore, load_experiment
+from hpo_core.spec import ExperimentSpec
+from hpo_core.stopping import StoppingCriterion
+from hpo_core.trial import EventKind, Trial, TrialStatus
+from hpo_core.tuner import TooManyFailuresError, Tuner
+
+# Reports epochs from its checkpoint on, and the epoch this run started at.
+EPOCHS = """\
+import time
+from hpo_core.report import get_config, load_checkpoint, report, save_checkpoint
+config = get_config()
+first = (load_checkpoint() or {"epoch": 0})["epoch"] + 1
+for epoch in range(first, config["epochs"] + 1):
+    time.sleep(0.02)
+    save_checkpoint({"epoch": epoch})
+    report(epoch=epoch, loss=(config["x"] - 0.3) ** 2 + 1 / epoch, start=first)
+"""
+
+# Forks a child that inherits stdout, reports both pids, then sleeps (or exits at once).
+FORKS = """\
+import os, signal, subprocess, sys, time
+from hpo_core.report import get_config, report
+config = get_config()
+if config.get("ignore_term"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the child
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+report(pid=os.getpid(), child=child.pid)
+if not config.get("exit_now"):
+    time.sleep(60)
+"""
+
+FAULTS = """\
+import os, signal, sys, time
+from pathlib import Path
+from hpo_core.report import get_config, report
+Path(os.environ["PID_DIR"], os.environ["TUNESMITH_TRIAL_ID"]).write_text(str(os.getpid()))
+mode = get_config()["mode"]
+if mode == "ok":
+    report(loss=0.1)
+elif mode == "exit3":
+    report(loss=0.9)
+    print("giving up: disk full", file=sys.stderr)
+    sys.exit(3)
+elif mode == "crash":
+    raise RuntimeError("boom before reporting")
+elif mode == "segv":
+    os.kill(os.getpid(), signal.SIGSEGV)
+elif mode in ("nan", "inf"):
+    report(loss=float(mode))
+    time.sleep(60)  # the tuner stops it
+elif mode == "garbage":
+    print("[tunesmith]: {broken")
+    sys.stdout.flush()
+    os.write(1, b"\\xff\\xfe binary ]: junk\\n[tunesmith]: [1]\\n")
+    report(loss=0.5)
+elif mode == "garbage_only":
+    print("[tunesmith]: {broken\\n[tune-metric]: 42\\nplain noise")
+elif mode == "hang":
+    time.sleep(60)
+# "silent": exits 0 without a report
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def collect(backend, until, timeout=15.0):
+    """Poll until `until(events)` holds; all events so far."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while not until(events):
+        assert time.monotonic() < deadline, f"timed out; events so far: {events}"
+        events += backend.poll()
+    return events
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pids, backend=None, timeout=5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(gone(p) for p in pids):
+            return True
+        if backend is not None:
+            backend.poll()
+        else:
+            time.sleep(0.02)
+    return False
+
+
+def kinds(events, trial_id):
+    return [e.kind for e in events if e.trial_id == trial_id]
+
+
+@pytest.fixture
+def backend_factory(tmp_path):
+    made = []
+
+    def make(script, **options):
+        backend = LocalBackend(str(script) if isinstance(script, Path) else script, gpus=None,
+                               **options)
+        backend.set_trial_root(tmp_path / "trials")
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def test_reports_stream_in_and_files_are_written(tmp_path, backend_factory):
+    backend = backend_factory(write(tmp_path, "epochs.py", EPOCHS))
+    backend.start(Trial(0, {"x": 0.5, "epochs": 3}))
+    events = collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 0))
+    results = [e for e in events if e.kind == EventKind.RESULT]
+    assert [e.metrics["epoch"] for e in results] == [1, 2, 3]
+    assert all(a.time <= b.time for a, b in zip(events, events[1:], strict=False))
+    assert 0 < results[0].time <= backend.now()
+    folder = tmp_path / "trials" / "0"
+    assert json.loads((folder / "config.json").read_text()) == {"x": 0.5, "epochs": 3}
+    assert (folder / "stdout").read_text().count("[tunesmith]:") == 3
+    assert json.loads((folder / "checkpoint" / "checkpoint.json").read_text()) == {"epoch": 3}
+
+
+def test_asha_promotion_resumes_paused_trials_from_their_checkpoints(tmp_path):
+    space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9}
+    scheduler = build_scheduler("asha_promotion", space, "loss", "min", seed=1,
+                                options={"max_t": 9, "grace_period": 1, "reduction_factor": 3})
+    backend = LocalBackend(str(write(tmp_path, "epochs.py", EPOCHS)), gpus=None)
+    store = ExperimentStore(tmp_path / "exp", "asha")
+    tuner = Tuner(scheduler, backend, StoppingCriterion(max_trials_started=9), n_workers=2,
+                  store=store)
+    result = tuner.run()
+    frame = load_experiment(store.path).results
+    resumed = 0
+    for tid, rows in frame.groupby("trial_id"):
+        epochs = rows["epoch"].tolist()
+        assert epochs == sorted(set(epochs)), f"trial {tid} restarted: {epochs}"
+        starts = rows["start"].unique().tolist()
+        assert starts[0] == 1
+        for start in starts[1:]:  # each resumed run continued after the epochs already reported
+            assert start > max(e for e, s in zip(epochs, rows["start"], strict=True) if s < start)
+            resumed += 1
+    assert resumed >= 3  # top third of 9 promoted to epoch 3, its best to epoch 9
+    assert frame["epoch"].max() == 9
+    assert result.best_config is not None
+    assert all(t.status in (TrialStatus.COMPLETED, TrialStatus.PAUSED, TrialStatus.STOPPED)
+               for t in tuner.trials.values())
+
+
+def test_stop_ends_the_whole_process_group_without_blocking(tmp_path, backend_factory):
+    backend = backend_factory(write(tmp_path, "forks.py", FORKS), stop_grace_period=0.5)
+    backend.start(Trial(0, {}))
+    backend.start(Trial(1, {"ignore_term": True}))
+    events = collect(backend, lambda ev: len([e for e in ev if e.kind == EventKind.RESULT]) == 2)
+    pids = {e.trial_id: (e.metrics["pid"], e.metrics["child"]) for e in events}
+    started = time.monotonic()
+    backend.stop(0)
+    backend.stop(1)
+    assert time.monotonic() - started < 0.1  # SIGKILL comes later, from poll()
+    assert wait_gone(pids[0], backend, timeout=2.0)
+    assert not any(gone(p) for p in pids[1])  # it ignores SIGTERM: alive within the grace period
+    assert wait_gone(pids[1], backend, timeout=3.0)  # then SIGKILLed
+    late = collect(backend, lambda ev: True) + backend.poll()
+    assert late == []  # a stopped trial reports nothing more
+
+
+def test_children_left_behind_by_a_finished_script_are_ended(tmp_path, backend_factory):
+    backend = backend_factory(write(tmp_path, "forks.py", FORKS))
+    backend.start(Trial(0, {"exit_now": True}))  # its child keeps stdout open
+    events = collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 0), timeout=5.0)
+    result = next(e for e in events if e.kind == EventKind.RESULT)
+    assert wait_gone([result.metrics["pid"], result.metrics["child"]], backend)
+
+
+def test_close_kills_everything(tmp_path):
+    backend = LocalBackend(str(write(tmp_path, "forks.py", FORKS)), gpus=None,
+                           stop_grace_period=1.0)
+    backend.set_trial_root(tmp_path / "trials")
+    backend.start(Trial(0, {}))
+    backend.start(Trial(1, {"ignore_term": True}))
+    events = collect(backend, lambda ev: len(ev) == 2)
+    started = time.monotonic()
+    backend.close()
+    assert time.monotonic() - started < 3.0
+    assert wait_gone([p for e in events for p in (e.metrics["pid"], e.metrics["child"])],
+                     timeout=1.0)
+
+
+def test_pause_then_resume_waits_for_the_old_process(tmp_path, backend_factory):
+    script = write(tmp_path, "slow_exit.py", """\
+        import os, signal, sys, time
+        from hpo_core.report import load_checkpoint, report, save_checkpoint
+        def on_term(*_):
+            time.sleep(0.3)  # a slow save on SIGTERM
+            save_checkpoint({"saved_by": os.getpid()})
+            report(late=True)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+        report(pid=os.getpid(), loaded=load_checkpoint())
+        time.sleep(60)
+        """)
+    backend = backend_factory(script)
+    trial = Trial(0, {"lr": 0.1})
+    backend.start(trial)
+    first = collect(backend, lambda ev: len(ev) == 1)[0].metrics
+    backend.pause(0)
+    trial.config = {"lr": 0.2}  # PBT may change the config of a paused trial
+    backend.resume(trial)
+    events = collect(backend, lambda ev: len(ev) >= 1)
+    assert [e.kind for e in events] == [EventKind.RESULT]
+    second = events[0].metrics
+    assert second["pid"] != first["pid"]
+    assert second["loaded"] == {"saved_by": first["pid"]}  # launched after the old run saved
+    assert json.loads((tmp_path / "trials" / "0" / "config.json").read_text()) == {"lr": 0.2}
+
+
+def test_hyperparameters_arrive_intact(tmp_path, backend_factory):
+    script = write(tmp_path, "echo.py", """\
+        import json, os, sys
+        from hpo_core.report import get_config, report
+        report(argv=sys.argv[1:], config=get_config(),
+               env={k: v for k, v in os.environ.items() if k.startswith(("TUNESMITH_", "EXTRA"))})
+        """)
+    weird = "a b; rm -rf / && echo 'single' \"double\" $HOME `id` | cat > x"
+    config = {"text": weird, "dash": "-rf", "n": 3, "digits": "007", "d": {"a": [1, 2]},
+              "flag": False}
+    backend = backend_factory(script, env={"EXTRA": "yes"})
+    backend.start(Trial(5, config))
+    metrics = collect(backend, lambda ev: len(ev) >= 1)[0].metrics
+    assert metrics["argv"] == ["--text", weird, "--dash=-rf", "--n", "3", "--digits", "007",
+                               "--d", '{"a": [1, 2]}', "--flag", "false"]
+    assert metrics["config"] == config
+    folder = tmp_path / "trials" / "5"
+    assert metrics["env"] == {"TUNESMITH_TRIAL_ID": "5", "EXTRA": "yes",
+                              "TUNESMITH_CONFIG": str(folder / "config.json"),
+                              "TUNESMITH_CHECKPOINT_DIR": str(folder / "checkpoint")}
+    assert not (tmp_path / "x").exists()
+
+
+def test_checkpoint_from_copies_another_trials_checkpoint(tmp_path, backend_factory):
+    script = write(tmp_path, "pbt.py", """\
+        from hpo_core.report import get_config, load_checkpoint, report, save_checkpoint
+        seen = load_checkpoint()
+        save_checkpoint({"weights": get_config()["w"]})
+        report(seen=seen)
+        """)
+    backend = backend_factory(script)
+    backend.start(Trial(0, {"w": 42}))
+    collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 0))
+    (tmp_path / "trials" / "0" / "checkpoint" / ".checkpoint.json.123.tmp").write_text("partial")
+    backend.start(Trial(1, {"w": 7}, checkpoint_from=0))
+    events = collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 1))
+    assert events[0].metrics == {"seen": {"weights": 42}}
+    assert not (tmp_path / "trials" / "1" / "checkpoint" / ".checkpoint.json.123.tmp").exists()
+    assert json.loads((tmp_path / "trials/0/checkpoint/checkpoint.json").read_text()) == {
+        "weights": 42}
+
+
+def test_syne_tune_scripts_run_unchanged(tmp_path, backend_factory):
+    script = write(tmp_path, "st_train.py", """\
+        import argparse, json, os, time
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--lr", type=float)
+        parser.add_argument("--epochs", type=int)
+        parser.add_argument("--st_checkpoint_dir", type=str)
+        args, _ = parser.parse_known_args()
+        os.makedirs(args.st_checkpoint_dir, exist_ok=True)
+        open(os.path.join(args.st_checkpoint_dir, "ckpt"), "w").write("1")
+        for i in range(args.epochs):  # what syne_tune.Reporter prints
+            print("[tune-metric]: " + json.dumps({"epoch": i + 1, "acc": args.lr * (i + 1),
+                  "st_worker_timestamp": time.time(), "st_worker_time": 0.01, "st_worker_iter": i}),
+                  flush=True)
+        """)
+    backend = backend_factory(script, syne_tune_compat=True)
+    backend.start(Trial(0, {"lr": 0.25, "epochs": 2}))
+    events = collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 0))
+    results = [e.metrics for e in events if e.kind == EventKind.RESULT]
+    assert [(m["epoch"], m["acc"], m["st_worker_iter"]) for m in results] == [(1, 0.25, 0),
+                                                                                (2, 0.5, 1)]
+    assert (tmp_path / "trials" / "0" / "checkpoint" / "ckpt").read_text() == "1"
+
+
+def test_faults_fail_the_trial_and_the_experiment_goes_on(tmp_path):
+    modes = ["ok", "exit3", "crash", "segv", "nan", "inf", "garbage", "garbage_only", "silent",
+             "hang"]
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    space = {"mode": {"type": "choice", "categories": modes}}
+    scheduler = build_scheduler("random", space, "loss", "min", seed=0,
+                                options={"points_to_evaluate": [{"mode": m} for m in modes]})
+    backend = LocalBackend(str(write(tmp_path, "faults.py", FAULTS)), gpus=None, timeout=1.0,
+                           env={"PID_DIR": str(pid_dir)})
+    tuner = Tuner(scheduler, backend, StoppingCriterion(max_trials_started=len(modes)),
+                  n_workers=3, store=ExperimentStore(tmp_path / "exp", "faults"))
+    result = tuner.run()
+    by_mode = {t.config["mode"]: t for t in tuner.trials.values()}
+    assert by_mode["ok"].status == by_mode["garbage"].status == TrialStatus.COMPLETED
+    assert by_mode["garbage"].last_result == {"loss": 0.5}
+    expected = {
+        "exit3": ["exited with code 3", "giving up: disk full"],
+        "crash": ["exited with code 1", "RuntimeError: boom before reporting"],
+        "segv": ["killed by signal SIGSEGV"],
+        "nan": ["non-finite loss: nan"],
+        "inf": ["non-finite loss: inf"],
+        "garbage_only": ["exited without reporting (2 malformed report lines skipped)"],
+        "silent": ["exited without reporting"],
+        "hang": ["timed out after 1s"],
+    }
+    for mode, parts in expected.items():
+        trial = by_mode[mode]
+        assert trial.status == TrialStatus.FAILED, mode
+        for part in parts:
+            assert part in trial.failure_reason, (mode, trial.failure_reason)
+    assert result.best_value == pytest.approx(0.1)
+    pids = [int(p.read_text()) for p in pid_dir.iterdir()]
+    assert len(pids) == len(modes) and wait_gone(pids)
+    assert not math.isnan(result.best_value)
+
+
+def test_too_many_failures_end_the_experiment(tmp_path):
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    scheduler = build_scheduler("random", {"mode": "crash", "x": {"type": "uniform", "lower": 0,
+                                                                    "upper": 1}}, "loss")
+    backend = LocalBackend(str(write(tmp_path, "faults.py", FAULTS)), gpus=None,
+                           env={"PID_DIR": str(pid_dir)})
+    tuner = Tuner(scheduler, backend, StoppingCriterion(max_trials_started=20), n_workers=2,
+                  max_failures=3)
+    with pytest.raises(TooManyFailuresError, match="(?s)3 trials failed.*boom before reporting"):
+        tuner.run()
+    assert wait_gone([int(p.read_text()) for p in pid_dir.iterdir()])
+
+
+def test_entry_point_forms_and_option_errors(tmp_path, backend_factory):
+    script = write(tmp_path, "args.py", """\
+        import sys
+        from hpo_core.report import report
+        report(argv=sys.argv[1:])
+        """)
+    for entry in ([sys.executable, "-u", str(script), "--fixed", "1"],
+                  f"'{sys.executable}' {script} --fixed 1", f"{script} --fixed 1"):
+        backend = backend_factory(entry)
+        backend.start(Trial(0, {"x": 2}))
+        events = collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 0))
+        assert events[0].metrics["argv"] == ["--fixed", "1", "--x", "2"]
+    with pytest.raises(ValueError, match="backend_options.entry_point: no such file"):
+        LocalBackend("missing.py")
+    with pytest.raises(ValueError, match="backend_options.entry_point: command 'nope-xyz'"):
+        LocalBackend("nope-xyz --flag")
+    with pytest.raises(ValueError, match="backend_options.timeout"):
+        LocalBackend(str(script), timeout=-1)
+    with pytest.raises(ValueError, match="backend_options.gpus"):
+        LocalBackend(str(script), gpus=3.5)
+
+
+def test_built_from_a_spec(tmp_path):
+    from backends.factory import build_backend
+
+    script = write(tmp_path, "epochs.py", EPOCHS)
+    spec = ExperimentSpec(name="local-spec", metric="loss", backend="local",
+                          config_space={"x": 0.5}, stop={"max_trials_started": 1},
+                          backend_options={"entry_point": str(script), "gpus": None,
+                                           "timeout": 30, "env": {"A": "1"}})
+    backend = build_backend(spec)
+    assert isinstance(backend, LocalBackend)
+    assert backend.timeout == 30.0 and backend.env == {"A": "1"}

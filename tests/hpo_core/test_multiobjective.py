@@ -1,0 +1,93 @@
+"""Multi-objective utilities: fronts, crowding, hypervolume, orders; the store's Pareto front."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpo_core.multiobjective import (
+    crowding_distance,
+    dominates,
+    epsilon_net_order,
+    hypervolume,
+    nondominated_sort,
+    nsga2_order,
+    pareto_ranks,
+)
+
+# A hand example (minimize both): fronts {0, 1, 2}, {3, 4}, {5}.
+POINTS = np.array([
+    [1.0, 5.0],  # 0
+    [2.0, 3.0],  # 1
+    [4.0, 1.0],  # 2
+    [3.0, 4.0],  # 3 dominated by 1
+    [5.0, 2.0],  # 4 dominated by 2
+    [6.0, 6.0],  # 5 dominated by everything
+])
+
+
+def test_dominance_and_fronts_on_a_hand_example():
+    assert dominates([1, 2], [1, 3]) and not dominates([1, 3], [1, 3])
+    assert not dominates([1, 3], [2, 2]) and not dominates([2, 2], [1, 3])
+    fronts = nondominated_sort(POINTS)
+    assert [sorted(f.tolist()) for f in fronts] == [[0, 1, 2], [3, 4], [5]]
+    assert pareto_ranks(POINTS).tolist() == [0, 0, 0, 1, 1, 2]
+    # duplicates do not dominate each other
+    assert [f.tolist() for f in nondominated_sort([[1, 1], [1, 1], [2, 2]])] == [[0, 1], [2]]
+
+
+def test_crowding_distance_gives_extremes_infinity_and_ranks_the_middle():
+    front = np.array([[0.0, 4.0], [1.0, 3.0], [3.0, 1.0], [4.0, 0.0], [1.5, 2.5]])
+    distance = crowding_distance(front)
+    assert np.isinf(distance[0]) and np.isinf(distance[3])
+    # point 2 sits in the widest gap: (4 - 1.5)/4 + (2.5 - 0)/4 = 1.25
+    assert distance[2] == pytest.approx(1.25)
+    assert distance[4] == pytest.approx((3 - 1) / 4 + (3 - 1) / 4)
+    assert distance[1] < distance[2]
+
+
+def test_hypervolume_of_known_fronts():
+    # 2-D: the staircase of (1,3), (2,2), (3,1) under reference (4,4): 3 + 2 + 1 = 6
+    front = [[1, 3], [2, 2], [3, 1]]
+    assert hypervolume(front, [4, 4]) == pytest.approx(6.0)
+    # dominated and out-of-box points add nothing
+    assert hypervolume(front + [[3, 3], [5, 0]], [4, 4]) == pytest.approx(6.0)
+    assert hypervolume([[5, 5]], [4, 4]) == 0.0
+    # 3-D: two boxes [1,3]^3 and [2,3]x[0,3]x[2,3] ... inclusion-exclusion by hand
+    pts = [[1, 1, 1], [2, 0, 2]]
+    ref = [3, 3, 3]
+    expected = 2 * 2 * 2 + 1 * 3 * 1 - 1 * 2 * 1
+    assert hypervolume(pts, ref) == pytest.approx(expected)
+    assert hypervolume(pts, ref, method="mc", num_samples=200_000, seed=0) == pytest.approx(
+        expected, rel=0.02)
+    # 4-D single point: a box
+    assert hypervolume([[0, 0, 0, 0]], [1, 2, 3, 4]) == pytest.approx(24.0)
+
+
+def test_hypervolume_exact_agrees_with_monte_carlo_on_random_3d_fronts():
+    rng = np.random.default_rng(0)
+    pts = rng.random((30, 3))
+    exact = hypervolume(pts, [1.0, 1.0, 1.0])
+    mc = hypervolume(pts, [1.0, 1.0, 1.0], method="mc", num_samples=200_000, seed=1)
+    assert 0 < exact < 1
+    assert mc == pytest.approx(exact, rel=0.02)
+
+
+def test_hypervolume_errors_name_the_argument():
+    with pytest.raises(ValueError, match="reference"):
+        hypervolume([[1, 2]], [3, 3, 3])
+    with pytest.raises(ValueError, match="method"):
+        hypervolume([[1, 2]], [3, 3], method="wfg")
+
+
+def test_orders_put_the_first_front_first_and_spread_it():
+    for order in (nsga2_order(POINTS), epsilon_net_order(POINTS)):
+        assert sorted(order.tolist()) == list(range(len(POINTS)))
+        assert set(order[:3].tolist()) == {0, 1, 2}
+        assert order[-1] == 5
+    # on a long front, the epsilon-net's first three points span it (both ends and the middle)
+    t = np.linspace(0, 1, 11)
+    front = np.c_[t, 1 - t]
+    first = set(epsilon_net_order(front)[:3].tolist())
+    assert {0, 10} <= first
+    assert first & {4, 5, 6}

@@ -1,0 +1,107 @@
+"""The experiment store and its analysis."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hpo_core.results import ExperimentStore, load_experiment, pareto_mask, validate_name
+from hpo_core.trial import Trial, TrialStatus
+
+
+def _store_with_rows(tmp_path, mode="min"):
+    store = ExperimentStore(tmp_path, "exp-1")
+    store.create()
+    store.write_spec({"name": "exp-1", "metric": "loss", "mode": mode})
+    trials = {
+        0: Trial(0, {"lr": 0.1, "act": "relu"}, TrialStatus.COMPLETED),
+        1: Trial(1, {"lr": 0.01, "act": "tanh"}, TrialStatus.STOPPED),
+    }
+    rows = [
+        (0, 1.0, 1, 0.9), (1, 1.5, 1, 0.8), (0, 2.0, 2, 0.7), (1, 2.5, 2, 0.75), (0, 3.0, 3, 0.5),
+    ]
+    for trial_id, time, epoch, loss in rows:
+        store.record({"trial_id": trial_id, "time": time, "status": "running",
+                      "decision": "continue", "epoch": epoch, "loss": loss})
+    state = {"trials": {str(k): t.to_dict() for k, t in trials.items()}, "time": 3.0}
+    store.save(state, trials)
+    return store
+
+
+def test_the_folder_holds_spec_results_and_state(tmp_path):
+    store = _store_with_rows(tmp_path)
+    assert {p.name for p in store.path.iterdir()} >= {"spec.json", "results.parquet", "state.json"}
+    assert not [p for p in store.path.iterdir() if p.name.startswith(".")], "no temp files left"
+    experiment = load_experiment(store.path)
+    frame = experiment.results
+    assert len(frame) == 5
+    assert {"trial_id", "time", "status", "decision", "epoch", "loss", "config_lr",
+            "config_act"} <= set(frame.columns)
+    assert frame.loc[frame.trial_id == 1, "config_act"].unique().tolist() == ["tanh"]
+
+
+def test_best_config_and_trajectory(tmp_path):
+    experiment = load_experiment(_store_with_rows(tmp_path).path)
+    assert experiment.best_config() == {"lr": 0.1, "act": "relu"}
+    assert experiment.best_value() == 0.5
+    assert experiment.best_trial_id() == 0
+    trajectory = experiment.trajectory()
+    assert trajectory["best"].tolist() == [0.9, 0.8, 0.7, 0.5]
+    assert trajectory["time"].tolist() == [1.0, 1.5, 2.0, 3.0]
+    assert trajectory["trial_id"].tolist() == [0, 1, 0, 0]
+    trials = experiment.trials()
+    assert trials.set_index("trial_id")["status"].to_dict() == {0: "completed", 1: "stopped"}
+    assert trials.set_index("trial_id")["num_reports"].to_dict() == {0: 3, 1: 2}
+
+
+def test_trajectory_for_mode_max(tmp_path):
+    experiment = load_experiment(_store_with_rows(tmp_path, mode="max").path)
+    assert experiment.best_value() == 0.9
+    assert experiment.trajectory()["best"].tolist() == [0.9]
+
+
+def test_plot_is_a_png(tmp_path):
+    experiment = load_experiment(_store_with_rows(tmp_path).path)
+    path = experiment.plot_trajectory()
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_state_restores_the_rows(tmp_path):
+    _store_with_rows(tmp_path)
+    again = ExperimentStore(tmp_path, "exp-1")
+    state = again.load_state()
+    assert state["time"] == 3.0
+    assert again.num_rows == 5
+    assert again.rows()[0] == {"trial_id": 0, "time": 1.0, "status": "running",
+                               "decision": "continue", "epoch": 1, "loss": 0.9}
+
+
+def test_state_json_is_written_atomically(tmp_path):
+    store = _store_with_rows(tmp_path)
+    json.loads((store.path / "state.json").read_text())
+
+
+@pytest.mark.parametrize("bad", ["", "../up", "a/b", ".hidden", "x" * 129, "sp ace", "a..b"])
+def test_names_used_in_paths_are_validated(bad, tmp_path):
+    with pytest.raises(ValueError, match="not a valid name"):
+        ExperimentStore(tmp_path, bad)
+
+
+def test_valid_names_pass():
+    assert validate_name("lcbench-asha_2026.11") == "lcbench-asha_2026.11"
+
+
+def test_pareto_front(tmp_path):
+    values = np.array([[1.0, 5.0], [2.0, 3.0], [3.0, 4.0], [4.0, 1.0], [2.0, 3.0]])
+    assert pareto_mask(values).tolist() == [True, True, False, True, True]
+    store = ExperimentStore(tmp_path, "mo")
+    store.write_spec({"metric": ["err", "latency"], "mode": ["min", "min"]})
+    trials = {i: Trial(i, {"x": i}, TrialStatus.COMPLETED) for i in range(4)}
+    for i, (err, lat) in enumerate(values[:4]):
+        store.record({"trial_id": i, "time": float(i), "status": "completed",
+                      "decision": "continue", "err": err, "latency": lat})
+    store.save({"trials": {}}, trials)
+    front = load_experiment(store.path).pareto_front()
+    assert front["trial_id"].tolist() == [0, 1, 3]

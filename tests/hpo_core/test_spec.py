@@ -1,0 +1,79 @@
+"""ExperimentSpec: bad input is an error that names the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hpo_core.spec import ExperimentSpec, SpecError
+
+GOOD = {
+    "name": "spec-test",
+    "metric": "loss",
+    "config_space": {"lr": {"type": "loguniform", "lower": 1e-4, "upper": 1e-1},
+                     "act": {"type": "choice", "categories": ["relu", "tanh"]}},
+    "scheduler": "asha",
+    "scheduler_options": {"max_t": 9, "grace_period": 1},
+    "backend": "local",
+    "stop": {"max_trials_started": 10},
+}
+
+
+def spec(**changes):
+    data = {**GOOD, **changes}
+    return ExperimentSpec.from_dict({k: v for k, v in data.items() if v is not ...})
+
+
+def test_a_good_spec_round_trips(tmp_path):
+    s = spec()
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(s.to_dict()))
+    assert ExperimentSpec.from_file(path) == s
+    yaml_path = tmp_path / "spec.yaml"
+    yaml_path.write_text("name: y\nmetric: [a, b]\nmode: [min, max]\nbackend: simulated\n"
+                         "scheduler: hyperband\nscheduler_options: {max_t: 5}\n")
+    loaded = ExperimentSpec.coerce(str(yaml_path))
+    assert loaded.metric == ["a", "b"] and loaded.mode == ["min", "max"]
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"config_space": {"lr": {"type": "gaussian", "lower": 0, "upper": 1}}},
+     "spec.config_space.lr: unknown domain type 'gaussian'"),
+    ({"config_space": {"act": {"type": "choice", "categories": []}}},
+     "spec.config_space.act: 'categories' is empty"),
+    ({"config_space": {"lr": {"type": "uniform", "lower": 1.0, "upper": 0.1}}},
+     "spec.config_space.lr: lower bound 1.0 is above the upper bound 0.1"),
+    ({"metric": ...}, "spec.metric: missing"),
+    ({"metric": ""}, "spec.metric: missing"),
+    ({"metric": ["a", 3]}, "spec.metric"),
+    ({"mode": "maximize"}, "spec.mode"),
+    ({"mode": ["min", "max"]}, "spec.mode"),
+    ({"name": ...}, "spec.name: missing"),
+    ({"name": "../up"}, "spec.name"),
+    ({"scheduler": "nope"}, "spec.scheduler: unknown method 'nope'"),
+    ({"scheduler_options": {"max_t": 9, "grace": 2}}, "spec.scheduler_options.grace: unknown option"),
+    ({"scheduler_options": {"seed": 2}}, "spec.scheduler_options.seed: set at the top"),
+    ({"scheduler_options": [1]}, "spec.scheduler_options: must be a mapping"),
+    ({"backend": "cloud"}, "spec.backend: unknown backend 'cloud'"),
+    ({"stop": {"max_tim": 5}}, "spec.stop: unknown keys \\['max_tim'\\]"),
+    ({"stop": {"max_time": -1}}, "spec.stop.max_time: must be positive"),
+    ({"n_workers": 0}, "spec.n_workers"),
+    ({"seed": "0"}, "spec.seed"),
+    ({"max_failures": 0}, "spec.max_failures"),
+    ({"config_space": {}}, "spec.config_space: required unless"),
+    ({"colour": "red"}, "spec: unknown fields \\['colour'\\]"),
+])
+def test_bad_input_names_the_field(changes, field):
+    with pytest.raises(SpecError, match=field):
+        spec(**changes)
+
+
+def test_unbounded_stop_is_rejected_for_methods_that_never_end():
+    with pytest.raises(SpecError, match="spec.stop: set at least one limit"):
+        spec(scheduler="random", scheduler_options={}, stop={})
+
+
+def test_from_dict_needs_a_mapping():
+    with pytest.raises(SpecError, match="spec: must be a mapping"):
+        ExperimentSpec.from_dict([1])  # type: ignore[arg-type]

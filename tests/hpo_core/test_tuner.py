@@ -1,0 +1,318 @@
+"""The tuner loop: workers, stopping, callbacks, failures, resume."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+
+import pytest
+
+from hpo_core.methods import build_scheduler
+from hpo_core.results import ExperimentStore, load_experiment
+from hpo_core.schedulers.base import Scheduler
+from hpo_core.stopping import StoppingCriterion
+from hpo_core.trial import (
+    Decision,
+    EventKind,
+    Trial,
+    TrialEvent,
+    TrialResult,
+    TrialStatus,
+    TrialSuggestion,
+)
+from hpo_core.tuner import Tuner, TunerCallback, TooManyFailuresError
+
+SPACE = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}}
+
+
+class CurveBackend:
+    """Simulated clock; trial reports loss = (x - 0.3)^2 + 1/epoch once per time unit.
+
+    `fail_if(config)` makes a trial fail at its first epoch; `nan_if(config)` reports NaN."""
+
+    is_simulated = True
+
+    def __init__(self, epochs=5, fail_if=None, nan_if=None, crash_after_polls=None):
+        self.epochs = epochs
+        self.t = 0.0
+        self.heap: list = []
+        self.generation: dict[int, int] = {}
+        self.position: dict[int, int] = {}
+        self.fail_if = fail_if or (lambda c: False)
+        self.nan_if = nan_if or (lambda c: False)
+        self.crash_after_polls = crash_after_polls
+        self.polls = 0
+        self.max_running = 0
+        self.running: set[int] = set()
+        self.closed = False
+        self.configs: dict[int, dict] = {}
+
+    def _push(self, trial_id):
+        epoch = self.position[trial_id] + 1
+        heapq.heappush(self.heap, (self.t + 1.0, trial_id, self.generation[trial_id], epoch))
+
+    def start(self, trial: Trial):
+        self.configs[trial.trial_id] = trial.config
+        self.generation[trial.trial_id] = self.generation.get(trial.trial_id, 0) + 1
+        last = (trial.last_result or {}).get("epoch", 0)
+        self.position[trial.trial_id] = int(last)
+        self.running.add(trial.trial_id)
+        self.max_running = max(self.max_running, len(self.running))
+        self._push(trial.trial_id)
+
+    resume = start
+
+    def _end(self, trial_id):
+        self.generation[trial_id] += 1
+        self.running.discard(trial_id)
+
+    pause = stop = _end
+
+    def poll(self):
+        self.polls += 1
+        if self.crash_after_polls is not None and self.polls > self.crash_after_polls:
+            raise KeyboardInterrupt("simulated kill")
+        while self.heap:
+            t, tid, gen, epoch = heapq.heappop(self.heap)
+            if gen != self.generation[tid]:
+                continue
+            self.t = t
+            config = self.configs[tid]
+            if self.fail_if(config):
+                self.running.discard(tid)
+                return [TrialEvent(EventKind.FAILED, tid, t, reason="boom: exit code 1")]
+            loss = math.nan if self.nan_if(config) else (config["x"] - 0.3) ** 2 + 1.0 / epoch
+            events = [TrialEvent(EventKind.RESULT, tid, t, {"epoch": epoch, "loss": loss})]
+            self.position[tid] = epoch
+            if epoch >= self.epochs:
+                self.running.discard(tid)
+                events.append(TrialEvent(EventKind.COMPLETED, tid, t))
+            else:
+                self._push(tid)
+            return events
+        return []
+
+    def now(self):
+        return self.t
+
+    def close(self):
+        self.closed = True
+
+
+class Recorder(TunerCallback):
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def on_tuning_start(self, tuner):
+        self.calls.append(("start",))
+
+    def on_trial_start(self, trial):
+        self.calls.append(("trial_start", trial.trial_id))
+
+    def on_trial_result(self, trial, result, decision):
+        self.calls.append(("result", trial.trial_id, result.metrics["epoch"], decision))
+
+    def on_trial_complete(self, trial):
+        self.calls.append(("complete", trial.trial_id, trial.status))
+
+    def on_trial_error(self, trial):
+        self.calls.append(("error", trial.trial_id, trial.failure_reason))
+
+    def on_tuning_end(self, tuner):
+        self.calls.append(("end",))
+
+
+def random_scheduler(seed=0, mode="min"):
+    return build_scheduler("random", SPACE, "loss", mode, seed)
+
+
+def test_keeps_n_workers_busy_and_stops_on_completed_trials():
+    backend = CurveBackend()
+    tuner = Tuner(random_scheduler(), backend, StoppingCriterion(max_trials_completed=10),
+                  n_workers=3)
+    result = tuner.run()
+    assert result.reason.startswith("max_trials_completed")
+    assert backend.max_running == 3
+    completed = [t for t in tuner.trials.values() if t.status == TrialStatus.COMPLETED]
+    assert len(completed) >= 10
+    assert backend.closed
+    assert not any(t.status == TrialStatus.RUNNING for t in tuner.trials.values())
+    best = min(tuner.trials.values(), key=lambda t: t.last_result["loss"])
+    assert result.best_trial_id == best.trial_id
+    assert result.best_value == pytest.approx(best.last_result["loss"])
+
+
+@pytest.mark.parametrize(
+    "criterion, check",
+    [
+        (StoppingCriterion(max_time=7.5), lambda tuner: tuner.status.time >= 7.5),
+        (StoppingCriterion(max_results=13), lambda tuner: tuner.status.num_results == 13),
+        (StoppingCriterion(max_trials_started=5),
+         lambda tuner: len(tuner.trials) == 5
+         and all(t.status == TrialStatus.COMPLETED for t in tuner.trials.values())),
+        (StoppingCriterion(metric_threshold=0.25),
+         lambda tuner: tuner.status.best_value <= 0.25),
+    ],
+)
+def test_stopping_criteria(criterion, check):
+    tuner = Tuner(random_scheduler(), CurveBackend(), criterion, n_workers=2)
+    tuner.run()
+    assert check(tuner)
+
+
+def test_max_cost_sums_the_last_cost_of_each_trial():
+    class CostBackend(CurveBackend):
+        def poll(self):
+            events = super().poll()
+            for e in events:
+                if e.kind == EventKind.RESULT:
+                    e.metrics["cost"] = 0.5 * e.metrics["epoch"]  # cumulative per trial
+            return events
+
+    tuner = Tuner(random_scheduler(), CostBackend(), StoppingCriterion(max_cost=6.0), n_workers=2)
+    result = tuner.run()
+    assert result.reason.startswith("max_cost")
+    assert 6.0 <= tuner.status.total_cost < 8.0
+
+
+def test_callbacks_see_the_life_of_each_trial_and_a_broken_one_is_ignored():
+    class Broken(TunerCallback):
+        def on_trial_result(self, trial, result, decision):
+            raise RuntimeError("callback bug")
+
+    recorder = Recorder()
+    tuner = Tuner(random_scheduler(), CurveBackend(epochs=2), StoppingCriterion(max_trials_started=2),
+                  n_workers=1, callbacks=[Broken(), recorder])
+    tuner.run()
+    assert recorder.calls == [
+        ("start",),
+        ("trial_start", 0), ("result", 0, 1, Decision.CONTINUE), ("result", 0, 2, Decision.CONTINUE),
+        ("complete", 0, TrialStatus.COMPLETED),
+        ("trial_start", 1), ("result", 1, 1, Decision.CONTINUE), ("result", 1, 2, Decision.CONTINUE),
+        ("complete", 1, TrialStatus.COMPLETED),
+        ("end",),
+    ]
+
+
+def test_failed_trials_are_recorded_and_the_experiment_goes_on():
+    backend = CurveBackend(fail_if=lambda c: c["x"] > 0.7)
+    recorder = Recorder()
+    tuner = Tuner(random_scheduler(seed=3), backend, StoppingCriterion(max_trials_completed=8),
+                  n_workers=2, callbacks=[recorder])
+    tuner.run()
+    failed = [t for t in tuner.trials.values() if t.status == TrialStatus.FAILED]
+    assert failed, "seed 3 should draw some x > 0.7"
+    assert all(t.failure_reason == "boom: exit code 1" for t in failed)
+    assert ("error", failed[0].trial_id, "boom: exit code 1") in recorder.calls
+    assert tuner.status.num_trials_completed >= 8
+
+
+def test_max_failures_ends_the_experiment_with_a_clear_message():
+    tuner = Tuner(random_scheduler(), CurveBackend(fail_if=lambda c: True),
+                  StoppingCriterion(max_trials_completed=5), n_workers=2, max_failures=3)
+    with pytest.raises(TooManyFailuresError, match=r"3 trials failed \(max_failures=3\).*boom"):
+        tuner.run()
+
+
+def test_a_non_finite_metric_fails_the_trial():
+    tuner = Tuner(random_scheduler(), CurveBackend(nan_if=lambda c: c["x"] < 0.5),
+                  StoppingCriterion(max_trials_started=6), n_workers=2)
+    tuner.run()
+    statuses = {t.trial_id: t.status for t in tuner.trials.values()}
+    for trial in tuner.trials.values():
+        if trial.config["x"] < 0.5:
+            assert statuses[trial.trial_id] == TrialStatus.FAILED
+            assert "non-finite loss" in trial.failure_reason
+        else:
+            assert statuses[trial.trial_id] == TrialStatus.COMPLETED
+
+
+def test_mode_max_tracks_the_largest_value():
+    class Values(TunerCallback):
+        def __init__(self):
+            self.seen = []
+
+        def on_trial_result(self, trial, result, decision):
+            self.seen.append((result.metrics["loss"], trial.trial_id))
+
+    values = Values()
+    tuner = Tuner(random_scheduler(mode="max"), CurveBackend(), StoppingCriterion(max_results=20),
+                  n_workers=2, callbacks=[values])
+    result = tuner.run()
+    assert (result.best_value, result.best_trial_id) == max(values.seen)
+
+
+def test_an_exhausted_scheduler_ends_the_experiment():
+    space = {"x": {"type": "choice", "categories": [0.1, 0.3, 0.9]}}
+    scheduler = build_scheduler("grid", space, "loss", "min", 0)
+    tuner = Tuner(scheduler, CurveBackend(epochs=2), StoppingCriterion(max_time=1e9), n_workers=2)
+    result = tuner.run()
+    assert "nothing to start" in result.reason
+    assert sorted(t.config["x"] for t in tuner.trials.values()) == [0.1, 0.3, 0.9]
+
+
+class PausingScheduler(Scheduler):
+    """Pauses every trial at epoch 2 and resumes paused trials before starting new ones."""
+
+    def __init__(self):
+        super().__init__(SPACE, "loss", "min", 0)
+        self.paused: list[int] = []
+        self.resumed: set[int] = set()
+
+    def suggest(self, trial_id):
+        if self.paused:
+            tid = self.paused.pop(0)
+            self.resumed.add(tid)
+            return TrialSuggestion.resume(tid)
+        return TrialSuggestion.start(self.config_space.sample(self.rng))
+
+    def on_trial_result(self, trial: Trial, result: TrialResult) -> Decision:
+        if result.metrics["epoch"] == 2 and trial.trial_id not in self.resumed:
+            self.paused.append(trial.trial_id)
+            return Decision.PAUSE
+        return Decision.CONTINUE
+
+    def state_dict(self):
+        return {**super().state_dict(), "paused": self.paused, "resumed": sorted(self.resumed)}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.paused = list(state["paused"])
+        self.resumed = set(state["resumed"])
+
+
+def test_pause_and_resume_continue_from_the_paused_epoch():
+    tuner = Tuner(PausingScheduler(), CurveBackend(epochs=4), StoppingCriterion(max_trials_started=3),
+                  n_workers=1)
+    tuner.run()
+    for trial in tuner.trials.values():
+        assert trial.status == TrialStatus.COMPLETED
+        assert trial.num_results == 4  # epochs 1, 2, then 3, 4 after the resume: none repeated
+
+
+def test_state_is_json_and_a_killed_experiment_resumes_without_losing_trials(tmp_path):
+    store = ExperimentStore(tmp_path, "resume-me")
+    criterion = StoppingCriterion(max_trials_completed=12)
+    first = Tuner(random_scheduler(seed=7), CurveBackend(crash_after_polls=25), criterion,
+                  n_workers=3, store=store, checkpoint_interval=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    saved = json.loads((store.path / "state.json").read_text())
+    done_before = {int(k) for k, t in saved["trials"].items() if t["status"] == "completed"}
+    assert done_before, "some trials should have finished before the kill"
+    rows_before = load_experiment(store.path).results
+
+    second = Tuner(random_scheduler(seed=7), CurveBackend(), criterion, n_workers=3,
+                   store=ExperimentStore(tmp_path, "resume-me"))
+    result = second.run()
+    assert result.reason.startswith("max_trials_completed")
+    frame = load_experiment(store.path).results
+    for trial_id in done_before:
+        epochs = frame[frame.trial_id == trial_id]["epoch"].tolist()
+        assert epochs == [1, 2, 3, 4, 5], f"trial {trial_id} lost or re-ran reports: {epochs}"
+        assert second.trials[trial_id].status == TrialStatus.COMPLETED
+    assert len(frame) >= len(rows_before)
+    # no (trial, epoch) pair is reported twice, also for trials running at the kill
+    assert not frame.duplicated(subset=["trial_id", "epoch"]).any()
+    assert second.status.time > saved["time"]
