@@ -168,6 +168,8 @@ class LocalBackend(TrialBackend):
         except queue.Empty:
             pass
         for kind, run, payload, t in items:
+            if kind == "wake":
+                continue
             if kind == "result":
                 if not run.cancelled:
                     events.append(TrialEvent(EventKind.RESULT, run.trial_id, t, metrics=payload))
@@ -176,6 +178,10 @@ class LocalBackend(TrialBackend):
         self._launch_pending()
         events.sort(key=lambda e: e.time)
         return events
+
+    def wake(self) -> None:
+        """Make a `poll()` that is waiting (in another thread) return now."""
+        self._queue.put(("wake", None, None, 0.0))  # type: ignore[arg-type]
 
     def close(self) -> None:
         """End every trial process still alive (SIGTERM, then SIGKILL after the grace period)."""

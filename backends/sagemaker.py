@@ -47,6 +47,7 @@ from backends.sagemaker_jobs import (
     name_prefix,
     new_token,
     package_source,
+    reporter_files,
     resolve_secrets,
 )
 from backends.sagemaker_logs import LOG_GROUP, LogReader, LogTail
@@ -62,6 +63,7 @@ RETRY_CREATE_CODES = THROTTLING_CODES | {"ResourceLimitExceeded", "CapacityError
                                          "InsufficientCapacityError", "InternalFailure",
                                          "ServiceUnavailable"}
 LIST_CREATION_MARGIN_S = 600.0
+MAX_COPY_OBJECT_BYTES = 5 * 1024**3  # CopyObject's limit
 MISSING_POLLS_BEFORE_DESCRIBE = 3
 
 
@@ -140,6 +142,8 @@ class SageMakerBackend(TrialBackend):
             source dir); uploaded as a tar.gz and passed as `sagemaker_program` /
             `sagemaker_submit_directory`. Leave out for images that bring their own entry.
         source_dir: folder uploaded with the entry point.
+        bundle_reporter: add `hpo_core/report.py` to the uploaded code (unless the source dir
+            has an `hpo_core`), so `from hpo_core.report import report` works in the job.
         instance_type, instance_count, volume_size_gb: the compute of each job.
         max_run: MaxRuntimeInSeconds of each job.
         use_spot, max_wait: managed spot training and its MaxWaitTimeInSeconds (>= max_run).
@@ -157,6 +161,7 @@ class SageMakerBackend(TrialBackend):
         price_per_hour: USD per instance-hour (default: `backends.aws_pricing`, us-east-1).
         cost_attr: the metric that carries the trial's cost.
         poll_interval: least seconds between two polls of the AWS APIs.
+        close_timeout: seconds `close()` waits for stopped jobs to end (to record their cost).
         validate: check credentials, role and bucket now (else at the first start).
         retry_attempts, retry_base_delay, retry_max_delay: backoff on throttling.
     """
@@ -169,6 +174,7 @@ class SageMakerBackend(TrialBackend):
         image_uri: str,
         entry_point: str | None = None,
         source_dir: str | None = None,
+        bundle_reporter: bool = True,
         instance_type: str = "ml.m5.xlarge",
         instance_count: int = 1,
         volume_size_gb: int = 30,
@@ -191,6 +197,7 @@ class SageMakerBackend(TrialBackend):
         price_per_hour: float | None = None,
         cost_attr: str = "cost",
         poll_interval: float = 10.0,
+        close_timeout: float = 180.0,
         log_group: str = LOG_GROUP,
         validate: bool = True,
         retry_attempts: int = 6,
@@ -204,13 +211,13 @@ class SageMakerBackend(TrialBackend):
         self._secrets = resolve_secrets(secret_hyperparameters)
         self._redact = Redactor(self._secrets.values())
         self._source_dir, entry_point = _source_layout(entry_point, source_dir)
+        self._bundle_reporter = bundle_reporter
         self._clients = self._make_clients(clients, boto_session, region, endpoint_url)
         self.region = region or getattr(self._clients["sagemaker"].meta, "region_name", None)
         self._role_given = role
         self.settings = JobSettings(
             image_uri=image_uri,
-            role_arn=role if ROLE_ARN_PATTERN.match(role or "") else
-            "arn:aws:iam::000000000000:role/unresolved",
+            role_arn=role,  # a role name becomes its ARN in validate()
             bucket=bucket,
             s3_prefix=s3_prefix,
             entry_point=entry_point,
@@ -231,6 +238,7 @@ class SageMakerBackend(TrialBackend):
         if poll_interval < 0:
             raise ValueError(f"backend_options.poll_interval: must be >= 0, got {poll_interval}")
         self.poll_interval = float(poll_interval)
+        self.close_timeout = float(close_timeout)
         self.cost_attr = cost_attr
         self.hourly_price = price_per_hour if price_per_hour is not None \
             else _table_price(instance_type)
@@ -352,7 +360,8 @@ class SageMakerBackend(TrialBackend):
             self._source_uri = self._upload_source()
 
     def _upload_source(self) -> str:
-        data = package_source(self._source_dir)  # type: ignore[arg-type]
+        folder: Path = self._source_dir  # type: ignore[assignment]
+        data = package_source(folder, reporter_files(folder) if self._bundle_reporter else None)
         root = self.settings.s3_root(self.experiment)
         uri = f"{root}/source/{digest(data)}/sourcedir.tar.gz"
         bucket, key = _split_s3(uri)
@@ -393,9 +402,6 @@ class SageMakerBackend(TrialBackend):
     def poll(self) -> list[TrialEvent]:
         self._wait_for_interval()
         events, self._queued = self._queued, []
-        for run in list(self._trials.values()):
-            if run.pending:
-                self._launch(run)
         for job in self._jobs.values():
             if job.stop_requested and not job.stop_sent and job.status not in FINAL_STATUSES:
                 self._send_stop(job)
@@ -403,6 +409,9 @@ class SageMakerBackend(TrialBackend):
         for job in list(self._jobs.values()):
             if not job.done:
                 events.extend(self._follow(job))
+        for run in list(self._trials.values()):
+            if run.pending:
+                self._launch(run)
         events.extend(self._queued)
         self._queued = []
         stamp = self.now()
@@ -411,22 +420,33 @@ class SageMakerBackend(TrialBackend):
         return events
 
     def close(self) -> None:
-        """Stop every job still running (their checkpoints stay in S3)."""
+        """Stop every job still running (their checkpoints stay in S3), and wait up to
+        `close_timeout` seconds for them to end, so their billed cost is recorded."""
         for run in self._trials.values():
             run.pending = False
         for job in self._jobs.values():
             if job.status not in FINAL_STATUSES and not job.stop_sent:
                 job.stop_requested = True
                 self._send_stop(job)
+        deadline = time.monotonic() + self.close_timeout
+        while any(not job.done for job in self._jobs.values()) and time.monotonic() < deadline:
+            self._wait_for_interval()
+            self._refresh_statuses()
+            for job in list(self._jobs.values()):
+                if not job.done and job.status in FINAL_STATUSES:
+                    self._follow(job)
+        left = sorted(job.name for job in self._jobs.values() if not job.done)
+        if left:
+            logger.warning("jobs still ending after %.0fs, their cost is not recorded: %s",
+                           self.close_timeout, ", ".join(left))
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        return self._redact.value({
             "token": self._token,
             "experiment": self._experiment,
-            "source_uri": self._source_uri,
             "trials": {str(k): run.to_dict() for k, run in self._trials.items()},
             "jobs": {name: job.to_dict() for name, job in self._jobs.items()},
-        }
+        })
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._token = state.get("token") or self._token
@@ -489,7 +509,10 @@ class SageMakerBackend(TrialBackend):
             code = error_code(err)
             if code != "ResourceInUse":  # ResourceInUse: an earlier try went through
                 if isinstance(err, BotoCoreError) or code in RETRY_CREATE_CODES:
-                    self._retry_later(run, f"{code or type(err).__name__}: {error_message(err)}")
+                    hint = (f"; check the service quota '{self.settings.instance_type} for "
+                            "training job usage'" if code == "ResourceLimitExceeded" else "")
+                    self._retry_later(
+                        run, f"{code or type(err).__name__}: {error_message(err)}{hint}")
                 else:
                     self._fail_pending(run, f"CreateTrainingJob {name} failed ({code}): "
                                             f"{error_message(err)}")
@@ -533,8 +556,11 @@ class SageMakerBackend(TrialBackend):
                 page = self._call(s3.list_objects_v2, **kwargs)
                 for obj in page.get("Contents", []):
                     key = dst_prefix + obj["Key"][len(src_prefix):]
-                    self._call(s3.copy_object, Bucket=bucket, Key=key,
-                               CopySource={"Bucket": bucket, "Key": obj["Key"]})
+                    source_key = {"Bucket": bucket, "Key": obj["Key"]}
+                    if obj.get("Size", 0) > MAX_COPY_OBJECT_BYTES:  # multipart, by boto3
+                        s3.copy(CopySource=source_key, Bucket=bucket, Key=key)
+                    else:
+                        self._call(s3.copy_object, Bucket=bucket, Key=key, CopySource=source_key)
                     copied += 1
                 if not page.get("IsTruncated"):
                     break
@@ -628,7 +654,8 @@ class SageMakerBackend(TrialBackend):
         job.missing = 0
         job.status = info["TrainingJobStatus"]
         job.secondary_status = info.get("SecondaryStatus")
-        job.failure_reason = info.get("FailureReason")
+        reason = info.get("FailureReason")
+        job.failure_reason = None if reason is None else self._redact.text(reason)
         start, end = info.get("TrainingStartTime"), info.get("TrainingEndTime")
         if start is not None:
             job.training_start = start.timestamp()
@@ -642,7 +669,8 @@ class SageMakerBackend(TrialBackend):
     def _follow(self, job: _Job) -> list[TrialEvent]:
         """Reports of a job since the last poll, and its end once it ended."""
         run = self._trials[job.trial_id]
-        following = run.want == "run" and self._current_job(run) is job
+        following = run.want == "run" and self._current_job(run) is job \
+            and not job.stop_requested
         final = job.status in FINAL_STATUSES
         events: list[TrialEvent] = []
         if following:

@@ -28,6 +28,7 @@ PREFIX_MAX = 32
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 ENV_NAME_PATTERN = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
 ROLE_ARN_PATTERN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
+ROLE_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,64}$")
 SOURCE_EXCLUDES = {"__pycache__", ".git", ".ipynb_checkpoints", ".venv", ".mypy_cache", ".ruff_cache"}
 MASK = "***"
 
@@ -57,9 +58,9 @@ def encode_hyperparameter(value: Any) -> str:
     return json.dumps(value)
 
 
-def package_source(source_dir: Path) -> bytes:
-    """A gzipped tar of `source_dir` (caches and VCS folders left out), byte-identical for
-    identical content, so its digest names it in S3."""
+def package_source(source_dir: Path, extra_files: Mapping[str, bytes] | None = None) -> bytes:
+    """A gzipped tar of `source_dir` (caches and VCS folders left out) plus `extra_files`
+    (archive name -> content), byte-identical for identical content, so its digest names it."""
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz:
         with tarfile.open(fileobj=gz, mode="w") as tar:
@@ -73,7 +74,22 @@ def package_source(source_dir: Path) -> bytes:
                 info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
                 with path.open("rb") as f:
                     tar.addfile(info, f)
+            for name, data in sorted((extra_files or {}).items()):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def reporter_files(source_dir: Path) -> dict[str, bytes]:
+    """`hpo_core/report.py` (standard library only) for the job's code, so scripts written for
+    the local backend (`from hpo_core.report import report`) run unchanged in any container;
+    nothing if the source dir brings its own `hpo_core`."""
+    if (source_dir / "hpo_core").exists():
+        return {}
+    from hpo_core import report
+
+    return {"hpo_core/__init__.py": b"", "hpo_core/report.py": Path(report.__file__).read_bytes()}
 
 
 def digest(data: bytes) -> str:
@@ -161,8 +177,9 @@ class JobSettings:
         f = "backend_options"
         if not isinstance(self.image_uri, str) or not self.image_uri:
             raise ValueError(f"{f}.image_uri: the training image URI is required")
-        if not ROLE_ARN_PATTERN.match(self.role_arn or ""):
-            raise ValueError(f"{f}.role: {self.role_arn!r} is not an IAM role ARN")
+        if not (ROLE_ARN_PATTERN.match(self.role_arn or "")
+                or ROLE_NAME_PATTERN.match(self.role_arn or "")):
+            raise ValueError(f"{f}.role: {self.role_arn!r} is not an IAM role ARN or name")
         if not re.match(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$", self.bucket or ""):
             raise ValueError(f"{f}.bucket: {self.bucket!r} is not a valid S3 bucket name")
         for name, low, high in (("instance_count", 1, 1000), ("volume_size_gb", 1, 16384),
@@ -278,5 +295,5 @@ class JobSettings:
             ]
         if self.use_spot:
             request["EnableManagedSpotTraining"] = True
-            stopping["MaxWaitTimeInSeconds"] = self.max_wait or self.max_run
+            stopping["MaxWaitTimeInSeconds"] = self.max_wait or 2 * self.max_run
         return request

@@ -77,6 +77,14 @@ register_method("hyperband", "hpo_core.schedulers.hyperband:SyncHyperband",
 register_method("successive_halving", "hpo_core.schedulers.successive_halving:SyncSuccessiveHalving",
                 "synchronous successive halving", multi_fidelity=True)
 # H7: multi-fidelity, population-based and multi-objective methods
+register_method("bohb", "hpo_core.schedulers.bohb:BOHB",
+                "asynchronous BOHB: ASHA with the KDE searcher", multi_fidelity=True)
+register_method("sync_bohb", "hpo_core.schedulers.sync_bohb:SyncBOHB",
+                "BOHB: synchronous Hyperband with the KDE searcher", multi_fidelity=True)
+register_method("mobster", "hpo_core.schedulers.mobster:MOBSTER",
+                "MOBSTER: ASHA with a GP over config and resource", multi_fidelity=True)
+register_method("mobster_independent", "hpo_core.schedulers.mobster:mobster_independent",
+                "MOBSTER with one GP per rung level", multi_fidelity=True)
 register_method("dehb", "hpo_core.schedulers.dehb:DEHB",
                 "differential evolution Hyperband (asynchronous brackets)", multi_fidelity=True)
 register_method("hypertune", "hpo_core.schedulers.hypertune:HyperTune",
@@ -258,8 +266,8 @@ def tpe(
     gamma: float = 0.15,
     min_points_in_model: int | None = None,
     num_candidates: int = 64,
-    bandwidth_factor: float = 3.0,
-    random_fraction: float = 1.0 / 3.0,
+    bandwidth_factor: float = 1.5,
+    random_fraction: float = 0.1,
     points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
 ) -> Scheduler:
     """TPE: the config maximizing good-to-bad density ratio (BOHB's kernel density model)."""
@@ -275,7 +283,7 @@ def rea(
     metric: str | Sequence[str],
     mode: str | Sequence[str] = "min",
     seed: int | None = None,
-    population_size: int = 50,
+    population_size: int = 20,
     sample_size: int = 10,
     mutation: str = "local",
     mutation_scale: float = 0.15,

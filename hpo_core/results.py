@@ -167,6 +167,12 @@ class ExperimentStore:
                 for row in frame.to_dict(orient="records")
             ]
         self._flushed_rows = len(self._rows)
+        covered = state.get("num_results")
+        if isinstance(covered, int) and 0 <= covered < len(self._rows):
+            # killed between writing results.parquet and state.json: drop the rows the state
+            # does not know (they are reported again), and rewrite the file at the next save
+            self._rows = self._rows[:covered]
+            self._flushed_rows = -1
         return state
 
 

@@ -248,6 +248,9 @@ class Tuner:
         if event.kind == EventKind.RESULT:
             self._on_result(trial, event)
         elif event.kind == EventKind.COMPLETED:
+            final_cost = (event.metrics or {}).get(self.stop_criterion.cost_attr)
+            if final_cost is not None and _is_finite_number(final_cost):
+                self._costs[trial.trial_id] = float(final_cost)  # e.g. a job's billed cost
             self._finish(trial, TrialStatus.COMPLETED, event.time)
             last = TrialResult(trial.trial_id, trial.last_result, event.time) \
                 if trial.last_result is not None else None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ class Blackbox:
         self._validate()
         self._objective_index = {n: i for i, n in enumerate(self.objective_names)}
         self._fidelity_index = {v: i for i, v in enumerate(self.fidelity_values.tolist())}
-        self._config_index: dict[str, int] | None = None
+        self._config_index: dict[Hashable, int] | None = None
 
     def _validate(self) -> None:
         names = self.objective_names
@@ -160,17 +160,32 @@ class Blackbox:
         config = {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
         return {**config, **self.config_space.fixed}
 
+    def config_key(self, config: Mapping[str, Any]) -> Hashable:
+        """A hashable key of a config's hyperparameter values (3 and 3.0 are the same key)."""
+        key = tuple(config[name] for name in self.config_space.names)
+        try:
+            hash(key)
+        except TypeError:  # unhashable values (e.g. list-valued choices)
+            return self.config_space.config_key(config)
+        return key
+
     def index_of(self, config: Mapping[str, Any]) -> int | None:
         """Row of a tabulated config equal to `config`, or None if it is not in the table."""
+        return self.index_of_key(self.config_key(config))
+
+    def index_of_key(self, key: Hashable) -> int | None:
+        """Row of the tabulated config with `config_key` `key`, or None."""
         if self._config_index is None:
-            columns = [self.configs[n].tolist() for n in self.config_space.names]
-            keys = (self.config_space.config_key(dict(zip(self.config_space.names, values,
-                                                          strict=True)))
-                    for values in zip(*columns, strict=True))
             self._config_index = {}
-            for i, key in enumerate(keys):
-                self._config_index.setdefault(key, i)
-        return self._config_index.get(self.config_space.config_key(config))
+            for i, config in enumerate(self.all_configs()):
+                self._config_index.setdefault(self.config_key(config), i)
+        return self._config_index.get(key)
+
+    def all_configs(self) -> list[dict[str, Any]]:
+        """Every tabulated config, in row order (hyperparameters only, Python scalars)."""
+        names = self.config_space.names
+        columns = [self.configs[n].tolist() for n in names]
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
     def curve(self, index: int, seed: int = 0) -> np.ndarray:
         """All fidelities of one config and seed: a (fidelities, objectives) view."""

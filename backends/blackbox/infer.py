@@ -1,8 +1,8 @@
 """Inferring a config space from the values a table holds.
 
 Numbers become a range over the observed values: integers `randint`, reals `uniform`, each
-log-scaled (`lograndint`, `loguniform`) when all values are positive and span more than two
-orders of magnitude. Anything else (strings, booleans, mixed) becomes a `choice` of the
+log-scaled (`lograndint`, `loguniform`) when all values are positive and span two
+orders of magnitude or more. Anything else (strings, booleans, mixed) becomes a `choice` of the
 observed values. A column with a single value is a fixed value, not a domain.
 """
 
@@ -16,7 +16,7 @@ import pandas as pd
 
 from hpo_core.space import Categorical, ConfigSpace, Domain, Float, Integer
 
-LOG_SPAN = 100.0  # max/min above which a positive range is searched on a log scale
+LOG_SPAN = 100.0  # max/min from which a positive range is searched on a log scale
 
 
 def _python(value: Any) -> Any:
@@ -32,7 +32,7 @@ def infer_domain(values: pd.Series, column: str) -> Domain:
         categories = sorted({_python(v) for v in values.tolist()}, key=lambda v: (str(type(v)), v))
         return Categorical(categories, field=field)
     lower, upper = _python(values.min()), _python(values.max())
-    log = lower > 0 and upper / lower > LOG_SPAN
+    log = lower > 0 and upper / lower >= LOG_SPAN
     if pd.api.types.is_integer_dtype(values):
         return Integer(int(lower), int(upper), log=log, field=field)
     return Float(float(lower), float(upper), log=log, field=field)

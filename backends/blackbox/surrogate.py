@@ -8,7 +8,7 @@ gets the curve of its nearest tabulated config, or the mean curve of its `k` nea
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,22 +27,21 @@ class NearestNeighbourSurrogate:
         self.k = min(k, blackbox.num_configs)
         space = blackbox.config_space
         self._space = space
-        self._tree = cKDTree(space.encode_many(
-            [blackbox.config(i) for i in range(blackbox.num_configs)]
-        ))
-        self._cache: dict[str, tuple[int, ...]] = {}
+        self._tree = cKDTree(space.encode_many(blackbox.all_configs()))
+        self._cache: dict[Hashable, tuple[int, ...]] = {}
 
     def neighbours(self, config: Mapping[str, Any]) -> tuple[int, ...]:
         """Rows of the tabulated configs standing in for `config` (itself if tabulated)."""
-        missing = [n for n in self._space.names if n not in config]
-        if missing:
+        try:
+            key = self.blackbox.config_key(config)
+        except KeyError:
+            missing = [n for n in self._space.names if n not in config]
             raise BlackboxError(
                 f"config: the blackbox {self.blackbox.name!r} needs the hyperparameters {missing}"
-            )
-        key = self._space.config_key(config)
+            ) from None
         rows = self._cache.get(key)
         if rows is None:
-            exact = self.blackbox.index_of(config)
+            exact = self.blackbox.index_of_key(key)
             if exact is not None:
                 rows = (exact,)
             else:

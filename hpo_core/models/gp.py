@@ -15,6 +15,8 @@ import numpy as np
 from scipy.linalg import cho_solve, lapack
 from scipy.optimize import minimize
 
+from hpo_core.models.threads import single_threaded_blas
+
 SQRT5 = math.sqrt(5.0)
 JITTER = 1e-8
 LOG_2PI = math.log(2.0 * math.pi)
@@ -135,12 +137,13 @@ class GaussianProcess:
             starts.append(self._random_theta(rng))
         lo, hi = np.array(self.bounds).T
         best_theta, best_value = None, math.inf
-        for theta0 in starts:
-            res = minimize(self.neg_log_posterior, np.clip(theta0, lo, hi), args=(X, y, sqdiff),
-                           jac=True, method="L-BFGS-B", bounds=self.bounds,
-                           options={"maxiter": maxiter})
-            if math.isfinite(res.fun) and res.fun < best_value:
-                best_theta, best_value = res.x, float(res.fun)
+        with single_threaded_blas():
+            for theta0 in starts:
+                res = minimize(self.neg_log_posterior, np.clip(theta0, lo, hi),
+                               args=(X, y, sqdiff), jac=True, method="L-BFGS-B",
+                               bounds=self.bounds, options={"maxiter": maxiter})
+                if math.isfinite(res.fun) and res.fun < best_value:
+                    best_theta, best_value = res.x, float(res.fun)
         if best_theta is not None:
             self.theta = np.asarray(best_theta, dtype=float)
         elif self.theta is None:
@@ -168,18 +171,23 @@ class GaussianProcess:
 
 
 class GPPosterior:
-    """A GP conditioned on data: predictive mean and latent variance, with input gradients."""
+    """A GP conditioned on data: predictive mean and latent variance, with input gradients.
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, theta: np.ndarray):
+    The last `num_exact` points are conditioned on without noise (fantasies).
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, theta: np.ndarray, num_exact: int = 0):
         dim = X.shape[1]
-        self.X, self.y, self.theta = X, y, theta
+        self.X, self.y, self.theta, self.num_exact = X, y, theta, num_exact
         self.lengthscales = np.exp(theta[:dim])
         self.signal_variance = math.exp(theta[dim])
         self.noise_variance = math.exp(theta[dim + 1])
         self.mean = float(theta[dim + 2])
         self._Xs = X / self.lengthscales
         K = self.signal_variance * matern52(np.sqrt(_scaled_sqdist(self._Xs, self._Xs)))
-        K[np.diag_indices(len(X))] += self.noise_variance + JITTER
+        noise = np.full(len(X), self.noise_variance + JITTER)
+        noise[len(X) - num_exact:] = 1e-6 * self.signal_variance
+        K[np.diag_indices(len(X))] += noise
         self.L = _cholesky(K)
         self.alpha = cho_solve((self.L, True), y - self.mean)
 
@@ -212,8 +220,10 @@ class GPPosterior:
         return mean, var, dmean, dvar
 
     def fantasize(self, Z: np.ndarray) -> GPPosterior:
-        """Kriging believer: condition also on the posterior mean at the rows of `Z`."""
+        """Kriging believer: condition also on the posterior mean at the rows of `Z`, as if
+        observed without noise, so the variance collapses there."""
         if len(Z) == 0:
             return self
         mean, _ = self.predict(Z)
-        return GPPosterior(np.vstack([self.X, Z]), np.concatenate([self.y, mean]), self.theta)
+        return GPPosterior(np.vstack([self.X, Z]), np.concatenate([self.y, mean]), self.theta,
+                           self.num_exact + len(Z))

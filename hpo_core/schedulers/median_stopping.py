@@ -1,12 +1,14 @@
 """The median stopping rule (Golovin et al., 2017, "Google Vizier").
 
 A trial is stopped at resource r when its best value so far is worse than the median of the
-running averages (mean of all values reported up to r) of the other trials that reached r.
+running averages (mean of all values reported up to r) of the other trials that reported at r.
+Trials are compared on the resources they report (epochs, say): a trial reporting at r is
+compared with the others' running averages recorded at exactly r.
 """
 
 from __future__ import annotations
 
-import bisect
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,46 +19,6 @@ from hpo_core.schedulers.fifo import FIFOScheduler
 from hpo_core.searchers.base import Searcher
 from hpo_core.space import ConfigSpace, as_config_space
 from hpo_core.trial import Decision, Trial, TrialResult
-
-
-class _History:
-    """One trial's reports: resources in increasing order, with prefix sums and running best."""
-
-    def __init__(self) -> None:
-        self.resources: list[float] = []
-        self.sums: list[float] = []
-        self.bests: list[float] = []
-
-    def add(self, resource: float, value: float) -> None:
-        if self.resources and resource <= self.resources[-1]:
-            return  # a repeated or out-of-order report: keep the first
-        self.resources.append(resource)
-        self.sums.append((self.sums[-1] if self.sums else 0.0) + value)
-        self.bests.append(min(self.bests[-1], value) if self.bests else value)
-
-    def _upto(self, resource: float) -> int:
-        return bisect.bisect_right(self.resources, resource)
-
-    def running_average(self, resource: float) -> float | None:
-        """Mean of the values up to `resource`, if the trial reached it."""
-        if not self.resources or self.resources[-1] < resource:
-            return None
-        n = self._upto(resource)
-        return self.sums[n - 1] / n
-
-    def best(self, resource: float) -> float:
-        return self.bests[self._upto(resource) - 1]
-
-    def to_json(self) -> list[list[float]]:
-        values = np.diff(np.r_[0.0, self.sums]).tolist()
-        return [self.resources, values]
-
-    @classmethod
-    def from_json(cls, data: Sequence[Sequence[float]]) -> _History:
-        history = cls()
-        for resource, value in zip(data[0], data[1], strict=True):
-            history.add(float(resource), float(value))
-        return history
 
 
 class MedianStoppingRule(FIFOScheduler):
@@ -96,7 +58,11 @@ class MedianStoppingRule(FIFOScheduler):
         super().__init__(config_space, metric, mode, seed, searcher, resource_attr)
         self.grace_period = float(grace_period)
         self.min_samples_required = int(min_samples_required)
-        self._histories: dict[int, _History] = {}
+        # per trial: (number of reports, sum of values, best value) so far
+        self._running: dict[int, tuple[int, float, float]] = {}
+        self._last_resource: dict[int, float] = {}
+        # per resource: {trial: running average there}
+        self._averages: dict[float, dict[int, float]] = {}
 
     def on_trial_result(self, trial: Trial, result: TrialResult) -> Decision:
         super().on_trial_result(trial, result)
@@ -104,31 +70,43 @@ class MedianStoppingRule(FIFOScheduler):
         resource = result.metrics.get(self.resource_attr)
         if value is None or resource is None:
             return Decision.CONTINUE
-        history = self._histories.setdefault(trial.trial_id, _History())
-        history.add(float(resource), value)
-        if self.should_stop(trial.trial_id, float(resource)):
+        resource = float(resource)
+        tid = trial.trial_id
+        if resource <= self._last_resource.get(tid, -math.inf):
+            return Decision.CONTINUE  # a repeated or out-of-order report
+        count, total, best = self._running.get(tid, (0, 0.0, math.inf))
+        count, total, best = count + 1, total + value, min(best, value)
+        self._running[tid] = (count, total, best)
+        self._last_resource[tid] = resource
+        self._averages.setdefault(resource, {})[tid] = total / count
+        if self.should_stop(tid, resource):
             if not self.searcher.uses_intermediate_results:
                 self._feed(trial, result)
-            self.searcher.on_trial_end(trial.trial_id)
+            self.searcher.on_trial_end(tid)
             return Decision.STOP
         return Decision.CONTINUE
 
     def should_stop(self, trial_id: int, resource: float) -> bool:
-        """The rule itself, for trial `trial_id` at `resource` (its reports so far are known)."""
+        """The rule for trial `trial_id`, whose latest report was at `resource`."""
         if resource < self.grace_period:
             return False
-        averages = [
-            avg for tid, h in self._histories.items()
-            if tid != trial_id and (avg := h.running_average(resource)) is not None
-        ]
-        if len(averages) < self.min_samples_required:
+        at = self._averages.get(resource, {})
+        others = [avg for tid, avg in at.items() if tid != trial_id]
+        if len(others) < self.min_samples_required:
             return False
-        return self._histories[trial_id].best(resource) > float(np.median(averages))
+        return self._running[trial_id][2] > float(np.median(others))
 
     def state_dict(self) -> dict[str, Any]:
-        histories = {str(tid): h.to_json() for tid, h in self._histories.items()}
-        return {**super().state_dict(), "histories": histories}
+        return {
+            **super().state_dict(),
+            "running": [[t, *v] for t, v in self._running.items()],
+            "last_resource": [[t, r] for t, r in self._last_resource.items()],
+            "averages": [[r, [[t, a] for t, a in at.items()]] for r, at in self._averages.items()],
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        self._histories = {int(k): _History.from_json(v) for k, v in state["histories"].items()}
+        self._running = {int(t): (int(n), float(s), float(b)) for t, n, s, b in state["running"]}
+        self._last_resource = {int(t): float(r) for t, r in state["last_resource"]}
+        self._averages = {float(r): {int(t): float(a) for t, a in at}
+                          for r, at in state["averages"]}

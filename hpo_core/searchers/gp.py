@@ -224,9 +224,11 @@ class GPSearcher(Searcher):
         best = float(objective.predict(incumbent_inputs, False)[0].min()) if feasible.any() \
             else None
         pending = self._pending_configs(keys)
-        if pending:
+        if pending:  # kriging believer: pending configs take their posterior mean
             Zp = self._target_inputs(self.config_space.encode_many(pending))
             objective.posterior = objective.posterior.fantasize(Zp)
+            if best is not None:
+                best = min(best, float(objective.predict(Zp, False)[0].min()))
         order = np.argsort(values[feasible] if feasible.any() else values)
         anchors = (configs[feasible] if feasible.any() else configs)[order[:_NUM_ANCHORS]]
         dim = self._encoded.dim

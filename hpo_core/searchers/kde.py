@@ -40,7 +40,10 @@ class _ProductKDE:
         cols = space.numeric_columns
         d = max(len(cols) + len(space.cat_slices), 1)
         sd = X[:, cols].std(axis=0) if n > 1 else np.full(cols.size, 0.5)
-        self.bandwidth = np.maximum(sd * n ** (-1.0 / (d + 4)), min_bandwidth)
+        # Scott's rule, clipped below so that a few clustered points cannot collapse the
+        # density onto themselves (the floor shrinks as 1 / n, as in Optuna's TPE)
+        floor = max(min_bandwidth, 1.0 / min(100.0, n + 1.0))
+        self.bandwidth = np.maximum(sd * n ** (-1.0 / (d + 4)), floor)
 
     def _log_kernels(self, Z: np.ndarray) -> np.ndarray:
         """log K_i(z) for every row z of Z and kernel i: shape (len(Z), n)."""

@@ -68,10 +68,13 @@ class FakeSageMaker:
         fail: trial id -> (epoch, FailureReason) of jobs that fail at that epoch.
         stop_outside: trial id -> epoch at which the job is stopped by "someone else".
         print_secret: a value the training script carelessly prints (redaction test).
+        upload_seconds: billed seconds after the last epoch (the model upload), seen one poll
+            after the last report.
     """
 
     def __init__(self, url: str, fail: dict[int, tuple[int, str]] | None = None,
-                 stop_outside: dict[int, int] | None = None, print_secret: str | None = None):
+                 stop_outside: dict[int, int] | None = None, print_secret: str | None = None,
+                 upload_seconds: int = 0):
         self.real = client("sagemaker", url)
         self.meta = self.real.meta
         self._stubbed = client("sagemaker", url)
@@ -82,6 +85,7 @@ class FakeSageMaker:
         self.fail = fail or {}
         self.stop_outside = stop_outside or {}
         self.print_secret = print_secret
+        self.upload_seconds = upload_seconds
         self.jobs: dict[str, FakeJob] = {}
         self.requests: dict[str, dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()
@@ -181,6 +185,9 @@ class FakeSageMaker:
         for job in self.jobs.values():
             if job.status == "Stopping":
                 job.status, job.secondary = "Stopped", "Stopped"
+            elif job.secondary == "Uploading":
+                job.billable += self.upload_seconds
+                job.status, job.secondary = "Completed", "Completed"
             elif job.status == "InProgress":
                 self._train_one_epoch(job)
 
@@ -212,7 +219,8 @@ class FakeSageMaker:
             job.reported.append(job.epoch)
             lines.append(f"epoch {job.epoch} done")
             if job.epoch >= job.epochs:
-                job.status, job.secondary = "Completed", "Completed"
+                job.status, job.secondary = ("InProgress", "Uploading") if self.upload_seconds \
+                    else ("Completed", "Completed")
         start_ms = int(job.created.timestamp() * 1000)
         stamp = start_ms + (job.epoch - job.start_epoch) * EPOCH_SECONDS * 1000
         self.logs.put_log_events(

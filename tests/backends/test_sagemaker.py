@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import re
+import tarfile
 
 import boto3
 import pytest
@@ -91,8 +93,6 @@ def test_source_tarball_is_reproducible(tmp_path):
     first = package_source(tmp_path)
     os.utime(tmp_path / "train.py", (1, 1))
     assert package_source(tmp_path) == first
-    import io
-    import tarfile
     with tarfile.open(fileobj=io.BytesIO(first)) as tar:
         assert tar.getnames() == ["train.py"]
 
@@ -118,7 +118,9 @@ def test_create_request_carries_settings_secrets_apart(aws, tmp_path, monkeypatc
     assert re.fullmatch(rf"s3://{BUCKET}/exp/source/[0-9a-f]{{16}}/sourcedir.tar.gz", submit)
     bucket, _, key = submit.removeprefix("s3://").partition("/")
     body = client("s3", url).get_object(Bucket=bucket, Key=key)["Body"].read()
-    assert body == package_source(source)
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:  # the code, and the reporter for it
+        assert tar.getnames() == ["train.py", "hpo_core/__init__.py", "hpo_core/report.py"]
+        assert b"[tunesmith]:" in tar.extractfile("hpo_core/report.py").read()
     assert "wandb_api_key" not in hp
     assert request["Environment"]["wandb_api_key"] == "wandb-secret-value-123"
     assert request["Environment"]["TUNESMITH_CHECKPOINT_DIR"] == "/opt/ml/checkpoints"
@@ -398,6 +400,8 @@ def test_options_from_a_model_trainer(aws, monkeypatch, tmp_path):
     pytest.importorskip("sagemaker.train", reason="the sagemaker SDK (extra 'sagemaker') is absent")
     url, role = aws
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)  # the SDK talks to AWS on its own: to moto
+    monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.train import ModelTrainer
     from sagemaker.train.configs import Compute, SourceCode, StoppingCondition
@@ -422,3 +426,14 @@ def test_options_from_a_model_trainer(aws, monkeypatch, tmp_path):
     assert options["keep_alive"] == 120 and options["max_run"] == 900
     assert options["entry_point"] == "train.py" and options["bucket"] == BUCKET
     assert options["hyperparameters"] == {"epochs": 3}
+    fake = FakeSageMaker(url)
+    clients = {"sagemaker": fake, "s3": client("s3", url), "logs": client("logs", url),
+               "sts": client("sts", url), "iam": client("iam", url)}
+    backend = SageMakerBackend.from_model_trainer(trainer, clients=clients, experiment="exp",
+                                                  poll_interval=0.005)
+    backend.start(Trial(0, {"lr": 0.01}))
+    events = run_until(backend, ended([0]))
+    assert [e.metrics["epoch"] for e in events if e.kind == EventKind.RESULT] == [1, 2, 3]
+    (request,) = fake.requests.values()
+    assert request["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 120
+    assert json.loads(request["HyperParameters"]["sagemaker_program"]) == "train.py"

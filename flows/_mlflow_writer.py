@@ -1,0 +1,421 @@
+"""The background thread that does every MLflow write of an experiment (see `flows.tracking`).
+
+The tuner only puts small records on a queue; this thread turns them into MLflow calls, in
+batches: one child run per trial (created, one `log_batch` with its config and every metric
+point, terminated), the parent run at the start and at the end. It never raises: an
+unreachable or failing MLflow disables it with a warning, and the experiment goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpo_core.results import atomic_write_text
+
+logger = logging.getLogger("flows.tracking")
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+EXPERIMENT_TAG = "tunesmith.experiment"
+ROLE_TAG = "tunesmith.role"
+TRIAL_TAG = "tunesmith.trial_id"
+STATUS_TAG = "tunesmith.status"
+REPORTS_TAG = "tunesmith.num_reports"
+FAILURE_TAG = "tunesmith.failure_reason"
+BEST_CONFIG_TAG = "tunesmith.best_config"
+BEST_VALUE_TAG = "tunesmith.best_value"
+RUN_FILE = "mlflow.json"
+MLFLOW_STATUS = {"completed": "FINISHED", "stopped": "FINISHED", "paused": "FINISHED",
+                 "failed": "FAILED", "running": None, "pending": None}
+MAX_KEY, MAX_PARAM_VALUE, MAX_TAG_VALUE = 250, 6000, 8000
+MAX_PARAMS_PER_BATCH, MAX_ENTITIES_PER_BATCH = 100, 1000
+_BAD_KEY_CHARS = re.compile(r"[^\w\-. :/]")
+STOP = object()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Segment:
+    """Reports of one trial since its last segment, and its status when the segment ended."""
+
+    trial_id: int
+    config: dict[str, Any]
+    status: str
+    reports: list[tuple[Mapping[str, Any], int]]  # (metrics, wall time in ms)
+    first_index: int  # reports of this trial written before this segment
+    start_ms: int
+    end_ms: int | None = None
+    failure_reason: str | None = None
+
+
+@dataclass
+class Finish:
+    """The end of a tuning session: the parent run's summary."""
+
+    status: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    artifacts: list[Path]
+
+
+@dataclass
+class Artifact:
+    path: Path
+    artifact_path: str | None = None
+
+
+@dataclass
+class WriterSettings:
+    """What the writer needs to find or create the experiment's MLflow runs."""
+
+    tracking_uri: str
+    experiment_name: str
+    run_key: str  # identifies the parent run: experiment name + store path
+    run_name: str
+    artifact_location: str | None
+    parent_tags: dict[str, str]
+    parent_params: dict[str, str]
+    spec_json: str
+    store_path: Path | None
+    resource_attr: str
+    restored_trials: dict[int, tuple[dict[str, Any], str, str | None]] = field(default_factory=dict)
+    restored_rows: list[Mapping[str, Any]] = field(default_factory=list)
+
+
+class MlflowWriter(threading.Thread):
+    """Consumes `Segment`, `Finish` and `Artifact` records from `queue` until `STOP`."""
+
+    def __init__(self, settings: WriterSettings, records: queue.SimpleQueue[Any],
+                 on_disable: Callable[[str], None]):
+        super().__init__(name="mlflow-writer", daemon=True)
+        self.settings = settings
+        self.records = records
+        self.on_disable = on_disable
+        self.client: Any = None
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.error: str | None = None
+        self.num_written = 0
+        self._children: dict[int, tuple[str, int, bool]] = {}  # trial -> run id, reports, ended
+        self._keys: dict[str, str | None] = {}
+        self._failures = 0
+        self._entities: Any = None
+
+    # -- thread ------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._connect()
+            self._reconcile()
+        except Exception as err:  # noqa: BLE001 - any failure to reach MLflow disables tracking
+            self._disable(f"cannot use MLflow at {self.settings.tracking_uri}: {_short(err)}")
+        while True:
+            record = self.records.get()
+            if record is STOP:
+                return
+            if self.error is not None:
+                continue
+            try:
+                self._write(record)
+                self._failures = 0
+            except Exception as err:  # noqa: BLE001
+                self._failures += 1
+                logger.warning("MLflow write failed (%s): %s", type(record).__name__, _short(err))
+                if self._failures >= 3 or _is_connection_error(err):
+                    self._disable(f"MLflow at {self.settings.tracking_uri} failed: {_short(err)}")
+
+    def _disable(self, message: str) -> None:
+        self.error = message
+        where = self.settings.store_path or "the experiment store"
+        logger.warning("%s; the experiment goes on without MLflow, results stay in %s",
+                       message, where)
+        self.on_disable(message)
+
+    def _write(self, record: Any) -> None:
+        if isinstance(record, Segment):
+            self._write_segment(record)
+        elif isinstance(record, Finish):
+            self._finish(record)
+        elif isinstance(record, Artifact):
+            self.client.log_artifact(self.parent_run_id, str(record.path), record.artifact_path)
+
+    # -- setup -------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        import mlflow.entities as entities
+        from mlflow import MlflowClient
+
+        s = self.settings
+        self._entities = entities
+        self.client = MlflowClient(s.tracking_uri)
+        if s.tracking_uri.startswith("sqlite:"):
+            _relax_sqlite_durability(self.client)
+        self.experiment_id = self._experiment()
+        run = self._existing_parent()
+        if run is None:
+            run = self.client.create_run(
+                self.experiment_id, run_name=s.run_name,
+                tags={**s.parent_tags, EXPERIMENT_TAG: s.run_key, ROLE_TAG: "parent"},
+            )
+            self.parent_run_id = run.info.run_id
+            self._log_batch(self.parent_run_id, [], s.parent_params, {})
+        else:  # resumed: params are immutable in MLflow, so only new ones are added
+            self.parent_run_id = run.info.run_id
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            params = {k: v for k, v in s.parent_params.items() if k not in run.data.params}
+            self._log_batch(self.parent_run_id, [], params, s.parent_tags)
+        self.client.log_text(self.parent_run_id, s.spec_json, "spec.json")
+        if s.store_path is not None:
+            atomic_write_text(s.store_path / RUN_FILE, json.dumps({
+                "tracking_uri": s.tracking_uri, "experiment_id": self.experiment_id,
+                "run_id": self.parent_run_id}, indent=1))
+
+    def _experiment(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        name = self.settings.experiment_name
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                return self.client.create_experiment(
+                    name, artifact_location=self.settings.artifact_location)
+            except MlflowException:  # created meanwhile by another process
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            self.client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+
+    def _existing_parent(self) -> Any | None:
+        """The parent run of an earlier session: from `mlflow.json` in the store, else by tag."""
+        s = self.settings
+        if s.store_path is not None and (s.store_path / RUN_FILE).exists():
+            try:
+                saved = json.loads((s.store_path / RUN_FILE).read_text())
+                if saved.get("tracking_uri") == s.tracking_uri:
+                    run = self.client.get_run(saved["run_id"])
+                    if run.info.lifecycle_stage == "active" and \
+                            run.info.experiment_id == self.experiment_id:
+                        return run
+            except Exception:  # noqa: BLE001 - a stale file or a deleted run: search instead
+                pass
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{EXPERIMENT_TAG}` = '{_quote(s.run_key)}'",
+            max_results=1, order_by=["attributes.start_time DESC"],
+        )
+        return runs[0] if runs else None
+
+    def _reconcile(self) -> None:
+        """Bring the child runs in line with the store after a resume: trials written before a
+        crash stay, missing reports are added, runs of trials the store does not know (run
+        again after the crash) are deleted."""
+        s = self.settings
+        logged: dict[int, Any] = {}
+        for run in self._child_runs():
+            tid = run.data.tags.get(TRIAL_TAG)
+            if tid is None or not tid.isdigit() or int(tid) in logged:
+                self.client.delete_run(run.info.run_id)
+                continue
+            logged[int(tid)] = run
+        rows: dict[int, list[Mapping[str, Any]]] = {}
+        for row in s.restored_rows:
+            rows.setdefault(int(row["trial_id"]), []).append(row)
+        for tid, run in list(logged.items()):
+            known = s.restored_trials.get(tid)
+            n = int(run.data.tags.get(REPORTS_TAG, "-1"))
+            if known is None or n < 0 or n > len(rows.get(tid, [])) or \
+                    json.dumps(_param_values(known[0]), sort_keys=True) != \
+                    json.dumps(_param_values_from_run(run, known[0]), sort_keys=True):
+                self.client.delete_run(run.info.run_id)
+                del logged[tid]
+                continue
+            self._children[tid] = (run.info.run_id, n, run.info.status != "RUNNING")
+        for tid, (config, status, reason) in sorted(s.restored_trials.items()):
+            trial_rows = rows.get(tid, [])
+            done = self._children.get(tid, (None, 0, False))[1]
+            current = logged.get(tid)
+            if current is not None and done == len(trial_rows) and \
+                    current.data.tags.get(STATUS_TAG) == status:
+                continue
+            if not trial_rows and status == "running":
+                continue
+            reports = [(_row_metrics(r), now_ms()) for r in trial_rows[done:]]
+            self._write_segment(Segment(tid, config, status, reports, done, now_ms(),
+                                        now_ms(), reason))
+
+    def _child_runs(self) -> Iterator[Any]:
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
+                max_results=1000, page_token=token,
+            )
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    # -- writes ------------------------------------------------------------------------------
+    def _write_segment(self, seg: Segment) -> None:
+        run_id, _, ended = self._children.get(seg.trial_id, (None, 0, False))
+        num_reports = seg.first_index + len(seg.reports)
+        tags = {STATUS_TAG: seg.status, REPORTS_TAG: str(num_reports)}
+        if seg.failure_reason:
+            tags[FAILURE_TAG] = seg.failure_reason
+        params: dict[str, str] = {}
+        if run_id is None:
+            run = self.client.create_run(
+                self.experiment_id, start_time=seg.start_ms, run_name=f"trial-{seg.trial_id}",
+                tags={PARENT_TAG: self.parent_run_id, TRIAL_TAG: str(seg.trial_id)},
+            )
+            run_id = run.info.run_id
+            params = _param_values(seg.config)
+        self._log_batch(run_id, self._metrics(seg), params, tags)
+        status = MLFLOW_STATUS.get(seg.status)
+        if status is not None:
+            self.client.set_terminated(run_id, status, seg.end_ms)
+        elif ended:
+            self.client.update_run(run_id, status="RUNNING")
+        self._children[seg.trial_id] = (run_id, num_reports, status is not None)
+        self.num_written += 1
+
+    def _metrics(self, seg: Segment) -> list[Any]:
+        metric = self._entities.Metric
+        resource_attr = self.settings.resource_attr
+        out = []
+        for index, (values, timestamp) in enumerate(seg.reports, start=seg.first_index + 1):
+            step = _step(values.get(resource_attr), index)
+            for name, value in values.items():
+                if name == resource_attr or isinstance(value, str) or \
+                        not isinstance(value, numbers.Real):
+                    continue
+                key = self._key(name)
+                if key is not None:
+                    out.append(metric(key, float(value), timestamp, step))
+        return out
+
+    def _key(self, name: str) -> str | None:
+        """A metric key MLflow accepts (cached), or None to skip the metric."""
+        if name not in self._keys:
+            key = _BAD_KEY_CHARS.sub("_", str(name)).lstrip("/")[:MAX_KEY]
+            while "//" in key or ".." in key:
+                key = key.replace("//", "/").replace("..", "_")
+            self._keys[name] = key or None
+        return self._keys[name]
+
+    def _log_batch(self, run_id: str, metrics: Sequence[Any], params: Mapping[str, str],
+                   tags: Mapping[str, str]) -> None:
+        """As few `log_batch` calls as MLflow's limits allow; the tags go in the last one, so
+        a run whose write was interrupted lacks them (and is written again on resume)."""
+        e = self._entities
+        items = [("params", e.Param(_clip(k, MAX_KEY), _clip(v, MAX_PARAM_VALUE)))
+                 for k, v in params.items()]
+        items += [("metrics", m) for m in metrics]
+        items += [("tags", e.RunTag(_clip(k, MAX_KEY), _clip(v, MAX_TAG_VALUE)))
+                  for k, v in tags.items()]
+        calls: list[dict[str, list[Any]]] = [{"params": [], "metrics": [], "tags": []}]
+        for kind, item in items:
+            call = calls[-1]
+            keyed = len(call["params"]) + len(call["tags"])
+            if keyed + len(call["metrics"]) >= MAX_ENTITIES_PER_BATCH or \
+                    (kind != "metrics" and keyed >= MAX_PARAMS_PER_BATCH):
+                call = {"params": [], "metrics": [], "tags": []}
+                calls.append(call)
+            call[kind].append(item)
+        for call in calls:
+            if any(call.values()):
+                self.client.log_batch(run_id, synchronous=True, **call)
+
+    def _finish(self, finish: Finish) -> None:
+        e = self._entities
+        ts = now_ms()
+        metrics = [e.Metric(self._key(k), v, ts, 0) for k, v in finish.metrics.items()
+                   if self._key(k) and math.isfinite(v)]
+        self._log_batch(self.parent_run_id, metrics, {}, finish.tags)
+        for path in finish.artifacts:
+            if path.exists():
+                self.client.log_artifact(self.parent_run_id, str(path))
+        self.client.set_terminated(self.parent_run_id, finish.status)
+
+
+def _relax_sqlite_durability(client: Any) -> None:
+    """WAL journal and `synchronous=NORMAL` on the SQLite store: a commit no longer waits for
+    fsync (the store on disk, not MLflow, is the experiment's durable record)."""
+    try:
+        from sqlalchemy import event
+
+        engine = client._tracking_client.store.engine
+    except Exception:  # noqa: BLE001 - another store implementation: leave it as it is
+        return
+
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    if not event.contains(engine, "connect", pragmas):
+        event.listen(engine, "connect", pragmas)
+        engine.dispose()
+
+
+def _step(resource: Any, index: int) -> int:
+    if isinstance(resource, numbers.Real) and not isinstance(resource, bool):
+        value = float(resource)
+        if math.isfinite(value) and value == int(value):
+            return int(value)
+    return index
+
+
+def _row_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("trial_id", "time", "status", "decision")}
+
+
+def _param_values(config: Mapping[str, Any]) -> dict[str, str]:
+    from flows.redaction import redact
+
+    return {str(k): _param_text(v) for k, v in redact(config).items()}
+
+
+def _param_values_from_run(run: Any, config: Mapping[str, Any]) -> dict[str, str]:
+    return {k: run.data.params.get(_clip(k, MAX_KEY), "") for k in _param_values(config)}
+
+
+def _param_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return _clip(text, MAX_PARAM_VALUE)
+
+
+def _clip(text: Any, limit: int) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _short(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    text = f"{type(err).__name__} {err}".lower()
+    return any(s in text for s in ("connection", "max retries", "timed out", "timeout",
+                                   "unreachable", "refused"))

@@ -1,0 +1,214 @@
+"""A real backend wrapped so that every trial segment is one Prefect task run.
+
+`start`/`resume` submit a task named after the trial; the task launches the process or job
+(so an infrastructure error, an exception from the launch, gets Prefect's retries) and lives
+until the segment ends: the trial completed or failed (seen in `poll()`), or the tuner stopped
+or paused it. A trial that fails on its own fails its task without a retry; a launch that still
+fails after the retries becomes a FAILED event for the tuner. The tuner loop is unchanged: it
+polls this wrapper, which polls the real backend. Calls into the real backend are serialized by
+one lock, since backends are not written for concurrent use.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.states import Completed, State
+from prefect.utilities.annotations import quote
+
+from backends.base import TrialBackend
+from hpo_core.trial import EventKind, Trial, TrialEvent
+
+
+class TrialFailed(Exception):
+    """The trial itself failed (its script crashed or reported garbage): never retried."""
+
+
+@dataclass
+class _Segment:
+    trial_id: int
+    action: str  # "start" or "resume"
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: str | None = None  # completed, failed, stopped, paused
+    reason: str | None = None
+    launch_error: str | None = None
+    future: PrefectFuture[Any] | None = None
+
+    def end(self, outcome: str, reason: str | None = None) -> bool:
+        if self.done.is_set():
+            return False
+        self.outcome, self.reason = outcome, reason
+        self.done.set()
+        return True
+
+
+def _retry_infrastructure_errors(_task: Any, _task_run: Any, state: State) -> bool:
+    try:
+        state.result()
+    except TrialFailed:
+        return False
+    except Exception:  # noqa: BLE001 - launch errors (OSError, throttling, ...) are retried
+        return True
+    return False
+
+
+@task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=_retry_infrastructure_errors)
+def trial_segment(backend: PrefectTrialBackend, trial: Trial, segment: _Segment) -> State:
+    """Launch one segment of a trial and wait for its end."""
+    try:
+        backend._launch(trial, segment)
+    except Exception as err:
+        segment.launch_error = f"{type(err).__name__}: {err}"
+        raise
+    segment.done.wait()
+    if segment.outcome == "failed":
+        raise TrialFailed(f"trial {trial.trial_id} failed: {segment.reason}")
+    return Completed(message=f"trial {trial.trial_id} {segment.outcome}",
+                     name=(segment.outcome or "completed").capitalize())
+
+
+def task_run_name(trial: Trial, action: str) -> str:
+    """`trial-3 lr=0.01 batch_size=64` (with `resume` for a resumed segment), at most 120 chars."""
+    config = " ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
+    head = f"trial-{trial.trial_id}" + (" resume" if action == "resume" else "")
+    name = f"{head} {config}".strip()
+    return name if len(name) <= 120 else name[:117] + "..."
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class PrefectTrialBackend(TrialBackend):
+    """Runs each trial segment of `backend` as a Prefect task (see the module docstring).
+
+    Args:
+        backend: the real backend (local processes, SageMaker jobs).
+        retries: Prefect retries of a segment whose launch raised.
+        retry_delay_seconds: waits between those retries.
+    """
+
+    is_simulated = False
+
+    def __init__(self, backend: TrialBackend, retries: int = 2,
+                 retry_delay_seconds: Sequence[float] | float = (2.0, 10.0)):
+        super().__init__()
+        self.inner = backend
+        self._lock = threading.RLock()
+        self._contenders = 0
+        self._counter = threading.Lock()
+        self._segments: dict[int, _Segment] = {}
+        self._failed_launches: list[TrialEvent] = []
+        self._task = trial_segment.with_options(
+            retries=retries,
+            retry_delay_seconds=retry_delay_seconds if isinstance(retry_delay_seconds, float | int)
+            else list(retry_delay_seconds))
+
+    # -- delegation --------------------------------------------------------------------------
+    def set_trial_root(self, path: Any) -> None:
+        super().set_trial_root(path)
+        self.inner.set_trial_root(path)
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def state_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            self.inner.load_state_dict(state)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    # -- trials ------------------------------------------------------------------------------
+    def start(self, trial: Trial) -> None:
+        self._submit(trial, "start")
+
+    def resume(self, trial: Trial) -> None:
+        self._submit(trial, "resume")
+
+    def pause(self, trial_id: int) -> None:
+        with self._lock:
+            self.inner.pause(trial_id)
+        self._end(trial_id, "paused")
+
+    def stop(self, trial_id: int) -> None:
+        with self._lock:
+            self.inner.stop(trial_id)
+        self._end(trial_id, "stopped")
+
+    def poll(self) -> list[TrialEvent]:
+        # let tasks waiting to launch go first (the lock is not fair)
+        deadline = time.monotonic() + 1.0
+        while self._contenders and time.monotonic() < deadline:
+            time.sleep(0.002)
+        with self._lock:
+            events, self._failed_launches = self._failed_launches, []
+            events += self.inner.poll()
+        for event in events:
+            if event.kind in (EventKind.COMPLETED, EventKind.FAILED):
+                self._end(event.trial_id, event.kind.value, event.reason)
+        return events
+
+    def close(self) -> None:
+        with self._lock:
+            self.inner.close()
+        for segment in list(self._segments.values()):
+            segment.end("stopped")
+        for segment in list(self._segments.values()):
+            if segment.future is not None:
+                segment.future.wait(timeout=30)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _submit(self, trial: Trial, action: str) -> None:
+        segment = _Segment(trial.trial_id, action)
+        self._segments[trial.trial_id] = segment
+        name = task_run_name(trial, action)
+        future = self._task.with_options(task_run_name=lambda: name).submit(
+            quote(self), quote(trial), quote(segment))
+        segment.future = future
+        future.add_done_callback(lambda _: self._on_task_done(segment))
+
+    def _launch(self, trial: Trial, segment: _Segment) -> None:
+        """Called in the task: start or resume the trial in the real backend."""
+        with self._counter:
+            self._contenders += 1
+        try:
+            with self._lock:
+                if segment.done.is_set():
+                    return
+                if segment.action == "resume":
+                    self.inner.resume(trial)
+                else:
+                    self.inner.start(trial)
+        finally:
+            with self._counter:
+                self._contenders -= 1
+
+    def _on_task_done(self, segment: _Segment) -> None:
+        """A task that ended before its segment did: its launch failed for good."""
+        if segment.done.is_set():
+            return
+        reason = f"infrastructure error, retries exhausted: {segment.launch_error or 'unknown'}"
+        if segment.end("failed", reason):
+            with self._lock:
+                self._failed_launches.append(TrialEvent(
+                    EventKind.FAILED, segment.trial_id, self.inner.now(), reason=reason))
+
+    def _end(self, trial_id: int, outcome: str, reason: str | None = None) -> None:
+        segment = self._segments.get(trial_id)
+        if segment is not None:
+            segment.end(outcome, reason)

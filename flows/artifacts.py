@@ -1,0 +1,219 @@
+"""Prefect artifacts of an experiment: live progress, the leaderboard, the final summary.
+
+`ProgressArtifact` is a tuner callback that keeps a progress artifact up to date as trials end
+(at most once per `interval` wall seconds). `publish_leaderboard` and `publish_summary` create
+the table and markdown artifacts at the end; the summary embeds the incumbent-trajectory plot
+as a data URI (Prefect artifacts hold no images) and links the MLflow runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pandas as pd
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from hpo_core.results import CONFIG_PREFIX, Experiment
+from hpo_core.trial import Trial
+from hpo_core.tuner import Tuner, TunerCallback
+
+logger = logging.getLogger(__name__)
+
+
+def artifact_key(name: str, suffix: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) for experiment `name`."""
+    key = re.sub(r"[^a-z0-9-]+", "-", f"{name}-{suffix}".lower())
+    return re.sub(r"-{2,}", "-", key).strip("-")
+
+
+def progress_fraction(tuner: Tuner) -> float | None:
+    """How far the experiment is towards its nearest stopping limit (0..1), None if unknown."""
+    limit, s = tuner.stop_criterion, tuner.status
+    ended = s.num_trials_completed + s.num_trials_failed
+    fractions = [
+        done / total
+        for done, total in (
+            (s.num_trials_completed, limit.max_trials_completed),
+            (ended, limit.max_trials_started),
+            (tuner.now(), limit.max_time),
+            (s.num_results, limit.max_results),
+            (s.total_cost, limit.max_cost),
+        )
+        if total
+    ]
+    return min(1.0, max(fractions)) if fractions else None
+
+
+class ProgressArtifact(TunerCallback):
+    """A progress artifact (key `<experiment>-progress`) updated as trials end."""
+
+    def __init__(self, name: str, interval: float = 2.0):
+        self.key = artifact_key(name, "progress")
+        self.interval = interval
+        self.artifact_id: UUID | None = None
+        self._tuner: Tuner | None = None
+        self._last = 0.0
+
+    def on_tuning_start(self, tuner: Tuner) -> None:
+        self._tuner = tuner
+        self._last = time.monotonic()
+        self._call(lambda: setattr(self, "artifact_id", create_progress_artifact(
+            100.0 * (progress_fraction(tuner) or 0.0), key=self.key,
+            description=self._description(tuner))))
+
+    def on_trial_complete(self, trial: Trial) -> None:
+        self._maybe_update()
+
+    def on_trial_error(self, trial: Trial) -> None:
+        self._maybe_update()
+
+    def on_tuning_end(self, tuner: Tuner) -> None:
+        self._update(100.0 if tuner.end_reason else None)
+
+    def _maybe_update(self) -> None:
+        if time.monotonic() - self._last >= self.interval:
+            self._update()
+
+    def _update(self, percent: float | None = None) -> None:
+        tuner, artifact_id = self._tuner, self.artifact_id
+        if tuner is None or artifact_id is None:
+            return
+        self._last = time.monotonic()
+        if percent is None:
+            percent = 100.0 * (progress_fraction(tuner) or 0.0)
+        self._call(lambda: update_progress_artifact(
+            artifact_id, percent, description=self._description(tuner)))
+
+    def _call(self, action: Any) -> None:
+        try:
+            action()
+        except Exception as err:  # noqa: BLE001 - progress display must not end an experiment
+            logger.warning("progress artifact disabled: %s", err)
+            self._tuner = None
+
+    @staticmethod
+    def _description(tuner: Tuner) -> str:
+        s = tuner.status
+        best = "-" if s.best_value is None else f"{s.best_value:.6g}"
+        return (f"{s.num_trials_completed} trials done, {s.num_trials_failed} failed, "
+                f"{s.num_trials_running} running; best {tuner.scheduler.metric}: {best}")
+
+
+def leaderboard(experiment: Experiment, top: int = 10) -> list[dict[str, Any]]:
+    """The `top` trials by their best reported metric: rank, trial, status, value, config."""
+    frame = experiment.results
+    metric = experiment.metric
+    if frame.empty or metric not in frame.columns:
+        return []
+    values = pd.to_numeric(frame[metric], errors="coerce")
+    valid = frame.assign(**{metric: values}).dropna(subset=[metric])
+    if valid.empty:
+        return []
+    best_index = (valid.groupby("trial_id")[metric].idxmin() if experiment.mode == "min"
+                  else valid.groupby("trial_id")[metric].idxmax())
+    best = valid.loc[best_index.to_numpy()]
+    best = best.sort_values(metric, ascending=experiment.mode == "min", kind="stable").head(top)
+    trials = experiment.trials().set_index("trial_id")
+    rows = []
+    for rank, (_, row) in enumerate(best.iterrows(), start=1):
+        tid = int(row["trial_id"])
+        entry: dict[str, Any] = {
+            "rank": rank,
+            "trial_id": tid,
+            "status": str(trials.at[tid, "status"]) if tid in trials.index else "",
+            metric: float(row[metric]),
+            "num_reports": int(trials.at[tid, "num_reports"]) if tid in trials.index else 0,
+        }
+        for column in experiment.config_columns:
+            entry[column[len(CONFIG_PREFIX):]] = _plain(row[column])
+        rows.append(entry)
+    return rows
+
+
+def publish_leaderboard(name: str, experiment: Experiment, top: int = 10) -> UUID:
+    """A table artifact (key `<experiment>-leaderboard`) of the top configs."""
+    rows = leaderboard(experiment, top)
+    return create_table_artifact(
+        rows or [{"trial_id": None, "note": "no trial reported the metric"}],
+        key=artifact_key(name, "leaderboard"),
+        description=f"Top {len(rows)} configs of {name} by {experiment.metric} "
+                    f"({experiment.mode})",
+    )
+
+
+def summary_markdown(name: str, experiment: Experiment, outcome: Mapping[str, Any],
+                     plot: Path | None = None) -> str:
+    """The end-of-experiment report: best config and value, counts, MLflow links, the plot."""
+    metric, mode = experiment.metric, experiment.mode
+    lines = [f"# Experiment `{name}`", ""]
+    best = outcome.get("best_config")
+    if best is None:
+        lines += ["**No trial reported the metric.**", ""]
+    else:
+        lines += [
+            f"**Best {metric}** ({mode}): `{outcome.get('best_value'):.6g}` "
+            f"(trial {outcome.get('best_trial_id')})",
+            "",
+            "| hyperparameter | value |",
+            "|---|---|",
+            *[f"| {k} | `{_plain(v)}` |" for k, v in best.items()],
+            "",
+        ]
+    counts = outcome.get("counts", {})
+    lines += [
+        f"**Trials:** {counts.get('trials', 0)} ({counts.get('completed', 0)} completed or "
+        f"stopped, {counts.get('failed', 0)} failed), {counts.get('results', 0)} reports; "
+        f"ended: {outcome.get('reason')}",
+        "",
+        f"**Method:** {outcome.get('scheduler')} on the {outcome.get('backend')} backend; "
+        f"results in `{outcome.get('store_path')}`",
+        "",
+    ]
+    if outcome.get("mlflow_parent_run_id"):
+        lines += [
+            f"**MLflow:** [parent run]({outcome.get('mlflow_run_url')})"
+            + (f", [best trial]({outcome['mlflow_best_run_url']})"
+               if outcome.get("mlflow_best_run_url") else "")
+            + f"; start the UI with `{outcome.get('mlflow_ui_command')}`",
+            "",
+        ]
+    elif outcome.get("mlflow_error"):
+        lines += [f"**MLflow:** not tracked ({outcome['mlflow_error']})", ""]
+    if plot is not None and plot.exists():
+        data = base64.b64encode(plot.read_bytes()).decode("ascii")
+        lines += ["## Incumbent trajectory", "", f"![trajectory](data:image/png;base64,{data})", ""]
+    return "\n".join(lines)
+
+
+def publish_summary(name: str, experiment: Experiment, outcome: Mapping[str, Any],
+                    plot: Path | None = None) -> UUID:
+    """A markdown artifact (key `<experiment>-summary`)."""
+    return create_markdown_artifact(
+        summary_markdown(name, experiment, outcome, plot),
+        key=artifact_key(name, "summary"),
+        description=f"Summary of experiment {name}",
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly scalar (numpy numbers to Python ones; other objects to text)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return json.dumps(value, default=str)

@@ -1,0 +1,283 @@
+"""MLflow tracking of an experiment, as a tuner callback, off the tuner's critical path.
+
+One parent run per experiment (the spec as flattened, redacted params and a `spec.json`
+artifact; tags: scheduler, backend, metric, Prefect flow run id), one child run per trial
+(`mlflow.parentRunId` set; its config as params; every reported metric with `step` = the
+trial's resource level (`resource_attr`, default "epoch"), else the report's index; its status
+as the `tunesmith.status` tag). At the end the parent gets the best config and value, the
+counts and the results table (and, through `log_artifact`, the trajectory plot).
+
+The callback only queues records; a background thread (`flows._mlflow_writer`) writes them in
+batches, so the tuner never waits on MLflow. `close()` drains the queue. When MLflow is
+unreachable or fails, a warning is logged, tracking stops and the experiment goes on: the
+on-disk store is the complete record (a later resume fills MLflow in from it). A resumed
+experiment reuses its parent run (its id is kept in `<store>/mlflow.json`; else found by the
+`tunesmith.experiment` tag).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from flows._mlflow_writer import (
+    BEST_CONFIG_TAG,
+    BEST_VALUE_TAG,
+    STOP,
+    Artifact,
+    Finish,
+    MlflowWriter,
+    Segment,
+    WriterSettings,
+    now_ms,
+)
+from flows.redaction import redact, redact_value, spec_secret_names
+from hpo_core.results import RESULTS_FILE, dumps
+from hpo_core.spec import ExperimentSpec
+from hpo_core.trial import Decision, Trial, TrialResult
+from hpo_core.tuner import Tuner, TunerCallback
+
+__all__ = ["MlflowTracker", "redact", "resolve_tracking_uri", "ui_command", "flatten"]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACT_DIR = "mlartifacts"
+# Fail fast against an unreachable server (each only if the user did not set it).
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """`uri`, else $MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db`; SQLite paths made absolute."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:":
+            uri = "sqlite:///" + str(Path(path).resolve())
+    return uri
+
+
+def default_artifact_location(tracking_uri: str, experiment_name: str) -> str | None:
+    """Where a new MLflow experiment keeps artifacts: `mlartifacts/` next to a SQLite file (or
+    in the working directory for other databases); a server decides for itself."""
+    scheme = urlparse(tracking_uri).scheme
+    if scheme in ("http", "https", "databricks", "databricks-uc", "uc"):
+        return None
+    if tracking_uri.startswith("sqlite:///"):
+        root = Path(tracking_uri[len("sqlite:///"):]).parent / DEFAULT_ARTIFACT_DIR
+    else:
+        root = Path(DEFAULT_ARTIFACT_DIR).resolve()
+    return (root / experiment_name).as_uri()
+
+
+def ui_command(tracking_uri: str) -> str:
+    """How to look at the runs: an `mlflow ui` command, or the server's address."""
+    if urlparse(tracking_uri).scheme in ("http", "https"):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
+def ui_base_url(tracking_uri: str) -> str:
+    if urlparse(tracking_uri).scheme in ("http", "https"):
+        return tracking_uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings as dotted keys; lists and other values as JSON text."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        elif value is None or value == {}:
+            continue
+        else:
+            out[name] = value if isinstance(value, str) else json.dumps(value, default=str)
+    return out
+
+
+class MlflowTracker(TunerCallback):
+    """Mirrors an experiment into MLflow (see the module docstring).
+
+    Args:
+        spec: the experiment.
+        tracking_uri: overrides `spec.tracking_uri` (default: $MLFLOW_TRACKING_URI, else
+            `sqlite:///mlflow.db` with artifacts in `./mlartifacts`).
+        experiment_name: the MLflow experiment (default: `spec.name`); re-tuning runs share one.
+        tags: extra tags of the parent run (e.g. the Prefect flow run id).
+        flush_interval: on real backends, running trials' reports are written at least this
+            often (wall seconds); simulated trials are written when they end.
+    """
+
+    def __init__(self, spec: ExperimentSpec, tracking_uri: str | None = None,
+                 experiment_name: str | None = None, tags: Mapping[str, str] | None = None,
+                 flush_interval: float = 10.0):
+        self.spec = spec
+        self.tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking_uri)
+        self.experiment_name = experiment_name or spec.name
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.flush_interval = flush_interval
+        self.error: str | None = None
+        self._records: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: MlflowWriter | None = None
+        self._enabled = True
+        self._realtime = False
+        self._pending: dict[int, list[tuple[Mapping[str, Any], int]]] = {}
+        self._started: dict[int, int] = {}
+        self._flushed: dict[int, float] = {}
+        if urlparse(self.tracking_uri).scheme in ("http", "https"):
+            for name, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(name, value)
+
+    # -- what callers read ---------------------------------------------------------------------
+    @property
+    def parent_run_id(self) -> str | None:
+        return self._writer.parent_run_id if self._writer else None
+
+    @property
+    def experiment_id(self) -> str | None:
+        return self._writer.experiment_id if self._writer else None
+
+    @property
+    def ui_command(self) -> str:
+        return ui_command(self.tracking_uri)
+
+    def run_url(self, run_id: str | None = None) -> str | None:
+        """The MLflow UI address of the parent run (or of `run_id`)."""
+        run_id = run_id or self.parent_run_id
+        if run_id is None or self.experiment_id is None:
+            return None
+        return f"{ui_base_url(self.tracking_uri)}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def child_run_ids(self) -> dict[int, str]:
+        """Trial id -> child run id, for the trials written so far (after `close()`: all)."""
+        writer = self._writer
+        return {tid: run for tid, (run, _, _) in writer._children.items()} if writer else {}
+
+    # -- tuner callback ------------------------------------------------------------------------
+    def on_tuning_start(self, tuner: Tuner) -> None:
+        spec = self.spec.to_dict()
+        secrets = spec_secret_names(spec)
+        store = tuner.store
+        store_path = Path(store.path).resolve() if store is not None else None
+        self._realtime = not getattr(tuner.backend, "is_simulated", False)
+        settings = WriterSettings(
+            tracking_uri=self.tracking_uri,
+            experiment_name=self.experiment_name,
+            run_key=f"{self.spec.name}@{store_path or '-'}",
+            run_name=self.spec.name,
+            artifact_location=default_artifact_location(self.tracking_uri, self.experiment_name),
+            parent_tags={
+                "scheduler": self.spec.scheduler,
+                "backend": self.spec.backend,
+                "metric": json.dumps(self.spec.metric),
+                "mode": json.dumps(self.spec.mode),
+                "tunesmith.name": self.spec.name,
+                "tunesmith.store": str(store_path or ""),
+                **self.tags,
+            },
+            parent_params=flatten(redact(spec, secrets)),
+            spec_json=dumps(redact(spec, secrets)),
+            store_path=store_path,
+            resource_attr=getattr(tuner.scheduler, "resource_attr", None) or "epoch",
+            restored_trials={
+                tid: (dict(t.config), t.status.value, t.failure_reason)
+                for tid, t in tuner.trials.items()
+            },
+            restored_rows=list(store.rows()) if store is not None else [],
+        )
+        self._writer = MlflowWriter(settings, self._records, self._on_disable)
+        self._writer.start()
+
+    def on_trial_start(self, trial: Trial) -> None:
+        self._started.setdefault(trial.trial_id, now_ms())
+        if self._realtime:
+            self._flushed[trial.trial_id] = time.monotonic()
+
+    def on_trial_result(self, trial: Trial, result: TrialResult, decision: Decision) -> None:
+        if not self._enabled:
+            return
+        pending = self._pending.setdefault(trial.trial_id, [])
+        pending.append((result.metrics, now_ms()))
+        if self._realtime and decision == Decision.CONTINUE and \
+                time.monotonic() - self._flushed.get(trial.trial_id, 0.0) >= self.flush_interval:
+            self._flushed[trial.trial_id] = time.monotonic()
+            self._segment(trial, end=False)
+
+    def on_trial_complete(self, trial: Trial) -> None:
+        self._segment(trial, end=True)
+
+    def on_trial_error(self, trial: Trial) -> None:
+        self._segment(trial, end=True)
+
+    def on_tuning_end(self, tuner: Tuner) -> None:
+        if not self._enabled:
+            return
+        result = tuner.result()
+        status = tuner.status
+        metric = tuner.scheduler.metric
+        metrics = {
+            "num_trials": float(len(tuner.trials)),
+            "num_trials_completed": float(status.num_trials_completed),
+            "num_trials_failed": float(status.num_trials_failed),
+            "num_results": float(status.num_results),
+            "experiment_time": float(tuner.now()),
+        }
+        tags = {"tunesmith.end_reason": result.reason}
+        if result.best_config is not None and result.best_value is not None:
+            metrics[f"best_{metric}"] = float(result.best_value)
+            tags[BEST_CONFIG_TAG] = json.dumps(redact_value(result.best_config), default=str)
+            tags[BEST_VALUE_TAG] = repr(float(result.best_value))
+            tags["tunesmith.best_trial_id"] = str(result.best_trial_id)
+        artifacts = [Path(tuner.store.path) / RESULTS_FILE] if tuner.store is not None else []
+        self._records.put(Finish("FINISHED" if tuner.end_reason else "FAILED", tags, metrics,
+                                 artifacts))
+
+    # -- after tuning --------------------------------------------------------------------------
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Attach a file to the parent run (queued like everything else)."""
+        if self._enabled:
+            self._records.put(Artifact(Path(path), artifact_path))
+
+    def close(self, timeout: float | None = 600.0) -> bool:
+        """Write everything queued and stop the writer; False if it did not finish in time."""
+        writer = self._writer
+        if writer is None:
+            return True
+        self._records.put(STOP)
+        writer.join(timeout)
+        if writer.is_alive():
+            self._on_disable(f"MLflow writes still pending after {timeout}s; "
+                             "the rest is dropped (the experiment store has everything)")
+            return False
+        return True
+
+    # -- internals -----------------------------------------------------------------------------
+    def _segment(self, trial: Trial, end: bool) -> None:
+        reports = self._pending.pop(trial.trial_id, [])
+        if not self._enabled:
+            return
+        self._records.put(Segment(
+            trial_id=trial.trial_id,
+            config=dict(trial.config),
+            status=trial.status.value if end else "running",
+            reports=reports,
+            first_index=trial.num_results - len(reports),
+            start_ms=self._started.get(trial.trial_id) or now_ms(),
+            end_ms=now_ms() if end else None,
+            failure_reason=trial.failure_reason if end else None,
+        ))
+
+    def _on_disable(self, message: str) -> None:
+        self.error = message
+        self._enabled = False
+        self._pending.clear()

@@ -1,0 +1,161 @@
+"""The experiment as a Prefect flow: `tune(spec)`; and `run_tune(spec)` for the CLI.
+
+`tune` takes the spec as an ExperimentSpec, a dict or a path to a YAML/JSON file (so a
+deployment parameter can carry it). On a real backend each trial segment is one Prefect task
+(`flows._prefect_backend`); a simulated experiment runs inside one task (Prefect's per-task
+overhead would dominate a simulated trial). The experiment is tracked in MLflow
+(`flows.tracking`) and reported as Prefect artifacts (`flows.artifacts`): live progress, a
+leaderboard table and a summary with the incumbent-trajectory plot.
+
+Running `tune` again on an experiment whose store holds a state resumes it: finished trials
+are kept, paused and interrupted ones continue, and the MLflow parent run is reused. So does
+the flow's own retry after an error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
+
+from backends.factory import build_backend
+from flows._prefect_backend import PrefectTrialBackend
+from flows.artifacts import ProgressArtifact, publish_leaderboard, publish_summary
+from flows.runner import build_tuner
+from flows.tracking import MlflowTracker
+from hpo_core.results import dumps, load_experiment
+from hpo_core.spec import ExperimentSpec
+from hpo_core.tuner import Tuner, TuningResult
+
+SpecLike = ExperimentSpec | dict[str, Any] | str | Path
+
+
+@task(name="simulate", task_run_name="simulate", cache_policy=NO_CACHE, persist_result=False)
+def simulate(tuner: Tuner) -> TuningResult:
+    """The whole simulated experiment as one task."""
+    return tuner.run()
+
+
+def _flow_run_name() -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        return f"{ExperimentSpec.coerce(flow_run.parameters['spec']).name}-{stamp}"
+    except Exception:  # noqa: BLE001 - a bad spec fails in the flow, with its message
+        return f"experiment-{stamp}"
+
+
+@flow(name="tune", flow_run_name=_flow_run_name, task_runner=ThreadPoolTaskRunner(),
+      retries=1, retry_delay_seconds=2, persist_result=False)
+def tune(
+    spec: SpecLike,
+    tracking_uri: str | None = None,
+    track: bool = True,
+    mlflow_experiment: str | None = None,
+    checkpoint_interval: float = 5.0,
+    leaderboard_size: int = 10,
+) -> dict[str, Any]:
+    """Run (or resume) one experiment.
+
+    Args:
+        spec: an ExperimentSpec, its dict, or a path to its YAML/JSON file.
+        tracking_uri: MLflow tracking URI (default: the spec's, $MLFLOW_TRACKING_URI, else
+            `sqlite:///mlflow.db`).
+        track: log to MLflow.
+        mlflow_experiment: MLflow experiment holding the parent run (default: the spec's name).
+        checkpoint_interval: wall seconds between saves of the experiment's state.
+        leaderboard_size: configs in the leaderboard artifact.
+
+    Returns:
+        The outcome: best config and value, counts, store path, MLflow run ids and UI command.
+    """
+    logger = get_run_logger()
+    spec = ExperimentSpec.coerce(spec)
+    backend = build_backend(spec)
+    run_id = str(flow_run.id) if flow_run.id else None
+    tracker = MlflowTracker(spec, tracking_uri, mlflow_experiment,
+                            tags={"prefect.flow_run_id": run_id} if run_id else None) \
+        if track else None
+    callbacks = [c for c in (tracker, ProgressArtifact(spec.name)) if c is not None]
+    if not backend.is_simulated:
+        backend = PrefectTrialBackend(backend)
+    tuner = build_tuner(spec, callbacks, backend)
+    tuner.checkpoint_interval = checkpoint_interval
+    resumed = tuner.store is not None and tuner.store.has_state()
+    logger.info("%s experiment %s: %s on the %s backend, %d workers",
+                "resuming" if resumed else "starting", spec.name, spec.scheduler, spec.backend,
+                spec.n_workers)
+    try:
+        result = simulate(quote(tuner)) if backend.is_simulated else tuner.run()
+    except BaseException:
+        _close(tracker, logger)  # keep what was tracked; the retry resumes from the store
+        raise
+    experiment = load_experiment(tuner.store.path)
+    plot = experiment.plot_trajectory()
+    if tracker is not None:
+        tracker.log_artifact(plot)
+    _close(tracker, logger)
+    outcome = _outcome(spec, tuner, result, tracker, run_id, resumed)
+    publish_leaderboard(spec.name, experiment, leaderboard_size)
+    publish_summary(spec.name, experiment, outcome, plot)
+    logger.info("experiment %s ended (%s): best %s = %s", spec.name, result.reason,
+                experiment.metric, outcome["best_value"])
+    return outcome
+
+
+def _close(tracker: MlflowTracker | None, logger: Any) -> None:
+    if tracker is None:
+        return
+    tracker.close()
+    if tracker.error:
+        logger.warning("MLflow tracking incomplete: %s. The experiment store is complete.",
+                       tracker.error)
+
+
+def _outcome(spec: ExperimentSpec, tuner: Tuner, result: TuningResult,
+             tracker: MlflowTracker | None, run_id: str | None, resumed: bool) -> dict[str, Any]:
+    status = tuner.status
+    children = tracker.child_run_ids() if tracker else {}
+    best_child = children.get(result.best_trial_id) if result.best_trial_id is not None else None
+    outcome = {
+        "experiment": spec.name,
+        "store_path": str(Path(tuner.store.path).resolve()),
+        "resumed": resumed,
+        "reason": result.reason,
+        "metric": tuner.scheduler.metric,
+        "mode": tuner.scheduler.mode,
+        "best_config": result.best_config,
+        "best_value": result.best_value,
+        "best_trial_id": result.best_trial_id,
+        "counts": {"trials": len(tuner.trials), "completed": status.num_trials_completed,
+                   "failed": status.num_trials_failed, "results": status.num_results},
+        "scheduler": spec.scheduler,
+        "backend": spec.backend,
+        "flow_run_id": run_id,
+        "mlflow_tracking_uri": tracker.tracking_uri if tracker else None,
+        "mlflow_experiment_id": tracker.experiment_id if tracker else None,
+        "mlflow_parent_run_id": tracker.parent_run_id if tracker and not tracker.error else None,
+        "mlflow_run_url": tracker.run_url() if tracker and not tracker.error else None,
+        "mlflow_best_run_url": tracker.run_url(best_child) if tracker and best_child else None,
+        "mlflow_ui_command": tracker.ui_command if tracker else None,
+        "mlflow_error": tracker.error if tracker else None,
+    }
+    return json.loads(dumps(outcome))
+
+
+def run_tune(spec: SpecLike, tracking_uri: str | None = None, **options: Any) -> dict[str, Any]:
+    """Run `tune` here and now (Prefect's temporary local API unless PREFECT_API_URL is set;
+    MLflow on `sqlite:///mlflow.db` unless told otherwise) and return its outcome: the best
+    config, `flow_run_id`, `mlflow_parent_run_id` and `mlflow_ui_command` among others."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    spec = ExperimentSpec.coerce(spec)
+    runner = ThreadPoolTaskRunner(max_workers=spec.n_workers + 4)
+    return tune.with_options(task_runner=runner)(spec, tracking_uri=tracking_uri, **options)

@@ -1,0 +1,97 @@
+"""From a spec to a backend, its config space and the fidelity options of the scheduler."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from backends import factory
+from backends.blackbox import blackbox_from_dataframe
+from backends.factory import build_backend, default_scheduler_options, resolve_config_space
+from backends.simulated import SimulatedBackend
+from hpo_core.methods import build_scheduler
+from hpo_core.results import ExperimentStore
+from hpo_core.spec import ExperimentSpec, SpecError
+from hpo_core.tuner import Tuner
+
+TASK = "blood-transfusion-service-center"
+METRIC = "Train/val_cross_entropy"
+
+
+def spec(**fields) -> ExperimentSpec:
+    base = {"name": "f", "metric": METRIC, "scheduler": "random", "stop": {"max_time": 300}}
+    return ExperimentSpec.from_dict({**base, **fields})
+
+
+def test_default_simulated_backend_replays_the_bundled_lcbench():
+    backend = build_backend(spec(seed=5))
+    assert isinstance(backend, SimulatedBackend) and backend.is_simulated
+    assert backend.blackbox.metadata["task"] == TASK and backend.seed == 5
+    named = build_backend(spec(backend_options={"blackbox": "lcbench", "task": TASK,
+                                                "max_fidelity": 20}))
+    assert named.blackbox is backend.blackbox and named.max_fidelity == 20
+
+
+def test_a_saved_blackbox_folder_by_path(tmp_path):
+    frame = pd.DataFrame({"x": [1, 1, 2, 2], "epoch": [1, 2, 1, 2], "loss": [3.0, 2, 4, 1],
+                          "time": [1.0, 2, 1, 2]})
+    blackbox_from_dataframe(frame, ["x"], "epoch", ["loss"], "time").save(tmp_path / "bb")
+    backend = build_backend(spec(metric="loss", backend_options={"path": str(tmp_path / "bb")}))
+    assert backend.blackbox.objective_names == ["loss", "elapsed_time"]
+    assert resolve_config_space(spec(metric="loss"), backend).names == ["x"]
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"speed": 2}, r"spec.backend_options.speed: unknown option"),
+    ({"blackbox": "nasbench"}, r"unknown name 'nasbench'.*lcbench"),
+    ({"blackbox": "lcbench", "task": "segment"}, r"no task 'segment'"),
+    ({"path": "/nonexistent/bb"}, r"no blackbox at /nonexistent/bb"),
+    ({"path": "/x", "task": TASK}, r"either 'path' or 'blackbox'"),
+    ({"surrogate": "gp"}, r"surrogate: must be one of"),
+])
+def test_bad_backend_options_name_the_option(options, match):
+    with pytest.raises(SpecError, match=match):
+        build_backend(spec(backend_options=options))
+
+
+def test_a_metric_the_blackbox_does_not_report_is_an_error():
+    with pytest.raises(SpecError, match=r"spec.metric: 'val_loss' is not reported.*Train/loss"):
+        build_backend(spec(metric="val_loss"))
+
+
+def test_real_backends_are_imported_lazily(monkeypatch):
+    monkeypatch.setitem(factory.REAL_BACKENDS, "sagemaker", ("backends._not_written_yet", "X"))
+    with pytest.raises(SpecError, match=r"needs the module backends._not_written_yet"):
+        build_backend(spec(backend="sagemaker", config_space={"x": 1}))
+
+
+def test_config_space_comes_from_the_spec_or_the_blackbox():
+    backend = build_backend(spec())
+    assert resolve_config_space(spec(), backend) is backend.blackbox.config_space
+    own = spec(config_space={"learning_rate": {"type": "loguniform", "lower": 1e-3, "upper": 0.1},
+                             "batch_size": 64, "max_dropout": 0.0, "max_units": 128,
+                             "momentum": 0.9, "weight_decay": 1e-4, "num_layers": 2})
+    assert resolve_config_space(own, backend).names == ["learning_rate"]
+
+
+def test_fidelity_options_are_filled_for_multi_fidelity_methods():
+    backend = build_backend(spec(backend_options={"max_fidelity": 27}))
+    filled = default_scheduler_options(spec(scheduler="asha"), backend)
+    assert filled == {"resource_attr": "epoch", "max_t": 27, "grace_period": 1}
+    kept = default_scheduler_options(
+        spec(scheduler="asha", scheduler_options={"max_t": 9, "reduction_factor": 2}), backend)
+    assert kept == {"max_t": 9, "reduction_factor": 2, "resource_attr": "epoch", "grace_period": 1}
+    assert default_scheduler_options(spec(scheduler="random"), backend) == {}
+
+
+def test_a_spec_runs_end_to_end_on_the_simulated_backend(tmp_path):
+    s = spec(scheduler="asha", stop={"max_time": 600}, results_root=str(tmp_path), seed=1)
+    backend = build_backend(s)
+    scheduler = build_scheduler(s.scheduler, resolve_config_space(s, backend), s.metric, s.mode,
+                                s.seed, default_scheduler_options(s, backend))
+    result = Tuner(scheduler, backend, s.stopping_criterion, n_workers=s.n_workers,
+                   store=ExperimentStore(tmp_path, s.name)).run()
+    assert result.best_value is not None
+    table = backend.blackbox.objectives[..., backend.blackbox.objective_index(METRIC)]
+    assert result.best_value >= float(table.min()) - 1e-6  # nothing better than the table
+    assert backend.now() >= 600

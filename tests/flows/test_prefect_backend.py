@@ -1,0 +1,141 @@
+"""Real trials (local subprocesses) as Prefect tasks: names, states, retries of launch errors."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from hpo_core.results import load_experiment
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from hpo_core.report import get_config, load_checkpoint, report, save_checkpoint
+
+    config = get_config()
+    x = float(config["x"])
+    if x > 0.9:
+        print("diverged", file=sys.stderr)
+        sys.exit(3)
+    start = (load_checkpoint() or {"epoch": 0})["epoch"]
+    for epoch in range(start + 1, int(config["epochs"]) + 1):
+        time.sleep(0.05)
+        save_checkpoint({"epoch": epoch})
+        report(epoch=epoch, loss=(x - 0.3) ** 2 + 1.0 / epoch)
+""")
+
+
+def local_spec(tmp_path: Path, name: str, scheduler: str, options: dict[str, Any],
+               stop: dict[str, Any], points: list[float]) -> dict[str, Any]:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    return {
+        "name": name,
+        "metric": "loss",
+        "mode": "min",
+        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 3},
+        "scheduler": scheduler,
+        "scheduler_options": {**options, "points_to_evaluate": [{"x": x} for x in points]},
+        "backend": "local",
+        "backend_options": {"entry_point": str(script), "gpus": None,
+                            "env": {"OMP_NUM_THREADS": "1"}},
+        "stop": stop,
+        "n_workers": 2,
+        "seed": 0,
+        "results_root": str(tmp_path / "experiments"),
+    }
+
+
+def task_runs(flow_run_id: str | UUID) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(flow_run_id))]))
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=runs)
+
+
+def test_each_trial_segment_is_a_prefect_task(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from flows.tune import tune
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = local_spec(tmp_path, "local-promotion", "asha_promotion",
+                      {"grace_period": 1, "reduction_factor": 3, "max_t": 3},
+                      {"max_trials_started": 5}, points=[0.95, 0.3, 0.6, 0.1, 0.8])
+    outcome = tune(spec, tracking_uri=uri)
+
+    runs = task_runs(outcome["flow_run_id"])
+    by_name = {r.name: r for r in runs}
+    failed = [r for r in runs if r.name.startswith("trial-0 ")]
+    assert len(failed) == 1 and failed[0].state.is_failed()
+    assert failed[0].run_count == 1  # a trial that fails on its own is not retried
+    for tid in range(1, 5):
+        assert any(name.startswith(f"trial-{tid} ") and "x=" in name for name in by_name)
+    resumed = [r for r in runs if " resume " in r.name]
+    assert resumed and all(r.state.is_completed() for r in resumed)
+
+    experiment = load_experiment(Path(outcome["store_path"]))
+    statuses = {int(k): v["status"] for k, v in experiment.state["trials"].items()}
+    assert statuses[0] == "failed" and outcome["counts"]["failed"] == 1
+    best = experiment.results[experiment.results["trial_id"] == outcome["best_trial_id"]]
+    assert best["epoch"].tolist() == [1, 2, 3]  # paused at epoch 1, resumed from its checkpoint
+    assert outcome["best_config"]["x"] == pytest.approx(0.3)
+
+    client = MlflowClient(uri)
+    children = client.search_runs([outcome["mlflow_experiment_id"]],
+                                  "tags.`tunesmith.trial_id` = '0'")
+    assert children[0].info.status == "FAILED"
+    assert "exit" in children[0].data.tags["tunesmith.failure_reason"].lower() or \
+        "3" in children[0].data.tags["tunesmith.failure_reason"]
+
+
+def test_launch_errors_are_retried_and_then_fail_the_trial(tmp_path: Path) -> None:
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    from backends.local import LocalBackend
+    from flows._prefect_backend import PrefectTrialBackend
+    from flows.runner import build_tuner
+    from hpo_core.spec import ExperimentSpec
+
+    class FlakyLaunches(LocalBackend):
+        """A local backend whose first launches of some trials raise, like a throttled API."""
+
+        def __init__(self, failures: dict[int, int], **options: Any):
+            super().__init__(**options)
+            self.failures = failures
+
+        def start(self, trial: Any) -> None:
+            if self.failures.get(trial.trial_id, 0) > 0:
+                self.failures[trial.trial_id] -= 1
+                raise OSError(f"launch of trial {trial.trial_id} throttled")
+            super().start(trial)
+
+    spec = ExperimentSpec.from_dict(local_spec(
+        tmp_path, "local-flaky", "random", {}, {"max_trials_started": 3}, points=[0.1, 0.3, 0.5]))
+
+    @flow
+    def run_flaky() -> tuple[str, dict[str, Any]]:
+        inner = FlakyLaunches({0: 1, 2: 5}, **spec.backend_options)
+        backend = PrefectTrialBackend(inner, retries=2, retry_delay_seconds=0)
+        tuner = build_tuner(spec, [], backend)
+        tuner.run()
+        return str(flow_run.id), {tid: t.to_dict() for tid, t in tuner.trials.items()}
+
+    run_id, trials = run_flaky()
+    runs = {r.name.split()[0]: r for r in task_runs(run_id)}
+    assert runs["trial-0"].state.is_completed() and runs["trial-0"].run_count == 2
+    assert runs["trial-1"].state.is_completed() and runs["trial-1"].run_count == 1
+    assert runs["trial-2"].state.is_failed() and runs["trial-2"].run_count == 3
+    assert [trials[i]["status"] for i in range(3)] == ["completed", "completed", "failed"]
+    assert "infrastructure error" in trials[2]["failure_reason"]
+    assert "throttled" in trials[2]["failure_reason"]
+    assert json.loads(json.dumps(trials[0]["last_result"]))["epoch"] == 3

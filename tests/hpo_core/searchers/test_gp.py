@@ -1,0 +1,244 @@
+"""GP-based Bayesian optimization: the searcher, its constrained / cost-aware modes, and the
+multi-fidelity variants MOBSTER-like schedulers build on."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from hpo_core.methods import build_scheduler, build_searcher
+from hpo_core.schedulers.fifo import FIFOScheduler
+from hpo_core.searchers.gp import GPSearcher
+from hpo_core.searchers.gp_multifidelity import MultiFidelityGPSearcher
+from hpo_core.searchers.random import RandomSearcher
+from hpo_core.space import ConfigSpace, choice, lograndint, loguniform, ordinal, randint, uniform
+from hpo_core.trial import Trial, TrialResult, TrialStatus
+
+BRANIN_SPACE = ConfigSpace({"x1": uniform(-5, 10), "x2": uniform(0, 15)})
+BRANIN_MIN = 0.397887
+
+
+def branin(c):
+    x1, x2 = c["x1"], c["x2"]
+    return ((x2 - 5.1 / (4 * math.pi**2) * x1**2 + 5 / math.pi * x1 - 6) ** 2
+            + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x1) + 10)
+
+
+def run(searcher, f, n, metrics=None):
+    """Sequential loop: propose, evaluate, report. Returns the values in order."""
+    values = []
+    for i in range(n):
+        config = searcher.suggest(i)
+        searcher.on_trial_start(i, config)
+        value = f(config)
+        searcher.on_result(i, config, value, metrics=metrics(config) if metrics else None)
+        searcher.on_trial_end(i)
+        values.append(value)
+    return values
+
+
+def test_beats_random_search_on_branin():
+    gp = [min(run(GPSearcher(BRANIN_SPACE, seed=s), branin, 25)) for s in range(3)]
+    rs = [min(run(RandomSearcher(BRANIN_SPACE, seed=s), branin, 25)) for s in range(3)]
+    assert max(gp) < BRANIN_MIN + 0.2, gp  # every seed gets close to the global minimum
+    assert np.median(gp) - BRANIN_MIN < 0.2 * (np.median(rs) - BRANIN_MIN), (gp, rs)
+
+
+def test_points_to_evaluate_then_random_then_the_model():
+    searcher = GPSearcher(BRANIN_SPACE, seed=0, num_init_random=4,
+                          points_to_evaluate=[{"x1": 1.0, "x2": 2.0}])
+    first = searcher.suggest(0)
+    assert first == {"x1": 1.0, "x2": 2.0}
+    run_from = [first]
+    searcher.on_trial_start(0, first)
+    searcher.on_result(0, first, branin(first))
+    searcher.on_trial_end(0)
+    for i in range(1, 4):
+        config = searcher.suggest(i)
+        run_from.append(config)
+        searcher.on_trial_start(i, config)
+        searcher.on_result(i, config, branin(config))
+        searcher.on_trial_end(i)
+    assert searcher._num_fits == 0  # the first num_init_random proposals use no model
+    searcher.suggest(4)
+    assert searcher._num_fits == 1
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pending_trials_are_fantasized_so_parallel_proposals_differ(seed):
+    searcher = GPSearcher(BRANIN_SPACE, seed=seed)
+    run(searcher, branin, 10)
+    proposals = []
+    for i in range(10, 14):  # four workers start before any result comes back
+        config = searcher.suggest(i)
+        searcher.on_trial_start(i, config)
+        proposals.append(BRANIN_SPACE.encode(config))
+    P = np.array(proposals)
+    distances = np.linalg.norm(P[:, None] - P[None], axis=-1)[np.triu_indices(4, 1)]
+    assert distances.min() > 0.02, distances
+    assert len(searcher.state_dict()["pending"]) == 4
+
+
+def test_constrained_bo_avoids_the_infeasible_region():
+    space = ConfigSpace({"x": uniform(0, 1)})
+    searcher = GPSearcher(space, seed=0, constraint_attr="c", num_init_random=5)
+    xs = []
+    run(searcher, lambda c: xs.append(c["x"]) or (c["x"] - 0.9) ** 2, 20,
+        metrics=lambda c: {"c": c["x"] - 0.5})  # feasible: x <= 0.5; unconstrained best 0.9
+    model_based = np.array(xs[5:])
+    assert np.mean(model_based <= 0.5 + 1e-3) >= 0.75, model_based
+    best_feasible = max(x for x in xs if x <= 0.5)
+    assert best_feasible > 0.45
+
+
+def test_cost_aware_bo_prefers_cheap_configs():
+    space = ConfigSpace({"x": uniform(0, 1), "y": uniform(0, 1)})
+
+    def f(c):  # two equally good minima, x = 0.2 (cheap) and x = 0.8 (expensive)
+        return min((c["x"] - 0.2) ** 2, (c["x"] - 0.8) ** 2) + (c["y"] - 0.5) ** 2
+
+    def cost(c):
+        return {"seconds": math.exp(4 * c["x"])}
+
+    mean_x = {}
+    for cost_attr in (None, "seconds"):
+        xs = []
+        for seed in range(2):
+            searcher = GPSearcher(space, seed=seed, cost_attr=cost_attr, num_init_random=5)
+            chosen = []
+            run(searcher, lambda c: chosen.append(c["x"]) or f(c), 16, metrics=cost)
+            xs += chosen[5:]  # the model-based proposals
+        mean_x[cost_attr] = np.mean(xs)
+    assert mean_x["seconds"] < mean_x[None] - 0.2, mean_x
+
+
+MIXED = ConfigSpace({
+    "lr": loguniform(1e-4, 1e-1),
+    "units": lograndint(16, 512),
+    "layers": randint(1, 4),
+    "act": choice(["relu", "tanh", "gelu"]),
+    "depth": ordinal([2, 4, 8]),
+    "epochs": 10,
+})
+
+
+def mixed_objective(c):
+    return (math.log10(c["lr"]) + 2.5) ** 2 + 0.5 * (c["act"] != "tanh") + 0.1 * c["layers"] \
+        + abs(math.log2(c["units"]) - 7) * 0.2 + 0.1 * (c["depth"] != 4)
+
+
+def test_categorical_and_integer_spaces_give_valid_distinct_configs():
+    searcher = GPSearcher(MIXED, seed=3)
+    configs = []
+    run(searcher, lambda c: configs.append(c) or mixed_objective(c), 25)
+    for config in configs:
+        MIXED.validate(config)
+        assert config["epochs"] == 10
+    assert len({MIXED.config_key(c) for c in configs}) == len(configs)
+    assert np.mean([c["act"] == "tanh" for c in configs[-10:]]) >= 0.5  # the model learnt it
+
+
+def test_small_finite_space_is_exhausted_without_repeats():
+    space = ConfigSpace({"a": randint(0, 2), "b": choice(["p", "q"])})
+    searcher = GPSearcher(space, seed=0, num_init_random=2)
+    configs = []
+    for i in range(7):
+        config = searcher.suggest(i)
+        if config is None:
+            break
+        configs.append(config)
+        searcher.on_trial_start(i, config)
+        searcher.on_result(i, config, float(config["a"]) + (config["b"] == "q"))
+        searcher.on_trial_end(i)
+    assert len(configs) == 6
+    assert len({space.config_key(c) for c in configs}) == 6
+
+
+def test_state_round_trip_gives_the_same_next_proposal():
+    searcher = GPSearcher(MIXED, seed=4, constraint_attr="c", cost_attr="t")
+    run(searcher, mixed_objective, 12,
+        metrics=lambda c: {"c": c["layers"] - 2.5, "t": c["units"] / 100})
+    for i in (12, 13):  # two pending trials
+        searcher.on_trial_start(i, searcher.suggest(i))
+    state = json.loads(json.dumps(searcher.state_dict()))
+    fresh = GPSearcher(MIXED, seed=99, constraint_attr="c", cost_attr="t")
+    fresh.load_state_dict(state)
+    assert fresh.suggest(14) == searcher.suggest(14)
+
+
+def test_fifo_passes_all_metrics_to_the_searcher():
+    space = ConfigSpace({"x": uniform(0, 1)})
+    searcher = GPSearcher(space, seed=0, constraint_attr="c")
+    scheduler = FIFOScheduler(space, "acc", "max", seed=0, searcher=searcher)
+    config = scheduler.suggest(0).config
+    trial = Trial(0, config, TrialStatus.RUNNING)
+    scheduler.on_trial_add(trial)
+    result = TrialResult(0, {"acc": 0.8, "c": -1.5}, 1.0)
+    scheduler.on_trial_result(trial, result)
+    scheduler.on_trial_complete(trial, result)
+    record = searcher.state_dict()["records"][0]
+    assert record["value"] == -0.8 and record["constraint"] == -1.5
+    assert searcher.state_dict()["pending"] == []
+
+
+def test_options_are_checked_and_errors_name_them():
+    with pytest.raises(ValueError, match="num_init_random"):
+        GPSearcher(BRANIN_SPACE, num_init_random=0)
+    with pytest.raises(ValueError, match="cost_exponent"):
+        GPSearcher(BRANIN_SPACE, cost_exponent=-1)
+    with pytest.raises(ValueError, match="scheduler_options.typo"):
+        build_scheduler("bo", BRANIN_SPACE, "loss", options={"typo": 1})
+    scheduler = build_scheduler("cbo", BRANIN_SPACE, "loss", options={"constraint_attr": "mem"})
+    assert scheduler.searcher.constraint_attr == "mem"
+    with pytest.raises(ValueError, match="model"):
+        MultiFidelityGPSearcher(BRANIN_SPACE, max_resource=9, model="shared")
+
+
+# -- multi-fidelity ------------------------------------------------------------------------------
+def curve(c, r):
+    return (c["x"] - 0.3) ** 2 + 0.5 / r
+
+
+def feed_curves(searcher, trials, levels, start_id=0):
+    rng = np.random.default_rng(0)
+    for i in range(trials):
+        config = {"x": float(rng.random())}
+        searcher.on_trial_start(start_id + i, config)
+        for r in levels[: 1 + i % len(levels)]:
+            searcher.on_result(start_id + i, config, curve(config, r), resource=r)
+        searcher.on_trial_end(start_id + i)
+
+
+def test_joint_model_proposes_near_the_optimum_at_the_max_resource():
+    space = ConfigSpace({"x": uniform(0, 1)})
+    searcher = build_searcher("gp_multifidelity", space, seed=0,
+                              options={"max_resource": 9, "model": "joint"})
+    assert searcher.uses_intermediate_results
+    feed_curves(searcher, 12, [1, 3, 9])
+    assert searcher.input_dim == 2
+    config = searcher.suggest(100)
+    assert abs(config["x"] - 0.3) < 0.1, config
+    # the resource may also come in the metrics only
+    searcher.on_result(101, {"x": 0.5}, 1.0, metrics={"epoch": 3})
+    assert (101, 3.0) in searcher._records
+
+
+def test_independent_model_uses_the_highest_level_with_enough_points():
+    space = ConfigSpace({"x": uniform(0, 1)})
+    searcher = MultiFidelityGPSearcher(space, seed=0, max_resource=9, model="independent",
+                                       min_points_per_level=5)
+    feed_curves(searcher, 12, [1, 3, 9])  # levels hold 12, 8 and 4 points
+    config = searcher.suggest(100)
+    assert searcher._level == 3.0
+    assert abs(config["x"] - 0.3) < 0.15
+    feed_curves(searcher, 3, [9], start_id=50)
+    searcher.suggest(101)
+    assert searcher._level == 9.0
+    state = json.loads(json.dumps(searcher.state_dict()))
+    fresh = MultiFidelityGPSearcher(space, seed=5, max_resource=9, model="independent",
+                                    min_points_per_level=5)
+    fresh.load_state_dict(state)
+    assert fresh.suggest(102) == searcher.suggest(102)
