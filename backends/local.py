@@ -195,18 +195,41 @@ class LocalBackend(TrialBackend):
             run.done.wait(max(0.0, deadline - time.monotonic()))
         for run in list(self._live) + list(self._terminating):
             _signal_group(run, signal.SIGKILL)  # whatever is left of each group
+        deadline = time.monotonic() + 2.0  # output held open by a process that left the group
         for run in list(self._live):
             if run.thread is not None:
-                run.thread.join(timeout=5.0)
+                run.thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self._release_gpus(run)
             self._live.discard(run)
         self._terminating.clear()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"elapsed": {str(k): v for k, v in self._elapsed.items()}}
+        """Run time per trial (for timeouts) and the process groups alive now."""
+        return {"elapsed": {str(k): v for k, v in self._elapsed.items()},
+                "process_groups": {str(r.trial_id): r.proc.pid for r in self._live}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore run times; end trial processes an earlier session left running (when it
+        was killed before it could close)."""
         self._elapsed = {int(k): float(v) for k, v in state.get("elapsed", {}).items()}
+        for tid, pgid in state.get("process_groups", {}).items():
+            if self._is_our_trial_process(int(tid), int(pgid)):
+                logger.warning("ending trial %s's processes left by an earlier session", tid)
+                try:
+                    os.killpg(int(pgid), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def _is_our_trial_process(self, trial_id: int, pid: int) -> bool:
+        """Whether `pid` still runs trial `trial_id` of this experiment (same checkpoint dir)."""
+        import psutil
+
+        try:
+            env = psutil.Process(pid).environ()
+        except (psutil.Error, OSError):
+            return False
+        expected = str(self.trial_root / str(trial_id) / "checkpoint") if self.trial_root else None
+        return env.get(TRIAL_ID_ENV) == str(trial_id) and env.get(CHECKPOINT_ENV) == expected
 
     def trial_dir(self, trial_id: int) -> Path:
         if self.trial_root is None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flows._mlflow_bulk import BulkRunWriter, ChildRun, MetricPoint, bulk_store
+from flows.redaction import redact
 from hpo_core.results import atomic_write_text
 
 logger = logging.getLogger("flows.tracking")
@@ -41,6 +43,7 @@ MLFLOW_STATUS = {"completed": "FINISHED", "stopped": "FINISHED", "paused": "FINI
 MAX_KEY, MAX_PARAM_VALUE, MAX_TAG_VALUE = 250, 6000, 8000
 MAX_PARAMS_PER_BATCH, MAX_ENTITIES_PER_BATCH = 100, 1000
 _BAD_KEY_CHARS = re.compile(r"[^\w\-. :/]")
+MAX_RECORDS_PER_BATCH = 256
 STOP = object()
 
 
@@ -114,6 +117,7 @@ class MlflowWriter(threading.Thread):
         self._keys: dict[str, str | None] = {}
         self._failures = 0
         self._entities: Any = None
+        self._bulk: BulkRunWriter | None = None
 
     # -- thread ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -123,10 +127,40 @@ class MlflowWriter(threading.Thread):
         except Exception as err:  # noqa: BLE001 - any failure to reach MLflow disables tracking
             self._disable(f"cannot use MLflow at {self.settings.tracking_uri}: {_short(err)}")
         while True:
-            record = self.records.get()
-            if record is STOP:
+            batch = [self.records.get()]
+            while batch[-1] is not STOP and len(batch) < MAX_RECORDS_PER_BATCH:
+                try:
+                    batch.append(self.records.get_nowait())
+                except queue.Empty:
+                    break
+            stop = batch[-1] is STOP
+            if stop:
+                batch.pop()
+            if self.error is None and batch:
+                self._write_batch(batch)
+            if stop:
                 return
-            if self.error is not None:
+
+    def _write_batch(self, batch: list[Any]) -> None:
+        """New finished trials in one bulk transaction (database stores), the rest in order."""
+        bulk: list[Segment] = []
+        if self._bulk is not None:
+            seen: set[int] = set()
+            for record in batch:
+                if isinstance(record, Segment) and record.trial_id not in self._children and \
+                        record.trial_id not in seen and MLFLOW_STATUS.get(record.status):
+                    bulk.append(record)
+                seen.add(getattr(record, "trial_id", -1))
+            if bulk:
+                try:
+                    self._write_bulk(bulk)
+                except Exception as err:  # noqa: BLE001 - fall back to the public API
+                    logger.warning("MLflow bulk writes off (%s); using log_batch", _short(err))
+                    self._bulk = None
+                    bulk = []
+        written = {id(r) for r in bulk}
+        for record in batch:
+            if id(record) in written or self.error is not None:
                 continue
             try:
                 self._write(record)
@@ -163,6 +197,10 @@ class MlflowWriter(threading.Thread):
         if s.tracking_uri.startswith("sqlite:"):
             _relax_sqlite_durability(self.client)
         self.experiment_id = self._experiment()
+        store = bulk_store(self.client)
+        if store is not None:
+            location = self.client.get_experiment(self.experiment_id).artifact_location
+            self._bulk = BulkRunWriter(store, self.experiment_id, location)
         run = self._existing_parent()
         if run is None:
             run = self.client.create_run(
@@ -200,7 +238,8 @@ class MlflowWriter(threading.Thread):
         return experiment.experiment_id
 
     def _existing_parent(self) -> Any | None:
-        """The parent run of an earlier session: from `mlflow.json` in the store, else by tag."""
+        """The parent run of an earlier session: from `mlflow.json` in the store, else (when
+        resuming) by tag."""
         s = self.settings
         if s.store_path is not None and (s.store_path / RUN_FILE).exists():
             try:
@@ -212,6 +251,8 @@ class MlflowWriter(threading.Thread):
                         return run
             except Exception:  # noqa: BLE001 - a stale file or a deleted run: search instead
                 pass
+        if not s.restored_trials:  # a new experiment gets a new parent run
+            return None
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{EXPERIMENT_TAG}` = '{_quote(s.run_key)}'",
@@ -271,12 +312,33 @@ class MlflowWriter(threading.Thread):
                 return
 
     # -- writes ------------------------------------------------------------------------------
+    def _segment_tags(self, seg: Segment) -> dict[str, str]:
+        tags = {STATUS_TAG: seg.status, REPORTS_TAG: str(seg.first_index + len(seg.reports))}
+        if seg.failure_reason:
+            tags[FAILURE_TAG] = _clip(seg.failure_reason, MAX_TAG_VALUE)
+        return tags
+
+    def _write_bulk(self, segments: list[Segment]) -> None:
+        children = [
+            ChildRun(
+                name=f"trial-{seg.trial_id}",
+                status=MLFLOW_STATUS[seg.status],  # type: ignore[arg-type]
+                start_ms=seg.start_ms,
+                end_ms=seg.end_ms,
+                tags={PARENT_TAG: self.parent_run_id, TRIAL_TAG: str(seg.trial_id),  # type: ignore[dict-item]
+                      **self._segment_tags(seg)},
+                params=_param_values(seg.config),
+                metrics=self._metrics(seg),
+            )
+            for seg in segments
+        ]
+        run_ids = self._bulk.write(children)
+        for seg, run_id in zip(segments, run_ids, strict=True):
+            self._children[seg.trial_id] = (run_id, seg.first_index + len(seg.reports), True)
+        self.num_written += len(segments)
+
     def _write_segment(self, seg: Segment) -> None:
         run_id, _, ended = self._children.get(seg.trial_id, (None, 0, False))
-        num_reports = seg.first_index + len(seg.reports)
-        tags = {STATUS_TAG: seg.status, REPORTS_TAG: str(num_reports)}
-        if seg.failure_reason:
-            tags[FAILURE_TAG] = seg.failure_reason
         params: dict[str, str] = {}
         if run_id is None:
             run = self.client.create_run(
@@ -285,17 +347,19 @@ class MlflowWriter(threading.Thread):
             )
             run_id = run.info.run_id
             params = _param_values(seg.config)
-        self._log_batch(run_id, self._metrics(seg), params, tags)
+        metric = self._entities.Metric
+        metrics = [metric(*point) for point in self._metrics(seg)]
+        self._log_batch(run_id, metrics, params, self._segment_tags(seg))
         status = MLFLOW_STATUS.get(seg.status)
         if status is not None:
             self.client.set_terminated(run_id, status, seg.end_ms)
         elif ended:
             self.client.update_run(run_id, status="RUNNING")
-        self._children[seg.trial_id] = (run_id, num_reports, status is not None)
+        self._children[seg.trial_id] = (run_id, seg.first_index + len(seg.reports),
+                                        status is not None)
         self.num_written += 1
 
-    def _metrics(self, seg: Segment) -> list[Any]:
-        metric = self._entities.Metric
+    def _metrics(self, seg: Segment) -> list[MetricPoint]:
         resource_attr = self.settings.resource_attr
         out = []
         for index, (values, timestamp) in enumerate(seg.reports, start=seg.first_index + 1):
@@ -306,7 +370,7 @@ class MlflowWriter(threading.Thread):
                     continue
                 key = self._key(name)
                 if key is not None:
-                    out.append(metric(key, float(value), timestamp, step))
+                    out.append((key, float(value), timestamp, step))
         return out
 
     def _key(self, name: str) -> str | None:
@@ -387,13 +451,13 @@ def _row_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _param_values(config: Mapping[str, Any]) -> dict[str, str]:
-    from flows.redaction import redact
-
-    return {str(k): _param_text(v) for k, v in redact(config).items()}
+    """A trial's config as MLflow params: redacted, keys MLflow accepts, values as text."""
+    return {_clip(_BAD_KEY_CHARS.sub("_", str(k)), MAX_KEY): _param_text(v)
+            for k, v in redact(config).items()}
 
 
 def _param_values_from_run(run: Any, config: Mapping[str, Any]) -> dict[str, str]:
-    return {k: run.data.params.get(_clip(k, MAX_KEY), "") for k in _param_values(config)}
+    return {k: run.data.params.get(k, "") for k in _param_values(config)}
 
 
 def _param_text(value: Any) -> str:

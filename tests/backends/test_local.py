@@ -368,6 +368,10 @@ def test_entry_point_forms_and_option_errors(tmp_path, backend_factory):
         backend.start(Trial(0, {"x": 2}))
         events = collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 0))
         assert events[0].metrics["argv"] == ["--fixed", "1", "--x", "2"]
+    broken = backend_factory(script, python=str(tmp_path / "no-such-python"))
+    broken.start(Trial(1, {}))
+    events = collect(broken, lambda ev: len(ev) == 1)
+    assert events[0].kind == EventKind.FAILED and "could not start" in events[0].reason
     with pytest.raises(ValueError, match="backend_options.entry_point: no such file"):
         LocalBackend("missing.py")
     with pytest.raises(ValueError, match="backend_options.entry_point: command 'nope-xyz'"):
@@ -389,3 +393,19 @@ def test_built_from_a_spec(tmp_path):
     backend = build_backend(spec)
     assert isinstance(backend, LocalBackend)
     assert backend.timeout == 30.0 and backend.env == {"A": "1"}
+
+
+def test_a_new_session_ends_trials_an_old_session_left_running(tmp_path, backend_factory):
+    script = write(tmp_path, "forks.py", FORKS)
+    crashed = backend_factory(script)  # a session killed before it could close
+    crashed.start(Trial(3, {}))
+    pids = collect(crashed, lambda ev: len(ev) == 1)[0].metrics
+    state = json.loads(json.dumps(crashed.state_dict()))  # as saved in state.json
+    assert state["process_groups"] == {"3": pids["pid"]}
+    other = LocalBackend(str(script), gpus=None)
+    other.set_trial_root(tmp_path / "elsewhere")  # another experiment: its processes are not ours
+    other.load_state_dict(state)
+    assert not gone(pids["pid"])
+    fresh = backend_factory(script)
+    fresh.load_state_dict(state)
+    assert wait_gone([pids["pid"], pids["child"]], timeout=2.0)
