@@ -140,6 +140,9 @@ class LocalBackend(TrialBackend):
 
     def resume(self, trial: Trial) -> None:
         _write_json(self.trial_dir(trial.trial_id) / "config.json", trial.config)
+        # A trial that already reported (also in an earlier session) may end without a new report.
+        tid = trial.trial_id
+        self._reported[tid] = max(self._reported.get(tid, 0), trial.num_results)
         old = self._latest_run(trial.trial_id)
         if old is not None and not old.done.is_set():
             self._pending[trial.trial_id] = trial  # launched by poll() once the old run ended

@@ -31,6 +31,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONFIG_PREFIX = "config_"
 RESULTS_FILE = "results.parquet"
 STATE_FILE = "state.json"
+JOURNAL_FILE = "results.journal.jsonl"
 SPEC_FILE = "spec.json"
 
 
@@ -45,14 +46,14 @@ def validate_name(name: str, field: str = "name") -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a partial one."""
+    """Write a file so that readers see the old or the new content, never a partial one.
+
+    Atomic against a killed process (rename); no fsync, so not against a power loss."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -82,6 +83,7 @@ class ExperimentStore:
         self.trials_path = self.path / "trials"
         self._rows: list[dict[str, Any]] = []
         self._flushed_rows = 0
+        self._journal: Any = None
 
     # -- files ---------------------------------------------------------------------------------
     def create(self) -> None:
@@ -114,8 +116,29 @@ class ExperimentStore:
 
     # -- results -------------------------------------------------------------------------------
     def record(self, row: dict[str, Any]) -> None:
-        """Buffer one report row (trial_id, time, status, decision, metrics)."""
+        """Buffer one report row (trial_id, time, status, decision, metrics); with a journal
+        open, the row also reaches the journal file at once."""
+        if self._journal is not None:
+            line = json.dumps({"_seq": len(self._rows), **row}, default=_json_default)
+            self._journal.write(line + "\n")
+            self._journal.flush()
         self._rows.append(row)
+
+    def open_journal(self) -> None:
+        """Append every new row to `results.journal.jsonl`, so that a cheap `save(full=False)`
+        (state.json only) loses no row when the process is killed. Call after a full save."""
+        if self._journal is None:
+            self.create()
+            self._journal = open(self.path / JOURNAL_FILE, "w")  # noqa: SIM115
+
+    def close_journal(self) -> None:
+        """Close the journal; an empty one (all rows in results.parquet) is removed."""
+        if self._journal is not None:
+            empty = self._journal.tell() == 0
+            self._journal.close()
+            self._journal = None
+            if empty:
+                (self.path / JOURNAL_FILE).unlink(missing_ok=True)
 
     @property
     def num_rows(self) -> int:
@@ -140,15 +163,22 @@ class ExperimentStore:
             frame = frame.drop(columns=overlap).join(configs, on="trial_id")
         return frame
 
-    def save(self, state: Mapping[str, Any], trials: Mapping[int, Trial]) -> None:
-        """Write results.parquet (if new rows) and then state.json, each atomically."""
+    def save(self, state: Mapping[str, Any], trials: Mapping[int, Trial], full: bool = True) -> None:
+        """Write results.parquet (if new rows) and then state.json, each atomically.
+
+        `full=False` writes state.json only: the rows since the last full save are in the
+        journal (see `open_journal`), which `load_state` reads back."""
         self.create()
-        if len(self._rows) != self._flushed_rows or not (self.path / RESULTS_FILE).exists():
+        if full and (len(self._rows) != self._flushed_rows
+                     or not (self.path / RESULTS_FILE).exists()):
             frame = self.results_frame(trials)
             tmp = self.path / f".{RESULTS_FILE}.tmp"
             _to_parquet(frame, tmp)
             os.replace(tmp, self.path / RESULTS_FILE)
             self._flushed_rows = len(self._rows)
+            if self._journal is not None:
+                self._journal.seek(0)
+                self._journal.truncate()
         atomic_write_text(self.path / STATE_FILE, dumps(dict(state)))
 
     def load_state(self) -> dict[str, Any] | None:
@@ -167,6 +197,17 @@ class ExperimentStore:
                 for row in frame.to_dict(orient="records")
             ]
         self._flushed_rows = len(self._rows)
+        journal = self.path / JOURNAL_FILE
+        if journal.exists():
+            for line in journal.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    break  # a line cut by the kill: the state does not cover it either
+                if row.pop("_seq") == len(self._rows):
+                    self._rows.append(row)
+            if len(self._rows) != self._flushed_rows:
+                self._flushed_rows = -1  # rewrite results.parquet at the next full save
         covered = state.get("num_results")
         if isinstance(covered, int) and 0 <= covered < len(self._rows):
             # killed between writing results.parquet and state.json: drop the rows the state

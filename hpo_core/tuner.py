@@ -130,6 +130,9 @@ class Tuner:
             state = self.store.load_state()
             if state is not None:
                 self._restore(state)
+            if self._save_on_trial_end:
+                self.save()
+                self.store.open_journal()
         self._emit("on_tuning_start", self)
         finished = False
         try:
@@ -174,10 +177,12 @@ class Tuner:
             state["backend"] = self.backend.state_dict()
         return state
 
-    def save(self) -> None:
+    def save(self, full: bool = True) -> None:
+        """Save state (and, if `full`, results.parquet; otherwise rows live in the journal)."""
         if self.store is not None:
-            self.store.save(self.state_dict(), self.trials)
-            self._last_save = wallclock.monotonic()
+            self.store.save(self.state_dict(), self.trials, full=full)
+            if full:
+                self._last_save = wallclock.monotonic()
 
     # -- the loop ------------------------------------------------------------------------------
     def _loop(self) -> str:
@@ -308,7 +313,7 @@ class Tuner:
         if status in (TrialStatus.COMPLETED, TrialStatus.STOPPED):
             self.status.num_trials_completed += 1
         if self._save_on_trial_end:
-            self.save()
+            self.save(full=False)
 
     def _fail(self, trial: Trial, reason: str, time: float) -> None:
         trial.failure_reason = reason
@@ -371,6 +376,8 @@ class Tuner:
         try:
             self.save()
         finally:
+            if self.store is not None:
+                self.store.close_journal()
             self.backend.close()
             self._emit("on_tuning_end", self)
 

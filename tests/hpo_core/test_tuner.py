@@ -316,3 +316,29 @@ def test_state_is_json_and_a_killed_experiment_resumes_without_losing_trials(tmp
     # no (trial, epoch) pair is reported twice, also for trials running at the kill
     assert not frame.duplicated(subset=["trial_id", "epoch"]).any()
     assert second.status.time > saved["time"]
+
+
+def test_real_backends_save_at_each_trial_end_through_the_journal(tmp_path):
+    class WallBackend(CurveBackend):
+        is_simulated = False
+
+    store = ExperimentStore(tmp_path, "journaled")
+    criterion = StoppingCriterion(max_trials_completed=10)
+    first = Tuner(random_scheduler(seed=2), WallBackend(crash_after_polls=23), criterion,
+                  n_workers=2, store=store, checkpoint_interval=1e9)
+    first._shutdown = lambda finished: None  # a SIGKILL: nothing runs after the last event
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    assert (store.path / "results.journal.jsonl").stat().st_size > 0
+    saved = json.loads((store.path / "state.json").read_text())
+    done_before = {int(k) for k, t in saved["trials"].items() if t["status"] == "completed"}
+    assert done_before
+
+    second = Tuner(random_scheduler(seed=2), WallBackend(), criterion, n_workers=2,
+                   store=ExperimentStore(tmp_path, "journaled"), checkpoint_interval=1e9)
+    second.run()
+    frame = load_experiment(store.path).results
+    for trial_id in done_before:
+        assert frame[frame.trial_id == trial_id]["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert not frame.duplicated(subset=["trial_id", "epoch"]).any()
+    assert not (store.path / "results.journal.jsonl").exists()
