@@ -21,7 +21,7 @@ from hpo_core.trial import (
     TrialStatus,
     TrialSuggestion,
 )
-from hpo_core.tuner import Tuner, TunerCallback, TooManyFailuresError
+from hpo_core.tuner import TooManyFailuresError, Tuner, TunerCallback
 
 SPACE = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}}
 
