@@ -6,13 +6,15 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
+# cache compiled bytecode (some shells set PYTHONDONTWRITEBYTECODE; every start then recompiles)
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: setup run test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[test]'
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[test]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -66,8 +66,6 @@ class BulkRunWriter:
 
     def write(self, children: Sequence[ChildRun]) -> list[str]:
         """Insert `children` (finished runs) in one transaction; their new run ids, in order."""
-        from sqlalchemy import insert
-
         sql_run, sql_tag, sql_param, sql_metric, sql_latest = self._models
         runs, tags, params, metrics, latest = [], [], [], [], []
         run_ids = []
@@ -82,34 +80,60 @@ class BulkRunWriter:
                 "artifact_uri": self._append(self.artifact_location, run_id, "artifacts"),
                 "experiment_id": self.experiment_id,
             })
-            tags += [{"key": k, "value": v, "run_uuid": run_id}
-                     for k, v in {"mlflow.runName": child.name, **child.tags}.items()]
-            params += [{"key": k, "value": v, "run_uuid": run_id} for k, v in child.params.items()]
+            tags += [(k, v, run_id) for k, v in {"mlflow.runName": child.name,
+                                                  **child.tags}.items()]
+            params += [(k, v, run_id) for k, v in child.params.items()]
             run_metrics, run_latest = _metric_rows(run_id, child.metrics)
             metrics += run_metrics
             latest += run_latest
         with self.store.ManagedSessionMaker(read_only=False) as session:
-            for model, rows in ((sql_run, runs), (sql_tag, tags), (sql_param, params),
-                                (sql_metric, metrics), (sql_latest, latest)):
-                if rows:
-                    session.execute(insert(model), rows)
+            connection = session.connection()
+            run_columns = list(runs[0]) if runs else []
+            self._insert(connection, sql_run, run_columns,
+                         [tuple(r[c] for c in run_columns) for r in runs])
+            self._insert(connection, sql_tag, ("key", "value", "run_uuid"), tags)
+            self._insert(connection, sql_param, ("key", "value", "run_uuid"), params)
+            self._insert(connection, sql_metric, METRIC_COLUMNS, metrics)
+            self._insert(connection, sql_latest, METRIC_COLUMNS, latest)
         return run_ids
+
+    @staticmethod
+    def _insert(connection: Any, model: Any, columns: Sequence[str],
+                rows: list[tuple[Any, ...]]) -> None:
+        """One executemany of plain tuples through the database driver (the costly part of an
+        ORM or Core insert is building a parameter dict per row)."""
+        if not rows:
+            return
+        dialect = connection.dialect
+        marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+        if marker is None:  # an unusual driver: let SQLAlchemy build the statement
+            connection.execute(model.__table__.insert(), [dict(zip(columns, r, strict=True))
+                                                         for r in rows])
+            return
+        quote = dialect.identifier_preparer.quote
+        sql = (f"INSERT INTO {quote(model.__table__.name)} "
+               f"({', '.join(quote(c) for c in columns)}) "
+               f"VALUES ({', '.join([marker] * len(columns))})")
+        connection.exec_driver_sql(sql, rows)
+
+
+METRIC_COLUMNS = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
 
 
 def _metric_rows(run_id: str, points: Sequence[MetricPoint],
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Metric rows without duplicates, and the latest value per key (by step, time, value)."""
-    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    latest: dict[str, dict[str, Any]] = {}
+                 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Metric rows (METRIC_COLUMNS) without duplicates, and the latest row per key (by step,
+    time, value), as MLflow keeps them."""
+    rows: dict[tuple[Any, ...], None] = {}
+    latest: dict[str, tuple[Any, ...]] = {}
     for key, raw, timestamp, step in points:
-        is_nan = math.isnan(raw)
-        value = 0.0 if is_nan else (math.copysign(MAX_FLOAT, raw) if math.isinf(raw) else raw)
-        row = {"key": key, "value": value, "timestamp": timestamp, "step": step,
-               "is_nan": is_nan, "run_uuid": run_id}
-        rows.setdefault((key, value, timestamp, step, is_nan), row)
+        if raw != raw:
+            row = (key, 0.0, timestamp, step, True, run_id)
+        else:
+            value = math.copysign(MAX_FLOAT, raw) if math.isinf(raw) else raw
+            row = (key, value, timestamp, step, False, run_id)
+        rows[row] = None
         best = latest.get(key)
-        if best is None or (step, timestamp, value) > (best["step"], best["timestamp"],
-                                                       best["value"]):
+        if best is None or (step, timestamp, row[1]) > (best[3], best[2], best[1]):
             latest[key] = row
-    return list(rows.values()), list(latest.values())
-
+    return list(rows), list(latest.values())

@@ -285,6 +285,7 @@ class MlflowWriter(threading.Thread):
                 del logged[tid]
                 continue
             self._children[tid] = (run.info.run_id, n, run.info.status != "RUNNING")
+        missing = []
         for tid, (config, status, reason) in sorted(s.restored_trials.items()):
             trial_rows = rows.get(tid, [])
             done = self._children.get(tid, (None, 0, False))[1]
@@ -294,9 +295,11 @@ class MlflowWriter(threading.Thread):
                 continue
             if not trial_rows and status == "running":
                 continue
-            reports = [(_row_metrics(r), now_ms()) for r in trial_rows[done:]]
-            self._write_segment(Segment(tid, config, status, reports, done, now_ms(),
-                                        now_ms(), reason))
+            stamp = now_ms()
+            reports = [(_row_metrics(r), stamp) for r in trial_rows[done:]]
+            missing.append(Segment(tid, config, status, reports, done, stamp, stamp, reason))
+        for i in range(0, len(missing), MAX_RECORDS_PER_BATCH):
+            self._write_batch(missing[i:i + MAX_RECORDS_PER_BATCH])
 
     def _child_runs(self) -> Iterator[Any]:
         token = None
@@ -360,22 +363,30 @@ class MlflowWriter(threading.Thread):
         self.num_written += 1
 
     def _metrics(self, seg: Segment) -> list[MetricPoint]:
+        """(key, value, timestamp, step) of every numeric reported value but the resource."""
+        keys = self._keys
         resource_attr = self.settings.resource_attr
-        out = []
-        for index, (values, timestamp) in enumerate(seg.reports, start=seg.first_index + 1):
+        out: list[MetricPoint] = []
+        index = seg.first_index
+        for values, timestamp in seg.reports:
+            index += 1
             step = _step(values.get(resource_attr), index)
             for name, value in values.items():
-                if name == resource_attr or isinstance(value, str) or \
-                        not isinstance(value, numbers.Real):
+                key = keys[name] if name in keys else self._key(name)
+                if key is None:
                     continue
-                key = self._key(name)
-                if key is not None:
-                    out.append((key, float(value), timestamp, step))
+                if type(value) is not float:
+                    if isinstance(value, bool | str) or not isinstance(value, numbers.Real):
+                        continue
+                    value = float(value)
+                out.append((key, value, timestamp, step))
         return out
 
     def _key(self, name: str) -> str | None:
-        """A metric key MLflow accepts (cached), or None to skip the metric."""
-        if name not in self._keys:
+        """A metric key MLflow accepts (cached), or None to skip the metric (the resource)."""
+        if name == self.settings.resource_attr:
+            self._keys[name] = None
+        elif name not in self._keys:
             key = _BAD_KEY_CHARS.sub("_", str(name)).lstrip("/")[:MAX_KEY]
             while "//" in key or ".." in key:
                 key = key.replace("//", "/").replace("..", "_")

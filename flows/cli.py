@@ -18,7 +18,7 @@ from hpo_core.spec import ExperimentSpec
 
 DEMO_SPEC: dict[str, Any] = {
     "name": "demo-lcbench-asha",
-    "metric": "val_cross_entropy",
+    "metric": "Train/val_cross_entropy",
     "mode": "min",
     "scheduler": "asha",
     "scheduler_options": {"grace_period": 1, "reduction_factor": 3},

@@ -6,8 +6,6 @@ searches as usual. All runs log to the MLflow experiment `<name>`, so each retun
 previous ones. Running again on the same date resumes that date's experiment.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import json
 import logging

@@ -5,6 +5,7 @@ Shared by the `tune` flow and the `tunesmith` CLI; imports no Prefect or MLflow.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from backends.base import TrialBackend
@@ -38,6 +39,14 @@ def open_store(spec: ExperimentSpec) -> ExperimentStore:
     return store
 
 
+def resolve_n_workers(spec: ExperimentSpec, backend: TrialBackend) -> int:
+    """`spec.n_workers`, or for "auto" the backend's default (GPU slots, else CPU count)."""
+    if spec.n_workers != "auto":
+        return int(spec.n_workers)
+    default = getattr(backend, "default_n_workers", None)
+    return int(default()) if callable(default) else os.cpu_count() or 1
+
+
 def build_tuner(
     spec: ExperimentSpec,
     callbacks: Iterable[TunerCallback] = (),
@@ -54,7 +63,7 @@ def build_tuner(
         scheduler,
         backend,
         spec.stopping_criterion,
-        n_workers=spec.n_workers,
+        n_workers=resolve_n_workers(spec, backend),
         callbacks=callbacks,
         max_failures=spec.max_failures,
         store=open_store(spec),

@@ -5,8 +5,6 @@ For CI and health checks of a deployment: ASHA on the bundled LCBench blackbox t
 no better than the first trial's, or when the results were not written.
 """
 
-from __future__ import annotations
-
 import shutil
 import tempfile
 from pathlib import Path

@@ -12,15 +12,19 @@ are kept, paused and interrupted ones continue, and the MLflow parent run is reu
 the flow's own retry after an error.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` in flow modules: Prefect validates parameters from the
+# annotations, and a served flow run gets the function without all of its module's globals.
 import datetime as dt
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+# Defaults for Prefect's temporary local server, if this module is the first to import Prefect.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner

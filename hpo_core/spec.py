@@ -49,7 +49,7 @@ class ExperimentSpec:
     backend: str = "simulated"
     backend_options: dict[str, Any] = field(default_factory=dict)
     stop: dict[str, Any] = field(default_factory=dict)
-    n_workers: int = 4
+    n_workers: int | str = 4  # or "auto": the backend's choice (GPU slots, else CPU count)
     seed: int = 0
     max_failures: int | None = None
     results_root: str = "experiments"
@@ -101,9 +101,11 @@ class ExperimentSpec:
             raise SpecError("spec.stop: set at least one limit (max_time, max_trials_started, ...)")
         for name in ("n_workers", "seed"):
             value = getattr(self, name)
+            if name == "n_workers" and value == "auto":
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise SpecError(f"spec.{name}: must be an integer, got {value!r}")
-        if self.n_workers < 1:
+        if self.n_workers != "auto" and self.n_workers < 1:
             raise SpecError(f"spec.n_workers: must be at least 1, got {self.n_workers}")
         if self.max_failures is not None and (
             isinstance(self.max_failures, bool)

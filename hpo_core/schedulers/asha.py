@@ -114,9 +114,17 @@ class ASHA(Scheduler):
 
     def _on_rung(self, trial: Trial, bracket: int, rung: int) -> Decision:
         """The decision for `trial`, just recorded at rung `rung` (below max_t) of `bracket`."""
-        entries = self.rungs[bracket][rung].entries()
-        top = self._rank(entries)[: num_continuing(len(entries), self.reduction_factor)]
+        rung_ = self.rungs[bracket][rung]
+        keep = num_continuing(len(rung_), self.reduction_factor)
+        if rung_.is_sorted and self._ranks_by_value:
+            return Decision.CONTINUE if rung_.position(trial.trial_id) < keep else Decision.STOP
+        top = self._rank(rung_.entries())[:keep]
         return Decision.CONTINUE if trial.trial_id in top else Decision.STOP
+
+    @property
+    def _ranks_by_value(self) -> bool:
+        """True unless a subclass ranks rungs its own way (then `_rank` is always used)."""
+        return type(self)._rank is ASHA._rank
 
     def _feed_searcher(self, trial: Trial, metrics: Mapping[str, Any],
                        resource: float | None) -> None:

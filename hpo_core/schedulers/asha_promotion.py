@@ -9,6 +9,8 @@ starts.
 
 from __future__ import annotations
 
+import itertools
+
 from hpo_core.schedulers.asha import ASHA
 from hpo_core.schedulers.rungs import num_promotable
 from hpo_core.trial import Decision, Trial, TrialSuggestion
@@ -29,7 +31,11 @@ class PromotionASHA(ASHA):
     def _promotion_candidates(self, bracket: int, rung: int) -> list[int]:
         """Trials of a rung in its top floor(n/eta) not yet promoted from it, best first."""
         rung_ = self.rungs[bracket][rung]
-        top = self._rank(rung_.entries())[: num_promotable(len(rung_), self.reduction_factor)]
+        size = num_promotable(len(rung_), self.reduction_factor)
+        if rung_.is_sorted and self._ranks_by_value:
+            top = list(itertools.islice(rung_.ranked(), size))
+        else:
+            top = self._rank(rung_.entries())[:size]
         return [t for t in top if t not in rung_.promoted]
 
     def _find_promotion(self) -> tuple[int, int, int] | None:

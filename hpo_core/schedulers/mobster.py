@@ -13,12 +13,36 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from hpo_core.schedulers.asha import ASHA
 from hpo_core.schedulers.rungs import check_fidelity_options
+from hpo_core.searchers.gp import _Model
 from hpo_core.searchers.gp_multifidelity import MODELS, MultiFidelityGPSearcher
 from hpo_core.space import ConfigSpace, as_config_space
 
 OBSERVE = ("rungs", "all")
+
+
+class _PeriodicRefitGPSearcher(MultiFidelityGPSearcher):
+    """The multi-fidelity GP searcher, refitting the GP hyperparameters only on every
+    `refit_every`-th proposal (the others condition the GP on all data with the last fitted
+    hyperparameters): asynchronous successive halving asks for many configs, most of them
+    while little new data came in."""
+
+    def __init__(self, *args: Any, refit_every: int = 1, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if isinstance(refit_every, bool) or not isinstance(refit_every, int) or refit_every < 1:
+            raise ValueError(f"refit_every: must be a positive integer, got {refit_every!r}")
+        self.refit_every = refit_every
+
+    def _fit(self, name: str, X: np.ndarray, values: np.ndarray) -> _Model:
+        gp = self._gp(name)
+        if gp.theta is None or (self._num_fits - 1) % self.refit_every == 0:
+            return super()._fit(name, X, values)
+        shift = float(values.mean())
+        scale = float(values.std()) or 1.0
+        return _Model(gp.posterior(X, (values - shift) / scale), shift, scale)
 
 
 class MOBSTER(ASHA):
@@ -32,6 +56,7 @@ class MOBSTER(ASHA):
         cost_attr: a reported cost (e.g. elapsed time) for cost-aware expected improvement.
         cost_exponent: weight of the cost in the acquisition.
         num_candidates: acquisition evaluations per proposal.
+        refit_every: the GP hyperparameters are refitted on every this many proposals.
     """
 
     def __init__(
@@ -53,6 +78,7 @@ class MOBSTER(ASHA):
         cost_attr: str | None = None,
         cost_exponent: float = 1.0,
         num_candidates: int = 1000,
+        refit_every: int = 1,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
     ):
         if model not in MODELS:
@@ -61,11 +87,12 @@ class MOBSTER(ASHA):
             raise ValueError(f"observe: must be one of {OBSERVE}, got {observe!r}")
         check_fidelity_options(max_t, grace_period, reduction_factor)
         config_space = as_config_space(config_space)
-        searcher = MultiFidelityGPSearcher(
+        searcher = _PeriodicRefitGPSearcher(
             config_space, seed=seed, points_to_evaluate=points_to_evaluate,
             resource_attr=resource_attr, max_resource=max_t, min_resource=grace_period,
             model=model, num_init_random=num_init_random, max_model_points=max_model_points,
             cost_attr=cost_attr, cost_exponent=cost_exponent, num_candidates=num_candidates,
+            refit_every=refit_every,
         )
         if observe == "rungs":
             searcher.uses_intermediate_results = False
@@ -97,6 +124,7 @@ def mobster_independent(
     cost_attr: str | None = None,
     cost_exponent: float = 1.0,
     num_candidates: int = 1000,
+    refit_every: int = 1,
     points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
 ) -> MOBSTER:
     """MOBSTER with one GP per rung level (`model="independent"`)."""
@@ -105,4 +133,5 @@ def mobster_independent(
                    brackets=brackets, model="independent", observe=observe,
                    num_init_random=num_init_random, max_model_points=max_model_points,
                    cost_attr=cost_attr, cost_exponent=cost_exponent,
-                   num_candidates=num_candidates, points_to_evaluate=points_to_evaluate)
+                   num_candidates=num_candidates, refit_every=refit_every,
+                   points_to_evaluate=points_to_evaluate)

@@ -8,8 +8,9 @@ then `max_t` itself as its last level.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,19 +82,47 @@ class Rung:
     """The values recorded at one resource level, in arrival order, and who was promoted.
 
     Values are whatever the scheduler ranks (a float to minimize, or a list of floats for
-    multi-objective schedulers); they must be JSON-serializable.
+    multi-objective schedulers); they must be JSON-serializable. Scalar values are also kept
+    sorted (by value, then arrival), so ranking a rung of n entries costs O(log n), not a sort.
     """
 
     def __init__(self, level: float):
         self.level = level
         self.values: dict[int, Any] = {}
         self.promoted: set[int] = set()
+        self._sorted: list[tuple[float, int, int]] | None = []  # (value, arrival, trial_id)
+        self._keys: dict[int, tuple[float, int, int]] = {}
 
     def __len__(self) -> int:
         return len(self.values)
 
     def add(self, trial_id: int, value: Any) -> None:
+        if trial_id in self.values:
+            self.values.pop(trial_id)
+            self._sorted = None  # re-recorded (rare): fall back to sorting
         self.values[trial_id] = value
+        if self._sorted is not None:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                key = (float(value), len(self.values), trial_id)
+                self._keys[trial_id] = key
+                bisect.insort(self._sorted, key)
+            else:
+                self._sorted = None
+
+    @property
+    def is_sorted(self) -> bool:
+        """True when the rung keeps its (scalar) values sorted."""
+        return self._sorted is not None
+
+    def position(self, trial_id: int) -> int:
+        """0-based rank of a recorded trial, best first (needs `is_sorted`)."""
+        assert self._sorted is not None
+        return bisect.bisect_left(self._sorted, self._keys[trial_id])
+
+    def ranked(self) -> Iterator[int]:
+        """Trial ids best first (needs `is_sorted`)."""
+        assert self._sorted is not None
+        return (t for _, _, t in self._sorted)
 
     def entries(self) -> list[tuple[int, Any]]:
         """(trial_id, value) pairs in arrival order."""
@@ -106,7 +135,8 @@ class Rung:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Rung:
         rung = cls(data["level"])
-        rung.values = {int(t): v for t, v in data["values"]}
+        for t, v in data["values"]:
+            rung.add(int(t), v)
         rung.promoted = {int(t) for t in data["promoted"]}
         return rung
 

@@ -39,7 +39,7 @@ class REASearcher(Searcher):
         config_space: ConfigSpace | Mapping[str, Any],
         seed: int | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
-        population_size: int = 20,
+        population_size: int = 50,
         sample_size: int = 10,
         mutation: str = "local",
         mutation_scale: float = 0.15,

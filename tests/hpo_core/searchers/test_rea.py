@@ -73,7 +73,7 @@ def test_beats_random_search():
             searcher.on_result(i, config, values[-1])
         return min(values)
 
-    rea = [best(REASearcher(SPACE, seed=s)) for s in range(4)]
+    rea = [best(REASearcher(SPACE, seed=s, population_size=20)) for s in range(4)]
     rnd = [best(RandomSearcher(SPACE, seed=s)) for s in range(4)]
     assert np.median(rea) < 0.5 * np.median(rnd), (rea, rnd)
 

@@ -1,0 +1,115 @@
+"""Deployments: prefect.yaml points at real flows, and a deployed flow runs on a real server."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PREFECT = Path(sys.executable).with_name("prefect")
+
+
+def test_prefect_yaml_deployments_name_real_flows_and_valid_parameters() -> None:
+    config = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in config["deployments"]}
+    assert {"lcbench-asha", "nightly", "ci"} <= set(deployments)
+    assert deployments["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
+    for deployment in deployments.values():
+        path, _, name = deployment["entrypoint"].partition(":")
+        spec = importlib.util.spec_from_file_location(f"entry_{name}", REPO / path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        flow = getattr(module, name)
+        flow.validate_parameters(deployment.get("parameters") or {})
+        assert deployment["work_pool"]["name"] == "tunesmith"
+    spec_path = deployments["lcbench-asha"]["parameters"]["spec"]
+    from hpo_core.spec import ExperimentSpec
+
+    assert ExperimentSpec.from_file(REPO / spec_path).name == "lcbench-asha"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"process ended with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """`prefect server start` on a free loopback port; the environment that points at it."""
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+           "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/api/health", 120, server)
+        yield env
+    finally:
+        stop(server)
+
+
+def test_served_smoke_deployment_runs_when_triggered(prefect_server: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    env = prefect_server
+    serve_code = ("from flows.smoke import smoke; "
+                  "smoke.serve(name='ci', parameters={'trials': 12})")
+    with open(tmp_path / "serve.log", "wb") as log:
+        serve = subprocess.Popen([sys.executable, "-c", serve_code], env=env, cwd=REPO,
+                                 stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(f"{env['PREFECT_API_URL']}/deployments/name/smoke/ci", 120, serve)
+        run = subprocess.run(
+            [str(PREFECT), "deployment", "run", "smoke/ci", "--watch", "--watch-timeout", "240"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert "Completed" in run.stdout
+        flow_run_id = next(line.split()[-1] for line in run.stdout.splitlines()
+                           if "UUID:" in line)
+        with urllib.request.urlopen(
+                f"{env['PREFECT_API_URL']}/flow_runs/{flow_run_id}", timeout=10) as response:
+            flow_run = json.loads(response.read())
+        assert flow_run["state"]["type"] == "COMPLETED"
+        assert flow_run["parameters"] == {"trials": 12}
+    finally:
+        stop(serve)

@@ -1,0 +1,87 @@
+"""A `tune` flow process killed with SIGKILL mid-experiment, then run again: it resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hpo_core.results import load_experiment
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+FINISHED = ("completed", "stopped")
+
+
+def finished_trials(state_path: Path) -> set[str]:
+    try:
+        state = json.loads(state_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return set()
+    return {tid for tid, t in state["trials"].items() if t["status"] in FINISHED}
+
+
+def test_killed_tune_flow_resumes_without_losing_or_rerunning_trials(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.tune import tune
+
+    spec = {
+        "name": "killed", "metric": "Train/val_cross_entropy", "scheduler": "asha",
+        "scheduler_options": {"reduction_factor": 3},
+        "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center"},
+        "stop": {"max_trials_completed": 20000}, "n_workers": 4, "seed": 5,
+        "results_root": str(tmp_path / "experiments"),
+    }
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tmp_path / "experiments" / "killed"
+    code = ("import sys; from flows.tune import tune; "
+            "tune(sys.argv[1], tracking_uri=sys.argv[2], checkpoint_interval=0.2)")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    with open(tmp_path / "flow.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(spec_path), uri], env=env,
+                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 150
+            while len(finished_trials(store / "state.json")) < 30:
+                assert proc.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the flow never saved its state"
+                time.sleep(0.02)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    finished = finished_trials(store / "state.json")
+    at_kill = pd.read_parquet(store / "results.parquet")
+
+    spec["stop"] = {"max_trials_completed": len(finished) + 15}
+    outcome = tune(spec, tracking_uri=uri)
+
+    assert outcome["resumed"] and outcome["reason"].startswith("max_trials_completed")
+    final = load_experiment(store)
+    assert not final.results.duplicated(subset=["trial_id", "epoch"]).any()
+    for tid in finished:  # each finished trial: all its reports, once, as before the kill
+        before = at_kill[at_kill["trial_id"] == int(tid)][["epoch", "Train/val_cross_entropy"]]
+        after = final.results[final.results["trial_id"] == int(tid)]
+        assert after[["epoch", "Train/val_cross_entropy"]].reset_index(drop=True).equals(
+            before.reset_index(drop=True)), tid
+        assert final.state["trials"][tid]["status"] in FINISHED
+    assert outcome["counts"]["completed"] >= len(finished) + 15
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([outcome["mlflow_experiment_id"]], max_results=5000)
+    parents = [r for r in runs if r.data.tags.get("tunesmith.role") == "parent"]
+    children = [int(r.data.tags["tunesmith.trial_id"]) for r in runs
+                if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.run_id == outcome["mlflow_parent_run_id"]
+    assert sorted(children) == sorted(int(t) for t in final.state["trials"])
