@@ -24,7 +24,7 @@ DEMO_SPEC: dict[str, Any] = {
     "scheduler_options": {"grace_period": 1, "reduction_factor": 3},
     "backend": "simulated",
     "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center"},
-    "stop": {"max_time": 4 * 3600},
+    "stop": {"max_time": 3600},  # one simulated hour, 4 workers
     "n_workers": 4,
     "seed": 0,
 }
