@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 # cache compiled bytecode (some shells set PYTHONDONTWRITEBYTECODE; every start then recompiles)
 export PYTHONDONTWRITEBYTECODE :=
 

@@ -2,8 +2,11 @@
 
 Reads the blackbox files directly (no tunesmith import), builds an in-memory BlackboxTabular
 with a 1-nearest-neighbour surrogate over the same continuous space tunesmith uses, and runs
-ASHA (stopping) with UserBlackboxBackend + SimulatorCallback, sleep_time=0. Prints one JSON
-line: reports, wall seconds of `tuner.run()`, simulated seconds reached.
+ASHA (stopping) with UserBlackboxBackend + SimulatorCallback, sleep_time=0. Results are stored
+as usual (results.csv.zip); pickling the whole tuner (`tuner.dill`, Syne Tune's default) is off
+unless `--save-tuner`: that pickle grows with the experiment and, once it takes longer than the
+10 s save interval, dominates the run. Prints one JSON line: reports, wall seconds of
+`tuner.run()`, simulated seconds reached.
 
     python _simulator_synetune.py BLACKBOX_DIR --budget 10800 --seed 0 --workers 4
 """
@@ -64,6 +67,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--metric", default=None)
+    parser.add_argument("--save-tuner", action="store_true",
+                        help="Syne Tune's default: pickle the whole tuner every 10 s (slow)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     os.environ.setdefault("SYNETUNE_FOLDER", tempfile.mkdtemp(prefix="synetune-"))
@@ -93,7 +98,7 @@ def main() -> None:
         trial_backend=backend, scheduler=scheduler,
         stop_criterion=StoppingCriterion(max_wallclock_time=args.budget),
         n_workers=args.workers, sleep_time=0, callbacks=[SimulatorCallback(), CountReports()],
-        tuner_name=f"simspeed-{args.seed}",
+        tuner_name=f"simspeed-{args.seed}", save_tuner=args.save_tuner,
     )
     start = time.perf_counter()
     tuner.run()

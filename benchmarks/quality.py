@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--metrics", default=",".join(METRICS), help="error,cross_entropy")
     parser.add_argument("--budget", type=float, default=3600.0, help="simulated seconds")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--tick", type=float, default=0.5, help="Syne Tune simulator tick (s)")
+    parser.add_argument("--tick", type=float, default=0.1, help="Syne Tune simulator tick (s)")
     parser.add_argument("--jobs", type=int, default=2, help="processes running in parallel")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--from-json", type=Path, help="analyze saved runs instead of running")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from flows._mlflow_bulk import BulkRunWriter, ChildRun, MetricPoint, bulk_store
-from flows.redaction import redact
+from flows.redaction import redact, scrub
 from hpo_core.results import atomic_write_text
 
 logger = logging.getLogger("flows.tracking")
@@ -318,7 +318,7 @@ class MlflowWriter(threading.Thread):
     def _segment_tags(self, seg: Segment) -> dict[str, str]:
         tags = {STATUS_TAG: seg.status, REPORTS_TAG: str(seg.first_index + len(seg.reports))}
         if seg.failure_reason:
-            tags[FAILURE_TAG] = _clip(seg.failure_reason, MAX_TAG_VALUE)
+            tags[FAILURE_TAG] = _clip(scrub(seg.failure_reason), MAX_TAG_VALUE)
         return tags
 
     def _write_bulk(self, segments: list[Segment]) -> None:

@@ -26,6 +26,9 @@ from prefect.utilities.annotations import quote
 from backends.base import TrialBackend
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
+# Names of a segment task's Completed state (Prefect's own "Paused" is another state type).
+STATE_NAMES = {"completed": "Completed", "stopped": "Stopped", "paused": "Trial paused"}
+
 
 class TrialFailed(Exception):
     """The trial itself failed (its script crashed or reported garbage): never retried."""
@@ -72,7 +75,7 @@ def trial_segment(backend: PrefectTrialBackend, trial: Trial, segment: _Segment)
     if segment.outcome == "failed":
         raise TrialFailed(f"trial {trial.trial_id} failed: {segment.reason}")
     return Completed(message=f"trial {trial.trial_id} {segment.outcome}",
-                     name=(segment.outcome or "completed").capitalize())
+                     name=STATE_NAMES.get(segment.outcome or "", "Completed"))
 
 
 def task_run_name(trial: Trial, action: str) -> str:

@@ -24,7 +24,7 @@ DEMO_SPEC: dict[str, Any] = {
     "scheduler_options": {"grace_period": 1, "reduction_factor": 3},
     "backend": "simulated",
     "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center"},
-    "stop": {"max_time": 3600},  # one simulated hour, 4 workers
+    "stop": {"max_trials_completed": 300},
     "n_workers": 4,
     "seed": 0,
 }
@@ -61,6 +61,8 @@ def _run_bare(spec: ExperimentSpec) -> None:
 def _run_flow(spec: ExperimentSpec) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Prefect's temporary server can take over 30 s to start on a busy 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     from flows.tune import run_tune
 
     outcome = run_tune(spec)

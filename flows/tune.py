@@ -17,6 +17,7 @@ the flow's own retry after an error.
 import datetime as dt
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ def tune(
         The outcome: best config and value, counts, store path, MLflow run ids and UI command.
     """
     logger = get_run_logger()
+    threading.Thread(target=_import_matplotlib, daemon=True).start()  # for the plot at the end
     spec = ExperimentSpec.coerce(spec)
     backend = build_backend(spec)
     run_id = str(flow_run.id) if flow_run.id else None
@@ -95,7 +97,7 @@ def tune(
     resumed = tuner.store is not None and tuner.store.has_state()
     logger.info("%s experiment %s: %s on the %s backend, %d workers",
                 "resuming" if resumed else "starting", spec.name, spec.scheduler, spec.backend,
-                spec.n_workers)
+                tuner.n_workers)
     try:
         result = simulate(quote(tuner)) if backend.is_simulated else tuner.run()
     except BaseException:
@@ -112,6 +114,14 @@ def tune(
     logger.info("experiment %s ended (%s): best %s = %s", spec.name, result.reason,
                 experiment.metric, outcome["best_value"])
     return outcome
+
+
+def _import_matplotlib() -> None:
+    """Import the plotting library while the experiment runs (seconds on a busy machine)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
 
 
 def _close(tracker: MlflowTracker | None, logger: Any) -> None:
@@ -161,5 +171,6 @@ def run_tune(spec: SpecLike, tracking_uri: str | None = None, **options: Any) ->
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     spec = ExperimentSpec.coerce(spec)
-    runner = ThreadPoolTaskRunner(max_workers=spec.n_workers + 4)
+    workers = spec.n_workers if isinstance(spec.n_workers, int) else 4 * (os.cpu_count() or 1)
+    runner = ThreadPoolTaskRunner(max_workers=workers + 4)  # "auto": room for GPU slots
     return tune.with_options(task_runner=runner)(spec, tracking_uri=tracking_uri, **options)

@@ -56,8 +56,6 @@ register_searcher("gp_multifidelity", "hpo_core.searchers.gp_multifidelity:Multi
                   "Gaussian-process BO over config and resource (joint or per-level models)")
 register_searcher("kde", "hpo_core.searchers.kde:KDESearcher", "TPE / BOHB density-ratio model")
 register_searcher("rea", "hpo_core.searchers.rea:REASearcher", "regularized evolution")
-register_searcher("bore", "hpo_core.searchers.bore:BORESearcher",
-                  "BORE: classifier-based BO (density-ratio estimation)")
 
 # -- methods ---------------------------------------------------------------------------------------
 register_method("random", "hpo_core.methods:fifo_random", "FIFO with random search")
@@ -69,8 +67,6 @@ register_method("cbo", "hpo_core.methods:cbo",
 register_method("tpe", "hpo_core.methods:tpe", "tree-structured Parzen estimator (TPE)")
 register_method("kde", "hpo_core.methods:tpe", "tree-structured Parzen estimator (alias of tpe)")
 register_method("rea", "hpo_core.methods:rea", "regularized evolution")
-register_method("bore", "hpo_core.methods:bore",
-                "BORE: Bayesian optimization by density-ratio estimation (MLP classifier)")
 register_method("asha", "hpo_core.schedulers.asha:ASHA",
                 "asynchronous successive halving, stopping variant", multi_fidelity=True)
 register_method("asha_promotion", "hpo_core.schedulers.asha_promotion:PromotionASHA",
@@ -297,24 +293,6 @@ def rea(
     return fifo(config_space, metric, mode, seed, "rea",
                 {"population_size": population_size, "sample_size": sample_size,
                  "mutation": mutation, "mutation_scale": mutation_scale},
-                points_to_evaluate)
-
-
-def bore(
-    config_space: ConfigSpace,
-    metric: str | Sequence[str],
-    mode: str | Sequence[str] = "min",
-    seed: int | None = None,
-    gamma: float = 0.25,
-    num_init_random: int | None = None,
-    num_candidates: int = 1000,
-    random_fraction: float = 0.0,
-    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
-) -> Scheduler:
-    """BORE: a classifier of good vs bad configs, maximized as the acquisition function."""
-    return fifo(config_space, metric, mode, seed, "bore",
-                {"gamma": gamma, "num_init_random": num_init_random,
-                 "num_candidates": num_candidates, "random_fraction": random_fraction},
                 points_to_evaluate)
 
 

@@ -25,8 +25,8 @@ def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.n
 def _log_h(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log(z Phi(z) + phi(z)) and its derivative Phi(z) / h(z), stable for any z."""
     z = np.asarray(z, dtype=float)
-    ratio = _SQRT_HALF_PI * erfcx(-z / math.sqrt(2.0))  # Phi(z) / phi(z)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # z >> 0 overflows; handled below
+        ratio = _SQRT_HALF_PI * erfcx(-z / math.sqrt(2.0))  # Phi(z) / phi(z)
         core = 1.0 + z * ratio  # h(z) / phi(z)
         tail = z < -25.0  # asymptotic series where `core` loses precision
         zt = np.where(tail, z, -30.0)
@@ -57,6 +57,7 @@ def log_probability_below(
     """log P(f <= threshold) for f ~ N(mean, std^2), with derivatives in `mean` and `std`."""
     z = (threshold - mean) / std
     value = log_ndtr(z)
-    # d log Phi(z) / dz = phi(z) / Phi(z) = 1 / ratio
-    inv_ratio = 1.0 / (_SQRT_HALF_PI * erfcx(-z / math.sqrt(2.0)))
+    # d log Phi(z) / dz = phi(z) / Phi(z) = 1 / ratio (0 where ratio overflows, z >> 0)
+    with np.errstate(over="ignore"):
+        inv_ratio = 1.0 / (_SQRT_HALF_PI * erfcx(-z / math.sqrt(2.0)))
     return value, -inv_ratio / std, -z * inv_ratio / std

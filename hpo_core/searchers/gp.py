@@ -1,8 +1,8 @@
 """Gaussian-process Bayesian optimization, optionally constrained or cost-aware.
 
 After `num_init_random` random configs, each proposal fits a GP (Matern-5/2 ARD, see
-`hpo_core.models.gp`) to the standardized objective values and maximizes log expected
-improvement over the encoded space. Configs still being evaluated are fantasized at the
+`hpo_core.models.gp`) to the standardized objective values (bad outliers clipped to
+median + 3 IQR) and maximizes log expected improvement over the encoded space. Configs still being evaluated are fantasized at the
 posterior mean (kriging believer), so parallel workers get different proposals.
 
 * `constraint_attr`: a reported metric that must be <= 0 for a config to be feasible; a second
@@ -59,6 +59,8 @@ class GPSearcher(Searcher):
         num_candidates: acquisition evaluations per proposal before local refinement.
         max_fit_points: at most this many observations are used to fit hyperparameters.
         priors: weak priors on the GP hyperparameters.
+        refit_every: the hyperparameters are refitted on every this many proposals (the
+            others condition on all data with the last fitted ones).
     """
 
     def __init__(
@@ -73,13 +75,15 @@ class GPSearcher(Searcher):
         num_candidates: int = 1000,
         max_fit_points: int = 300,
         priors: bool = True,
+        refit_every: int = 1,
     ):
         super().__init__(config_space, seed, points_to_evaluate)
         if num_init_random is None:
             num_init_random = min(max(5, len(self.config_space) + 1), 20)
         for name, value, low in (("num_init_random", num_init_random, 1),
                                  ("num_candidates", num_candidates, 1),
-                                 ("max_fit_points", max_fit_points, 10)):
+                                 ("max_fit_points", max_fit_points, 10),
+                                 ("refit_every", refit_every, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
         if not isinstance(cost_exponent, int | float) or cost_exponent < 0:
@@ -91,6 +95,7 @@ class GPSearcher(Searcher):
         self.num_candidates = num_candidates
         self.max_fit_points = max_fit_points
         self.priors = priors
+        self.refit_every = refit_every
         self._encoded = EncodedSpace(self.config_space)
         self._records: dict[Any, dict[str, Any]] = {}
         self._x: dict[Any, np.ndarray] = {}  # encoded config of each record (cache)
@@ -194,9 +199,11 @@ class GPSearcher(Searcher):
         cold = gp.theta is None
         if cold or n <= 30:
             restarts, maxiter = 2, 100
-        else:
+        else:  # warm start; a fresh start now and then
             restarts, maxiter = int(self._num_fits % 10 == 0), (50 if n <= 100 else 20)
-        gp.fit(X, y, self.rng, restarts=restarts, maxiter=maxiter, max_points=self.max_fit_points)
+        if cold or (self._num_fits - 1) % self.refit_every == 0:
+            gp.fit(X, y, self.rng, restarts=restarts, maxiter=maxiter,
+                   max_points=self.max_fit_points)
         return _Model(gp.posterior(X, y), shift, scale)
 
     def _acquisition(self, keys: list[Any]) -> tuple[Acquisition, np.ndarray]:
@@ -204,7 +211,7 @@ class GPSearcher(Searcher):
         self._num_fits += 1
         X = self._inputs(keys)
         values = np.array([self._records[k]["value"] for k in keys])
-        objective = self._fit("objective", X, values)
+        objective = self._fit("objective", X, _clip_bad_outliers(values))
         feasible = np.ones(len(keys), dtype=bool)
         constraint = cost = None
         if self.constraint_attr:
@@ -283,6 +290,13 @@ class GPSearcher(Searcher):
         for name, gp_state in state["gps"].items():
             self._gp(name).load_state_dict(gp_state)
         self._num_fits = int(state["num_fits"])
+
+
+def _clip_bad_outliers(values: np.ndarray) -> np.ndarray:
+    """Values far above the median (diverged runs, error codes) cut down to the fence
+    median + 3 IQR, so that they do not squash the good values together when standardized."""
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return np.minimum(values, median + 3.0 * (q3 - q1)) if q3 > q1 else values
 
 
 def _finite(value: Any) -> float | None:

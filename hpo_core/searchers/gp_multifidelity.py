@@ -63,10 +63,11 @@ class MultiFidelityGPSearcher(GPSearcher):
         num_candidates: int = 1000,
         max_fit_points: int = 300,
         priors: bool = True,
+        refit_every: int = 1,
     ):
         super().__init__(config_space, seed, points_to_evaluate, num_init_random,
                          constraint_attr, cost_attr, cost_exponent, num_candidates,
-                         max_fit_points, priors)
+                         max_fit_points, priors, refit_every)
         if model not in MODELS:
             raise ValueError(f"model: must be one of {MODELS}, got {model!r}")
         for name, value in (("max_resource", max_resource), ("min_resource", min_resource)):

@@ -3,8 +3,10 @@ Falkner et al. 2018).
 
 Observed configs are split into the best `gamma` fraction (good) and the rest (bad). Each set
 gets a product kernel density over the encoded space: truncated Gaussians on [0,1] for numeric
-columns (bandwidth by Scott's rule, at least `min_bandwidth`) and a smoothed-frequency kernel
-for categorical ones, mixed with a uniform prior component of weight `prior_weight`.
+columns (bandwidth by Scott's rule, at least `min_bandwidth` and at least 1 / (n + 1) for n
+points, so that a tight cluster of good points cannot collapse the search onto itself) and a
+smoothed-frequency kernel for categorical ones, mixed with a uniform prior component of weight
+`prior_weight`.
 `num_candidates` configs are drawn from the good density with bandwidths widened by
 `bandwidth_factor`; the one with the largest l(x)/g(x) is proposed. A `random_fraction` of
 proposals is random.

@@ -121,7 +121,8 @@ def test_bulk_and_log_batch_paths_write_the_same_runs(tmp_path: Path,
                for e in range(1, 301)]
 
     def write(name: str) -> tuple[MlflowWriter, str]:
-        settings = WriterSettings(uri, name, name, name, None, {}, {"k": "v"}, "{}", None, "epoch")
+        settings = WriterSettings(uri, name, name, name, (tmp_path / "mlartifacts").as_uri(), {},
+                                  {"k": "v"}, "{}", None, "epoch")
         records: queue.SimpleQueue[Any] = queue.SimpleQueue()
         writer = MlflowWriter(settings, records, lambda message: None)
         records.put(Segment(0, config, "completed", reports, 0, 1000, 2000))

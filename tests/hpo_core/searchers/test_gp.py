@@ -108,8 +108,13 @@ def test_cost_aware_bo_prefers_cheap_configs():
         xs = []
         for seed in range(2):
             searcher = GPSearcher(space, seed=seed, cost_attr=cost_attr, num_init_random=5)
-            chosen = []
-            run(searcher, lambda c: chosen.append(c["x"]) or f(c), 16, metrics=cost)
+            chosen: list[float] = []
+
+            def evaluate(c, chosen=chosen):
+                chosen.append(c["x"])
+                return f(c)
+
+            run(searcher, evaluate, 16, metrics=cost)
             xs += chosen[5:]  # the model-based proposals
         mean_x[cost_attr] = np.mean(xs)
     assert mean_x["seconds"] < mean_x[None] - 0.2, mean_x
@@ -242,3 +247,17 @@ def test_independent_model_uses_the_highest_level_with_enough_points():
                                     min_points_per_level=5)
     fresh.load_state_dict(state)
     assert fresh.suggest(102) == searcher.suggest(102)
+
+
+def test_refit_every_keeps_the_hyperparameters_between_refits():
+    searcher = GPSearcher(BRANIN_SPACE, seed=0, num_init_random=5, refit_every=3)
+    thetas = []
+    for i in range(11):
+        config = searcher.suggest(i)
+        searcher.on_trial_start(i, config)
+        searcher.on_result(i, config, branin(config))
+        searcher.on_trial_end(i)
+        if searcher._num_fits:
+            thetas.append(searcher.state_dict()["gps"]["objective"]["theta"])
+    # proposals 1..6 use the model: refits on the 1st and 4th only
+    assert thetas[0] == thetas[1] == thetas[2] != thetas[3] == thetas[4] == thetas[5]

@@ -1,0 +1,50 @@
+"""MOBSTER: the GP over config and resource is fitted once there is enough data."""
+
+from __future__ import annotations
+
+import pytest
+from sched_sim import make_space, run_simulation
+
+from hpo_core.methods import build_scheduler
+from hpo_core.models.gp import GaussianProcess
+from hpo_core.searchers.gp_multifidelity import MultiFidelityGPSearcher
+
+SPACE = make_space()
+
+
+@pytest.mark.parametrize(("name", "model"), [("mobster", "joint"),
+                                             ("mobster_independent", "independent")])
+def test_gp_is_used_after_the_initial_random_configs(name, model, monkeypatch):
+    scheduler = build_scheduler(name, SPACE, "loss", "min", 0,
+                                {"max_t": 9, "num_init_random": 4, "num_candidates": 50,
+                                 "refit_every": 3})
+    searcher = scheduler.searcher
+    assert isinstance(searcher, MultiFidelityGPSearcher) and searcher.model == model
+    fits = []
+    fit = GaussianProcess.fit
+
+    def counting_fit(gp, *args, **kwargs):
+        fits.append(searcher._num_fits)
+        return fit(gp, *args, **kwargs)
+
+    monkeypatch.setattr(GaussianProcess, "fit", counting_fit)
+    _, result, _ = run_simulation(scheduler, max_results=60)
+    assert result.reason.startswith("max_results")
+    assert searcher._num_fits > 6, "the GP never proposed"
+    # hyperparameters are refitted on proposals 1, 4, 7, ... only (once per GP and proposal)
+    proposals = sorted(set(fits))
+    assert proposals[0] == 1 and all((p - 1) % 3 == 0 for p in proposals[1:])
+    assert len(proposals) < searcher._num_fits
+    # rung-level observations only: resources are rung levels
+    assert {key[1] for key in searcher._records} <= {1.0, 3.0, 9.0}
+    gp = next(iter(searcher._gps.values()))
+    assert gp.theta is not None
+
+
+def test_observe_all_feeds_every_report():
+    scheduler = build_scheduler("mobster", SPACE, "loss", "min", 0,
+                                {"max_t": 9, "observe": "all", "num_candidates": 50})
+    run_simulation(scheduler, max_results=30)
+    assert {key[1] for key in scheduler.searcher._records} - {1.0, 3.0, 9.0}
+    with pytest.raises(ValueError, match="observe"):
+        build_scheduler("mobster", SPACE, "loss", "min", 0, {"max_t": 9, "observe": "some"})
