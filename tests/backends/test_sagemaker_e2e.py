@@ -235,7 +235,9 @@ def test_tune_flow_runs_each_job_as_a_prefect_task(aws, tmp_path, monkeypatch, p
     monkeypatch.setattr(SageMakerBackend, "_make_clients", staticmethod(lambda *args: clients))
     spec = asha_spec(tmp_path, "asha_promotion", n_workers=2, stop={"max_trials_started": 5})
 
-    outcome = tune(spec, track=False)  # MLflow is covered by tests/flows
+    # MLflow on SQLite inside tmp_path: its database and artifacts are scanned for secrets below
+    outcome = tune(spec, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert outcome.get("mlflow_parent_run_id")
 
     assert outcome["counts"]["trials"] == 5 and outcome["counts"]["failed"] == 1
     assert outcome["best_value"] == pytest.approx(
@@ -252,5 +254,6 @@ def test_tune_flow_runs_each_job_as_a_prefect_task(aws, tmp_path, monkeypatch, p
     failed = [r for r in segments if r.name.startswith("trial-1 ")]
     assert failed[0].state.is_failed() and "exit code 1" in failed[0].state.message
     stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert list((tmp_path / "mlartifacts").rglob("spec.json")), "MLflow artifacts not scanned"
     assert SECRET.encode() not in stored and role.encode() not in stored
     assert SECRET not in json.dumps(flow_run.parameters, default=str)
