@@ -33,7 +33,13 @@ BLACKBOX_KEYS = ("blackbox", "task", "path", "root")
 
 def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], reserved: tuple[str, ...],
                    extra: tuple[str, ...] = ()) -> None:
+    """Unknown options and missing required ones are errors that name the option."""
     params = inspect.signature(factory).parameters
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for name, param in params.items():
+        if (name not in reserved and name != "self" and param.kind in keyword
+                and param.default is inspect.Parameter.empty and name not in options):
+            raise SpecError(f"spec.backend_options.{name}: required")
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     allowed = sorted({p for p in params if p not in reserved and p != "self"} | set(extra))
@@ -93,9 +99,17 @@ def build_backend(spec: ExperimentSpec) -> TrialBackend:
 
 def resolve_config_space(spec: ExperimentSpec, backend: TrialBackend) -> ConfigSpace:
     """The spec's config space, or the blackbox's when the spec leaves it empty."""
-    if spec.config_space:
-        return ConfigSpace(spec.config_space)
     blackbox = getattr(backend, "blackbox", None)
+    if spec.config_space:
+        space = ConfigSpace(spec.config_space)
+        if blackbox is not None:
+            missing = [n for n in blackbox.config_space.names if n not in space]
+            if missing:
+                raise SpecError(
+                    f"spec.config_space: the blackbox {blackbox.name!r} needs values for "
+                    f"{missing} (as domains or fixed values)"
+                )
+        return space
     if blackbox is None:
         raise SpecError(f"spec.config_space: required for the {spec.backend!r} backend")
     return blackbox.config_space

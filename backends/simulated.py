@@ -107,6 +107,8 @@ class SimulatedBackend(TrialBackend):
         self._time_column = names.index(blackbox.time_attr)
         fidelities = blackbox.fidelity_values
         if max_fidelity is not None:
+            if isinstance(max_fidelity, bool) or not isinstance(max_fidelity, int | float):
+                raise BlackboxError(f"max_fidelity: must be a number, got {max_fidelity!r}")
             if max_fidelity < fidelities[0]:
                 raise BlackboxError(
                     f"max_fidelity: {max_fidelity!r} is below the first {blackbox.fidelity_name} "

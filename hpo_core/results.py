@@ -179,7 +179,8 @@ class ExperimentStore:
             if self._journal is not None:
                 self._journal.seek(0)
                 self._journal.truncate()
-        atomic_write_text(self.path / STATE_FILE, dumps(dict(state)))
+        atomic_write_text(self.path / STATE_FILE, json.dumps(dict(state), default=_json_default,
+                                                             separators=(",", ":")))
 
     def load_state(self) -> dict[str, Any] | None:
         """The saved state, with the report rows it covers loaded back into the buffer."""

@@ -292,9 +292,10 @@ class Tuner:
         elif decision == Decision.PAUSE:
             trial.status = TrialStatus.PAUSED
         if self.store is not None:
+            # the store's own columns win over metrics of the same name (backends avoid them)
             self.store.record(
-                {"trial_id": trial.trial_id, "time": t, "status": trial.status.value,
-                 "decision": decision.value, **metrics}
+                {**metrics, "trial_id": trial.trial_id, "time": t, "status": trial.status.value,
+                 "decision": decision.value}
             )
         self._emit("on_trial_result", trial, result, decision)
         if decision == Decision.STOP:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,9 @@ class Blackbox:
         """
         metric = metric or self.default_metric
         mode = mode or self.modes[metric]
-        values = np.nanmean(self.values(metric).astype(np.float64), axis=1)
+        with warnings.catch_warnings():  # configs whose curves end early are NaN here
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = np.nanmean(self.values(metric).astype(np.float64), axis=1)
         return float(np.nanmin(values) if mode == "min" else np.nanmax(values))
 
     # -- persistence ---------------------------------------------------------------------------

@@ -65,6 +65,15 @@ def test_real_backends_are_imported_lazily(monkeypatch):
         build_backend(spec(backend="sagemaker", config_space={"x": 1}))
 
 
+def test_options_of_a_real_backend_are_checked_against_its_signature(monkeypatch):
+    monkeypatch.setitem(factory.REAL_BACKENDS, "local", ("backends.simulated", "SimulatedBackend"))
+    with pytest.raises(SpecError, match=r"spec.backend_options.blackbox: required"):
+        build_backend(spec(backend="local", config_space={"x": 1}))
+    with pytest.raises(SpecError, match=r"spec.backend_options.gpus: unknown option"):
+        build_backend(spec(backend="local", config_space={"x": 1},
+                           backend_options={"blackbox": None, "gpus": 2}))
+
+
 def test_config_space_comes_from_the_spec_or_the_blackbox():
     backend = build_backend(spec())
     assert resolve_config_space(spec(), backend) is backend.blackbox.config_space
@@ -72,6 +81,9 @@ def test_config_space_comes_from_the_spec_or_the_blackbox():
                              "batch_size": 64, "max_dropout": 0.0, "max_units": 128,
                              "momentum": 0.9, "weight_decay": 1e-4, "num_layers": 2})
     assert resolve_config_space(own, backend).names == ["learning_rate"]
+    partial = spec(config_space={"learning_rate": 0.01})
+    with pytest.raises(SpecError, match=r"spec.config_space: .*needs values for \['batch_size'"):
+        resolve_config_space(partial, backend)
 
 
 def test_fidelity_options_are_filled_for_multi_fidelity_methods():
