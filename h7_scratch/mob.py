@@ -30,8 +30,10 @@ def job(args):
 if __name__ == "__main__":
     variants = json.loads(sys.argv[1]); seeds = int(sys.argv[2]); budget = float(sys.argv[3]); metric = sys.argv[4]
     jobs = [(l, kw, obs, s, budget, metric) for l, kw, obs in variants for s in range(seeds)]
+    out = []
     with Pool(16) as pool:
-        out = pool.map(job, jobs)
+        for r in pool.imap_unordered(job, jobs):
+            out.append(r); print(r, flush=True)
     agg = {}
     for l, s, sec, n, u, b in out:
         agg.setdefault(l, []).append((sec, n, u, b))
