@@ -3,7 +3,8 @@
 Usage: `<peer python> _quality_peer.py REQUEST.json RESULT.json`. The request names the repo
 root (for the blackbox files and tunesmith's nearest-neighbour lookup, so both tools map a config
 to the same table row), the Syne Tune methods, metrics, seeds, budget, workers and tick. The
-result holds, per run, the (simulated time, value) of every report until the budget.
+result holds, per run, the (simulated time, value) of the reports within the budget that improved
+on the best value so far.
 
 Setup: an in-memory `BlackboxTabular` (the bundled LCBench task) whose lookup of a config goes
 through `backends.blackbox.NearestNeighbourSurrogate`, `UserBlackboxBackend`, `SimulatorCallback`
@@ -112,9 +113,13 @@ def run_one(blackbox: Any, st_blackbox: Any, name: str, metric: str, mode: str, 
     tuner.run()
     frame = callback.dataframe()
     frame = frame[frame[ST_TUNER_TIME] <= budget].sort_values(ST_TUNER_TIME, kind="stable")
-    return {"method": name, "metric": metric, "seed": seed,
-            "times": frame[ST_TUNER_TIME].astype(float).tolist(),
-            "values": frame[metric].astype(float).tolist(),
+    times, values = [], []  # the reports that improved on the best so far
+    sign = 1.0 if mode == "min" else -1.0
+    for t, v in zip(frame[ST_TUNER_TIME].astype(float), frame[metric].astype(float), strict=True):
+        if not values or sign * v < sign * values[-1]:
+            times.append(t)
+            values.append(v)
+    return {"method": name, "metric": metric, "seed": seed, "times": times, "values": values,
             "num_trials": int(frame["trial_id"].nunique()) if len(frame) else 0,
             "seconds": time.perf_counter() - started}
 

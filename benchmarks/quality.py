@@ -20,9 +20,10 @@ final-epoch value). Printed per method and metric: mean and median final regret,
 the budget (time-averaged mean regret). A plot of mean regret vs time with +-1 standard error
 bands goes to `benchmarks/out/quality.png`; raw runs to `benchmarks/out/quality_runs.json`.
 
-    python benchmarks/quality.py                      # the full run (10 seeds, 1 h budget)
+    python benchmarks/quality.py                      # the full run (10 seeds, 15 min simulated budget)
     python benchmarks/quality.py --seeds 3 --methods asha,bohb,ASHA,BOHB --budget 1800
     python benchmarks/quality.py --from-json benchmarks/out/quality_runs.json   # re-analyze
+    python benchmarks/quality.py --from-json ours.json peers.json   # merge runs made apart
 
 The last line is `best_regret_ratio_vs_synetune=<area of our best method / area of Syne Tune's
 best method, on cross-entropy>` (below 1: ours is better).
@@ -97,7 +98,8 @@ def _blackbox() -> Any:
 
 def run_ours(method: str, metric_key: str, seed: int, budget: float, workers: int
              ) -> dict[str, Any]:
-    """One tunesmith run; the (time, value) of every report within the budget."""
+    """One tunesmith run: (time, value) of the reports within the budget that improved on the
+    best value so far."""
     from backends.simulated import SimulatedBackend
     from hpo_core.methods import build_scheduler
     from hpo_core.stopping import StoppingCriterion
@@ -109,11 +111,17 @@ def run_ours(method: str, metric_key: str, seed: int, budget: float, workers: in
     times: list[float] = []
     values: list[float] = []
 
+    sign = 1.0 if mode == "min" else -1.0
+
     class Record(TunerCallback):
+        """Keeps the reports that improve on the best so far (all the analysis needs)."""
+
         def on_trial_result(self, trial, result, decision):  # noqa: ANN001
-            if result.time <= budget and metric in result.metrics:
+            value = result.metrics.get(metric)
+            if result.time <= budget and value is not None and (
+                    not values or sign * float(value) < sign * values[-1]):
                 times.append(float(result.time))
-                values.append(float(result.metrics[metric]))
+                values.append(float(value))
 
     started = time.perf_counter()
     scheduler = build_scheduler(method, blackbox.config_space, metric, mode, seed,
@@ -278,23 +286,26 @@ def plot(table: dict[tuple[str, str], dict[str, Any]], metric_keys: Sequence[str
 
     keys = [k for k in metric_keys if any(r["metric"] == k for r in table.values())]
     fig, axes = plt.subplots(1, len(keys), figsize=(8 * len(keys), 6), squeeze=False)
+    colors = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]
     for ax, key in zip(axes[0], keys, strict=True):
         rows = sorted((r for r in table.values() if r["metric"] == key), key=lambda r: r["area"])
-        cmap = plt.get_cmap("tab20")
+        positive = [v for r in rows for v in r["mean_curve"] if v > 0]
+        floor = 0.5 * min(positive) if positive else 1e-3  # regret 0 shown at the floor
         for i, r in enumerate(rows):
-            style = "--" if r["peer"] else "-"
+            color = colors[i % len(colors)]
             label = f"{r['method']} ({'Syne Tune' if r['peer'] else 'tunesmith'})"
-            low = np.maximum(r["mean_curve"] - r["sem_curve"], 1e-6)
-            ax.plot(r["grid"], np.maximum(r["mean_curve"], 1e-6), style, color=cmap(i % 20),
-                    label=label, lw=1.4)
-            ax.fill_between(r["grid"], low, r["mean_curve"] + r["sem_curve"], color=cmap(i % 20),
-                            alpha=0.15)
+            mean = np.maximum(r["mean_curve"], floor)
+            ax.plot(r["grid"], mean, "--" if r["peer"] else "-", color=color, label=label,
+                    lw=1.8 if r["peer"] or i < 3 else 1.0)
+            ax.fill_between(r["grid"], np.maximum(r["mean_curve"] - r["sem_curve"], floor),
+                            np.maximum(r["mean_curve"] + r["sem_curve"], floor), color=color,
+                            alpha=0.12)
         ax.set_yscale("log")
         ax.set_xlabel("simulated time (s)")
-        ax.set_ylabel("mean regret (+- 1 s.e.)")
-        ax.set_title(f"LCBench {BLACKBOX[1]}: {key}")
+        ax.set_ylabel("mean regret (+- 1 s.e.; 0 drawn at the bottom)")
+        ax.set_title(f"LCBench {BLACKBOX[1]}: {key} (legend: best area first)")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, ncol=2, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -302,15 +313,16 @@ def plot(table: dict[tuple[str, str], dict[str, Any]], metric_keys: Sequence[str
 
 
 def best_ratio(table: dict[tuple[str, str], dict[str, Any]], key: str = "cross_entropy"
-               ) -> tuple[float, str, str]:
+               ) -> tuple[float, dict[str, Any] | None, dict[str, Any] | None]:
+    """Area of our best method / area of Syne Tune's best, with the two rows."""
     ours = [r for r in table.values() if r["metric"] == key and not r["peer"]]
     peers = [r for r in table.values() if r["metric"] == key and r["peer"]]
     if not ours or not peers:
-        return math.nan, "", ""
+        return math.nan, None, None
     best_ours = min(ours, key=lambda r: r["area"])
     best_peer = min(peers, key=lambda r: r["area"])
     ratio = best_ours["area"] / best_peer["area"] if best_peer["area"] > 0 else math.inf
-    return ratio, best_ours["method"], best_peer["method"]
+    return ratio, best_ours, best_peer
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -319,20 +331,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(OURS + PEERS),
                         help="comma-separated; tunesmith names and Syne Tune's " + ",".join(PEERS))
     parser.add_argument("--metrics", default=",".join(METRICS), help="error,cross_entropy")
-    parser.add_argument("--budget", type=float, default=3600.0, help="simulated seconds")
+    parser.add_argument("--budget", type=float, default=900.0, help="simulated seconds")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--tick", type=float, default=0.1, help="Syne Tune simulator tick (s)")
     parser.add_argument("--jobs", type=int, default=2, help="processes running in parallel")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
-    parser.add_argument("--from-json", type=Path, help="analyze saved runs instead of running")
+    parser.add_argument("--from-json", type=Path, nargs="+",
+                        help="analyze saved runs (several files are merged) instead of running")
     args = parser.parse_args(argv)
     metric_keys = [k for k in args.metrics.split(",") if k]
     unknown = [k for k in metric_keys if k not in METRICS]
     if unknown:
         parser.error(f"--metrics: unknown {unknown}; expected some of {list(METRICS)}")
     if args.from_json:
-        saved = json.loads(args.from_json.read_text())
-        runs, budget = saved["runs"], float(saved["budget"])
+        saved = [json.loads(path.read_text()) for path in args.from_json]
+        budgets = {float(s["budget"]) for s in saved}
+        if len(budgets) != 1:
+            parser.error(f"--from-json: the files have different budgets {sorted(budgets)}")
+        runs, budget = [r for s in saved for r in s["runs"]], budgets.pop()
     else:
         from hpo_core.methods import METHODS
 
@@ -352,9 +368,14 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"regret vs the table's best over all configs and epochs")
     print_table(table, metric_keys)
     plot(table, metric_keys, args.out / "quality.png")
-    ratio, ours, peer = best_ratio(table)
-    if ours:
-        print(f"\nbest on cross-entropy area: tunesmith {ours}, Syne Tune {peer}")
+    for key in metric_keys:
+        ratio, ours, peer = best_ratio(table, key)
+        if ours and peer:
+            print(f"\nbest on {key} area: tunesmith {ours['method']} ({ours['area']:.4f}), "
+                  f"Syne Tune {peer['method']} ({peer['area']:.4f}); ratio {ratio:.3f}; "
+                  f"ours vs theirs: final {compare(ours['final'], peer['final'])}, "
+                  f"area {compare(ours['areas'], peer['areas'])}")
+    ratio, _, _ = best_ratio(table)
     print(f"best_regret_ratio_vs_synetune={ratio:.4f}")
 
 

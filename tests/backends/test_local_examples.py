@@ -62,3 +62,11 @@ def test_digits_asha_through_the_tune_flow(tmp_path, prefect_harness):
     assert (trial_dir / "checkpoint" / "model.pkl").exists()
     stdout = (trial_dir / "stdout").read_text()
     assert stdout.count('"epoch": 1,') == 1  # the resumed run did not start over
+    # the results are in MLflow too: a parent run and one child run per trial, with its metrics
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 3 and len(children) == 2
+    assert all("val_accuracy" in r.data.metrics for r in children)

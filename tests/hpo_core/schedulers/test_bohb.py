@@ -35,9 +35,10 @@ def test_kde_model_is_used_after_enough_data(name):
     _, result, _ = run_simulation(scheduler, max_results=150)
     assert result.reason.startswith("max_results")
     assert levels, "the model was never used"
-    # observations arrive at rung levels only, and the model uses the highest level with enough
+    # observations arrive at rung levels (and at the last epoch of a trial that ended before
+    # its next rung), and the model moves up to the highest level with enough data
     observed = set(scheduler.searcher._values)
-    assert observed <= {1.0, 3.0, 9.0}
+    assert {1.0, 3.0} <= observed and max(observed) <= 9.0
     assert max(levels) > 1.0
 
 

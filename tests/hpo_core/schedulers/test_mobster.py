@@ -17,7 +17,7 @@ SPACE = make_space()
 def test_gp_is_used_after_the_initial_random_configs(name, model, monkeypatch):
     scheduler = build_scheduler(name, SPACE, "loss", "min", 0,
                                 {"max_t": 9, "num_init_random": 4, "num_candidates": 50,
-                                 "refit_every": 3})
+                                 "refit_every": 3, "batch_size": 2, "random_fraction": 0.0})
     searcher = scheduler.searcher
     assert isinstance(searcher, MultiFidelityGPSearcher) and searcher.model == model
     fits = []
@@ -31,12 +31,15 @@ def test_gp_is_used_after_the_initial_random_configs(name, model, monkeypatch):
     _, result, _ = run_simulation(scheduler, max_results=60)
     assert result.reason.startswith("max_results")
     assert searcher._num_fits > 6, "the GP never proposed"
-    # hyperparameters are refitted on proposals 1, 4, 7, ... only (once per GP and proposal)
+    # hyperparameters are refitted on proposals 1, 4, 7, ... only (once per GP and proposal);
+    # the independent model also fits the GP of a level the first time that level is used
     proposals = sorted(set(fits))
-    assert proposals[0] == 1 and all((p - 1) % 3 == 0 for p in proposals[1:])
+    assert proposals[0] == 1
+    if model == "joint":
+        assert all((p - 1) % 3 == 0 for p in proposals[1:])
     assert len(proposals) < searcher._num_fits
-    # rung-level observations only: resources are rung levels
-    assert {key[1] for key in searcher._records} <= {1.0, 3.0, 9.0}
+    # rung-level observations only (and the last report of trials that end at epoch 4)
+    assert {key[1] for key in searcher._records} <= {1.0, 3.0, 4.0, 9.0}
     gp = next(iter(searcher._gps.values()))
     assert gp.theta is not None
 
@@ -48,3 +51,13 @@ def test_observe_all_feeds_every_report():
     assert {key[1] for key in scheduler.searcher._records} - {1.0, 3.0, 9.0}
     with pytest.raises(ValueError, match="observe"):
         build_scheduler("mobster", SPACE, "loss", "min", 0, {"max_t": 9, "observe": "some"})
+
+
+def test_cost_aware_mobster_models_the_cost():
+    # any positive reported metric can be the cost; here the epoch stands in for elapsed time
+    scheduler = build_scheduler("mobster", SPACE, "loss", "min", 0,
+                                {"max_t": 9, "num_init_random": 4, "num_candidates": 50,
+                                 "cost_attr": "epoch"})
+    run_simulation(scheduler, max_results=60)
+    assert scheduler.searcher.cost_attr == "epoch"
+    assert any(name.startswith("cost") for name in scheduler.searcher._gps)
