@@ -164,10 +164,11 @@ def _checked_options(factory: Callable[..., Any], options: Mapping[str, Any], fi
     return dict(options)
 
 
-def _searcher_from_option(
+def searcher_from_option(
     searcher: str | Searcher, config_space: ConfigSpace, seed: int | None,
     searcher_options: Mapping[str, Any] | None, points_to_evaluate: Sequence[Mapping[str, Any]] | None,
 ) -> Searcher:
+    """The searcher a scheduler's `searcher` option names (or the instance it already is)."""
     if isinstance(searcher, Searcher):
         return searcher
     options = dict(searcher_options or {})
@@ -192,7 +193,7 @@ def fifo(
     config_space = as_config_space(config_space)
     return FIFOScheduler(
         config_space, metric, mode, seed,
-        searcher=_searcher_from_option(searcher, config_space, seed, searcher_options,
+        searcher=searcher_from_option(searcher, config_space, seed, searcher_options,
                                        points_to_evaluate),
         resource_attr=resource_attr,
     )

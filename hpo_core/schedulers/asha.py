@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hpo_core.methods import _searcher_from_option
+from hpo_core.methods import searcher_from_option
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.schedulers.rungs import (
     Rung,
@@ -87,7 +87,7 @@ class ASHA(Scheduler):
         #: rung levels per bracket; `levels[b][-1] == max_t`
         self.levels = bracket_levels(grace_period, reduction_factor, max_t, brackets)
         self.rungs: list[list[Rung]] = [[Rung(level) for level in lv] for lv in self.levels]
-        self.searcher = _searcher_from_option(searcher, config_space, seed, searcher_options,
+        self.searcher = searcher_from_option(searcher, config_space, seed, searcher_options,
                                               points_to_evaluate)
         self._bracket_of: dict[int, int] = {}
         self._next_rung: dict[int, int] = {}  # index of the next rung a trial may reach

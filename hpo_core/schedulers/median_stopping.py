@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hpo_core.methods import _searcher_from_option
+from hpo_core.methods import searcher_from_option
 from hpo_core.schedulers.fifo import FIFOScheduler
 from hpo_core.searchers.base import Searcher
 from hpo_core.space import ConfigSpace, as_config_space
@@ -53,7 +53,7 @@ class MedianStoppingRule(FIFOScheduler):
         if min_samples_required < 1:
             raise ValueError(f"min_samples_required: must be >= 1, got {min_samples_required}")
         config_space = as_config_space(config_space)
-        searcher = _searcher_from_option(searcher, config_space, seed, searcher_options,
+        searcher = searcher_from_option(searcher, config_space, seed, searcher_options,
                                          points_to_evaluate)
         super().__init__(config_space, metric, mode, seed, searcher, resource_attr)
         self.grace_period = float(grace_period)

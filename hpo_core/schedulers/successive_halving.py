@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hpo_core.methods import _searcher_from_option
+from hpo_core.methods import searcher_from_option
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.schedulers.rungs import (
     bracket_levels,
@@ -142,7 +142,7 @@ class SyncSuccessiveHalving(Scheduler):
         self.resource_attr = resource_attr
         self.grace_period = grace_period
         self.reduction_factor = reduction_factor
-        self.searcher = _searcher_from_option(searcher, config_space, seed, searcher_options,
+        self.searcher = searcher_from_option(searcher, config_space, seed, searcher_options,
                                               points_to_evaluate)
         #: the rung levels of every bracket shape this scheduler may open (longest first)
         self.all_levels = bracket_levels(grace_period, reduction_factor, max_t, 1)
