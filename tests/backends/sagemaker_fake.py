@@ -16,14 +16,18 @@ the job's CloudWatch log stream in moto, saves the checkpoint, and ends at `epoc
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
+import requests
 from botocore.stub import Stubber
+from moto.server import ThreadedMotoServer
 
 from hpo_core.report import SYNE_TUNE_PREFIX, format_report
 
@@ -34,6 +38,25 @@ CREDENTIALS = {"aws_access_key_id": "AKIATUNESMITHTEST01", "aws_secret_access_ke
 
 def client(service: str, url: str) -> Any:
     return boto3.client(service, endpoint_url=url, region_name="us-east-1", **CREDENTIALS)
+
+
+def serve_moto() -> Iterator[str]:
+    """A moto server on a free loopback port, for a module-scoped fixture; yields its URL."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def fresh_account(url: str, bucket: str) -> str:
+    """Reset moto to an empty account holding an execution role and `bucket`; the role ARN."""
+    requests.post(f"{url}/moto-api/reset", timeout=10)
+    role = client("iam", url).create_role(
+        RoleName="TunesmithSageMakerRole", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    client("s3", url).create_bucket(Bucket=bucket)
+    return role
 
 
 def loss_of(config: dict[str, Any], epoch: int) -> float:

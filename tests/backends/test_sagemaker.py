@@ -11,10 +11,8 @@ import tarfile
 
 import boto3
 import pytest
-import requests
 from botocore.stub import Stubber
-from moto.server import ThreadedMotoServer
-from sagemaker_fake import EPOCH_SECONDS, FakeSageMaker, client, loss_of
+from sagemaker_fake import EPOCH_SECONDS, FakeSageMaker, client, fresh_account, loss_of, serve_moto
 
 from backends.aws_pricing import TRAINING_PRICES_US_EAST_1, job_cost
 from backends.aws_retry import Backoff, call_with_retry
@@ -29,22 +27,13 @@ PRICE = TRAINING_PRICES_US_EAST_1["ml.m5.xlarge"]
 
 @pytest.fixture(scope="module")
 def moto_url():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    yield from serve_moto()
 
 
 @pytest.fixture
 def aws(moto_url):
     """A fresh moto account with a role and a bucket; returns (url, role ARN)."""
-    requests.post(f"{moto_url}/moto-api/reset", timeout=10)
-    role = client("iam", moto_url).create_role(
-        RoleName="TunesmithSageMakerRole", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    client("s3", moto_url).create_bucket(Bucket=BUCKET)
-    return moto_url, role
+    return moto_url, fresh_account(moto_url, BUCKET)
 
 
 def make_backend(url, fake, tmp_path=None, **options):

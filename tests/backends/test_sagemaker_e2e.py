@@ -7,9 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
-from sagemaker_fake import FakeSageMaker, client, loss_of
+from sagemaker_fake import FakeSageMaker, client, fresh_account, loss_of, serve_moto
 
 from backends.aws_pricing import TRAINING_PRICES_US_EAST_1, job_cost
 from backends.factory import build_backend
@@ -28,21 +26,13 @@ SECRET = "sk-live-e2e-secret-4f2a9c"
 
 @pytest.fixture(scope="module")
 def moto_url():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    yield from serve_moto()
 
 
 @pytest.fixture
 def aws(moto_url):
-    requests.post(f"{moto_url}/moto-api/reset", timeout=10)
-    role = client("iam", moto_url).create_role(
-        RoleName="TunesmithSageMakerRole", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    client("s3", moto_url).create_bucket(Bucket=BUCKET)
-    return moto_url, role
+    """A fresh moto account with a role and a bucket; returns (url, role ARN)."""
+    return moto_url, fresh_account(moto_url, BUCKET)
 
 
 def asha_spec(tmp_path, scheduler: str, **overrides) -> ExperimentSpec:
