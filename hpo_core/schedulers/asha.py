@@ -31,6 +31,7 @@ from hpo_core.schedulers.rungs import (
     Rung,
     bracket_levels,
     check_fidelity_options,
+    check_resource_attr,
     hyperband_bracket_weights,
     num_continuing,
     rank_by_value,
@@ -78,8 +79,7 @@ class ASHA(Scheduler):
         config_space = as_config_space(config_space)
         super().__init__(config_space, metric, mode, seed)
         check_fidelity_options(max_t, grace_period, reduction_factor)
-        if not isinstance(resource_attr, str) or not resource_attr:
-            raise ValueError(f"resource_attr: must be a metric name, got {resource_attr!r}")
+        check_resource_attr(resource_attr)
         self.max_t = max_t
         self.resource_attr = resource_attr
         self.grace_period = grace_period

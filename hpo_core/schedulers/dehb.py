@@ -27,7 +27,12 @@ from typing import Any
 import numpy as np
 
 from hpo_core.schedulers.base import Scheduler
-from hpo_core.schedulers.rungs import check_fidelity_options, resource_of, rung_levels
+from hpo_core.schedulers.rungs import (
+    check_fidelity_options,
+    check_resource_attr,
+    resource_of,
+    rung_levels,
+)
 from hpo_core.space import ConfigSpace
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 
@@ -93,8 +98,7 @@ class DEHB(Scheduler):
     ):
         super().__init__(config_space, metric, mode, seed)
         check_fidelity_options(max_t, grace_period, reduction_factor)
-        if not isinstance(resource_attr, str) or not resource_attr:
-            raise ValueError(f"resource_attr: must be a metric name, got {resource_attr!r}")
+        check_resource_attr(resource_attr)
         if not 0 < mutation_factor <= 2:
             raise ValueError(f"mutation_factor: must be in (0, 2], got {mutation_factor}")
         if not 0 <= crossover_prob <= 1:

@@ -16,6 +16,7 @@ import numpy as np
 
 from hpo_core.methods import searcher_from_option
 from hpo_core.schedulers.fifo import FIFOScheduler
+from hpo_core.schedulers.rungs import check_resource_attr
 from hpo_core.searchers.base import Searcher
 from hpo_core.space import ConfigSpace, as_config_space
 from hpo_core.trial import Decision, Trial, TrialResult
@@ -46,8 +47,7 @@ class MedianStoppingRule(FIFOScheduler):
         grace_period: float = 1.0,
         min_samples_required: int = 3,
     ):
-        if not isinstance(resource_attr, str) or not resource_attr:
-            raise ValueError(f"resource_attr: must be a metric name, got {resource_attr!r}")
+        check_resource_attr(resource_attr)
         if grace_period < 0:
             raise ValueError(f"grace_period: must be >= 0, got {grace_period}")
         if min_samples_required < 1:

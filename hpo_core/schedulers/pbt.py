@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hpo_core.schedulers.base import Scheduler
+from hpo_core.schedulers.rungs import check_resource_attr
 from hpo_core.space import Categorical, ConfigSpace, Float, Integer
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 
@@ -51,8 +52,7 @@ class PopulationBasedTraining(Scheduler):
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
     ):
         super().__init__(config_space, metric, mode, seed)
-        if not isinstance(resource_attr, str) or not resource_attr:
-            raise ValueError(f"resource_attr: must be a metric name, got {resource_attr!r}")
+        check_resource_attr(resource_attr)
         if population_size < 2:
             raise ValueError(f"population_size: must be at least 2, got {population_size}")
         if perturbation_interval <= 0:

@@ -28,6 +28,12 @@ def check_fidelity_options(max_t: Any, grace_period: Any, reduction_factor: Any)
         raise ValueError(f"reduction_factor: must be a number >= 2, got {reduction_factor!r}")
 
 
+def check_resource_attr(resource_attr: Any) -> None:
+    """Raise ValueError unless `resource_attr` names a reported metric (the fidelity)."""
+    if not isinstance(resource_attr, str) or not resource_attr:
+        raise ValueError(f"resource_attr: must be a metric name, got {resource_attr!r}")
+
+
 def rung_levels(grace_period: float, reduction_factor: float, max_t: float) -> list[float]:
     """`grace_period * reduction_factor**j` for every j with a level below `max_t`, then `max_t`."""
     levels: list[float] = []
