@@ -65,6 +65,13 @@ class TrialBackend(ABC):
     def now(self) -> float:
         """Seconds since the backend started, on its clock (wall or simulated)."""
 
+    def wake(self) -> None:
+        """Make a `poll()` waiting in another thread return early (safe from any thread).
+
+        Wrappers that start trials from other threads call it, so a launch never waits out a
+        poll interval. Backends whose `poll()` never waits need not override it.
+        """
+
     def close(self) -> None:
         """Release everything; running trials are ended."""
 

@@ -183,7 +183,6 @@ class LocalBackend(TrialBackend):
         return events
 
     def wake(self) -> None:
-        """Make a `poll()` that is waiting (in another thread) return now."""
         self._queue.put(("wake", None, None, 0.0))  # type: ignore[arg-type]
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -248,6 +249,7 @@ class SageMakerBackend(TrialBackend):
         self._backoff = Backoff(retry_base_delay, retry_max_delay)
         self._retry_attempts = retry_attempts
         self._sleep = sleep
+        self._woken = threading.Event()
         self._logs = LogReader(self._clients["logs"], self._call, log_group)
         self._jobs: dict[str, _Job] = {}
         self._trials: dict[int, _TrialRun] = {}
@@ -400,20 +402,21 @@ class SageMakerBackend(TrialBackend):
         self._end(trial_id, "stop")
 
     def poll(self) -> list[TrialEvent]:
-        self._wait_for_interval()
+        polled = self._wait_for_interval()  # woken early: the AWS APIs are polled next time
         events, self._queued = self._queued, []
-        for job in self._jobs.values():
-            if job.stop_requested and not job.stop_sent and job.status not in FINAL_STATUSES:
-                self._send_stop(job)
-        self._refresh_statuses()
-        for job in list(self._jobs.values()):
-            if not job.done:
-                events.extend(self._follow(job))
-        for run in list(self._trials.values()):
-            if run.pending:
-                self._launch(run)
-        events.extend(self._queued)
-        self._queued = []
+        if polled:
+            for job in self._jobs.values():
+                if job.stop_requested and not job.stop_sent and job.status not in FINAL_STATUSES:
+                    self._send_stop(job)
+            self._refresh_statuses()
+            for job in list(self._jobs.values()):
+                if not job.done:
+                    events.extend(self._follow(job))
+            for run in list(self._trials.values()):
+                if run.pending:
+                    self._launch(run)
+            events.extend(self._queued)
+            self._queued = []
         stamp = self.now()
         for event in events:
             event.time = stamp
@@ -430,7 +433,8 @@ class SageMakerBackend(TrialBackend):
                 self._send_stop(job)
         deadline = time.monotonic() + self.close_timeout
         while any(not job.done for job in self._jobs.values()) and time.monotonic() < deadline:
-            self._wait_for_interval()
+            if not self._wait_for_interval():
+                continue
             self._refresh_statuses()
             for job in list(self._jobs.values()):
                 if not job.done and job.status in FINAL_STATUSES:
@@ -601,12 +605,19 @@ class SageMakerBackend(TrialBackend):
                            job.name, error_message(err))
 
     # -- following jobs --------------------------------------------------------------------------
-    def _wait_for_interval(self) -> None:
+    def wake(self) -> None:
+        self._woken.set()
+
+    def _wait_for_interval(self) -> bool:
+        """Wait out the poll interval; False when `wake()` cut the wait short."""
         if self._last_poll is not None:
             wait = self.poll_interval - (time.monotonic() - self._last_poll)
-            if wait > 0:
-                self._sleep(wait)
+            if wait > 0 and self._woken.wait(wait):
+                self._woken.clear()
+                return False
+        self._woken.clear()
         self._last_poll = time.monotonic()
+        return True
 
     def _refresh_statuses(self) -> None:
         """One ListTrainingJobs (paginated) for all jobs; a describe for each changed job."""

@@ -1,18 +1,19 @@
 """Overhead of running real trials as local processes: tunesmith vs Syne Tune's LocalBackend.
 
 100 trials (random search, FIFO) of a script that reports 10 times and exits at once, 4 workers.
-By default both sides run the same stdlib-only script (it prints `[tune-metric]:` lines, which
-both parse) with the same interpreter (the base Python of this venv, which starts faster than a
-venv with an editable install), so the figures compare the backends and tuner loops alone. With
-`--native-reporters` each side's script uses its own reporter (`hpo_core.report`,
-`syne_tune.Reporter`, whose import takes seconds) and its own venv's interpreter.
+Each side's script uses its own reporter, as its users' scripts do: ours imports
+`hpo_core.report` (stdlib only, milliseconds), Syne Tune's imports `syne_tune.Reporter` (about
+0.45 s), each run by its own venv's interpreter. With `--same-script`, both sides run one
+stdlib-only script (it prints `[tune-metric]:` lines, which both parse) with one interpreter
+(the base Python of this venv), so the figures compare the backends and tuner loops alone.
 
 Overhead per trial = tuning wall time x workers / trials: the script itself does no work, so all
 of it is process start, reporting, and the tuner's reaction. Ours runs through the Prefect `tune`
 flow (flows/tune.py; its one-off start-up is printed apart) or, with `--bare`, the bare tuner.
 Syne Tune 0.16 runs in the peer venv (`benchmarks/_peers.py`) with `sleep_time=0.05`.
 
-    python benchmarks/local_overhead.py [--trials 100] [--workers 4] [--bare] [--skip-synetune]
+    python benchmarks/local_overhead.py [--trials 100] [--workers 4] [--bare] [--same-script]
+                                        [--skip-synetune]
 
 The last line is `overhead_ratio_vs_synetune=<ours/theirs>` (target: at most 0.5).
 """
@@ -97,7 +98,7 @@ def figures(label: str, trials: int, wall: float, workers: int) -> float:
 
 
 def trial_python(native: bool) -> str | None:
-    """The interpreter of the trials of both sides (None: each side's own)."""
+    """The interpreter of both sides' trials with `--same-script` (None: each side's own)."""
     return None if native else getattr(sys, "_base_executable", sys.executable)
 
 
@@ -167,8 +168,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--bare", action="store_true", help="the bare tuner instead of the flow")
-    parser.add_argument("--native-reporters", action="store_true",
-                        help="each side's script uses its own reporter module")
+    parser.add_argument("--same-script", action="store_true",
+                        help="both sides run one stdlib-only script with one interpreter")
     parser.add_argument("--skip-synetune", action="store_true")
     args = parser.parse_args()
     bare = args.bare
@@ -185,11 +186,11 @@ def main() -> None:
             bare = True
     with tempfile.TemporaryDirectory(prefix="local-overhead-") as tmp:
         folder = Path(tmp)
-        ours = run_ours(folder, args.trials, args.workers, bare, args.native_reporters)
+        ours = run_ours(folder, args.trials, args.workers, bare, not args.same_script)
         if args.skip_synetune:
             shutil.rmtree(prefect_home, ignore_errors=True)
             return
-        theirs = run_syne_tune(folder, args.trials, args.workers, args.native_reporters)
+        theirs = run_syne_tune(folder, args.trials, args.workers, not args.same_script)
     shutil.rmtree(prefect_home, ignore_errors=True)
     print(f"overhead_ratio_vs_synetune={ours / theirs:.3f}")
 

@@ -189,6 +189,7 @@ class PrefectTrialBackend(TrialBackend):
         """Called in the task: start or resume the trial in the real backend."""
         with self._counter:
             self._contenders += 1
+        self.inner.wake()  # a poll waiting under the lock returns now
         try:
             with self._lock:
                 if segment.done.is_set():

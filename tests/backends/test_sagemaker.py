@@ -426,3 +426,20 @@ def test_options_from_a_model_trainer(aws, monkeypatch, tmp_path):
     (request,) = fake.requests.values()
     assert request["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 120
     assert json.loads(request["HyperParameters"]["sagemaker_program"]) == "train.py"
+
+
+def test_wake_cuts_the_poll_wait_short_without_calling_aws(aws):
+    import threading
+    import time
+
+    url, _ = aws
+    fake = FakeSageMaker(url)
+    backend = make_backend(url, fake, poll_interval=30.0)
+    backend.start(Trial(0, {"lr": 0.01}))
+    backend.poll()  # the first poll does not wait
+    lists = fake.calls["list_training_jobs"]
+    threading.Timer(0.2, backend.wake).start()
+    started = time.monotonic()
+    assert backend.poll() == []
+    assert time.monotonic() - started < 5.0
+    assert fake.calls["list_training_jobs"] == lists  # the woken poll asked AWS nothing

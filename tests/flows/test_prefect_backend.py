@@ -139,3 +139,30 @@ def test_launch_errors_are_retried_and_then_fail_the_trial(tmp_path: Path) -> No
     assert "infrastructure error" in trials[2]["failure_reason"]
     assert "throttled" in trials[2]["failure_reason"]
     assert json.loads(json.dumps(trials[0]["last_result"]))["epoch"] == 3
+
+
+def test_a_launch_does_not_wait_out_the_poll_interval(tmp_path: Path) -> None:
+    """The tuner's poll holds the backend while it waits; a segment task's launch wakes it."""
+    import time
+
+    from prefect import flow
+
+    from backends.local import LocalBackend
+    from flows._prefect_backend import PrefectTrialBackend
+    from flows.runner import build_tuner
+    from hpo_core.spec import ExperimentSpec
+
+    spec = ExperimentSpec.from_dict({**local_spec(
+        tmp_path, "local-wake", "random", {}, {"max_trials_started": 3}, points=[0.1, 0.3]),
+        "n_workers": 1})  # one at a time: no other trial's reports end the poll's wait
+
+    @flow
+    def run_slow_polls() -> float:
+        backend = PrefectTrialBackend(LocalBackend(**spec.backend_options, poll_interval=30.0))
+        tuner = build_tuner(spec, [], backend)
+        started = time.monotonic()
+        tuner.run()
+        assert all(t.status.value == "completed" for t in tuner.trials.values())
+        return time.monotonic() - started
+
+    assert run_slow_polls() < 15.0  # without the wake-up, each launch waited up to 30 s
