@@ -391,4 +391,17 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     if spec is None and state is not None:
         spec = {"metric": state.get("metric"), "mode": state.get("mode", "min")}
+    if state is not None and (path / JOURNAL_FILE).exists():
+        results = _with_journal(path, state, results)
     return Experiment(path, results, spec, state)
+
+
+def _with_journal(path: Path, state: Mapping[str, Any], results: pd.DataFrame) -> pd.DataFrame:
+    """The results of a running or killed experiment: results.parquet plus the journal's rows
+    that state.json covers (the rows a resume keeps)."""
+    store = ExperimentStore(path.parent, path.name)
+    store.load_state()
+    if store.num_rows == len(results):
+        return results
+    trials = {int(tid): Trial.from_dict(data) for tid, data in state.get("trials", {}).items()}
+    return store.results_frame(trials)

@@ -333,6 +333,11 @@ def test_real_backends_save_at_each_trial_end_through_the_journal(tmp_path):
     saved = json.loads((store.path / "state.json").read_text())
     done_before = {int(k) for k, t in saved["trials"].items() if t["status"] == "completed"}
     assert done_before
+    killed = load_experiment(store.path).results  # before any resume: the journal is read too
+    assert len(killed) == saved["num_results"] > 0
+    for trial_id in done_before:
+        assert killed[killed.trial_id == trial_id]["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert killed["config_x"].notna().all()
 
     second = Tuner(random_scheduler(seed=2), WallBackend(), criterion, n_workers=2,
                    store=ExperimentStore(tmp_path, "journaled"), checkpoint_interval=1e9)
