@@ -239,8 +239,7 @@ class MlflowTracker(TunerCallback):
             tags[BEST_VALUE_TAG] = repr(float(result.best_value))
             tags["tunesmith.best_trial_id"] = str(result.best_trial_id)
         artifacts = [Path(tuner.store.path) / RESULTS_FILE] if tuner.store is not None else []
-        self._records.put(Finish("FINISHED" if tuner.end_reason else "FAILED", tags, metrics,
-                                 artifacts))
+        self._records.put(Finish(_run_status(tuner), tags, metrics, artifacts))
 
     # -- after tuning --------------------------------------------------------------------------
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -281,3 +280,11 @@ class MlflowTracker(TunerCallback):
         self.error = message
         self._enabled = False
         self._pending.clear()
+
+
+def _run_status(tuner: Tuner) -> str:
+    """The parent run's MLflow status: FINISHED, FAILED (an error) or KILLED (a signal,
+    Ctrl-C, a cancellation)."""
+    if tuner.end_reason:
+        return "FINISHED"
+    return "FAILED" if isinstance(tuner.interruption, Exception) else "KILLED"

@@ -119,6 +119,9 @@ class Tuner:
         self._metric = scheduler.metric
         self._sign = 1.0 if scheduler.mode == "min" else -1.0
         self.end_reason: str | None = None
+        #: what interrupted `run()`: an error (Exception) or a kill (KeyboardInterrupt, a
+        #: termination signal, a cancellation); None while running or after a normal end
+        self.interruption: BaseException | None = None
 
     # -- public --------------------------------------------------------------------------------
     def run(self) -> TuningResult:
@@ -139,6 +142,9 @@ class Tuner:
             self._resume_interrupted()
             self.end_reason = self._loop()
             finished = True
+        except BaseException as err:
+            self.interruption = err
+            raise
         finally:
             self._shutdown(finished)
         return self.result()
@@ -146,7 +152,7 @@ class Tuner:
     def result(self) -> TuningResult:
         best = self.trials.get(self.best_trial_id) if self.best_trial_id is not None else None
         return TuningResult(
-            reason=self.end_reason or "interrupted",
+            reason=self.end_reason or _interrupted(self.interruption),
             status=self.status,
             best_trial_id=self.best_trial_id,
             best_config=dict(best.config) if best else None,
@@ -388,6 +394,12 @@ class Tuner:
                 getattr(callback, hook)(*args)
             except Exception:  # a broken callback must not end the experiment
                 logger.exception("callback %s.%s failed", type(callback).__name__, hook)
+
+
+def _interrupted(err: BaseException | None) -> str:
+    if err is None:
+        return "interrupted"
+    return f"interrupted by {type(err).__name__}" + (f": {err}" if str(err) else "")
 
 
 def _is_finite_number(value: Any) -> bool:

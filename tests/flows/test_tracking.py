@@ -182,3 +182,31 @@ def test_credentials_never_reach_mlflow(tmp_path: Path) -> None:
     for secret in ("tk-123", "hf-456", "pw-789"):
         assert secret not in everything
     assert all(r.data.params["api_token"] == REDACTED for r in runs if r.info.run_id != parent.info.run_id)
+
+
+@pytest.mark.parametrize(("interruption", "status"), [
+    (KeyboardInterrupt(), "KILLED"),  # Ctrl-C, or Prefect's TerminationSignal on SIGTERM
+    (RuntimeError("scheduler bug"), "FAILED"),
+])
+def test_an_interrupted_experiment_ends_its_parent_run_killed_or_failed(
+        tmp_path: Path, interruption: BaseException, status: str) -> None:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(simulated_spec(tmp_path, "interrupted", 20), tracking_uri=uri)
+    tuner = build_tuner(tracker.spec, [tracker])
+    seen = []
+
+    def interrupt(*_: Any) -> None:
+        seen.append(1)
+        if len(seen) == 5:
+            raise interruption
+
+    tuner.scheduler.on_trial_add = interrupt  # type: ignore[method-assign]
+    with pytest.raises(type(interruption)):
+        tuner.run()
+    assert tracker.close() and tracker.error is None
+    run = MlflowClient(uri).get_run(tracker.parent_run_id)
+    assert run.info.status == status
+    assert run.data.tags["tunesmith.end_reason"].startswith(
+        f"interrupted by {type(interruption).__name__}")
