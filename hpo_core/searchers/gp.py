@@ -9,6 +9,13 @@ posterior mean (kriging believer), so parallel workers get different proposals.
   GP models it and the acquisition becomes EI x P(feasible) (Gardner et al., 2014).
 * `cost_attr`: a reported positive cost (e.g. training time); a GP on log cost turns the
   acquisition into EI / cost^`cost_exponent` (EI per unit cost, Snoek et al., 2012).
+* `batch_size`: one model fit yields up to this many proposals, used until they run out or the
+  data grew by more than 10%: the best candidates of the acquisition lying at least
+  `min_distance` (in the encoded unit cube) from each other and from every config tried so far
+  (which also keeps expected improvement from proposing near-copies of the incumbent).
+  With `refit_every`, the hyperparameters are refitted on every this many model fits only, and
+  a `random_fraction` of the proposals is random. This keeps the model cheap for schedulers
+  that ask for many configs per new result (e.g. MOBSTER).
 """
 
 from __future__ import annotations
@@ -56,11 +63,15 @@ class GPSearcher(Searcher):
             hyperparameters + 1, at least 5, at most 20).
         constraint_attr: metric that must be <= 0 (constrained BO).
         cost_attr: positive cost metric (cost-aware BO); `cost_exponent` weighs it.
-        num_candidates: acquisition evaluations per proposal before local refinement.
+        num_candidates: acquisition evaluations per model fit before local refinement.
         max_fit_points: at most this many observations are used to fit hyperparameters.
         priors: weak priors on the GP hyperparameters.
-        refit_every: the hyperparameters are refitted on every this many proposals (the
+        refit_every: the hyperparameters are refitted on every this many model fits (the
             others condition on all data with the last fitted ones).
+        batch_size: proposals taken from one model fit.
+        min_distance: smallest distance (encoded cube) of a model-based proposal to the configs
+            tried so far and to the other proposals of its batch; None: 0.1 sqrt(d), at most 0.5.
+        random_fraction: share of random proposals.
     """
 
     def __init__(
@@ -76,18 +87,28 @@ class GPSearcher(Searcher):
         max_fit_points: int = 300,
         priors: bool = True,
         refit_every: int = 1,
+        batch_size: int = 1,
+        min_distance: float | None = 0.0,
+        random_fraction: float = 0.0,
     ):
         super().__init__(config_space, seed, points_to_evaluate)
         if num_init_random is None:
             num_init_random = min(max(5, len(self.config_space) + 1), 20)
+        if min_distance is None:
+            min_distance = min(0.1 * math.sqrt(max(self.config_space.ndim, 1)), 0.5)
         for name, value, low in (("num_init_random", num_init_random, 1),
                                  ("num_candidates", num_candidates, 1),
                                  ("max_fit_points", max_fit_points, 10),
-                                 ("refit_every", refit_every, 1)):
+                                 ("refit_every", refit_every, 1),
+                                 ("batch_size", batch_size, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
         if not isinstance(cost_exponent, int | float) or cost_exponent < 0:
             raise ValueError(f"cost_exponent: must be a number >= 0, got {cost_exponent!r}")
+        if not 0 <= min_distance < 1:
+            raise ValueError(f"min_distance: must be in [0, 1), got {min_distance!r}")
+        if not 0 <= random_fraction <= 1:
+            raise ValueError(f"random_fraction: must be in [0, 1], got {random_fraction!r}")
         self.num_init_random = num_init_random
         self.constraint_attr = constraint_attr
         self.cost_attr = cost_attr
@@ -96,6 +117,9 @@ class GPSearcher(Searcher):
         self.max_fit_points = max_fit_points
         self.priors = priors
         self.refit_every = refit_every
+        self.batch_size = batch_size
+        self.min_distance = float(min_distance)
+        self.random_fraction = float(random_fraction)
         self._encoded = EncodedSpace(self.config_space)
         self._records: dict[Any, dict[str, Any]] = {}
         self._x: dict[Any, np.ndarray] = {}  # encoded config of each record (cache)
@@ -103,6 +127,8 @@ class GPSearcher(Searcher):
         self._seen: set[str] = set()
         self._gps: dict[str, GaussianProcess] = {}
         self._num_fits = 0
+        self._batch: list[dict[str, Any]] = []  # proposals left from the last model fit
+        self._batch_data = 0  # observations when that batch was made
 
     # -- hooks for the multi-fidelity variants ---------------------------------------------------
     @property
@@ -167,6 +193,14 @@ class GPSearcher(Searcher):
         self._seen.add(self.config_space.config_key(config))
 
     def _suggest(self, trial_id: int) -> dict[str, Any] | None:
+        if self.random_fraction and self.rng.random() < self.random_fraction:
+            return self._random_config()
+        if len(self._records) - self._batch_data > max(1, 0.1 * self._batch_data):
+            self._batch = []  # the data grew by more than 10% (at least 2): refit
+        while self._batch:
+            config = self._batch.pop(0)
+            if self.config_space.config_key(config) not in self._seen:
+                return config
         keys = self._model_records()
         trials = {self._records[k]["trial_id"] for k in keys} | set(self._pending)
         if self._encoded.dim == 0 or len(keys) < 2 or len(trials) < self.num_init_random:
@@ -176,11 +210,29 @@ class GPSearcher(Searcher):
             half = self.num_candidates // 2
             ranked = maximize_acquisition(acquisition, self._encoded, self.rng, anchors,
                                           num_random=half, num_local=self.num_candidates - half)
+        self._batch = self._diverse(ranked)
+        self._batch_data = len(self._records)
+        return self._batch.pop(0) if self._batch else self._random_config()
+
+    def _diverse(self, ranked: np.ndarray) -> list[dict[str, Any]]:
+        """Up to `batch_size` unseen configs from the ranked rows, spread out and away from
+        the configs tried so far (by `min_distance`)."""
+        tried = [self._x[k] for k in self._records] + \
+            [self.config_space.encode(c) for c in self._pending.values()]
+        taken = np.array(tried).reshape(len(tried), self.config_space.ndim)
+        batch: list[dict[str, Any]] = []
         for row in ranked:
             config = self._encoded.decode(row)
-            if self.config_space.config_key(config) not in self._seen:
-                return config
-        return self._random_config()
+            if self.config_space.config_key(config) in self._seen:
+                continue
+            x = self.config_space.encode(config)
+            if len(taken) and np.min(np.linalg.norm(taken - x, axis=1)) < self.min_distance:
+                continue
+            batch.append(config)
+            taken = np.vstack([taken, x])
+            if len(batch) == self.batch_size:
+                break
+        return batch
 
     def _random_config(self) -> dict[str, Any] | None:
         for _ in range(100):
@@ -275,6 +327,8 @@ class GPSearcher(Searcher):
             "seen": sorted(self._seen),
             "gps": {name: gp.state_dict() for name, gp in self._gps.items()},
             "num_fits": self._num_fits,
+            "batch": self._batch,
+            "batch_data": self._batch_data,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -290,6 +344,8 @@ class GPSearcher(Searcher):
         for name, gp_state in state["gps"].items():
             self._gp(name).load_state_dict(gp_state)
         self._num_fits = int(state["num_fits"])
+        self._batch = [dict(c) for c in state.get("batch", [])]
+        self._batch_data = int(state.get("batch_data", 0))
 
 
 def _clip_bad_outliers(values: np.ndarray) -> np.ndarray:

@@ -64,10 +64,14 @@ class MultiFidelityGPSearcher(GPSearcher):
         max_fit_points: int = 300,
         priors: bool = True,
         refit_every: int = 1,
+        batch_size: int = 1,
+        min_distance: float | None = 0.0,
+        random_fraction: float = 0.0,
     ):
         super().__init__(config_space, seed, points_to_evaluate, num_init_random,
                          constraint_attr, cost_attr, cost_exponent, num_candidates,
-                         max_fit_points, priors, refit_every)
+                         max_fit_points, priors, refit_every, batch_size, min_distance,
+                         random_fraction)
         if model not in MODELS:
             raise ValueError(f"model: must be one of {MODELS}, got {model!r}")
         for name, value in (("max_resource", max_resource), ("min_resource", min_resource)):

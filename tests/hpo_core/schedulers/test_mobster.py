@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from sched_sim import make_space, run_simulation
 
@@ -19,7 +21,8 @@ def test_gp_is_used_after_the_initial_random_configs(name, model, monkeypatch):
                                 {"max_t": 9, "num_init_random": 4, "num_candidates": 50,
                                  "refit_every": 3, "batch_size": 2, "random_fraction": 0.0})
     searcher = scheduler.searcher
-    assert isinstance(searcher, MultiFidelityGPSearcher) and searcher.model == model
+    assert type(searcher) is MultiFidelityGPSearcher and searcher.model == model
+    assert (searcher.batch_size, searcher.refit_every, searcher.random_fraction) == (2, 3, 0.0)
     fits = []
     fit = GaussianProcess.fit
 
@@ -61,3 +64,14 @@ def test_cost_aware_mobster_models_the_cost():
     run_simulation(scheduler, max_results=60)
     assert scheduler.searcher.cost_attr == "epoch"
     assert any(name.startswith("cost") for name in scheduler.searcher._gps)
+
+
+def test_default_options_batch_the_proposals():
+    scheduler = build_scheduler("mobster", SPACE, "loss", "min", 0, {"max_t": 9})
+    searcher = scheduler.searcher
+    assert (searcher.batch_size, searcher.refit_every, searcher.random_fraction) == (8, 5, 0.2)
+    assert searcher.min_distance == pytest.approx(min(0.1 * math.sqrt(SPACE.ndim), 0.5))
+    assert not searcher.uses_intermediate_results  # observe="rungs"
+    with pytest.raises(ValueError, match="batch_size"):
+        build_scheduler("mobster_independent", SPACE, "loss", "min", 0,
+                        {"max_t": 9, "batch_size": 0})

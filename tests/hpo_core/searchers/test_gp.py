@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hpo_core.methods import build_scheduler, build_searcher
+from hpo_core.models.gp import GaussianProcess
 from hpo_core.schedulers.fifo import FIFOScheduler
 from hpo_core.searchers.gp import GPSearcher
 from hpo_core.searchers.gp_multifidelity import MultiFidelityGPSearcher
@@ -261,3 +262,97 @@ def test_refit_every_keeps_the_hyperparameters_between_refits():
             thetas.append(searcher.state_dict()["gps"]["objective"]["theta"])
     # proposals 1..6 use the model: refits on the 1st and 4th only
     assert thetas[0] == thetas[1] == thetas[2] != thetas[3] == thetas[4] == thetas[5]
+
+
+# -- batches of proposals ------------------------------------------------------------------------
+def feed_random(searcher, n, start_id=0):
+    """n random configs of the Branin space, evaluated and reported (no proposals)."""
+    rng = np.random.default_rng(1)
+    for i in range(start_id, start_id + n):
+        config = BRANIN_SPACE.sample(rng)
+        searcher.on_trial_start(i, config)
+        searcher.on_result(i, config, branin(config))
+        searcher.on_trial_end(i)
+
+
+def test_one_fit_gives_a_batch_of_spread_out_proposals():
+    searcher = GPSearcher(BRANIN_SPACE, seed=0, num_init_random=5, num_candidates=200,
+                          batch_size=4, min_distance=0.2)
+    feed_random(searcher, 10)
+    tried = np.array([BRANIN_SPACE.encode(r["config"])
+                      for r in searcher.state_dict()["records"]])
+    batch = []
+    for i in range(10, 14):  # four workers start before any result comes back
+        config = searcher.suggest(i)
+        searcher.on_trial_start(i, config)
+        batch.append(BRANIN_SPACE.encode(config))
+    assert searcher._num_fits == 1  # one model fit for the whole batch
+    P = np.array(batch)
+    between = np.linalg.norm(P[:, None] - P[None], axis=-1)[np.triu_indices(4, 1)]
+    to_tried = np.linalg.norm(P[:, None] - tried[None], axis=-1)
+    assert between.min() >= 0.2 and to_tried.min() >= 0.2, (between, to_tried)
+    searcher.on_trial_start(14, searcher.suggest(14))  # the batch ran out: a new fit
+    assert searcher._num_fits == 2
+
+
+@pytest.mark.parametrize(("new_results", "fits"), [(1, 1), (2, 2)])
+def test_a_batch_is_dropped_when_the_data_grew_by_more_than_ten_percent(new_results, fits):
+    searcher = GPSearcher(BRANIN_SPACE, seed=0, num_init_random=5, num_candidates=100,
+                          batch_size=4)
+    feed_random(searcher, 10)
+    searcher.on_trial_start(10, searcher.suggest(10))
+    feed_random(searcher, new_results, start_id=20)
+    searcher.suggest(11)
+    assert searcher._num_fits == fits
+
+
+def test_refit_every_counts_model_fits_of_batches(monkeypatch):
+    searcher = GPSearcher(BRANIN_SPACE, seed=0, num_init_random=5, num_candidates=100,
+                          batch_size=2, refit_every=2)
+    fits = []
+    fit = GaussianProcess.fit
+
+    def counting_fit(gp, *args, **kwargs):
+        fits.append(searcher._num_fits)
+        return fit(gp, *args, **kwargs)
+
+    monkeypatch.setattr(GaussianProcess, "fit", counting_fit)
+    feed_random(searcher, 5)
+    for i in range(5, 15):  # sequential: each result below 10% growth, batches run out
+        config = searcher.suggest(i)
+        searcher.on_trial_start(i, config)
+        searcher.on_result(i, config, branin(config))
+        searcher.on_trial_end(i)
+    assert searcher._num_fits >= 5
+    assert fits == list(range(1, searcher._num_fits + 1, 2))  # model fits 1, 3, 5, ...
+
+
+def test_random_fraction_one_never_uses_the_model():
+    searcher = GPSearcher(BRANIN_SPACE, seed=0, num_init_random=2, random_fraction=1.0)
+    run(searcher, branin, 8)
+    assert searcher._num_fits == 0
+
+
+def test_state_round_trip_keeps_the_batch():
+    searcher = GPSearcher(BRANIN_SPACE, seed=0, num_init_random=5, num_candidates=100,
+                          batch_size=3, min_distance=None)
+    assert searcher.min_distance == pytest.approx(0.1 * math.sqrt(2))
+    feed_random(searcher, 8)
+    searcher.on_trial_start(8, searcher.suggest(8))
+    state = json.loads(json.dumps(searcher.state_dict()))
+    assert len(state["batch"]) == 2
+    fresh = GPSearcher(BRANIN_SPACE, seed=7, num_init_random=5, num_candidates=100,
+                       batch_size=3, min_distance=None)
+    fresh.load_state_dict(state)
+    assert fresh.suggest(9) == searcher.suggest(9)
+    assert fresh._num_fits == searcher._num_fits == 1
+
+
+@pytest.mark.parametrize(("option", "value"), [("batch_size", 0), ("batch_size", 1.5),
+                                               ("min_distance", 1.0), ("min_distance", -0.1),
+                                               ("random_fraction", 1.5), ("refit_every", 0)])
+def test_batch_options_are_checked(option, value):
+    with pytest.raises(ValueError, match=option):
+        GPSearcher(BRANIN_SPACE, **{option: value})
+    with pytest.raises(ValueError, match=option):
+        MultiFidelityGPSearcher(BRANIN_SPACE, max_resource=9, **{option: value})
