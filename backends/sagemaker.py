@@ -161,10 +161,12 @@ class SageMakerBackend(TrialBackend):
             maps "sagemaker", "s3", "logs", "sts", "iam" to ready boto3 clients).
         price_per_hour: USD per instance-hour (default: `backends.aws_pricing`, us-east-1).
         cost_attr: the metric that carries the trial's cost.
-        poll_interval: least seconds between two polls of the AWS APIs.
+        poll_interval: least seconds between two polls of the AWS APIs (`wake()` ends a
+            poll's wait early without polling them).
         close_timeout: seconds `close()` waits for stopped jobs to end (to record their cost).
         validate: check credentials, role and bucket now (else at the first start).
         retry_attempts, retry_base_delay, retry_max_delay: backoff on throttling.
+        sleep: how the backoff waits between retries.
     """
 
     def __init__(
