@@ -36,6 +36,7 @@ from backends.gpus import GpuRotation, detect_gpus
 from hpo_core.report import (
     CHECKPOINT_ENV,
     CONFIG_ENV,
+    DISTRIBUTED_ENV,
     TRIAL_ID_ENV,
     ReportParser,
     config_args,
@@ -247,7 +248,7 @@ class LocalBackend(TrialBackend):
         args = config_args(trial.config)
         if self.syne_tune_compat:
             args += ["--st_checkpoint_dir", str(checkpoint)]
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(self.env)
         env[CONFIG_ENV] = str(folder / "config.json")

@@ -11,7 +11,8 @@ In a training script::
         save_checkpoint({"epoch": epoch, ...})
         report(epoch=epoch, val_loss=loss)    # prints: [tunesmith]: {"epoch": 3, "val_loss": 0.41}
 
-Lines in Syne Tune's format (``[tune-metric]: {...}``) are parsed too, so Syne Tune scripts run
+Under a distributed launcher (`torchrun`, Accelerate, DeepSpeed), every rank runs the script and
+only rank 0 reports. Lines in Syne Tune's format (``[tune-metric]: {...}``) are parsed too, so Syne Tune scripts run
 unchanged. Every trial pays for importing this module, so it imports only `json`, `math`, `os`
 and `sys` up front (about 1 ms); the rest is imported where it is used.
 """
@@ -35,6 +36,9 @@ PREFIXES = (PREFIX, SYNE_TUNE_PREFIX)
 CONFIG_ENV = "TUNESMITH_CONFIG"
 CHECKPOINT_ENV = "TUNESMITH_CHECKPOINT_DIR"
 TRIAL_ID_ENV = "TUNESMITH_TRIAL_ID"
+#: Set by distributed launchers in each process they start; a backend never passes its own on.
+RANK_ENV = "RANK"
+DISTRIBUTED_ENV = (RANK_ENV, "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK")
 #: Longest output line the parser keeps; longer lines are dropped (Syne Tune caps reports at 50 kB).
 MAX_LINE_CHARS = 1 << 20
 
@@ -56,9 +60,20 @@ def format_report(metrics: Mapping[str, Any]) -> str:
 
 
 def report(**metrics: Any) -> None:
-    """Report metrics of the current trial (one JSON line on stdout, flushed at once)."""
+    """Report metrics of the current trial (one JSON line on stdout, flushed at once).
+
+    In a distributed launch (torchrun, Accelerate, DeepSpeed: they set `RANK`), only rank 0
+    reports, so every rank may call it."""
+    if not is_rank_zero():
+        return
     sys.stdout.write(format_report(metrics) + "\n")
     sys.stdout.flush()
+
+
+def is_rank_zero() -> bool:
+    """False in the processes of rank > 0 of a distributed launch (`RANK` set and not 0)."""
+    rank = os.environ.get(RANK_ENV, "").strip()
+    return rank in ("", "0")
 
 
 class Reporter:

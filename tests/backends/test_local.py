@@ -409,3 +409,31 @@ def test_a_new_session_ends_trials_an_old_session_left_running(tmp_path, backend
     fresh = backend_factory(script)
     fresh.load_state_dict(state)
     assert wait_gone([pids["pid"], pids["child"]], timeout=2.0)
+
+
+LAUNCHER = """\
+import os, subprocess, sys
+worker = sys.argv[1]
+procs = [subprocess.Popen([sys.executable, worker, *sys.argv[2:]],
+                          env={**os.environ, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2"})
+         for r in range(2)]
+sys.exit(max(p.wait() for p in procs))
+"""
+
+
+def test_a_distributed_launch_reports_once_per_epoch(tmp_path, backend_factory, monkeypatch):
+    """Like torchrun: every rank runs the script, rank 0 alone reports; and the backend does not
+    pass its own RANK on (here the test process claims rank 1 of some outer job)."""
+    monkeypatch.setenv("RANK", "1")
+    epochs = write(tmp_path, "epochs.py", EPOCHS)
+    launcher = write(tmp_path, "launch.py", LAUNCHER)
+    distributed = backend_factory([sys.executable, str(launcher), str(epochs)])
+    distributed.start(Trial(0, {"x": 0.5, "epochs": 3}))
+    single = backend_factory(epochs)
+    single.set_trial_root(tmp_path / "single")
+    single.start(Trial(1, {"x": 0.5, "epochs": 2}))
+    events = collect(distributed, lambda ev: EventKind.COMPLETED in kinds(ev, 0))
+    assert [e.metrics["epoch"] for e in events if e.kind == EventKind.RESULT] == [1, 2, 3]
+    events = collect(single, lambda ev: EventKind.COMPLETED in kinds(ev, 1))
+    assert [e.metrics["epoch"] for e in events if e.kind == EventKind.RESULT] == [1, 2]
+

@@ -42,6 +42,16 @@ def test_report_prints_one_parsable_line(capsys):
     assert math.isnan(parse_report_line(out[1])["val_loss"])
 
 
+def test_only_rank_zero_of_a_distributed_launch_reports(capsys, monkeypatch):
+    for rank, printed in (("1", False), ("3", False), ("0", True), ("", True)):
+        monkeypatch.setenv("RANK", rank)
+        report(epoch=1)
+        assert bool(capsys.readouterr().out) is printed, rank
+    monkeypatch.delenv("RANK")
+    report(epoch=1)
+    assert capsys.readouterr().out
+
+
 def test_numpy_like_scalars_are_reported_as_numbers():
     class Scalar:  # numpy / torch scalars have .item()
         def item(self):
