@@ -411,6 +411,15 @@ def test_a_new_session_ends_trials_an_old_session_left_running(tmp_path, backend
     assert wait_gone([pids["pid"], pids["child"]], timeout=2.0)
 
 
+# Every rank of a distributed launch runs it (no checkpoint: ranks of a real job sync on one).
+RANKED = """\
+import os
+from hpo_core.report import get_config, report
+config = get_config()
+for epoch in range(1, config["epochs"] + 1):
+    report(epoch=epoch, loss=config["x"] / epoch, rank=int(os.environ.get("RANK", "0")))
+"""
+
 LAUNCHER = """\
 import os, subprocess, sys
 worker = sys.argv[1]
@@ -425,7 +434,7 @@ def test_a_distributed_launch_reports_once_per_epoch(tmp_path, backend_factory, 
     """Like torchrun: every rank runs the script, rank 0 alone reports; and the backend does not
     pass its own RANK on (here the test process claims rank 1 of some outer job)."""
     monkeypatch.setenv("RANK", "1")
-    epochs = write(tmp_path, "epochs.py", EPOCHS)
+    epochs = write(tmp_path, "ranked.py", RANKED)
     launcher = write(tmp_path, "launch.py", LAUNCHER)
     distributed = backend_factory([sys.executable, str(launcher), str(epochs)])
     distributed.start(Trial(0, {"x": 0.5, "epochs": 3}))
@@ -433,7 +442,9 @@ def test_a_distributed_launch_reports_once_per_epoch(tmp_path, backend_factory, 
     single.set_trial_root(tmp_path / "single")
     single.start(Trial(1, {"x": 0.5, "epochs": 2}))
     events = collect(distributed, lambda ev: EventKind.COMPLETED in kinds(ev, 0))
-    assert [e.metrics["epoch"] for e in events if e.kind == EventKind.RESULT] == [1, 2, 3]
+    results = [e.metrics for e in events if e.kind == EventKind.RESULT]
+    assert [(m["epoch"], m["rank"]) for m in results] == [(1, 0), (2, 0), (3, 0)]
     events = collect(single, lambda ev: EventKind.COMPLETED in kinds(ev, 1))
-    assert [e.metrics["epoch"] for e in events if e.kind == EventKind.RESULT] == [1, 2]
+    results = [e.metrics for e in events if e.kind == EventKind.RESULT]
+    assert [(m["epoch"], m["rank"]) for m in results] == [(1, 0), (2, 0)]
 

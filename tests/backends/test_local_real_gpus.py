@@ -19,7 +19,7 @@ import pytest
 from backends.gpus import detect_gpus
 from backends.local import LocalBackend
 from hpo_core.methods import build_scheduler
-from hpo_core.results import ExperimentStore
+from hpo_core.results import ExperimentStore, load_experiment
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.tuner import Tuner
 
@@ -34,24 +34,37 @@ import json, os, subprocess, time
 import torch
 from hpo_core.report import get_config, report
 
+
+def compute_apps():
+    out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,gpu_uuid,used_memory",
+                          "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True, check=True).stdout
+    return [line.split(", ") for line in out.strip().splitlines()]
+
+
 config = get_config()
 started = time.time()
 block = torch.ones(int(config["mib"]) * 2**20, dtype=torch.uint8, device="cuda")
 torch.cuda.synchronize()
-time.sleep(config["hold"])  # hold the memory while the other trials run
-apps = subprocess.run(
-    ["nvidia-smi", "--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"],
-    capture_output=True, text=True, check=True).stdout
+uuid = "GPU-" + str(torch.cuda.get_device_properties(0).uuid)
+deadline = time.time() + 120
+while True:  # until the trials meant to share this GPU are all on it (or the deadline)
+    apps = compute_apps()
+    if sum(a[1] == uuid for a in apps) >= config["together"] or time.time() > deadline:
+        break
+    time.sleep(0.2)
 probe = {
     "pid": os.getpid(),
     "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
     "device_count": torch.cuda.device_count(),
-    "uuid": "GPU-" + str(torch.cuda.get_device_properties(0).uuid),
+    "uuid": uuid,
     "allocated_mib": torch.cuda.memory_allocated() / 2**20,
     "sum": int(block.sum().item()),
-    "apps": [line.split(", ") for line in apps.strip().splitlines()],
-    "start": started, "end": time.time(),
+    "apps": apps,
+    "start": started,
 }
+time.sleep(config["hold"])  # hold the memory while the other trials look
+probe["end"] = time.time()
 print("GPU-PROBE " + json.dumps(probe), flush=True)
 report(epoch=1, loss=config["x"])
 """
@@ -67,11 +80,13 @@ def gpu_uuids() -> dict[str, str]:
 
 
 def run_probes(tmp_path: Path, gpus: str | list[str], n_trials: int, n_workers: int | None,
-               mib: int, hold: float) -> tuple[list[dict], LocalBackend]:
-    """Tune the probe script on `gpus`; each trial's probe, in trial order."""
+               mib: int, hold: float, together: int = 1) -> tuple[list[dict], LocalBackend]:
+    """Tune the probe script on `gpus`; each trial's probe, in trial order. Each trial waits
+    until `together` processes are on its GPU before it looks at them."""
     script = tmp_path / "probe.py"
     script.write_text(textwrap.dedent(PROBE))
-    space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "mib": mib, "hold": hold}
+    space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "mib": mib, "hold": hold,
+             "together": together}
     scheduler = build_scheduler("random", space, "loss", "min", seed=0)
     backend = LocalBackend(str(script), gpus=gpus, python=sys.executable)
     workers = n_workers or backend.default_n_workers()
@@ -109,7 +124,8 @@ def test_two_trials_share_one_gpu(tmp_path):
     first = GPUS[0].index
     uuid = gpu_uuids()[first]
     mib = 512
-    probes, _ = run_probes(tmp_path, [first], n_trials=2, n_workers=2, mib=mib, hold=4.0)
+    probes, _ = run_probes(tmp_path, [first], n_trials=2, n_workers=2, mib=mib, hold=2.0,
+                           together=2)
     assert [p["visible"] for p in probes] == [first, first]
     assert all(p["device_count"] == 1 and p["uuid"] == uuid for p in probes)
     assert all(p["allocated_mib"] >= mib and p["sum"] == mib * 2**20 for p in probes)
@@ -136,3 +152,49 @@ def test_one_trial_per_gpu(tmp_path):
             if overlap(a, b):
                 assert a["visible"] != b["visible"], (a, b)
     assert {p["visible"] for p in probes} == set(uuids)  # every GPU was used
+
+
+DDP = """\
+import os
+import torch
+import torch.distributed as dist
+from hpo_core.report import get_config, report
+
+dist.init_process_group("gloo")
+config = get_config()
+total = torch.ones(1) * (dist.get_rank() + 1)
+dist.all_reduce(total)
+block = torch.ones(int(config["mib"]) * 2**20, dtype=torch.uint8, device="cuda")
+for epoch in range(1, 4):
+    report(epoch=epoch, loss=config["x"] / epoch, rank=dist.get_rank(),
+           world_size=dist.get_world_size(), all_reduced=float(total.item()),
+           visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+           allocated_mib=torch.cuda.memory_allocated() / 2**20)
+dist.destroy_process_group()
+"""
+
+
+def test_torchrun_trial_reports_once_per_epoch(tmp_path):
+    """`torchrun --standalone --nproc_per_node=2 train.py` as the entry point: both ranks train
+    on the trial's GPU, only rank 0's reports reach the tuner."""
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP)
+    first = GPUS[0].index
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", str(script)]
+    space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "mib": 128}
+    scheduler = build_scheduler("random", space, "loss", "min", seed=0)
+    backend = LocalBackend(command, gpus=[first], python=sys.executable)
+    store = ExperimentStore(tmp_path / "exp", "torchrun")
+    tuner = Tuner(scheduler, backend, StoppingCriterion(max_trials_started=1), n_workers=1,
+                  store=store)
+    tuner.run()
+    trial = tuner.trials[0]
+    assert trial.status.value == "completed", (store.trial_dir(0) / "stderr").read_text()[-3000:]
+    rows = load_experiment(store.path).results
+    print(rows.to_string())
+    assert rows["epoch"].tolist() == [1, 2, 3]
+    assert set(rows["rank"]) == {0} and set(rows["world_size"]) == {2}
+    assert set(rows["all_reduced"]) == {3.0}  # 1 + 2: both ranks met in the all-reduce
+    assert set(rows["visible"]) == {first} and (rows["allocated_mib"] >= 128).all()
+
