@@ -1,8 +1,10 @@
-"""Tune examples/train_digits.py with ASHA on the local backend (spec: digits-asha.yaml).
+"""Tune a digits example with ASHA on the local backend: examples/train_digits.py (scikit-learn,
+spec digits-asha.yaml) or, with `--spec examples/digits-torch-asha.yaml`, the PyTorch one.
 
     python examples/launch_digits.py                 # the Prefect `tune` flow, tracked in MLflow
     python examples/launch_digits.py --no-flow       # the bare tuner: only the experiment folder
     python examples/launch_digits.py --max-trials 9 --workers 4 --name digits-small
+    python examples/launch_digits.py --spec examples/digits-torch-asha.yaml   # on the GPUs
 
 Workers default to the spec's `n_workers`, capped by what the machine offers
 (`LocalBackend.default_n_workers()`: GPU slots when there are GPUs, else CPUs).
@@ -40,7 +42,9 @@ def load_spec(path: Path, overrides: argparse.Namespace) -> ExperimentSpec:
     if overrides.results_root:
         data["results_root"] = overrides.results_root
     available = LocalBackend(**options).default_n_workers()
-    data["n_workers"] = overrides.workers or min(int(data.get("n_workers", 4)), available)
+    wanted = data.get("n_workers", 4)
+    data["n_workers"] = overrides.workers or (
+        available if wanted == "auto" else min(int(wanted), available))
     return ExperimentSpec.from_dict(data)
 
 

@@ -70,3 +70,38 @@ def test_digits_asha_through_the_tune_flow(tmp_path, prefect_harness):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 3 and len(children) == 2
     assert all("val_accuracy" in r.data.metrics for r in children)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None
+                    or importlib.util.find_spec("sklearn") is None,
+                    reason="needs torch and scikit-learn")
+def test_torch_digits_asha_resumes_from_torch_checkpoints(tmp_path):
+    """The PyTorch example (on a GPU where there is one): the promoted trial continues from its
+    torch checkpoint. A fast script may train past the rung before the pause arrives, so the
+    resumed run starts at epoch 2 or later."""
+    import re
+
+    from flows.runner import build_tuner
+
+    overrides = argparse.Namespace(name="digits-torch", max_trials=2,
+                                   results_root=str(tmp_path / "exp"), workers=2)
+    spec = launcher().load_spec(EXAMPLES / "digits-torch-asha.yaml", overrides)
+    spec.scheduler_options = {**spec.scheduler_options, "max_t": 2, "reduction_factor": 2}
+    spec.config_space = {**spec.config_space, "epochs": 2, "lr": 0.01}
+    tuner = build_tuner(spec)
+    tuner.run()
+    frame = load_experiment(spec.experiment_path).results
+    assert all(t.status.value in ("completed", "paused", "stopped")
+               for t in tuner.trials.values())
+    assert frame["val_accuracy"].max() > 0.7
+    runs = {tid: re.findall(r"training on (\S+) .* from epoch (\d+)",
+                            (spec.experiment_path / "trials" / str(tid) / "stdout").read_text())
+            for tid in tuner.trials}
+    print(runs)
+    promoted = [tid for tid, starts in runs.items() if len(starts) == 2]
+    assert len(promoted) == 1, runs
+    assert [int(epoch) for _, epoch in runs[promoted[0]]][0] == 1
+    assert int(runs[promoted[0]][1][1]) >= 2  # resumed from its checkpoint, not from scratch
+    for _, rows in frame.groupby("trial_id"):
+        epochs = rows["epoch"].tolist()
+        assert epochs[0] == 1 and epochs == sorted(set(epochs))  # no epoch reported twice
