@@ -99,6 +99,10 @@ class GpuRotation:
         """Trials that can run at once without sharing a GPU."""
         return len(self.gpus) // self.gpus_per_trial
 
+    def free_slots(self) -> int:
+        """Trials that could start now without sharing a GPU with one of ours."""
+        return sum(1 for load in self._load.values() if load == 0) // self.gpus_per_trial
+
     def acquire(self, key: object) -> list[str]:
         """GPUs for a new trial run `key` (released with `release(key)`)."""
         if self.refresh_every is not None and \

@@ -137,18 +137,14 @@ class LocalBackend(TrialBackend):
         config_path = self.trial_dir(trial.trial_id) / "config.json"
         if not config_path.exists():
             _write_json(config_path, trial.config)
-        self._launch(trial)
+        self._launch_when_ready(trial)
 
     def resume(self, trial: Trial) -> None:
         _write_json(self.trial_dir(trial.trial_id) / "config.json", trial.config)
         # A trial that already reported (also in an earlier session) may end without a new report.
         tid = trial.trial_id
         self._reported[tid] = max(self._reported.get(tid, 0), trial.num_results)
-        old = self._latest_run(trial.trial_id)
-        if old is not None and not old.done.is_set():
-            self._pending[trial.trial_id] = trial  # launched by poll() once the old run ended
-        else:
-            self._launch(trial)
+        self._launch_when_ready(trial)
 
     def pause(self, trial_id: int) -> None:
         """Stop the trial's processes; its checkpoint folder stays for `resume`."""
@@ -289,10 +285,32 @@ class LocalBackend(TrialBackend):
         if gpu_key is not None:
             logger.info("trial %s started on GPU %s", tid, env["CUDA_VISIBLE_DEVICES"])
 
+    def _launch_when_ready(self, trial: Trial) -> None:
+        """Launch now, or from `poll()` once the trial's previous run has ended and a GPU is
+        free."""
+        if self._ready(trial.trial_id):
+            self._launch(trial)
+            return
+        self._pending[trial.trial_id] = trial
+        if self._waits_for_gpu():
+            logger.info("trial %s waits for the GPU of a stopped or paused trial", trial.trial_id)
+
+    def _ready(self, trial_id: int) -> bool:
+        old = self._latest_run(trial_id)
+        return (old is None or old.done.is_set()) and not self._waits_for_gpu()
+
+    def _waits_for_gpu(self) -> bool:
+        """No GPU is free now, but one will be once a stopped or paused trial's processes have
+        exited, and the trials still running leave a slot. Starting at once would put two
+        trials on one GPU until then, and the new one could run out of GPU memory."""
+        rotation = self.rotation
+        if rotation is None or rotation.free_slots() > 0 or len(self._active) >= rotation.num_slots:
+            return False
+        return any(run.cancelled and run.gpu_key is not None for run in self._live)
+
     def _launch_pending(self) -> None:
         for tid, trial in list(self._pending.items()):
-            old = self._latest_run(tid)
-            if old is None or old.done.is_set():
+            if self._ready(tid):
                 del self._pending[tid]
                 self._launch(trial)
 

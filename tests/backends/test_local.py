@@ -448,3 +448,47 @@ def test_a_distributed_launch_reports_once_per_epoch(tmp_path, backend_factory, 
     results = [e.metrics for e in events if e.kind == EventKind.RESULT]
     assert [(m["epoch"], m["rank"]) for m in results] == [(1, 0), (2, 0)]
 
+
+# Takes a while to exit after SIGTERM (saving a checkpoint, say); records when it ran.
+SLOW_EXIT = """\
+import os, signal, sys, time
+from pathlib import Path
+from hpo_core.report import report
+folder = Path(os.environ["TUNESMITH_CHECKPOINT_DIR"])
+
+def on_term(*_):
+    time.sleep(0.8)
+    (folder / "exited").write_text(repr(time.time()))
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, on_term)
+(folder / "started").write_text(repr(time.time()))
+report(epoch=1, loss=0.5, gpus=os.environ["CUDA_VISIBLE_DEVICES"])
+time.sleep(60)
+"""
+
+
+def test_a_new_trial_waits_for_the_gpu_of_a_stopped_trial(tmp_path, caplog):
+    """One GPU slot: a trial started right after another was stopped launches once the stopped
+    one has exited, not beside it. With more trials than slots on purpose, they share."""
+    backend = LocalBackend(str(write(tmp_path, "slow_exit.py", SLOW_EXIT)), gpus=["0"],
+                           stop_grace_period=5.0)
+    backend.set_trial_root(tmp_path / "trials")
+    try:
+        backend.start(Trial(0, {}))
+        collect(backend, lambda ev: EventKind.RESULT in kinds(ev, 0))
+        backend.stop(0)
+        backend.start(Trial(1, {}))
+        events = collect(backend, lambda ev: EventKind.RESULT in kinds(ev, 1))
+        assert [e.metrics["gpus"] for e in events if e.kind == EventKind.RESULT] == ["0"]
+        exited = float((tmp_path / "trials" / "0" / "checkpoint" / "exited").read_text())
+        started = float((tmp_path / "trials" / "1" / "checkpoint" / "started").read_text())
+        assert started >= exited
+        assert not any("shared" in r.getMessage() for r in caplog.records)
+
+        backend.start(Trial(2, {}))  # a second trial on the one slot: shared at once, on purpose
+        collect(backend, lambda ev: EventKind.RESULT in kinds(ev, 2), timeout=5.0)
+        assert any("shared" in r.getMessage() for r in caplog.records)
+    finally:
+        backend.close()
+
