@@ -2,7 +2,8 @@
 
 The tuner only puts small records on a queue; this thread turns them into MLflow calls, in
 batches: one child run per trial (created, one `log_batch` with its config and every metric
-point, terminated), the parent run at the start and at the end. It never raises: an
+point, terminated; the trial's output files as artifacts, see `flows._trial_logs`), the parent
+run at the start and at the end. It never raises: an
 unreachable or failing MLflow disables it with a warning, and the experiment goes on.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from flows._mlflow_bulk import BulkRunWriter, ChildRun, MetricPoint, bulk_store
+from flows._trial_logs import TrialLogs, upload_trial_logs
 from flows.redaction import redact, scrub
 from hpo_core.results import atomic_write_text
 
@@ -63,6 +65,7 @@ class Segment:
     start_ms: int
     end_ms: int | None = None
     failure_reason: str | None = None
+    logs: TrialLogs | None = None  # output files to attach when the segment ended
 
 
 @dataclass
@@ -339,6 +342,8 @@ class MlflowWriter(threading.Thread):
         for seg, run_id in zip(segments, run_ids, strict=True):
             self._children[seg.trial_id] = (run_id, seg.first_index + len(seg.reports), True)
         self.num_written += len(segments)
+        for seg, run_id in zip(segments, run_ids, strict=True):
+            self._upload_logs(seg, run_id)
 
     def _write_segment(self, seg: Segment) -> None:
         run_id, _, ended = self._children.get(seg.trial_id, (None, 0, False))
@@ -361,6 +366,17 @@ class MlflowWriter(threading.Thread):
         self._children[seg.trial_id] = (run_id, seg.first_index + len(seg.reports),
                                         status is not None)
         self.num_written += 1
+        self._upload_logs(seg, run_id)
+
+    def _upload_logs(self, seg: Segment, run_id: str) -> None:
+        """The trial's output as artifacts; a failure costs the logs only (the store has them)."""
+        if seg.logs is None:
+            return
+        try:
+            upload_trial_logs(self.client, run_id, seg.logs)
+        except Exception as err:  # noqa: BLE001
+            logger.warning("trial %s: output not attached to its MLflow run (%s)", seg.trial_id,
+                           _short(err))
 
     def _metrics(self, seg: Segment) -> list[MetricPoint]:
         """(key, value, timestamp, step) of every numeric reported value but the resource."""

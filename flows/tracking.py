@@ -37,7 +37,8 @@ from flows._mlflow_writer import (
     WriterSettings,
     now_ms,
 )
-from flows.redaction import redact, redact_value, spec_secret_names
+from flows._trial_logs import TrialLogs, find_trial_logs
+from flows.redaction import is_secret_name, redact, redact_value, spec_secret_names
 from hpo_core.results import RESULTS_FILE, dumps
 from hpo_core.spec import ExperimentSpec
 from hpo_core.trial import Decision, Trial, TrialResult
@@ -134,6 +135,8 @@ class MlflowTracker(TunerCallback):
         self._pending: dict[int, list[tuple[Mapping[str, Any], int]]] = {}
         self._started: dict[int, int] = {}
         self._flushed: dict[int, float] = {}
+        self._trials_path: Path | None = None  # real backends: where trials keep their output
+        self._secret_names: set[str] = set()
         if urlparse(self.tracking_uri).scheme in ("http", "https"):
             for name, value in HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
@@ -170,6 +173,9 @@ class MlflowTracker(TunerCallback):
         store = tuner.store
         store_path = Path(store.path).resolve() if store is not None else None
         self._realtime = not getattr(tuner.backend, "is_simulated", False)
+        self._trials_path = Path(store.trials_path) if store is not None and self._realtime \
+            else None
+        self._secret_names = secrets
         settings = WriterSettings(
             tracking_uri=self.tracking_uri,
             experiment_name=self.experiment_name,
@@ -274,7 +280,14 @@ class MlflowTracker(TunerCallback):
             start_ms=self._started.get(trial.trial_id) or now_ms(),
             end_ms=now_ms() if end else None,
             failure_reason=trial.failure_reason if end else None,
+            logs=self._logs(trial) if end else None,
         ))
+
+    def _logs(self, trial: Trial) -> TrialLogs | None:
+        if self._trials_path is None:
+            return None
+        secrets = [v for k, v in trial.config.items() if is_secret_name(k, self._secret_names)]
+        return find_trial_logs(self._trials_path / str(trial.trial_id), secrets)
 
     def _on_disable(self, message: str) -> None:
         self.error = message

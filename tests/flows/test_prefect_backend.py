@@ -61,6 +61,13 @@ def task_runs(flow_run_id: str | UUID) -> list[Any]:
         return client.read_task_runs(flow_run_filter=runs)
 
 
+def artifact_text(client: Any, run_id: str, path: str) -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return Path(client.download_artifacts(run_id, path, folder)).read_text()
+
+
 def test_each_trial_segment_is_a_prefect_task(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
@@ -95,6 +102,8 @@ def test_each_trial_segment_is_a_prefect_task(tmp_path: Path) -> None:
     assert children[0].info.status == "FAILED"
     assert "exit" in children[0].data.tags["tunesmith.failure_reason"].lower() or \
         "3" in children[0].data.tags["tunesmith.failure_reason"]
+    # its output is attached to its run: the reason it failed is one click away
+    assert "diverged" in artifact_text(client, children[0].info.run_id, "logs/stderr.txt")
 
 
 def test_launch_errors_are_retried_and_then_fail_the_trial(tmp_path: Path) -> None:
@@ -166,3 +175,36 @@ def test_a_launch_does_not_wait_out_the_poll_interval(tmp_path: Path) -> None:
         return time.monotonic() - started
 
     assert run_slow_polls() < 15.0  # without the wake-up, each launch waited up to 30 s
+
+
+def test_trial_output_reaches_mlflow_with_secrets_masked(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from flows.tune import tune
+
+    script = tmp_path / "chatty.py"
+    script.write_text(textwrap.dedent("""
+        from hpo_core.report import get_config, report
+        config = get_config()
+        print("config:", config)
+        print("using key AKIAABCDEFGHIJKLMNOP and db postgresql://bob:hunter22@db/x")
+        report(epoch=1, loss=config["x"])
+    """))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = {**local_spec(tmp_path, "local-logs", "random", {}, {"max_trials_started": 1},
+                         points=[0.5]),
+            "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0},
+                             "api_token": "tok-Very-Secret-123"}}
+    spec["backend_options"] = {**spec["backend_options"], "entry_point": str(script)}
+    outcome = tune(spec, tracking_uri=uri)
+    client = MlflowClient(uri)
+    child = client.search_runs([outcome["mlflow_experiment_id"]],
+                               "tags.`tunesmith.trial_id` = '0'")[0]
+    text = artifact_text(client, child.info.run_id, "logs/stdout.txt")
+    assert "config:" in text and "[tunesmith]:" in text
+    for secret in ("tok-Very-Secret-123", "AKIAABCDEFGHIJKLMNOP", "hunter22"):
+        assert secret not in text
+    assert text.count("<redacted>") == 3
+    stdout = Path(outcome["store_path"]) / "trials" / "0" / "stdout"
+    assert "tok-Very-Secret-123" in stdout.read_text()  # the store keeps the real output
+
