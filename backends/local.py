@@ -8,7 +8,9 @@ checkpoint folder in `TUNESMITH_CHECKPOINT_DIR`. Its stdout and stderr go to
 (`hpo_core.report.ReportParser`) and puts the reports on a queue that `poll()` waits on, so a
 report reaches the tuner at once. Each trial is the leader of its own process group: stop and
 pause send SIGTERM to the whole group, and SIGKILL once `stop_grace_period` has passed (checked
-in `poll()`, never blocking the tuner).
+in `poll()`, never blocking the tuner). With GPUs, each trial gets `gpus_per_trial` of them
+through `CUDA_VISIBLE_DEVICES` (`backends.gpus`). A trial started while a stopped or paused
+trial is still exiting waits for that trial's GPU, unless the workers outnumber the GPU slots.
 """
 
 from __future__ import annotations
