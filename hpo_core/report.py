@@ -12,9 +12,9 @@ In a training script::
         report(epoch=epoch, val_loss=loss)    # prints: [tunesmith]: {"epoch": 3, "val_loss": 0.41}
 
 Under a distributed launcher (`torchrun`, Accelerate, DeepSpeed), every rank runs the script and
-only rank 0 reports. Lines in Syne Tune's format (``[tune-metric]: {...}``) are parsed too, so Syne Tune scripts run
-unchanged. Every trial pays for importing this module, so it imports only `json`, `math`, `os`
-and `sys` up front (about 1 ms); the rest is imported where it is used.
+only rank 0 reports. Lines in Syne Tune's format (``[tune-metric]: {...}``) are parsed too, so
+Syne Tune scripts run unchanged. Every trial pays for importing this module, so it imports only
+`json`, `math`, `os` and `sys` up front (about 1 ms); the rest is imported where it is used.
 """
 
 from __future__ import annotations
