@@ -85,3 +85,52 @@ def test_killed_tune_flow_resumes_without_losing_or_rerunning_trials(tmp_path: P
                 if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.run_id == outcome["mlflow_parent_run_id"]
     assert sorted(children) == sorted(int(t) for t in final.state["trials"])
+
+
+def test_sigterm_ends_the_trials_and_marks_the_parent_run_killed(tmp_path: Path) -> None:
+    """What a cancel from the Prefect UI does to the flow-run process: SIGTERM."""
+    import psutil
+    from mlflow import MlflowClient
+    from prefect.settings import PREFECT_API_URL
+
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import time\nfrom hpo_core.report import get_config, report\n"
+        "for epoch in range(1, 100):\n    time.sleep(0.5)\n    report(epoch=epoch, loss=1 / epoch)\n")
+    spec = {
+        "name": "terminated", "metric": "loss", "mode": "min", "scheduler": "random",
+        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}},
+        "backend": "local", "backend_options": {"entry_point": str(script), "gpus": None},
+        "stop": {"max_trials_started": 4}, "n_workers": 2,
+        "results_root": str(tmp_path / "experiments"),
+    }
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = "import sys; from flows.tune import tune; tune(sys.argv[1], tracking_uri=sys.argv[2])"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    with open(tmp_path / "flow.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(spec_path), uri], env=env,
+                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            trials: list[psutil.Process] = []
+            while len(trials) < 2:
+                assert proc.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no trial started"
+                time.sleep(0.1)
+                trials = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                          if str(script) in " ".join(p.cmdline())]
+            time.sleep(1.0)  # a report or two reach the tuner
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    _, alive = psutil.wait_procs(trials, timeout=5)
+    assert not alive, "trial processes outlived the flow"
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("terminated").experiment_id],
+                              "tags.`tunesmith.role` = 'parent'")
+    assert [r.info.status for r in runs] == ["KILLED"], (tmp_path / "flow.log").read_text()[-3000:]
+    assert runs[0].data.tags["tunesmith.end_reason"].startswith("interrupted by")
