@@ -302,13 +302,15 @@ class LocalBackend(TrialBackend):
         return (old is None or old.done.is_set()) and not self._waits_for_gpu()
 
     def _waits_for_gpu(self) -> bool:
-        """No GPU is free now, but one will be once a stopped or paused trial's processes have
+        """No GPU is free now, but one will be once a stopped or paused trial's process has
         exited, and the trials still running leave a slot. Starting at once would put two
-        trials on one GPU until then, and the new one could run out of GPU memory."""
+        trials on one GPU until then, and the new one could run out of GPU memory. (A child
+        that left the trial's process group is not waited for.)"""
         rotation = self.rotation
         if rotation is None or rotation.free_slots() > 0 or len(self._active) >= rotation.num_slots:
             return False
-        return any(run.cancelled and run.gpu_key is not None for run in self._live)
+        return any(run.cancelled and run.gpu_key is not None and run.proc.poll() is None
+                   for run in self._live)
 
     def _launch_pending(self) -> None:
         for tid, trial in list(self._pending.items()):
