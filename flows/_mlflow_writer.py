@@ -3,8 +3,8 @@
 The tuner only puts small records on a queue; this thread turns them into MLflow calls, in
 batches: one child run per trial (created, one `log_batch` with its config and every metric
 point, terminated; the trial's output files as artifacts, see `flows._trial_logs`), the parent
-run at the start and at the end. It never raises: an
-unreachable or failing MLflow disables it with a warning, and the experiment goes on.
+run at the start and at the end. It never raises: an unreachable or failing MLflow disables it
+with a warning, and the experiment goes on.
 """
 
 from __future__ import annotations
