@@ -208,3 +208,25 @@ def test_trial_output_reaches_mlflow_with_secrets_masked(tmp_path: Path) -> None
     stdout = Path(outcome["store_path"]) / "trials" / "0" / "stdout"
     assert "tok-Very-Secret-123" in stdout.read_text()  # the store keeps the real output
 
+
+
+def test_asha_on_gpu_slots_through_the_flow(tmp_path: Path, caplog) -> None:
+    """Two GPU ids, two workers: a trial paused at a rung hands its GPU to the next trial only
+    once it has exited, so no GPU is ever shared; the experiment still runs to its end."""
+    from flows.tune import tune
+
+    spec = local_spec(tmp_path, "local-gpus", "asha_promotion",
+                      {"grace_period": 1, "reduction_factor": 3, "max_t": 3},
+                      {"max_trials_started": 6}, points=[0.3, 0.6, 0.1, 0.8, 0.5, 0.2])
+    slow_exit = tmp_path / "slow_exit.py"  # takes 0.5 s to exit when paused
+    slow_exit.write_text("import signal, sys, time\n"
+                         "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(0)))\n"
+                         + SCRIPT)
+    spec["backend_options"] = {**spec["backend_options"], "gpus": ["0", "1"],
+                               "entry_point": str(slow_exit)}
+    outcome = tune(spec, track=False)
+    assert outcome["counts"]["trials"] == 6 and outcome["counts"]["failed"] == 0
+    assert outcome["best_config"]["x"] == pytest.approx(0.3)
+    assert not [r for r in caplog.records if "are shared" in r.getMessage()]
+    paused = load_experiment(Path(outcome["store_path"])).state["trials"]
+    assert sum(t["status"] == "paused" for t in paused.values()) >= 3  # GPUs changed hands
