@@ -249,7 +249,13 @@ def test_pause_then_resume_continues_from_the_checkpoint(make):
     after = collect(backend, ended(0))
     after += settle(backend)
     assert sequence(before, 0) == [1, 2]
-    assert sequence(after, 0) == [3, 4, "completed"]
+    # it continues from its last checkpoint: epoch 3 where the pause came before the script
+    # saved epoch 3 (always in simulation), later where a busy machine let it save more first
+    *epochs, last = sequence(after, 0)
+    assert last == "completed" and epochs == list(range(epochs[0] if epochs else 5, 5))
+    assert all(epoch >= 3 for epoch in epochs), "the resumed trial started over"
+    if backend.is_simulated:
+        assert epochs == [3, 4]
     check_losses(after, trial)
 
 
