@@ -487,7 +487,7 @@ def test_a_new_trial_waits_for_the_gpu_of_a_stopped_trial(tmp_path, caplog):
         assert not any("shared" in r.getMessage() for r in caplog.records)
 
         backend.start(Trial(2, {}))  # a second trial on the one slot: shared at once, on purpose
-        collect(backend, lambda ev: EventKind.RESULT in kinds(ev, 2), timeout=5.0)
+        collect(backend, lambda ev: EventKind.RESULT in kinds(ev, 2))
         assert any("shared" in r.getMessage() for r in caplog.records)
     finally:
         backend.close()
