@@ -103,6 +103,9 @@ def _show(root: Path, name: str, top: int) -> int:
     experiment = load_experiment(path)
     trials = experiment.trials()
     print(f"experiment {name}: {len(trials)} trials, results in {path}")
+    reason = (experiment.state or {}).get("end_reason")
+    print(f"ended: {reason}" if reason else
+          f"not ended (running now, or interrupted): `tunesmith resume {name}` continues it")
     if trials.empty:
         return 0
     metric = experiment.metric

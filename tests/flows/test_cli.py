@@ -1,0 +1,97 @@
+"""The `tunesmith` console script: run, demo, resume, list, show, and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+
+SPEC = {
+    "name": "cli-random", "metric": "Train/val_cross_entropy", "scheduler": "random",
+    "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center",
+                        "max_fidelity": 5},
+    "stop": {"max_trials_completed": 12}, "n_workers": 3, "seed": 1,
+}
+
+
+def write_spec(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({**SPEC, "results_root": str(tmp_path / "exp"), **changes}))
+    return path
+
+
+def test_run_list_show_and_resume_without_prefect(tmp_path, capsys):
+    root = str(tmp_path / "exp")
+    assert main(["run", str(write_spec(tmp_path)), "--no-flow"]) == 0
+    out = capsys.readouterr().out
+    assert "ended: max_trials_completed" in out and "best Train/val_cross_entropy" in out
+
+    assert main(["list", "--results-root", root]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    name, trials = listing[1].split()[:2]
+    assert name == "cli-random" and int(trials) >= 12  # and the ones running at the end
+
+    assert main(["show", "cli-random", "--results-root", root, "--top", "3"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[1].startswith("ended: max_trials_completed")
+    assert shown[2].split()[:2] == ["trial_id", "status"] and len(shown) == 3 + 3 + 1
+
+    assert main(["resume", "cli-random", "--results-root", root, "--no-flow"]) == 0
+    assert "ended: max_trials_completed" in capsys.readouterr().out  # nothing left to do
+
+
+def test_show_says_an_interrupted_experiment_can_be_resumed(tmp_path, capsys):
+    from flows.runner import build_tuner
+    from hpo_core.spec import ExperimentSpec
+
+    spec = ExperimentSpec.from_file(write_spec(tmp_path, name="cli-killed"))
+    tuner = build_tuner(spec)
+    calls = []
+
+    def interrupt(*_):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+
+    tuner.scheduler.on_trial_add = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        tuner.run()
+    assert main(["show", "cli-killed", "--results-root", str(tmp_path / "exp")]) == 0
+    assert "`tunesmith resume cli-killed` continues it" in capsys.readouterr().out
+    assert main(["resume", "cli-killed", "--results-root", str(tmp_path / "exp"),
+                 "--no-flow"]) == 0
+    assert "ended: max_trials_completed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["show", "nothing-here"], "no experiment folder"),
+    (["show", "../etc"], "not a valid name"),
+    (["resume", "nothing-here"], "no experiment at"),
+    (["run", "missing.yaml"], "missing.yaml"),
+])
+def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, monkeypatch, capsys, argv,
+                                                      message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_a_bad_spec_names_the_field(tmp_path, capsys):
+    spec = write_spec(tmp_path, config_space={"x": {"type": "uniform", "lower": 2, "upper": 1}},
+                      backend_options={})
+    assert main(["run", str(spec), "--no-flow"]) == 2
+    assert "spec.config_space.x" in capsys.readouterr().err
+
+
+def test_demo_through_the_tune_flow(tmp_path, monkeypatch, capsys, prefect_harness):
+    """The README's first command (`make run`), on the session's Prefect test API."""
+    monkeypatch.chdir(tmp_path)  # MLflow defaults to ./mlflow.db
+    assert main(["demo", "--results-root", str(tmp_path / "exp")]) == 0
+    out = capsys.readouterr().out
+    assert "experiment   demo-lcbench-asha  (asha on the simulated backend)" in out
+    assert "prefect run" in out and "mlflow ui    mlflow ui --backend-store-uri sqlite:///" in out
+    assert (tmp_path / "mlflow.db").exists()
