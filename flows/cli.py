@@ -87,14 +87,15 @@ def _list(root: Path) -> int:
     if not root.is_dir():
         print(f"no experiments under {root}")
         return 0
-    print(f"{'experiment':<32} {'trials':>7} {'best':>12}  metric")
+    print(f"{'experiment':<32} {'trials':>7} {'best':>12}  {'ended':<5}  metric")
     for path in sorted(p for p in root.iterdir() if (p / "spec.json").exists()):
         experiment = load_experiment(path)
         best = experiment.best_value() if experiment.metrics else None
         trials = 0 if experiment.results.empty else experiment.results["trial_id"].nunique()
         best_text = "-" if best is None else f"{best:.6g}"
         metric = experiment.metric if experiment.metrics else "-"
-        print(f"{path.name:<32} {trials:>7} {best_text:>12}  {metric}")
+        ended = "yes" if (experiment.state or {}).get("end_reason") else "no"
+        print(f"{path.name:<32} {trials:>7} {best_text:>12}  {ended:<5}  {metric}")
     return 0
 
 

@@ -31,8 +31,9 @@ def test_run_list_show_and_resume_without_prefect(tmp_path, capsys):
 
     assert main(["list", "--results-root", root]) == 0
     listing = capsys.readouterr().out.splitlines()
-    name, trials = listing[1].split()[:2]
+    name, trials, _, ended = listing[1].split()[:4]
     assert name == "cli-random" and int(trials) >= 12  # and the ones running at the end
+    assert ended == "yes"
 
     assert main(["show", "cli-random", "--results-root", root, "--top", "3"]) == 0
     shown = capsys.readouterr().out.splitlines()
@@ -61,6 +62,8 @@ def test_show_says_an_interrupted_experiment_can_be_resumed(tmp_path, capsys):
         tuner.run()
     assert main(["show", "cli-killed", "--results-root", str(tmp_path / "exp")]) == 0
     assert "`tunesmith resume cli-killed` continues it" in capsys.readouterr().out
+    assert main(["list", "--results-root", str(tmp_path / "exp")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[3] == "no"
     assert main(["resume", "cli-killed", "--results-root", str(tmp_path / "exp"),
                  "--no-flow"]) == 0
     assert "ended: max_trials_completed" in capsys.readouterr().out
