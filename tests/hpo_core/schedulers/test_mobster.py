@@ -8,7 +8,6 @@ import pytest
 from sched_sim import make_space, run_simulation
 
 from hpo_core.methods import build_scheduler
-from hpo_core.models.gp import GaussianProcess
 from hpo_core.searchers.gp_multifidelity import MultiFidelityGPSearcher
 
 SPACE = make_space()
@@ -16,21 +15,14 @@ SPACE = make_space()
 
 @pytest.mark.parametrize(("name", "model"), [("mobster", "joint"),
                                              ("mobster_independent", "independent")])
-def test_gp_is_used_after_the_initial_random_configs(name, model, monkeypatch):
+def test_gp_is_used_after_the_initial_random_configs(name, model, gp_fits):
     scheduler = build_scheduler(name, SPACE, "loss", "min", 0,
                                 {"max_t": 9, "num_init_random": 4, "num_candidates": 50,
                                  "refit_every": 3, "batch_size": 2, "random_fraction": 0.0})
     searcher = scheduler.searcher
     assert type(searcher) is MultiFidelityGPSearcher and searcher.model == model
     assert (searcher.batch_size, searcher.refit_every, searcher.random_fraction) == (2, 3, 0.0)
-    fits = []
-    fit = GaussianProcess.fit
-
-    def counting_fit(gp, *args, **kwargs):
-        fits.append(searcher._num_fits)
-        return fit(gp, *args, **kwargs)
-
-    monkeypatch.setattr(GaussianProcess, "fit", counting_fit)
+    fits = gp_fits(searcher)
     _, result, _ = run_simulation(scheduler, max_results=60)
     assert result.reason.startswith("max_results")
     assert searcher._num_fits > 6, "the GP never proposed"

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from hpo_core.methods import build_scheduler, build_searcher
-from hpo_core.models.gp import GaussianProcess
 from hpo_core.schedulers.fifo import FIFOScheduler
 from hpo_core.searchers.gp import GPSearcher
 from hpo_core.searchers.gp_multifidelity import MultiFidelityGPSearcher
@@ -306,17 +305,10 @@ def test_a_batch_is_dropped_when_the_data_grew_by_more_than_ten_percent(new_resu
     assert searcher._num_fits == fits
 
 
-def test_refit_every_counts_model_fits_of_batches(monkeypatch):
+def test_refit_every_counts_model_fits_of_batches(gp_fits):
     searcher = GPSearcher(BRANIN_SPACE, seed=0, num_init_random=5, num_candidates=100,
                           batch_size=2, refit_every=2)
-    fits = []
-    fit = GaussianProcess.fit
-
-    def counting_fit(gp, *args, **kwargs):
-        fits.append(searcher._num_fits)
-        return fit(gp, *args, **kwargs)
-
-    monkeypatch.setattr(GaussianProcess, "fit", counting_fit)
+    fits = gp_fits(searcher)
     feed_random(searcher, 5)
     for i in range(5, 15):  # sequential: each result below 10% growth, batches run out
         config = searcher.suggest(i)
