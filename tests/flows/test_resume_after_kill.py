@@ -28,9 +28,28 @@ def finished_trials(state_path: Path) -> set[str]:
     return {tid for tid, t in state["trials"].items() if t["status"] in FINISHED}
 
 
+def start_tune(tmp_path: Path, spec: dict, **options: float) -> subprocess.Popen:
+    """The `tune` flow on `spec` in a process of its own (output in flow.log), on the session's
+    Prefect API, tracking to `tmp_path/mlflow.db`."""
+    from prefect.settings import PREFECT_API_URL
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    code = ("import json, sys; from flows.tune import tune; "
+            "tune(sys.argv[1], tracking_uri=sys.argv[2], **json.loads(sys.argv[3]))")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    with open(tmp_path / "flow.log", "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", code, str(spec_path), mlflow_uri(tmp_path), json.dumps(options)],
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+
+
+def mlflow_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
 def test_killed_tune_flow_resumes_without_losing_or_rerunning_trials(tmp_path: Path) -> None:
     from mlflow import MlflowClient
-    from prefect.settings import PREFECT_API_URL
 
     from flows.tune import tune
 
@@ -41,25 +60,18 @@ def test_killed_tune_flow_resumes_without_losing_or_rerunning_trials(tmp_path: P
         "stop": {"max_trials_completed": 20000}, "n_workers": 4, "seed": 5,
         "results_root": str(tmp_path / "experiments"),
     }
-    spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri(tmp_path)
     store = tmp_path / "experiments" / "killed"
-    code = ("import sys; from flows.tune import tune; "
-            "tune(sys.argv[1], tracking_uri=sys.argv[2], checkpoint_interval=0.2)")
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    with open(tmp_path / "flow.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(spec_path), uri], env=env,
-                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 150
-            while len(finished_trials(store / "state.json")) < 30:
-                assert proc.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the flow never saved its state"
-                time.sleep(0.02)
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+    proc = start_tune(tmp_path, spec, checkpoint_interval=0.2)
+    try:
+        deadline = time.monotonic() + 150
+        while len(finished_trials(store / "state.json")) < 30:
+            assert proc.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the flow never saved its state"
+            time.sleep(0.02)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL
     finished = finished_trials(store / "state.json")
     at_kill = pd.read_parquet(store / "results.parquet")
@@ -91,7 +103,6 @@ def test_sigterm_ends_the_trials_and_marks_the_parent_run_killed(tmp_path: Path)
     """What a cancel from the Prefect UI does to the flow-run process: SIGTERM."""
     import psutil
     from mlflow import MlflowClient
-    from prefect.settings import PREFECT_API_URL
 
     script = tmp_path / "slow.py"
     script.write_text(
@@ -104,32 +115,25 @@ def test_sigterm_ends_the_trials_and_marks_the_parent_run_killed(tmp_path: Path)
         "stop": {"max_trials_started": 4}, "n_workers": 2,
         "results_root": str(tmp_path / "experiments"),
     }
-    spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = "import sys; from flows.tune import tune; tune(sys.argv[1], tracking_uri=sys.argv[2])"
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    with open(tmp_path / "flow.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(spec_path), uri], env=env,
-                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 120
-            trials: list[psutil.Process] = []
-            while len(trials) < 2:
-                assert proc.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "no trial started"
-                time.sleep(0.1)
-                trials = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                          if str(script) in " ".join(p.cmdline())]
-            time.sleep(1.0)  # a report or two reach the tuner
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    proc = start_tune(tmp_path, spec)
+    try:
+        deadline = time.monotonic() + 120
+        trials: list[psutil.Process] = []
+        while len(trials) < 2:
+            assert proc.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.1)
+            trials = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                      if str(script) in " ".join(p.cmdline())]
+        time.sleep(1.0)  # a report or two reach the tuner
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     _, alive = psutil.wait_procs(trials, timeout=5)
     assert not alive, "trial processes outlived the flow"
-    client = MlflowClient(uri)
+    client = MlflowClient(mlflow_uri(tmp_path))
     runs = client.search_runs([client.get_experiment_by_name("terminated").experiment_id],
                               "tags.`tunesmith.role` = 'parent'")
     assert [r.info.status for r in runs] == ["KILLED"], (tmp_path / "flow.log").read_text()[-3000:]
