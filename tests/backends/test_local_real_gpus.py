@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -72,8 +73,6 @@ report(epoch=1, loss=config["x"])
 
 def gpu_uuids() -> dict[str, str]:
     """nvidia-smi's index -> UUID."""
-    import subprocess
-
     out = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid", "--format=csv,noheader"],
                          capture_output=True, text=True, check=True).stdout
     return dict(line.split(", ") for line in out.strip().splitlines())
