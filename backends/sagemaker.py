@@ -53,7 +53,7 @@ from backends.sagemaker_jobs import (
 )
 from backends.sagemaker_logs import LOG_GROUP, LogReader, LogTail
 from hpo_core.report import ReportParser
-from hpo_core.results import atomic_write_text
+from hpo_core.store import atomic_write_text
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)

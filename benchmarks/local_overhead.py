@@ -103,8 +103,8 @@ def trial_python(native: bool) -> str | None:
 
 
 def run_ours(folder: Path, trials: int, workers: int, bare: bool, native: bool) -> float:
-    from hpo_core.results import load_experiment
     from hpo_core.spec import ExperimentSpec
+    from hpo_core.store import load_experiment
 
     script = folder / "ours.py"
     script.write_text(OUR_SCRIPT if native else PLAIN_SCRIPT)

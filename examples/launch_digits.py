@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
         outcome = run_tune(spec)
         print({k: v for k, v in outcome.items() if isinstance(v, str | int | float)})
-    from hpo_core.results import load_experiment
+    from hpo_core.store import load_experiment
 
     experiment = load_experiment(spec.experiment_path)
     print(f"best {experiment.metric}: {experiment.best_value()} with {experiment.best_config()}")

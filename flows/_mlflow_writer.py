@@ -25,7 +25,7 @@ from typing import Any
 from flows._mlflow_bulk import BulkRunWriter, ChildRun, MetricPoint, bulk_store
 from flows._trial_logs import TrialLogs, upload_trial_logs
 from flows.redaction import redact, scrub
-from hpo_core.results import atomic_write_text
+from hpo_core.store import atomic_write_text
 
 logger = logging.getLogger("flows.tracking")
 

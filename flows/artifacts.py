@@ -26,7 +26,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from hpo_core.results import CONFIG_PREFIX, Experiment
+from hpo_core.store import CONFIG_PREFIX, Experiment
 from hpo_core.trial import Trial
 from hpo_core.tuner import Tuner, TunerCallback
 

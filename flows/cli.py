@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpo_core.results import load_experiment, validate_name
 from hpo_core.spec import ExperimentSpec
+from hpo_core.store import load_experiment, validate_name
 
 DEMO_SPEC: dict[str, Any] = {
     "name": "demo-lcbench-asha",

@@ -26,8 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import artifact_key
 from flows.runner import build_tuner
 from flows.tracking import default_artifact_location, flatten, redact, resolve_tracking_uri
-from hpo_core.results import load_experiment
 from hpo_core.spec import ExperimentSpec
+from hpo_core.store import load_experiment
 
 GRID_POINTS = 200
 

@@ -17,9 +17,9 @@ from prefect import flow, get_run_logger
 from flows._mlflow_writer import BEST_CONFIG_TAG, BEST_VALUE_TAG, ROLE_TAG
 from flows.tracking import resolve_tracking_uri
 from flows.tune import SpecLike, tune
-from hpo_core.results import SPEC_FILE
 from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec
+from hpo_core.store import SPEC_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from backends.base import TrialBackend
 from backends.factory import build_backend, default_scheduler_options, resolve_config_space
 from hpo_core.methods import build_scheduler
-from hpo_core.results import ExperimentStore
 from hpo_core.spec import ExperimentSpec, SpecError
+from hpo_core.store import ExperimentStore
 from hpo_core.tuner import Tuner, TunerCallback
 
 # Fields that may change when an existing experiment is resumed (a longer budget, more workers).

@@ -14,7 +14,7 @@ import pandas as pd
 from prefect import flow
 
 from flows.tune import tune
-from hpo_core.results import RESULTS_FILE, STATE_FILE
+from hpo_core.store import RESULTS_FILE, STATE_FILE
 
 
 class SmokeTestFailure(AssertionError):

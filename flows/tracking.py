@@ -39,8 +39,8 @@ from flows._mlflow_writer import (
 )
 from flows._trial_logs import TrialLogs, find_trial_logs
 from flows.redaction import is_secret_name, redact, redact_value, spec_secret_names
-from hpo_core.results import RESULTS_FILE, dumps
 from hpo_core.spec import ExperimentSpec
+from hpo_core.store import RESULTS_FILE, dumps
 from hpo_core.trial import Decision, Trial, TrialResult
 from hpo_core.tuner import Tuner, TunerCallback
 

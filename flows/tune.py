@@ -36,8 +36,8 @@ from flows._prefect_backend import PrefectTrialBackend
 from flows.artifacts import ProgressArtifact, publish_leaderboard, publish_summary
 from flows.runner import build_tuner
 from flows.tracking import MlflowTracker
-from hpo_core.results import dumps, load_experiment
 from hpo_core.spec import ExperimentSpec
+from hpo_core.store import dumps, load_experiment
 from hpo_core.tuner import Tuner, TuningResult
 
 SpecLike = ExperimentSpec | dict[str, Any] | str | Path

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from hpo_core.methods import check_scheduler_options
-from hpo_core.results import validate_name
 from hpo_core.space import ConfigSpace
 from hpo_core.stopping import StoppingCriterion
+from hpo_core.store import validate_name
 
 BACKENDS = ("simulated", "local", "sagemaker")
 

@@ -10,8 +10,8 @@ from backends.blackbox import blackbox_from_dataframe
 from backends.factory import build_backend, default_scheduler_options, resolve_config_space
 from backends.simulated import SimulatedBackend
 from hpo_core.methods import build_scheduler
-from hpo_core.results import ExperimentStore
 from hpo_core.spec import ExperimentSpec, SpecError
+from hpo_core.store import ExperimentStore
 from hpo_core.tuner import Tuner
 
 TASK = "blood-transfusion-service-center"

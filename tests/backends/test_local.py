@@ -14,9 +14,9 @@ import pytest
 
 from backends.local import LocalBackend
 from hpo_core.methods import build_scheduler
-from hpo_core.results import ExperimentStore, load_experiment
 from hpo_core.spec import ExperimentSpec
 from hpo_core.stopping import StoppingCriterion
+from hpo_core.store import ExperimentStore, load_experiment
 from hpo_core.trial import EventKind, Trial, TrialStatus
 from hpo_core.tuner import TooManyFailuresError, Tuner
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo_core.results import load_experiment
+from hpo_core.store import load_experiment
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

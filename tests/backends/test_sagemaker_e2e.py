@@ -14,8 +14,8 @@ from backends.factory import build_backend
 from backends.sagemaker import SageMakerBackend
 from backends.sagemaker_jobs import JOB_NAME_PATTERN
 from flows.runner import build_tuner
-from hpo_core.results import load_experiment
 from hpo_core.spec import ExperimentSpec
+from hpo_core.store import load_experiment
 from hpo_core.trial import TrialStatus
 
 ROOT = Path(__file__).resolve().parents[2]

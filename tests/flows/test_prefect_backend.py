@@ -10,7 +10,7 @@ from uuid import UUID
 
 import pytest
 
-from hpo_core.results import load_experiment
+from hpo_core.store import load_experiment
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hpo_core.results import load_experiment
+from hpo_core.store import load_experiment
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

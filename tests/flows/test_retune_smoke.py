@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flows.smoke import SmokeTestFailure, check_outcome
-from hpo_core.results import load_experiment
+from hpo_core.store import load_experiment
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -13,8 +13,8 @@ import pytest
 from flows.redaction import REDACTED, redact, spec_secret_names
 from flows.runner import build_tuner
 from flows.tracking import MlflowTracker, flatten
-from hpo_core.results import load_experiment
 from hpo_core.spec import ExperimentSpec
+from hpo_core.store import load_experiment
 
 
 def test_redact_masks_secret_names_and_secret_values() -> None:

@@ -9,9 +9,9 @@ import math
 import pytest
 
 from hpo_core.methods import build_scheduler
-from hpo_core.results import ExperimentStore, load_experiment
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.stopping import StoppingCriterion
+from hpo_core.store import ExperimentStore, load_experiment
 from hpo_core.trial import (
     Decision,
     EventKind,

@@ -8,9 +8,9 @@ from sched_sim import QuadraticBackend, make_space
 
 from hpo_core.methods import build_scheduler
 from hpo_core.multiobjective import nondominated_sort
-from hpo_core.results import ExperimentStore, load_experiment
 from hpo_core.schedulers.moasha import MOASHA
 from hpo_core.stopping import StoppingCriterion
+from hpo_core.store import ExperimentStore, load_experiment
 from hpo_core.trial import Decision, Trial, TrialResult, TrialStatus
 from hpo_core.tuner import Tuner
 

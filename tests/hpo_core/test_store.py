@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hpo_core.results import ExperimentStore, load_experiment, pareto_mask, validate_name
+from hpo_core.store import ExperimentStore, load_experiment, pareto_mask, validate_name
 from hpo_core.trial import Trial, TrialStatus
 
 

@@ -1,0 +1,60 @@
+"""Files of the experiment store: the layout's names, path-safe names, atomic writes, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CONFIG_PREFIX = "config_"
+RESULTS_FILE = "results.parquet"
+STATE_FILE = "state.json"
+JOURNAL_FILE = "results.journal.jsonl"
+SPEC_FILE = "spec.json"
+
+
+def validate_name(name: str, field: str = "name") -> str:
+    """Check a name used in paths: letters, digits, '.', '_', '-'; no leading dot; <= 128 chars."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+        raise ValueError(
+            f"{field}: {name!r} is not a valid name (letters, digits, '.', '_', '-'; "
+            "starting with a letter or digit; at most 128 characters)"
+        )
+    return name
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a partial one.
+
+    Atomic against a killed process (rename); no fsync, so not against a power loss."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def json_default(value: Any) -> Any:
+    """`json.dumps` default: numpy scalars and arrays as Python values, anything else as str."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def dumps(data: Any) -> str:
+    """JSON as the store writes it: indented, numpy values as plain numbers."""
+    return json.dumps(data, indent=1, default=json_default, allow_nan=True)
