@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -113,3 +114,86 @@ def test_served_smoke_deployment_runs_when_triggered(prefect_server: dict[str, s
         assert flow_run["parameters"] == {"trials": 12}
     finally:
         stop(serve)
+
+
+def _api(env: dict[str, str], path: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        f"{env['PREFECT_API_URL']}{path}", method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _wait_until(condition: Any, timeout: float, what: str, log: Path) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    raise TimeoutError(f"{what}; {log.name}:\n{log.read_text()[-4000:]}")
+
+
+def _prefect(env: dict[str, str], *args: str, timeout: float = 180) -> str:
+    done = subprocess.run([str(PREFECT), "--no-prompt", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """End a process started in its own session and everything it started (a worker ignores
+    its first SIGTERM; its flow-run subprocesses are in its group)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_deployed_schedule_creates_runs_and_a_worker_completes_one(
+        prefect_server: dict[str, str], tmp_path: Path) -> None:
+    """`prefect server start` (scheduler service on, as users run it) + `prefect deploy --all`:
+    the server creates the nightly cron runs, and a process worker runs a deployment to
+    Completed. This is what SQLAlchemy 2.1 broke (the scheduler's bulk insert fails)."""
+    env = prefect_server
+    _prefect(env, "work-pool", "create", "tunesmith", "--type", "process")
+    _prefect(env, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    nightly = _api(env, "/deployments/name/retune/nightly")
+
+    def scheduled() -> list[dict[str, Any]]:
+        return _api(env, "/flow_runs/filter", {
+            "deployments": {"id": {"any_": [nightly["id"]]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}})
+
+    runs = _wait_until(scheduled, 90, "no scheduled run of retune/nightly",
+                       tmp_path / "server.log")
+    for run in runs:
+        start = run["next_scheduled_start_time"] or run["expected_start_time"]
+        assert "T02:00:00" in start, start  # 02:00 UTC, the cron of deployments/prefect.yaml
+
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [str(PREFECT), "worker", "start", "--pool", "tunesmith", "--limit", "1"],
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out = _prefect(env, "deployment", "run", "smoke/ci", "--param", "trials=12")
+        flow_run_id = next(line.split()[-1] for line in out.splitlines() if "UUID:" in line)
+
+        def final_state() -> dict[str, Any] | None:
+            state = _api(env, f"/flow_runs/{flow_run_id}")["state"]
+            return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED") else None
+
+        state = _wait_until(final_state, 240, "the worker did not finish the run",
+                            tmp_path / "worker.log")
+        assert state["type"] == "COMPLETED", state
+    finally:
+        _stop_group(worker)
