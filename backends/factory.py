@@ -3,9 +3,11 @@
 `spec.backend_options` for the simulated backend::
 
     {blackbox: lcbench, task: blood-transfusion-service-center}   # by name (default: this one)
+    {blackbox: yahpo-lcbench, task: "3945"}                         # YAHPO Gym's LCBench surrogate
     {path: /data/blackboxes/lcbench/segment}                       # a saved blackbox folder
-    # plus SimulatedBackend's options: objectives, max_fidelity, surrogate, k (and root: a
-    # folder searched for blackboxes by name)
+    {path: /data/yahpo/lcbench, task: "3945"}                      # a YAHPO scenario folder
+    # plus SimulatedBackend's options: objectives, max_fidelity, surrogate, k, start_delay,
+    # stop_delay, pause_delay, resume_delay (and root: a folder searched for blackboxes by name)
 
 For `local` and `sagemaker` the options are the keyword arguments of `backends.local.LocalBackend`
 and `backends.sagemaker.SageMakerBackend`, imported only when used.
@@ -57,13 +59,14 @@ def _simulated(spec: ExperimentSpec) -> TrialBackend:
     where = {k: options.pop(k) for k in BLACKBOX_KEYS if k in options}
     try:
         if "path" in where:
-            if "blackbox" in where or "task" in where:
-                raise SpecError("spec.backend_options: give either 'path' or 'blackbox'/'task'")
-            blackbox = load_blackbox_path(where["path"])
+            if "blackbox" in where:
+                raise SpecError("spec.backend_options: give either 'path' or 'blackbox'")
+            task = where.get("task")
+            blackbox = load_blackbox_path(where["path"], None if task is None else str(task))
         else:
             name = where.get("blackbox", DEFAULT_BLACKBOX["blackbox"])
             task = where.get("task", DEFAULT_BLACKBOX["task"] if "blackbox" not in where else None)
-            blackbox = load_blackbox(name, task, where.get("root"))
+            blackbox = load_blackbox(name, None if task is None else str(task), where.get("root"))
         backend = SimulatedBackend(blackbox, seed=spec.seed, **options)
     except (BlackboxError, FileNotFoundError) as err:
         raise SpecError(f"spec.backend_options: {err}") from err

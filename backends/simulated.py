@@ -14,9 +14,27 @@ with `checkpoint_from` (PBT) continues from the source trial's last reported fid
 its own config's curve.
 
 Configs off the table get the curve of their nearest tabulated config (see
-`backends.blackbox.surrogate`); with `surrogate=None` such a trial fails. Deterministic: the
-same seed and the same decisions give the same events. The seed picks, per trial, which of the
-table's seeds is replayed (nothing is added to the tabulated values).
+`backends.blackbox.surrogate`); with `surrogate=None` such a trial fails. A model blackbox
+(`backends.blackbox.yahpo.YahpoBlackbox`) predicts the curve of any config instead.
+Deterministic: the same seed and the same decisions give the same events. The seed picks, per
+trial, which of the table's seeds is replayed (nothing is added to the tabulated values).
+
+Delays (seconds on the simulated clock, all 0 by default), like a real backend's overheads:
+
+* `start_delay`: a new trial's first report comes that much later (process start, data load);
+* `resume_delay`: a resumed trial's next report comes that much later (loading its checkpoint);
+* `stop_delay` / `pause_delay`: a stopped / paused trial holds its worker that much longer
+  (shutting down, saving its checkpoint). The next trial started or resumed on the freed worker
+  (the earliest such worker first) begins only when it is free.
+
+So with one worker, a trial stopped at t is followed by a trial whose first report comes at
+t + stop_delay + start_delay + elapsed(first fidelity).
+
+Diverged curves: where a curve has a time but its objective is NaN (or infinite), the report
+carries that value, and the tuner fails the trial with the reason
+`reported a non-finite <metric>: nan`, the same rule as for a real trial that reports NaN (so
+`max_failures` counts it alike). A NaN *time* marks fidelities a curve does not reach: the trial
+completes after its last reached fidelity.
 """
 
 from __future__ import annotations
@@ -32,7 +50,8 @@ import numpy as np
 
 from backends.base import TrialBackend
 from backends.blackbox.blackbox import Blackbox, BlackboxError
-from backends.blackbox.surrogate import NearestNeighbourSurrogate
+from backends.blackbox.surrogate import CurveSurrogate, NearestNeighbourSurrogate, TableLookup
+from backends.blackbox.yahpo import YahpoBlackbox
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 SURROGATES = ("nearest", None)
@@ -41,13 +60,12 @@ SURROGATES = ("nearest", None)
 class _Curve:
     """One curve prepared for replay: the reported rows, their fidelities and elapsed times."""
 
-    __slots__ = ("values", "fidelities", "times", "has_nan")
+    __slots__ = ("values", "fidelities", "times")
 
     def __init__(self, values: np.ndarray, fidelities: list[Any], times: list[float]):
         self.values = values
         self.fidelities = fidelities
         self.times = times
-        self.has_nan = bool(np.isnan(values).any())
 
 
 class _Run:
@@ -68,29 +86,39 @@ class SimulatedBackend(TrialBackend):
     """Runs trials by looking their results up in a blackbox.
 
     Args:
-        blackbox: the tabulated benchmark.
+        blackbox: the tabulated benchmark, or a model blackbox (YAHPO) that predicts curves.
         seed: picks the table seed replayed for each trial (tables with several seeds).
         objectives: the objectives to report (default: all; the time objective always).
         max_fidelity: report fidelities up to this value only (the trial completes there).
-        surrogate: "nearest" (configs off the table get their nearest neighbour's curve) or
-            None (they fail).
+        surrogate: for tables: "nearest" (configs off the table get their nearest neighbour's
+            curve) or None (they fail). Model blackboxes predict every config's curve.
         k: neighbours averaged by the nearest-neighbour surrogate.
+        start_delay, stop_delay, pause_delay, resume_delay: simulated seconds (see the module
+            doc).
     """
 
     is_simulated = True
 
     def __init__(
         self,
-        blackbox: Blackbox,
+        blackbox: Blackbox | YahpoBlackbox,
         seed: int = 0,
         objectives: Sequence[str] | None = None,
         max_fidelity: float | None = None,
         surrogate: str | None = "nearest",
         k: int = 1,
+        start_delay: float = 0.0,
+        stop_delay: float = 0.0,
+        pause_delay: float = 0.0,
+        resume_delay: float = 0.0,
     ):
         super().__init__()
         if surrogate not in SURROGATES:
             raise BlackboxError(f"surrogate: must be one of {SURROGATES}, got {surrogate!r}")
+        self.start_delay = _delay("start_delay", start_delay)
+        self.stop_delay = _delay("stop_delay", stop_delay)
+        self.pause_delay = _delay("pause_delay", pause_delay)
+        self.resume_delay = _delay("resume_delay", resume_delay)
         self.blackbox = blackbox
         self.seed = int(seed)
         names = list(objectives) if objectives is not None else list(blackbox.objective_names)
@@ -118,13 +146,20 @@ class SimulatedBackend(TrialBackend):
         self._num_fidelities = len(fidelities)
         self.fidelity_name = blackbox.fidelity_name
         self.fidelity_values: list[Any] = fidelities.tolist()
-        self.surrogate = NearestNeighbourSurrogate(blackbox, k) if surrogate == "nearest" else None
+        self.surrogate: CurveSurrogate
+        if isinstance(blackbox, CurveSurrogate):
+            self.surrogate = blackbox
+        elif surrogate == "nearest":
+            self.surrogate = NearestNeighbourSurrogate(blackbox, k)
+        else:
+            self.surrogate = TableLookup(blackbox)
         self._clock = 0.0
+        self._busy: list[float] = []  # heap: when each stopping/pausing worker is free again
         self._seq = 0
         self._heap: list[tuple[float, int, _Run]] = []
         self._runs: dict[int, _Run] = {}
         self._progress: dict[int, Any] = {}  # trial -> last fidelity it reported
-        self._curves: dict[tuple[tuple[int, ...], int], _Curve] = {}
+        self._curves: dict[Any, _Curve] = {}
 
     @property
     def max_fidelity(self) -> Any:
@@ -135,19 +170,19 @@ class SimulatedBackend(TrialBackend):
         done = None
         if trial.checkpoint_from is not None:
             done = self._progress.get(trial.checkpoint_from)
-        self._launch(trial, done)
+        self._launch(trial, done, self.start_delay)
 
     def resume(self, trial: Trial) -> None:
         done = (trial.last_result or {}).get(self.fidelity_name)
         if done is None and trial.checkpoint_from is not None:
             done = self._progress.get(trial.checkpoint_from)
-        self._launch(trial, done)
+        self._launch(trial, done, self.resume_delay)
 
     def pause(self, trial_id: int) -> None:
-        self._runs.pop(trial_id, None)  # its pending event is skipped when it comes up
+        self._end(trial_id, self.pause_delay)  # its pending event is skipped when it comes up
 
     def stop(self, trial_id: int) -> None:
-        self._runs.pop(trial_id, None)
+        self._end(trial_id, self.stop_delay)
 
     def poll(self) -> list[TrialEvent]:
         heap, runs = self._heap, self._runs
@@ -165,12 +200,7 @@ class SimulatedBackend(TrialBackend):
             if pos < len(curve.times):
                 fidelity = curve.fidelities[pos]
                 metrics = {self.fidelity_name: fidelity}
-                row = curve.values[pos].tolist()
-                if curve.has_nan:
-                    metrics.update((n, v) for n, v in zip(self._names, row, strict=True)
-                                   if not math.isnan(v))
-                else:
-                    metrics.update(zip(self._names, row, strict=True))
+                metrics.update(zip(self._names, curve.values[pos].tolist(), strict=True))
                 self._progress[trial_id] = fidelity
                 run.pos = pos = pos + 1
                 self._push(run.base + curve.times[pos] if pos < len(curve.times) else time, run)
@@ -185,6 +215,7 @@ class SimulatedBackend(TrialBackend):
     def close(self) -> None:
         self._runs.clear()
         self._heap.clear()
+        self._busy.clear()
 
     def state_dict(self) -> dict[str, Any]:
         """The clock and each trial's last reported fidelity (what a checkpoint would hold).
@@ -209,43 +240,45 @@ class SimulatedBackend(TrialBackend):
         return random.Random(self.seed * 1_000_003 + trial_id).randrange(num_seeds)
 
     def _curve(self, trial: Trial) -> _Curve:
-        if self.surrogate is not None:
-            rows = self.surrogate.neighbours(trial.config)
-        else:
-            index = self.blackbox.index_of(trial.config)
-            if index is None:
-                raise BlackboxError(
-                    f"config: {trial.config} is not in the table of {self.blackbox.name!r} "
-                    "(set surrogate='nearest' to use the nearest tabulated config)"
-                )
-            rows = (index,)
         seed = self._table_seed(trial.trial_id)
-        curve = self._curves.get((rows, seed))
+        key = self.surrogate.key(trial.config, seed)
+        curve = self._curves.get(key)
         if curve is None:
-            if self.surrogate is not None:
-                full = self.surrogate.curve(trial.config, seed)
-            else:
-                full = self.blackbox.curve(rows[0], seed)
+            full = self.surrogate.curve(trial.config, seed)
             values = full[: self._num_fidelities][:, self._columns]
             valid = ~np.isnan(values[:, self._time_column])
             values = values[valid]
             fidelities = [f for f, ok in zip(self.fidelity_values, valid.tolist(), strict=True)
                           if ok]
             curve = _Curve(values, fidelities, values[:, self._time_column].astype(float).tolist())
-            self._curves[(rows, seed)] = curve
+            self._curves[key] = curve
         return curve
 
-    def _launch(self, trial: Trial, done: Any) -> None:
+    def _end(self, trial_id: int, delay: float) -> None:
+        if self._runs.pop(trial_id, None) is not None and delay > 0:
+            heapq.heappush(self._busy, self._clock + delay)
+
+    def _launch(self, trial: Trial, done: Any, delay: float) -> None:
         now = self._clock
+        if self._busy:  # the worker this trial takes is still stopping or pausing a trial
+            now = max(now, heapq.heappop(self._busy))
+        now += delay
         try:
             curve = self._curve(trial)
         except (BlackboxError, KeyError, TypeError, ValueError) as err:
             run = _Run(trial.trial_id, None, now, 0, failure=f"simulated backend: {err}")
             self._runs[trial.trial_id] = run
-            self._push(now, run)
+            self._push(self._clock, run)
             return
         pos = 0 if done is None else bisect_right(curve.fidelities, done)
         base = now - (curve.times[pos - 1] if pos > 0 else 0.0)
         run = _Run(trial.trial_id, curve, base, pos)
         self._runs[trial.trial_id] = run
         self._push(max(now, base + curve.times[pos]) if pos < len(curve.times) else now, run)
+
+
+def _delay(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and value >= 0):
+        raise BlackboxError(f"{name}: must be a number of seconds >= 0, got {value!r}")
+    return float(value)

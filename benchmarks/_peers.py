@@ -22,6 +22,8 @@ REQUIREMENTS = (
     "huggingface_hub",  # `import syne_tune.blackbox_repository` needs it
     "pandas",
     "pyarrow",
+    "onnxruntime",  # the YAHPO surrogates of quality_suite.py
+    "scipy",
 )
 
 

@@ -1,8 +1,11 @@
-"""Finding blackboxes by name: `<root>/<name>/<task>/` folders written by `Blackbox.save`.
+"""Finding blackboxes by name: `<root>/<name>/<task>/` folders written by `Blackbox.save`, or
+`<root>/<name>/` YAHPO scenario folders (`scenario.json`, `model.onnx`...; their tasks are the
+scenario's task ids).
 
 Roots searched, in order: the `root` argument, the folders in `TUNESMITH_BLACKBOX_ROOT`
-(separated by ':'), and the blackboxes bundled with the package (`backends/blackbox/data`;
-LCBench's blood-transfusion-service-center task). Loaded blackboxes are cached per folder.
+(separated by ':'), and the blackboxes bundled with the package (`backends/blackbox/data`:
+LCBench's blood-transfusion-service-center table, and `yahpo-lcbench`, YAHPO Gym's LCBench
+surrogate with 34 tasks). Loaded blackboxes are cached per folder and task.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from backends.blackbox.blackbox import META_FILE, Blackbox, BlackboxError
+from backends.blackbox.yahpo import YahpoBlackbox, is_yahpo_folder, yahpo_tasks
 
 BUNDLED_ROOT = Path(__file__).resolve().parent / "data"
 ROOT_ENV = "TUNESMITH_BLACKBOX_ROOT"
 
-_cache: dict[Path, Blackbox] = {}
+_cache: dict[tuple[Path, str | None], Blackbox | YahpoBlackbox] = {}
 
 
 def blackbox_roots(root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -33,7 +37,10 @@ def available_blackboxes(root: str | os.PathLike[str] | None = None) -> dict[str
         if not base.is_dir():
             continue
         for name_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-            tasks = {p.name for p in name_dir.iterdir() if (p / META_FILE).exists()}
+            if is_yahpo_folder(name_dir):
+                tasks = set(yahpo_tasks(name_dir))
+            else:
+                tasks = {p.name for p in name_dir.iterdir() if (p / META_FILE).exists()}
             if tasks:
                 found.setdefault(name_dir.name, set()).update(tasks)
     return {name: sorted(tasks) for name, tasks in sorted(found.items())}
@@ -57,6 +64,7 @@ def find_blackbox(name: str, task: str | None = None,
         if len(tasks) != 1:
             raise BlackboxError(f"task: blackbox {name!r} has several tasks, pick one of {tasks}")
         task = tasks[0]
+    task = str(task)
     if task not in tasks:
         raise BlackboxError(f"task: blackbox {name!r} has no task {task!r}; available: {tasks}")
     return next(_candidates(blackbox_roots(root), name, task))
@@ -64,20 +72,29 @@ def find_blackbox(name: str, task: str | None = None,
 
 def _candidates(roots: Iterable[Path], name: str, task: str) -> Iterable[Path]:
     for base in roots:
+        if is_yahpo_folder(base / name) and task in yahpo_tasks(base / name):
+            yield base / name
         path = base / name / task
         if (path / META_FILE).exists():
             yield path
 
 
 def load_blackbox(name: str, task: str | None = None,
-                  root: str | os.PathLike[str] | None = None) -> Blackbox:
-    """A blackbox by name and task, e.g. `load_blackbox("lcbench", "blood-transfusion-service-center")`."""
-    return load_blackbox_path(find_blackbox(name, task, root))
+                  root: str | os.PathLike[str] | None = None) -> Blackbox | YahpoBlackbox:
+    """A blackbox by name and task, e.g. `load_blackbox("lcbench", "blood-transfusion-service-center")`
+    or `load_blackbox("yahpo-lcbench", task="3945")`."""
+    path = find_blackbox(name, task, root)
+    return load_blackbox_path(path, str(task) if is_yahpo_folder(path) and task else None)
 
 
-def load_blackbox_path(path: str | os.PathLike[str]) -> Blackbox:
-    """The blackbox saved in folder `path` (cached: loading it again is free)."""
+def load_blackbox_path(path: str | os.PathLike[str], task: str | None = None
+                       ) -> Blackbox | YahpoBlackbox:
+    """The blackbox in folder `path`: a saved table, or one task of a YAHPO scenario folder
+    (cached: loading it again is free)."""
     path = Path(path).resolve()
-    if path not in _cache:
-        _cache[path] = Blackbox.load(path)
-    return _cache[path]
+    yahpo = is_yahpo_folder(path)
+    if task is not None and not yahpo:
+        raise BlackboxError(f"task: {path} is one table, not a scenario with tasks")
+    if (path, task) not in _cache:
+        _cache[path, task] = YahpoBlackbox(path, task) if yahpo else Blackbox.load(path)
+    return _cache[path, task]

@@ -1,4 +1,7 @@
-"""Nearest-neighbour surrogate: any config of a blackbox's space gets a tabulated curve.
+"""Where a simulated trial's curve comes from: `CurveSurrogate`, and its table-backed kinds.
+
+`TableLookup` serves tabulated configs only. The nearest-neighbour surrogate gives any config of
+a blackbox's space a tabulated curve.
 
 Configs are compared in the encoded [0,1]^d space of the blackbox's `ConfigSpace` (log domains
 on a log scale, one-hot for choices). A tabulated config hits its own row exactly; another one
@@ -8,6 +11,7 @@ gets the curve of its nearest tabulated config, or the mean curve of its `k` nea
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -17,7 +21,41 @@ from scipy.spatial import cKDTree
 from backends.blackbox.blackbox import Blackbox, BlackboxError
 
 
-class NearestNeighbourSurrogate:
+class CurveSurrogate(ABC):
+    """Gives a config its learning curve: a (fidelities, objectives) array of the blackbox."""
+
+    @abstractmethod
+    def key(self, config: Mapping[str, Any], seed: int = 0) -> Hashable:
+        """Equal for configs (and seeds) that get the same curve (the replay cache's key)."""
+
+    @abstractmethod
+    def curve(self, config: Mapping[str, Any], seed: int = 0) -> np.ndarray:
+        """(fidelities, objectives) array for `config`."""
+
+
+class TableLookup(CurveSurrogate):
+    """Tabulated configs only: any other config is a `BlackboxError`."""
+
+    def __init__(self, blackbox: Blackbox):
+        self.blackbox = blackbox
+
+    def _row(self, config: Mapping[str, Any]) -> int:
+        index = self.blackbox.index_of(config)
+        if index is None:
+            raise BlackboxError(
+                f"config: {dict(config)} is not in the table of {self.blackbox.name!r} "
+                "(set surrogate='nearest' to use the nearest tabulated config)"
+            )
+        return index
+
+    def key(self, config: Mapping[str, Any], seed: int = 0) -> Hashable:
+        return (self._row(config), seed)
+
+    def curve(self, config: Mapping[str, Any], seed: int = 0) -> np.ndarray:
+        return self.blackbox.curve(self._row(config), seed)
+
+
+class NearestNeighbourSurrogate(CurveSurrogate):
     """Looks up curves of arbitrary configs on a tabulated blackbox (lookups are cached)."""
 
     def __init__(self, blackbox: Blackbox, k: int = 1):
@@ -49,6 +87,9 @@ class NearestNeighbourSurrogate:
                 rows = tuple(int(i) for i in np.atleast_1d(found))
             self._cache[key] = rows
         return rows
+
+    def key(self, config: Mapping[str, Any], seed: int = 0) -> Hashable:
+        return (self.neighbours(config), seed)
 
     def curve(self, config: Mapping[str, Any], seed: int = 0) -> np.ndarray:
         """(fidelities, objectives) array for `config`: its row, or the mean of its neighbours."""

@@ -46,7 +46,9 @@ def test_a_saved_blackbox_folder_by_path(tmp_path):
     ({"blackbox": "nasbench"}, r"unknown name 'nasbench'.*lcbench"),
     ({"blackbox": "lcbench", "task": "segment"}, r"no task 'segment'"),
     ({"path": "/nonexistent/bb"}, r"no blackbox at /nonexistent/bb"),
-    ({"path": "/x", "task": TASK}, r"either 'path' or 'blackbox'"),
+    ({"path": "/x", "blackbox": "lcbench"}, r"either 'path' or 'blackbox'"),
+    ({"blackbox": "yahpo-lcbench", "task": "1"}, r"no task '1'.*3945"),
+    ({"start_delay": -1}, r"start_delay: must be a number of seconds >= 0"),
     ({"surrogate": "gp"}, r"surrogate: must be one of"),
 ])
 def test_bad_backend_options_name_the_option(options, match):

@@ -186,3 +186,49 @@ def test_a_resumed_experiment_goes_on_where_it_stopped(tmp_path):
     assert len(results) == 150 and results["time"].is_monotonic_increasing
     for _, rows in results.groupby("trial_id"):
         assert rows["epoch"].tolist() == list(range(1, len(rows) + 1))  # no epoch twice
+
+
+def test_start_and_resume_delays_move_the_reports():
+    backend = SimulatedBackend(small_blackbox(), start_delay=5.0, resume_delay=7.0)
+    backend.start(Trial(0, {"x": 1}))  # elapsed 1, 3, 6
+    first = backend.poll()[0]
+    assert (first.trial_id, first.time) == (0, 5.0 + 1.0)
+    backend.pause(0)  # no pause delay: the worker is free at once
+    trial = Trial(0, {"x": 1}, last_result=first.metrics)
+    backend.resume(trial)
+    assert [(k, t, time) for k, t, time, _ in drain(backend)] == [
+        ("result", 0, 6.0 + 7.0 + 2.0), ("result", 0, 6.0 + 7.0 + 5.0),
+        ("completed", 0, 6.0 + 7.0 + 5.0)]
+
+
+def test_stop_and_pause_delays_hold_the_worker_for_the_next_trial():
+    """One worker: the trial after a stop (pause) starts when the stop (pause) is done."""
+    backend = SimulatedBackend(small_blackbox(), start_delay=1.0, stop_delay=10.0,
+                               pause_delay=20.0, resume_delay=3.0)
+    backend.start(Trial(0, {"x": 1}))
+    assert backend.poll()[0].time == 1.0 + 1.0
+    backend.stop(0)  # at t=2: the worker is busy until 12
+    backend.start(Trial(1, {"x": 3}))  # elapsed 1, 2, 3
+    assert backend.poll()[0].time == 2.0 + 10.0 + 1.0 + 1.0
+    backend.pause(1)  # at t=14: busy until 34
+    backend.resume(Trial(1, {"x": 3}, last_result={"epoch": 1}))
+    event = backend.poll()[0]
+    assert (event.trial_id, event.metrics["epoch"], event.time) == (1, 2, 14.0 + 20.0 + 3.0 + 1.0)
+    backend.start(Trial(2, {"x": 2}))  # no worker is stopping: starts at once (t=38)
+    first_of_2 = [time for kind, t, time, _ in drain(backend) if t == 2 and kind == "result"][0]
+    assert first_of_2 == 38.0 + 1.0 + 2.0
+
+
+def test_delays_are_charged_on_the_tuners_clock():
+    blackbox = load_blackbox("lcbench", task=TASK)
+    times = {}
+    for delay in (0.0, 30.0):
+        scheduler = build_scheduler("random", blackbox.config_space, "Train/val_accuracy",
+                                    "max", 0, {})
+        backend = SimulatedBackend(blackbox, start_delay=delay, max_fidelity=3)
+        tuner = Tuner(scheduler, backend, StoppingCriterion(max_trials_completed=8), n_workers=1)
+        tuner.run()
+        times[delay] = [t.end_time for t in sorted(tuner.trials.values(), key=lambda t: t.trial_id)]
+    # one worker, 8 trials one after the other: each ends 30 s later per trial started so far
+    assert [b - a for a, b in zip(times[0.0], times[30.0], strict=True)] == pytest.approx(
+        [30.0 * (i + 1) for i in range(8)])
