@@ -26,7 +26,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs ~2 ms per trial
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from pathlib import Path
     from typing import Any
 
@@ -59,15 +59,24 @@ def format_report(metrics: Mapping[str, Any]) -> str:
     return f"{PREFIX} {json.dumps(dict(metrics), default=_plain, allow_nan=True)}"
 
 
+#: Where reports go besides stdout: a function-trial worker sets it to send each report's JSON
+#: text to the tuner at once (`backends.function_worker`); None in a script.
+_sink: Callable[[str], None] | None = None
+
+
 def report(**metrics: Any) -> None:
     """Report metrics of the current trial (one JSON line on stdout, flushed at once).
 
     In a distributed launch (torchrun, Accelerate, DeepSpeed: they set `RANK`), only rank 0
-    reports, so every rank may call it."""
+    reports, so every rank may call it. In a function trial the report also goes straight to
+    the tuner."""
     if not is_rank_zero():
         return
-    sys.stdout.write(format_report(metrics) + "\n")
+    line = format_report(metrics)
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
+    if _sink is not None:
+        _sink(line[len(PREFIX) + 1:])
 
 
 def is_rank_zero() -> bool:

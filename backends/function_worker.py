@@ -1,0 +1,204 @@
+"""A function-trial worker: a process that runs trials of one Python objective, one at a time.
+
+Started by `backends.functions.FunctionBackend` as `python -m backends.function_worker IN OUT`
+with `CUDA_VISIBLE_DEVICES` already in its environment, so the user's code sees only its GPUs
+from its first import. It speaks JSON lines: on fd IN it gets the objective once, then one
+trial at a time (`{"run", "trial_id", "config", "trial_dir", "checkpoint_dir", "config_path"}`);
+on fd OUT it sends `{"run": n, "report": {...}}` for each `report(...)` as it happens and
+`{"run": n, "end": "completed" | "failed", "reason": ...}` when the trial ends. During a trial,
+fds 1 and 2 are the trial's `stdout` and `stderr` files, and `TUNESMITH_*` variables are set as
+for a script, so `get_config()`, `load_checkpoint()` and `save_checkpoint()` work unchanged.
+
+A function trial ends when the function returns: None after reports, a dict (reported as the
+last report) or a number (reported as the experiment's metric). A class trial (`setup(config)`,
+`step() -> metrics`, `save_checkpoint(dir)`, `load_checkpoint(dir)`) steps until `step()`
+returns None or metrics with `done=True`, or until the tuner stops it; after each step it saves
+its checkpoint, then reports, so a pause at any report resumes after that step. An exception
+or `sys.exit(nonzero)` fails the trial with its traceback; the worker goes on to the next
+trial. Kept to the standard library: every worker pays for its imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import traceback
+
+from backends.objectives import Objective, load
+from hpo_core import report as reporting
+
+STEP_FILE = ".tunesmith-steps.json"
+ITERATION = "training_iteration"
+TRACEBACK_CHARS = 8000
+
+
+class _Channel:
+    """JSON lines to the tuner (thread-safe: user code may report from any thread)."""
+
+    def __init__(self, fd: int):
+        os.set_inheritable(fd, False)  # not passed on to the user's subprocesses
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.run = 0
+
+    def send_json_text(self, key: str, text: str) -> None:
+        data = f'{{"run": {self.run}, "{key}": {text}}}\n'.encode()
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+    def send(self, **message: object) -> None:
+        self.send_json_text("msg", json.dumps(message, default=str, allow_nan=True))
+
+
+def _lines(fd: int):
+    os.set_inheritable(fd, False)
+    with open(fd, "rb", buffering=0, closefd=True) as stream:
+        buffer = b""
+        while True:
+            chunk = stream.read(1 << 16)
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
+
+
+def main(argv: list[str]) -> int:
+    fd_in, fd_out = int(argv[0]), int(argv[1])
+    channel = _Channel(fd_out)
+    reporting._sink = lambda text: channel.send_json_text("report", text)
+    messages = _lines(fd_in)
+    first = next(messages, None)
+    if first is None:
+        return 0
+    objective_data = first["objective"]
+    metric = first.get("metric")
+    objective, load_error = None, None
+    try:
+        objective = load(Objective.from_payload(objective_data))
+    except BaseException:  # noqa: BLE001 - reported with the first trial
+        load_error = f"cannot load objective {objective_data['name']}", traceback.format_exc()
+    for trial in messages:
+        channel.run = trial["run"]
+        with _TrialContext(trial):
+            if load_error is not None:
+                print(load_error[1], file=sys.stderr, flush=True)
+                status, reason = "failed", f"{load_error[0]}: {_last_line(load_error[1])}\n" \
+                    + load_error[1][-TRACEBACK_CHARS:]
+            else:
+                status, reason = _run(objective, trial, metric)
+        channel.send(end=status, reason=reason)
+    return 0
+
+
+class _TrialContext:
+    """The trial's stdout/stderr files on fds 1 and 2 and its TUNESMITH_* variables."""
+
+    def __init__(self, trial: dict):
+        self.trial = trial
+
+    def __enter__(self) -> None:
+        folder = self.trial["trial_dir"]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = [os.dup(1), os.dup(2)]
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            target = os.open(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                             0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        os.environ[reporting.CONFIG_ENV] = self.trial["config_path"]
+        os.environ[reporting.CHECKPOINT_ENV] = self.trial["checkpoint_dir"]
+        os.environ[reporting.TRIAL_ID_ENV] = str(self.trial["trial_id"])
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self.saved, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+def _run(objective: object, trial: dict, metric: str | None) -> tuple[str, str | None]:
+    config = dict(trial["config"])
+    try:
+        if isinstance(objective, type):
+            _run_class(objective, config, trial["checkpoint_dir"])
+            return "completed", None
+        result = objective(config)  # type: ignore[operator]
+        _report_returned(result, metric)
+        return "completed", None
+    except SystemExit as err:
+        if err.code in (None, 0):
+            return "completed", None
+        text = _user_traceback(err)
+        return "failed", f"called sys.exit({err.code!r})\n{text}"
+    except BaseException as err:  # noqa: BLE001 - any error fails this trial only
+        text = _user_traceback(err)
+        return "failed", f"raised {type(err).__name__}: {err}\n{text}"
+
+
+def _user_traceback(err: BaseException) -> str:
+    """The traceback from the user's code on (this module's frame left out), also printed to
+    the trial's stderr."""
+    tb = err.__traceback__.tb_next if err.__traceback__ is not None else None
+    text = "".join(traceback.format_exception(type(err), err, tb))
+    print(text, file=sys.stderr, end="", flush=True)
+    return text[-TRACEBACK_CHARS:]
+
+
+def _report_returned(result: object, metric: str | None) -> None:
+    if result is None:
+        return
+    if isinstance(result, dict):
+        reporting.report(**result)
+        return
+    if (isinstance(result, int | float) and not isinstance(result, bool)) or hasattr(result, "item"):
+        if not metric:
+            raise TypeError(f"the objective returned {result!r}, but the experiment has several "
+                            "metrics: return a dict of metrics or call report(...)")
+        reporting.report(**{metric: result})
+        return
+    raise TypeError(f"the objective returned a {type(result).__name__}; return None (after "
+                    "report(...)), a number or a dict of metrics")
+
+
+def _run_class(cls: type, config: dict, checkpoint_dir: str) -> None:
+    trainable = cls()
+    trainable.setup(config)
+    steps_path = os.path.join(checkpoint_dir, STEP_FILE)
+    iteration = 0
+    if os.path.exists(steps_path):
+        with open(steps_path) as f:
+            iteration = int(json.load(f)["iteration"])
+        if hasattr(trainable, "load_checkpoint"):
+            trainable.load_checkpoint(checkpoint_dir)
+    while True:
+        metrics = trainable.step()
+        if metrics is None:
+            return
+        iteration += 1
+        metrics = dict(metrics)
+        done = bool(metrics.pop("done", False))
+        metrics.setdefault(ITERATION, iteration)
+        if hasattr(trainable, "save_checkpoint"):
+            trainable.save_checkpoint(checkpoint_dir)
+            reporting.save_checkpoint({"iteration": iteration}, STEP_FILE)
+        reporting.report(**metrics)
+        if done:
+            return
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
