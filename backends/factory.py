@@ -10,7 +10,9 @@
     # stop_delay, pause_delay, resume_delay (and root: a folder searched for blackboxes by name)
 
 For `local` and `sagemaker` the options are the keyword arguments of `backends.local.LocalBackend`
-and `backends.sagemaker.SageMakerBackend`, imported only when used.
+and `backends.sagemaker.SageMakerBackend`, imported only when used. A `local` entry point that
+names a Python function or class (`pkg.module:objective`, `path/to/file.py:objective`) runs in
+function workers instead: the options are those of `backends.functions.FunctionBackend`.
 """
 
 from __future__ import annotations
@@ -80,10 +82,35 @@ def _simulated(spec: ExperimentSpec) -> TrialBackend:
     return backend
 
 
-def build_backend(spec: ExperimentSpec) -> TrialBackend:
-    """The backend `spec.backend` with `spec.backend_options`."""
+def _functions(spec: ExperimentSpec, objective: Any) -> TrialBackend:
+    from backends.functions import FunctionBackend
+    from backends.objectives import ObjectiveError
+
+    options = dict(spec.backend_options)
+    _check_options(FunctionBackend, options, ())
+    if objective is not None:
+        options["entry_point"] = objective
+    if isinstance(spec.metric, str):
+        options.setdefault("metric", spec.metric)
+    try:
+        return FunctionBackend(**options)
+    except ObjectiveError as err:
+        message = str(err)
+        raise SpecError(f"spec.{message}" if message.startswith("backend_") else message) from None
+
+
+def build_backend(spec: ExperimentSpec, objective: Any = None) -> TrialBackend:
+    """The backend `spec.backend` with `spec.backend_options`.
+
+    `objective`: a Python function or class to run instead of the spec's entry point (the
+    Python API passes it when it cannot be named by an entry point)."""
+    from backends.objectives import is_function_entry
+
     if spec.backend == "simulated":
         return _simulated(spec)
+    if spec.backend == "local" and (
+            objective is not None or is_function_entry(spec.backend_options.get("entry_point"))):
+        return _functions(spec, objective)
     if spec.backend not in REAL_BACKENDS:
         raise SpecError(f"spec.backend: unknown backend {spec.backend!r}")
     module_name, class_name = REAL_BACKENDS[spec.backend]

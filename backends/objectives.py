@@ -32,6 +32,9 @@ _FILE_ENTRY = re.compile(r"^[^\s:]+\.py:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 #: Name under which a worker imports the tuner's main script (so its `if __name__ ==
 #: "__main__":` block does not run again there).
 MAIN_ALIAS = "__tunesmith_main__"
+#: The entry point spec.json records for an objective that travels pickled (it has no name to
+#: import it by): such an experiment is resumed from Python, with the objective given again.
+PICKLED_ENTRY = "python-object:"
 
 
 class ObjectiveError(ValueError):
@@ -39,9 +42,11 @@ class ObjectiveError(ValueError):
 
 
 def is_function_entry(entry_point: Any) -> bool:
-    """Whether `entry_point` names a Python function or class (`mod:name`, `file.py:name`)."""
+    """Whether `entry_point` names a Python function or class (`mod:name`, `file.py:name`, or
+    the mark of a pickled one)."""
     return isinstance(entry_point, str) and bool(
-        _MODULE_ENTRY.match(entry_point) or _FILE_ENTRY.match(entry_point))
+        _MODULE_ENTRY.match(entry_point) or _FILE_ENTRY.match(entry_point)
+        or entry_point.startswith(PICKLED_ENTRY))
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ def objective_from(value: Any, field: str = "backend_options.entry_point") -> Ob
 
 def describe(value: Any) -> str:
     """A readable name of a callable: `module.qualname (file:line)` where known."""
+    inner = getattr(value, "func", None)  # functools.partial
+    if inner is not None and callable(inner):
+        return f"partial({describe(inner)})"
     name = f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
     try:
         where = f" ({inspect.getsourcefile(value)}:{inspect.getsourcelines(value)[1]})"
@@ -127,6 +135,10 @@ def _lookup(module: Any, qualname: str) -> Any:
 def check_entry(entry: str, field: str = "backend_options.entry_point") -> None:
     """Raise ObjectiveError unless `entry` names a top-level name of an existing module or file
     (read, not imported)."""
+    if entry.startswith(PICKLED_ENTRY):
+        raise ObjectiveError(
+            f"{field}: the objective {entry[len(PICKLED_ENTRY):]} was a Python object given to "
+            "tunesmith.tune(); resume the experiment from Python with the same objective")
     if not is_function_entry(entry):
         raise ObjectiveError(f"{field}: {entry!r} is not 'module:function' or 'file.py:function'")
     where, name = entry.rsplit(":", 1)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from backends.base import TrialBackend
 from backends.factory import build_backend, default_scheduler_options, resolve_config_space
 from hpo_core.methods import build_scheduler
+from hpo_core.schedulers.base import Scheduler
 from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store import ExperimentStore
 from hpo_core.tuner import Tuner, TunerCallback
@@ -51,14 +52,19 @@ def build_tuner(
     spec: ExperimentSpec,
     callbacks: Iterable[TunerCallback] = (),
     backend: TrialBackend | None = None,
+    scheduler: Scheduler | None = None,
 ) -> Tuner:
-    """A Tuner for `spec` (resuming from its store when a state exists there)."""
+    """A Tuner for `spec` (resuming from its store when a state exists there).
+
+    `scheduler`: a ready method object to use instead of building `spec.scheduler` (the
+    Python API passes one when it was given an object)."""
     backend = backend or build_backend(spec)
-    config_space = resolve_config_space(spec, backend)
-    options = {**default_scheduler_options(spec, backend), **spec.scheduler_options}
-    scheduler = build_scheduler(
-        spec.scheduler, config_space, spec.metric, spec.mode, spec.seed, options
-    )
+    if scheduler is None:
+        config_space = resolve_config_space(spec, backend)
+        options = {**default_scheduler_options(spec, backend), **spec.scheduler_options}
+        scheduler = build_scheduler(
+            spec.scheduler, config_space, spec.metric, spec.mode, spec.seed, options
+        )
     return Tuner(
         scheduler,
         backend,

@@ -66,6 +66,8 @@ def tune(
     mlflow_experiment: str | None = None,
     checkpoint_interval: float = 5.0,
     leaderboard_size: int = 10,
+    objective: Any = None,
+    scheduler: Any = None,
 ) -> dict[str, Any]:
     """Run (or resume) one experiment.
 
@@ -77,6 +79,9 @@ def tune(
         mlflow_experiment: MLflow experiment holding the parent run (default: the spec's name).
         checkpoint_interval: wall seconds between saves of the experiment's state.
         leaderboard_size: configs in the leaderboard artifact.
+        objective: a Python function or class to run instead of the spec's entry point, and
+        scheduler: a method object to use instead of `spec.scheduler` (both for the Python
+            API, `tunesmith.tune`, in this process; a deployment names them in the spec).
 
     Returns:
         The outcome: best config and value, counts, store path, MLflow run ids and UI command.
@@ -84,7 +89,7 @@ def tune(
     logger = get_run_logger()
     threading.Thread(target=_import_matplotlib, daemon=True).start()  # for the plot at the end
     spec = ExperimentSpec.coerce(spec)
-    backend = build_backend(spec)
+    backend = build_backend(spec, objective)
     run_id = str(flow_run.id) if flow_run.id else None
     tracker = MlflowTracker(spec, tracking_uri, mlflow_experiment,
                             tags={"prefect.flow_run_id": run_id} if run_id else None) \
@@ -92,7 +97,7 @@ def tune(
     callbacks = [c for c in (tracker, ProgressArtifact(spec.name)) if c is not None]
     if not backend.is_simulated:
         backend = PrefectTrialBackend(backend)
-    tuner = build_tuner(spec, callbacks, backend)
+    tuner = build_tuner(spec, callbacks, backend, scheduler)
     tuner.checkpoint_interval = checkpoint_interval
     resumed = tuner.store is not None and tuner.store.has_state()
     logger.info("%s experiment %s: %s on the %s backend, %d workers",
