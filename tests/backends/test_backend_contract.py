@@ -1,6 +1,6 @@
 """The backend contract: every TrialBackend passes these checks.
 
-Each backend runs the same program, driven by the config `{"lr": float, "epochs": int}`: it
+Each backend runs the same program (a script; for function trials, a Python function), driven by the config `{"lr": float, "epochs": int}`: it
 reports `epoch` = 1..epochs with `loss = loss_of(config, epoch)` (the curve of
 `sagemaker_fake`), saving a checkpoint each epoch, then completes. A config with lr > 1
 diverges: it fails at epoch 2. The simulated backend replays a table of that program's curves
@@ -28,12 +28,13 @@ from sagemaker_fake import FakeSageMaker, client, fresh_account, loss_of, serve_
 
 from backends.base import TrialBackend
 from backends.blackbox import blackbox_from_dataframe
+from backends.functions import FunctionBackend
 from backends.local import LocalBackend
 from backends.sagemaker import FINAL_STATUSES, SageMakerBackend
 from backends.simulated import SimulatedBackend
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
-BACKENDS = ["simulated", "local", "sagemaker"]
+BACKENDS = ["simulated", "local", "function", "sagemaker"]
 LRS = (0.001, 0.01, 0.1)
 EPOCHS = (3, 4)
 DIVERGING_LR = 10.0
@@ -53,6 +54,22 @@ for epoch in range(done + 1, config["epochs"] + 1):
         sys.exit("diverged: the loss is nan")
     save_checkpoint({"epoch": epoch})
     report(epoch=epoch, loss=round((math.log10(config["lr"]) + 2.0) ** 2 + 1.0 / epoch, 6))
+"""
+
+# The program as a Python function, run in the function backend's workers.
+FUNCTION = """\
+import math, time
+from hpo_core.report import load_checkpoint, report, save_checkpoint
+
+
+def program(config):
+    done = (load_checkpoint() or {"epoch": 0})["epoch"]
+    for epoch in range(done + 1, config["epochs"] + 1):
+        time.sleep(0.1)
+        if config["lr"] > 1 and epoch == 2:
+            raise FloatingPointError("diverged: the loss is nan")
+        save_checkpoint({"epoch": epoch})
+        report(epoch=epoch, loss=round((math.log10(config["lr"]) + 2.0) ** 2 + 1.0 / epoch, 6))
 """
 
 
@@ -109,6 +126,25 @@ def local_harness(tmp_path: Path, poll_interval: float) -> Harness:
     return Harness(backend, leftovers)
 
 
+def function_harness(tmp_path: Path, poll_interval: float) -> Harness:
+    module = tmp_path / "program_fn.py"
+    module.write_text(FUNCTION)
+    backend = FunctionBackend(f"{module}:program", gpus=None, poll_interval=poll_interval)
+    backend.set_trial_root(tmp_path / "trials")
+
+    def leftovers() -> list[str]:
+        left = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if "backends.function_worker" in proc.cmdline():
+                    left.append(f"pid {proc.pid} ({proc.status()})")
+            except psutil.NoSuchProcess:
+                pass
+        return left
+
+    return Harness(backend, leftovers)
+
+
 def sagemaker_harness(url: str, tmp_path: Path, poll_interval: float) -> Harness:
     fresh_account(url, BUCKET)
     fake = ProgramSageMaker(url)
@@ -139,6 +175,8 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
             harness = simulated_harness()
         elif request.param == "local":
             harness = local_harness(tmp_path, poll_interval)
+        elif request.param == "function":
+            harness = function_harness(tmp_path, poll_interval)
         else:
             harness = sagemaker_harness(request.getfixturevalue("moto_url"), tmp_path,
                                         poll_interval)
