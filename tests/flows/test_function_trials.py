@@ -1,0 +1,136 @@
+"""Function trials end to end: `module:function` through the `tune` flow into MLflow, and the
+Python API (`tunesmith.tune`) writing experiments that the CLI lists, shows and resumes."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from hpo_core.results import load_experiment
+
+OBJECTIVE = """\
+from hpo_core.report import report
+
+
+def objective(config):
+    if config["x"] > 0.9:
+        raise ValueError(f"x={config['x']} is too large, token=hunter2-secret")
+    for epoch in range(1, 4):
+        report(epoch=epoch, loss=(config["x"] - 0.3) ** 2 + 1 / epoch)
+
+
+def scaled(config, scale):
+    for epoch in range(1, 3):
+        report(epoch=epoch, loss=scale * config["x"] + 1 / epoch)
+"""
+
+
+@pytest.fixture
+def objective_module(tmp_path, monkeypatch):
+    (tmp_path / "fn_trials.py").write_text(OBJECTIVE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "fn_trials"
+
+
+def test_module_function_through_the_tune_flow_into_mlflow(tmp_path, objective_module,
+                                                           prefect_harness):
+    from mlflow import MlflowClient
+
+    from flows.tune import tune
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = {
+        "name": "fn-flow", "metric": "loss", "mode": "min", "scheduler": "asha",
+        "scheduler_options": {"max_t": 3, "grace_period": 1, "reduction_factor": 3,
+                              "points_to_evaluate": [{"x": 0.95}]},  # this one raises
+        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}},
+        "backend": "local",
+        "backend_options": {"entry_point": "fn_trials:objective", "gpus": None},
+        "stop": {"max_trials_started": 6}, "n_workers": 2, "seed": 0,
+        "results_root": str(tmp_path / "experiments"),
+    }
+    outcome = tune(spec, tracking_uri=uri)
+    assert outcome["counts"]["trials"] == 6 and outcome["counts"]["failed"] == 1
+    assert outcome["mlflow_error"] is None
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("fn-flow")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    children = {r.data.tags["mlflow.runName"]: r for r in runs
+                if "mlflow.parentRunId" in r.data.tags}
+    assert len(children) == 6
+    failed = children["trial-0"]
+    reason = failed.data.tags["tunesmith.failure_reason"]
+    assert "raised ValueError: x=0.95 is too large" in reason
+    assert "fn_trials.py" in reason and "Traceback" in reason
+    stderr = Path(client.download_artifacts(failed.info.run_id, "logs/stderr.txt", str(tmp_path)))
+    assert 'raise ValueError(f"x={config' in stderr.read_text()
+    best = children[f"trial-{outcome['best_trial_id']}"]
+    assert [m.step for m in client.get_metric_history(best.info.run_id, "loss")][:1] == [1]
+    frame = load_experiment(outcome["store_path"]).results
+    assert set(frame["epoch"]) <= {1, 2, 3} and len(frame) >= 5
+
+
+def test_the_python_api_writes_an_experiment_the_cli_understands(tmp_path, objective_module,
+                                                                 capsys):
+    import fn_trials
+
+    from tunesmith import tune, uniform
+
+    root = tmp_path / "experiments"
+    result = tune(fn_trials.objective, {"x": uniform(0.0, 0.8)}, metric="loss", method="random",
+                  stop={"max_trials_completed": 4}, n_workers=2, name="api-fn",
+                  results_root=root, flow=False)
+    assert result.path == root / "api-fn"
+    assert len(result.results) == 4 * 3 and result.best_value == pytest.approx(
+        result.results["loss"].min())
+    assert set(result.best_config) == {"x"} and result.plot().is_file()
+    spec = result.experiment.spec
+    assert spec["backend_options"]["entry_point"] == "fn_trials:objective"
+
+    assert main(["list", "--results-root", str(root)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["api-fn", "4"]
+    assert main(["show", "api-fn", "--results-root", str(root)]) == 0
+    assert "ended: max_trials_completed" in capsys.readouterr().out
+    # resume with a larger budget, from the spec alone (as `tunesmith run` would)
+    data = json.loads((root / "api-fn" / "spec.json").read_text())
+    data["stop"] = {"max_trials_completed": 6}
+    (tmp_path / "more.json").write_text(json.dumps(data))
+    assert main(["run", str(tmp_path / "more.json"), "--no-flow"]) == 0
+    assert len(load_experiment(root / "api-fn").trials()) >= 6
+
+
+def test_the_python_api_with_a_pickled_objective_and_a_scheduler_object(tmp_path,
+                                                                        objective_module):
+    import fn_trials
+
+    from hpo_core.methods import build_scheduler
+    from tunesmith import tune
+
+    space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}}
+    scheduler = build_scheduler("asha", space, "loss", "min", seed=3,
+                                options={"max_t": 2, "grace_period": 1})
+    result = tune(functools.partial(fn_trials.scaled, scale=2.0), space, metric="loss",
+                  method=scheduler, stop={"max_trials_completed": 3}, n_workers=2,
+                  results_root=tmp_path / "experiments", flow=False)
+    assert result.experiment.spec["scheduler"] == "asha"
+    assert result.experiment.spec["backend_options"]["entry_point"].startswith("python-object:")
+    assert len(result.trials) >= 3
+    with pytest.raises(ValueError, match="cannot be sent to a trial worker"):
+        tune(lambda config: 1.0, space, metric="loss", stop={"max_trials_completed": 1},
+             flow=False, results_root=tmp_path / "experiments")
+    assert main(["resume", result.path.name, "--results-root", str(tmp_path / "experiments"),
+                 "--no-flow"]) == 2  # the objective was an object: resume it from Python
+
+
+def test_tune_refuses_to_run_inside_a_worker(monkeypatch):
+    from tunesmith import tune
+
+    monkeypatch.setenv("TUNESMITH_WORKER", "x")
+    with pytest.raises(RuntimeError, match='if __name__ == "__main__":'):
+        tune("x.py:f", {}, metric="loss")
