@@ -17,10 +17,10 @@ from typing import Any
 
 from backends.functions import WORKER_ENV
 from backends.objectives import PICKLED_ENTRY, Objective, is_function_entry, objective_from
-from hpo_core.store import Experiment, load_experiment
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec
+from hpo_core.store import Experiment, load_experiment
 
 
 @dataclass

@@ -19,9 +19,9 @@ from backends.factory import build_backend
 from backends.functions import FunctionBackend
 from backends.objectives import ObjectiveError, objective_from
 from hpo_core.methods import build_scheduler
-from hpo_core.results import ExperimentStore, load_experiment
 from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.stopping import StoppingCriterion
+from hpo_core.store import ExperimentStore, load_experiment
 from hpo_core.trial import EventKind, Trial, TrialStatus
 from hpo_core.tuner import Tuner
 

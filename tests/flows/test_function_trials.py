@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from hpo_core.results import load_experiment
+from hpo_core.store import load_experiment
 
 OBJECTIVE = """\
 from hpo_core.report import report
