@@ -71,35 +71,50 @@ def crowding_distance(points: np.ndarray | list) -> np.ndarray:
     return distance
 
 
-def _normalized(values: np.ndarray) -> np.ndarray:
-    lo, hi = values.min(axis=0), values.max(axis=0)
+def _normalized(values: np.ndarray, lower: np.ndarray | None = None,
+                upper: np.ndarray | None = None) -> np.ndarray:
+    lo = values.min(axis=0) if lower is None else lower
+    hi = values.max(axis=0) if upper is None else upper
     span = np.where(hi > lo, hi - lo, 1.0)
     return (values - lo) / span
+
+
+def epsilon_net_front(front: np.ndarray | list, lower: np.ndarray, upper: np.ndarray,
+                      count: int | None = None) -> np.ndarray:
+    """The epsilon-net order of one front's points (rows), normalized by `lower` and `upper`
+    (the bounds of the whole set the front is part of): first the best in the sum of normalized
+    objectives, then greedily the point farthest from those chosen. Ties go to the earlier row.
+    With `count`, only the first `count` of the order (O(len(front) * count) work)."""
+    scaled = _normalized(_as_points(front), np.asarray(lower), np.asarray(upper))
+    n = len(scaled)
+    count = n if count is None else max(0, min(int(count), n))
+    if count == 0:
+        return np.zeros(0, dtype=int)
+    members = list(range(n))
+    chosen = members.pop(int(np.argmin(scaled.sum(axis=1))))
+    order = [chosen]
+    nearest = np.linalg.norm(scaled[members] - scaled[chosen], axis=1)
+    while len(order) < count:
+        k = int(np.argmax(nearest))
+        chosen = members.pop(k)
+        nearest = np.delete(nearest, k)
+        order.append(chosen)
+        if members:
+            nearest = np.minimum(nearest, np.linalg.norm(scaled[members] - scaled[chosen], axis=1))
+    return np.asarray(order, dtype=int)
 
 
 def epsilon_net_order(points: np.ndarray | list) -> np.ndarray:
     """All indices ordered best first by fronts, and within a front by greedy farthest-point
     selection in normalized objective space (the epsilon-net idea of MO-ASHA: a prefix of the
-    order covers each front evenly). The first point of a front is its best in the sum of
-    normalized objectives."""
+    order covers each front evenly); see `epsilon_net_front`."""
     values = _as_points(points)
     if len(values) == 0:
         return np.zeros(0, dtype=int)
-    scaled = _normalized(values)
-    order: list[int] = []
-    for front in nondominated_sort(values):
-        members = list(front)
-        chosen = members.pop(int(np.argmin(scaled[members].sum(axis=1))))
-        order.append(chosen)
-        nearest = np.linalg.norm(scaled[members] - scaled[chosen], axis=1) if members else None
-        while members:
-            k = int(np.argmax(nearest))
-            chosen = members.pop(k)
-            nearest = np.delete(nearest, k)
-            order.append(chosen)
-            if members:
-                nearest = np.minimum(nearest, np.linalg.norm(scaled[members] - scaled[chosen], axis=1))
-    return np.asarray(order, dtype=int)
+    lower, upper = values.min(axis=0), values.max(axis=0)
+    order = [front[epsilon_net_front(values[front], lower, upper)]
+             for front in nondominated_sort(values)]
+    return np.concatenate(order).astype(int)
 
 
 def nsga2_order(points: np.ndarray | list) -> np.ndarray:

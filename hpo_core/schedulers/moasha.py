@@ -4,6 +4,10 @@ Rungs record each trial's vector of objectives; a trial continues past a rung if
 top 1/eta of the rung's trials ordered by non-dominated sorting, and within a front either by an
 epsilon-net (`rank_by="epsnet"`, the paper's choice: a prefix covers the front evenly) or by
 crowding distance (`rank_by="nsga2"`).
+
+A decision does not sort the rung again: each rung keeps its fronts up to date point by point
+(`hpo_core.pareto_fronts`), so a new value finds its front by bisection, and only when the top
+1/eta ends inside that front is the front itself ordered (for the first places it needs).
 """
 
 from __future__ import annotations
@@ -11,10 +15,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hpo_core.multiobjective import epsilon_net_order, nsga2_order
+import numpy as np
+
+from hpo_core.multiobjective import (
+    crowding_distance,
+    epsilon_net_front,
+    epsilon_net_order,
+    nsga2_order,
+)
+from hpo_core.pareto_fronts import ParetoFronts
 from hpo_core.schedulers.asha import ASHA
+from hpo_core.schedulers.rungs import num_continuing
 from hpo_core.searchers.base import Searcher
 from hpo_core.space import ConfigSpace
+from hpo_core.trial import Decision, Trial
 
 RANKINGS = {"epsnet": epsilon_net_order, "nsga2": nsga2_order}
 
@@ -51,6 +65,45 @@ class MOASHA(ASHA):
                          searcher=searcher, searcher_options=searcher_options,
                          points_to_evaluate=points_to_evaluate)
         self.rank_by = rank_by
+        self._fronts: dict[tuple[int, int], ParetoFronts] = {}  # per rung, built lazily
+
+    @property
+    def comparisons(self) -> int:
+        """Point-to-point comparisons made by the rung decisions so far (a work count)."""
+        return sum(f.comparisons for f in self._fronts.values())
+
+    def _add_to_fronts(self, bracket: int, rung: int, trial_id: int) -> tuple[ParetoFronts, int]:
+        """The fronts of a rung with `trial_id`'s value (just recorded) added; its front."""
+        rung_ = self.rungs[bracket][rung]
+        fronts = self._fronts.get((bracket, rung))
+        if fronts is None or trial_id in fronts or len(fronts) + 1 != len(rung_):
+            value = rung_.values[trial_id]  # first use, or the rung was reloaded
+            fronts = ParetoFronts(len(value))
+            for tid, other in rung_.entries():
+                if tid != trial_id:
+                    fronts.add(tid, other)
+            self._fronts[bracket, rung] = fronts
+        return fronts, fronts.add(trial_id, rung_.values[trial_id])
+
+    def _on_rung(self, trial: Trial, bracket: int, rung: int) -> Decision:
+        tid = trial.trial_id
+        fronts, front = self._add_to_fronts(bracket, rung, tid)
+        keep = num_continuing(len(fronts), self.reduction_factor)
+        ahead = fronts.before(front)
+        if ahead >= keep:
+            return Decision.STOP
+        if ahead + fronts.size(front) <= keep:
+            return Decision.CONTINUE
+        # the top 1/eta ends inside this front: order the front, as far as needed
+        places = keep - ahead
+        ids, values = fronts.members(front)
+        if self.rank_by == "epsnet":
+            order = epsilon_net_front(values, fronts.lower, fronts.upper, places)
+            fronts.count(len(ids) * places)
+        else:
+            order = np.argsort(-crowding_distance(values), kind="stable")[:places]
+            fronts.count(len(ids) * max(1, int(np.log2(len(ids)))))
+        return Decision.CONTINUE if tid in {ids[i] for i in order} else Decision.STOP
 
     def _value(self, metrics: Mapping[str, Any]) -> Any:
         values = self.objectives(metrics)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from sched_sim import QuadraticBackend, make_space
@@ -60,3 +62,54 @@ def test_pareto_front_of_a_moasha_experiment(tmp_path):
     # nothing in the results dominates a point of the front
     for point in front[METRICS].to_numpy(float):
         assert not np.any(np.all(values <= point, axis=1) & np.any(values < point, axis=1))
+
+
+def _feed(moasha, values, first_id=0):
+    """Report `values` (rows of two objectives) at the first rung; the decisions."""
+    decisions = []
+    for i, (a, b) in enumerate(values):
+        tid = first_id + i
+        trial = Trial(tid, {}, TrialStatus.RUNNING)
+        moasha.on_trial_add(trial)
+        metrics = {"epoch": 1, "loss": float(a), "loss2": float(b)}
+        decisions.append(moasha.on_trial_result(trial, TrialResult(tid, metrics, 1.0)))
+    return decisions
+
+
+@pytest.mark.parametrize("rank_by", ["epsnet", "nsga2"])
+def test_incremental_decisions_equal_ranking_the_whole_rung(rank_by):
+    rng = np.random.default_rng(3)
+    moasha = MOASHA(SPACE, METRICS, seed=0, max_t=9, rank_by=rank_by)
+    values = np.where(rng.random((300, 1)) < 0.5, rng.random((300, 2)),
+                      rng.integers(0, 12, (300, 2)))  # half with ties
+    for tid, decision in enumerate(_feed(moasha, values)):
+        entries = [(t, list(v)) for t, v in enumerate(values[: tid + 1].tolist())]
+        keep = math.ceil((tid + 1) / 3 - 1e-12)
+        expected = Decision.CONTINUE if tid in moasha._rank(entries)[:keep] else Decision.STOP
+        assert decision == expected, tid
+    # after a state round trip the rung caches are rebuilt and decide the same way
+    again = MOASHA(SPACE, METRICS, seed=0, max_t=9, rank_by=rank_by)
+    again.load_state_dict(moasha.state_dict())
+    more = rng.random((40, 2))
+    assert _feed(again, more, 300) == _feed(moasha, more, 300)
+
+
+@pytest.mark.parametrize("shape", ["independent", "correlated"])
+def test_work_per_decision_is_bounded_by_the_fronts_not_the_pairs(shape):
+    """Comparisons per decision, not time. Sorting the rung again compares all n^2 pairs at
+    every decision; the incremental fronts cost O(log(fronts) log(n)) to place a point plus
+    O(log n) per front it pushes points down through: at most ~fronts * log2(n)."""
+    rng = np.random.default_rng(0)
+    first = rng.random(8000)
+    second = rng.random(8000) if shape == "independent" else first + 0.3 * rng.random(8000)
+    values = np.column_stack([first, second])
+    moasha = MOASHA(SPACE, METRICS, seed=0, max_t=9)
+    for n in (1000, 8000):
+        start = len(moasha.rungs[0][0])
+        _feed(moasha, values[start:n - 200], start)
+        before = moasha.comparisons
+        _feed(moasha, values[n - 200:n], n - 200)
+        per_decision = (moasha.comparisons - before) / 200
+        num_fronts = moasha._fronts[0, 0].num_fronts
+        assert per_decision <= num_fronts * math.log2(n), (n, per_decision, num_fronts)
+        assert per_decision <= n / 2, (n, per_decision)  # a full sort: n^2 / 2 pairs
