@@ -56,6 +56,8 @@ register_searcher("gp_multifidelity", "hpo_core.searchers.gp_multifidelity:Multi
                   "Gaussian-process BO over config and resource (joint or per-level models)")
 register_searcher("kde", "hpo_core.searchers.kde:KDESearcher", "TPE / BOHB density-ratio model")
 register_searcher("rea", "hpo_core.searchers.rea:REASearcher", "regularized evolution")
+register_searcher("bore", "hpo_core.searchers.bore:BORESearcher",
+                  "BORE: classifier-based BO (density ratio of top-gamma vs rest)")
 
 # -- methods ---------------------------------------------------------------------------------------
 register_method("random", "hpo_core.methods:fifo_random", "FIFO with random search")
@@ -67,6 +69,8 @@ register_method("cbo", "hpo_core.methods:cbo",
 register_method("tpe", "hpo_core.methods:tpe", "tree-structured Parzen estimator (TPE)")
 register_method("kde", "hpo_core.methods:tpe", "tree-structured Parzen estimator (alias of tpe)")
 register_method("rea", "hpo_core.methods:rea", "regularized evolution")
+register_method("bore", "hpo_core.searchers.bore:bore",
+                "BORE: BO with a classifier of good vs bad configs (Syne Tune's BORE)")
 register_method("asha", "hpo_core.schedulers.asha:ASHA",
                 "asynchronous successive halving, stopping variant", multi_fidelity=True)
 register_method("asha_promotion", "hpo_core.schedulers.asha_promotion:PromotionASHA",
