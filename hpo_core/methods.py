@@ -107,6 +107,9 @@ register_method("moasha", "hpo_core.schedulers.moasha:MOASHA",
                 multi_objective=True)
 register_method("mo_rea", "hpo_core.schedulers.mo_rea:MORegularizedEvolution",
                 "multi-objective regularized evolution", multi_objective=True)
+register_method("ehvi", "hpo_core.schedulers.ehvi:EHVI",
+                "multi-objective BO: a GP per objective, expected hypervolume improvement",
+                multi_objective=True)
 
 
 def build_searcher(
