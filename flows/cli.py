@@ -1,4 +1,4 @@
-"""The `tunesmith` console script: run, demo, resume, list, show.
+"""The `tunesmith` console script: run, demo, resume, list, show, compare.
 
 `run` and `demo` go through the Prefect `tune` flow (tracked in MLflow) unless `--no-flow` is
 given, in which case the bare tuner runs the experiment and only the on-disk store is written.
@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--results-root", default="experiments")
     show.add_argument("--top", type=int, default=10)
+    from flows import cli_compare
+
+    cli_compare.add_parser(sub)
     return parser
 
 
@@ -157,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.results_root:
                 spec.results_root = args.results_root
             return _run(spec, use_flow=not args.no_flow)
+        if args.command == "compare":
+            from flows import cli_compare
+
+            return cli_compare.run(args)
         if args.command == "list":
             return _list(Path(args.results_root))
         return _show(Path(args.results_root), args.name, args.top)

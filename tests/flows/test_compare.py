@@ -1,33 +1,123 @@
-"""The `compare` flow: methods x seeds on the simulated LCBench blackbox."""
+"""`tunesmith compare` and the `compare` flow: methods x tasks x seeds on simulated benchmarks,
+with tables, plots, Prefect artifacts and an MLflow run; a method that runs out of configs on a
+finite space ends with a reason the comparison shows."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from uuid import UUID
 
+import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+from backends.blackbox import blackbox_from_dataframe
+from backends.blackbox.repository import ROOT_ENV
+from flows.cli import main
+
+ARGS = ["--methods", "random,asha", "--tasks", "3945,7593", "--seeds", "2", "--max-time", "300",
+        "--workers", "2", "--processes", "2", "--name", "cmp"]
 
 
-def test_compare_aggregates_methods_over_seeds(tmp_path: Path) -> None:
+def test_tunesmith_compare_2_methods_2_tasks_2_seeds_through_the_flow(
+        tmp_path: Path, capsys, prefect_harness) -> None:
     from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["compare", *ARGS, "--results-root", str(tmp_path), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    # the table: both methods with area, final regret and rank as mean [95% interval]
+    rows = {line.split()[0]: line for line in out.splitlines()
+            if line.startswith(("random ", "asha "))}
+    assert set(rows) == {"random", "asha"}
+    assert all(len(re.findall(r"\d\.\d+ \[-?\d\.\d+, \d\.\d+\]", r)) == 3 for r in rows.values())
+    assert re.search(r"Paired over 4 \(task, seed\) runs, \w+ - \w+ area: [+-]\d\.\d+ \[", out)
+
+    folder = tmp_path / "cmp-summary"
+    summary = pd.read_csv(folder / "summary.csv")
+    assert set(summary["method"]) == {"random", "asha"} and (summary["runs"] == 4).all()
+    assert summary["area"].between(0, 1).all() and summary["rank"].between(1, 2).all()
+    per_task = pd.read_csv(folder / "per_task.csv")
+    assert sorted(per_task["task"].astype(str).unique()) == ["3945", "7593"]
+    runs = pd.read_csv(folder / "runs.csv")
+    assert len(runs) == 8 and runs.groupby(["task", "seed"])["rank"].sum().eq(3).all()
+    for plot in ("regret.png", "ranks.png"):
+        assert (folder / plot).stat().st_size > 10_000
+    assert "## Task 3945" in (folder / "report.md").read_text()
+    for method in ("random", "asha"):  # every run is an experiment of its own
+        assert (tmp_path / f"cmp-{method}-t7593-s1" / "results.parquet").exists()
+
+    flow_run_id = re.search(r"prefect run\s+(\S+)", out).group(1)
+    runs_filter = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts(flow_run_filter=runs_filter)}
+        task_runs = client.read_task_runs(flow_run_filter=runs_filter)
+    assert {"cmp-comparison", "cmp-comparison-report"} <= set(artifacts)
+    assert "data:image/png;base64," in artifacts["cmp-comparison-report"].data
+    assert len(task_runs) == 8 and all(t.state.is_completed() for t in task_runs)
+
+    client = MlflowClient(uri)
+    run_id = re.search(r"mlflow run\s+(\S+)", out).group(1)
+    run = client.get_run(run_id)
+    area = summary.set_index("method")["area"]
+    assert run.data.metrics["asha.area"] == pytest.approx(area["asha"])
+    assert run.data.params["tasks"] == "3945,7593"
+    assert {a.path for a in client.list_artifacts(run_id)} == {
+        "runs.csv", "per_task.csv", "summary.csv", "regret.png", "ranks.png", "report.md"}
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def finite_blackbox(root: Path) -> None:
+    """A 6-config table: methods that never repeat a config run out of them quickly."""
+    rows = [{"x": x, "epoch": e, "loss": (x - 2.5) ** 2 + 1.0 / e, "elapsed": 10.0 * e}
+            for x in range(6) for e in range(1, 10)]
+    blackbox = blackbox_from_dataframe(pd.DataFrame(rows), ["x"], "epoch", ["loss"], "elapsed",
+                                       name="tiny", config_space={"x": {"type": "choice",
+                                                                        "categories": list(range(6))}})
+    blackbox.save(root / "tiny" / "six")
+
+
+def test_a_method_that_runs_out_of_configs_ends_with_a_reason_the_comparison_shows(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    finite_blackbox(tmp_path / "bb")
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path / "bb"))
+    assert main(["compare", "--blackbox", "tiny", "--tasks", "six", "--metric", "loss",
+                 "--mode", "min", "--methods", "pasha,random", "--seeds", "2",
+                 "--max-time", "3600", "--workers", "2", "--processes", "1", "--name", "fin",
+                 "--results-root", str(tmp_path / "exp"), "--no-flow"]) == 0
+    out = capsys.readouterr().out
+    summary = pd.read_csv(tmp_path / "exp" / "fin-summary" / "summary.csv")
+    assert (summary["ended_early"] == 2).all()
+    assert summary["end_note"].str.contains(
+        r"2/2 ended before the budget .*scheduler has nothing to start").all()
+    assert "ended before the budget" in out
+    runs = pd.read_csv(tmp_path / "exp" / "fin-summary" / "runs.csv")
+    assert (runs["end_time"] < 3600).all()
+    assert (runs[runs.method == "random"]["final"] == 0).all()  # all 6 configs, to the end
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "asha,nope"], r"error: spec.scheduler: unknown .*'nope'"),
+    (["--tasks", "3945,1"], r"error: spec.backend_options: task: .*no task '1'"),
+    (["--seeds", "0"], r"error: --seeds: a count must be at least 1"),
+    (["--max-time", "0"], r"error: max_time: must be > 0"),
+])
+def test_bad_compare_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    assert main(["compare", "--no-flow", "--results-root", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_compare_deployment_names_the_flow_with_valid_parameters() -> None:
+    import yaml
 
     from flows.compare import compare
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    outcome = compare(methods=["random", "asha"], seeds=[0, 1],
-                      stop={"max_trials_completed": 8}, n_workers=2, name="cmp",
-                      results_root=str(tmp_path), tracking_uri=uri)
-
-    table = {row["method"]: row for row in outcome["table"]}
-    assert set(table) == {"random", "asha"}
-    assert all(row["count"] == 2 and row["mean"] > 0 for row in table.values())
-    assert (tmp_path / "cmp-summary" / "comparison.png").stat().st_size > 1000
-    for method in ("random", "asha"):
-        for seed in (0, 1):
-            assert (tmp_path / f"cmp-{method}-s{seed}" / "results.parquet").exists()
-    client = MlflowClient(uri)
-    run = client.get_run(outcome["mlflow_run_id"])
-    assert run.data.metrics["asha_mean"] == pytest.approx(table["asha"]["mean"])
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == \
-        {"comparison.png", "comparison.csv"}
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "deployments" /
+                             "prefect.yaml").read_text())
+    deployment = {d["name"]: d for d in config["deployments"]}["yahpo-lcbench"]
+    assert deployment["entrypoint"] == "flows/compare.py:compare"
+    compare.validate_parameters(deployment["parameters"])

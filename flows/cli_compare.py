@@ -1,0 +1,100 @@
+"""`tunesmith compare`: methods x tasks x seeds on a simulated benchmark, from the terminal.
+
+Through the Prefect `compare` flow (artifacts, MLflow) unless `--no-flow` is given; either way
+the tables, plots and report land in `<results-root>/<name>-summary/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from hpo_core.spec import SpecError
+
+
+def _list(text: str, field: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise SpecError(f"{field}: give at least one value (comma-separated)")
+    return values
+
+
+def _seeds(text: str) -> list[int]:
+    """`3` means seeds 0, 1, 2; `4,7` means seeds 4 and 7."""
+    values = _list(text, "--seeds")
+    try:
+        numbers = [int(v) for v in values]
+    except ValueError:
+        raise SpecError(f"--seeds: expected a count or comma-separated integers, got {text!r}"
+                        ) from None
+    if len(numbers) == 1:
+        if numbers[0] < 1:
+            raise SpecError(f"--seeds: a count must be at least 1, got {numbers[0]}")
+        return list(range(numbers[0]))
+    return numbers
+
+
+def add_parser(sub: Any) -> None:
+    """The `compare` subcommand's arguments."""
+    parser = sub.add_parser("compare", help="compare methods over tasks and seeds (simulated)",
+                            description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="random,asha,bohb", help="comma-separated")
+    parser.add_argument("--tasks", default="3945,7593", help="task ids of the blackbox")
+    parser.add_argument("--seeds", default="3", help="a count (0..N-1) or comma-separated seeds")
+    parser.add_argument("--blackbox", default="yahpo-lcbench")
+    parser.add_argument("--metric", default="val_accuracy")
+    parser.add_argument("--mode", default="max", choices=["min", "max"])
+    parser.add_argument("--max-time", type=float, default=3600.0,
+                        help="simulated seconds per run")
+    parser.add_argument("--workers", type=int, default=4, help="trials in flight per run")
+    parser.add_argument("--processes", type=int, default=2, help="runs in parallel")
+    parser.add_argument("--name", default="compare")
+    parser.add_argument("--results-root", default="experiments")
+    parser.add_argument("--tracking-uri", help="MLflow (default: sqlite:///mlflow.db)")
+    parser.add_argument("--no-flow", action="store_true", help="no Prefect, no MLflow")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the comparison and print its table."""
+    options: dict[str, Any] = {
+        "methods": _list(args.methods, "--methods"), "tasks": _list(args.tasks, "--tasks"),
+        "seeds": _seeds(args.seeds), "blackbox": args.blackbox, "metric": args.metric,
+        "mode": args.mode, "max_time": args.max_time, "n_workers": args.workers,
+        "name": args.name, "results_root": args.results_root,
+    }
+    print(f"comparing {', '.join(options['methods'])} on {args.blackbox} tasks "
+          f"{', '.join(options['tasks'])}, seeds {options['seeds']}, "
+          f"{args.max_time:g} simulated s each")
+    if args.no_flow:
+        from flows.comparison import ComparisonPlan, compare_runs, paired_text
+
+        _, outputs = compare_runs(ComparisonPlan(**options), processes=args.processes,
+                                  on_done=_progress)
+        test, folder, run_id = outputs["paired_test"], outputs["paths"]["report"].parent, None
+        text = outputs["text"]
+    else:
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+        from flows.compare import compare
+        from flows.comparison import paired_text
+
+        outcome = compare(**options, processes=args.processes, tracking_uri=args.tracking_uri)
+        test, folder, run_id = outcome["paired_test"], outcome["folder"], outcome["mlflow_run_id"]
+        text = outcome["text"]
+    print()
+    print(text)
+    if test is not None:
+        print(paired_text(test))
+    print(f"tables, plots and report: {folder}")
+    if run_id:
+        print(f"mlflow run   {run_id}")
+    if not args.no_flow:
+        print(f"prefect run  {outcome['flow_run_id']}")
+    return 0
+
+
+def _progress(record: dict[str, Any]) -> None:
+    print(f"  {record['method']} task {record['task']} seed {record['seed']}: "
+          f"{record['num_trials']} trials, ended: {record['end_reason']}", flush=True)

@@ -1,0 +1,168 @@
+"""Running a comparison: methods x tasks x seeds of simulated experiments in parallel processes,
+then the tables, plots and report of `hpo_core.comparison` written to a folder.
+
+No Prefect or MLflow here: `flows/compare.py` wraps this in a flow (artifacts, MLflow) and
+`tunesmith compare --no-flow` calls it directly. Each run is an ordinary experiment with its
+own store (`<results_root>/<name>-<method>-t<task>-s<seed>/`), so every run can be opened with
+`tunesmith show` afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpo_core.comparison import Comparison, Run, analyse, format_table, markdown_table, paired_test
+from hpo_core.spec import ExperimentSpec, SpecError
+from hpo_core.store.files import validate_name
+
+DEFAULT_BLACKBOX = "yahpo-lcbench"
+
+
+@dataclass
+class ComparisonPlan:
+    """What to run: every method on every task with every seed, for `max_time` simulated s."""
+
+    name: str
+    methods: list[str]
+    tasks: list[str]
+    seeds: list[int]
+    metric: str
+    mode: str
+    max_time: float
+    results_root: str
+    blackbox: str = DEFAULT_BLACKBOX
+    n_workers: int = 4
+    backend_options: Mapping[str, Any] | None = None  # e.g. delays
+    method_options: Mapping[str, Mapping[str, Any]] | None = None
+
+    def spec(self, method: str, task: str, seed: int) -> dict[str, Any]:
+        """The experiment spec of one run (as a dict)."""
+        return {
+            "name": f"{self.name}-{method}-t{task}-s{seed}",
+            "metric": self.metric, "mode": self.mode, "scheduler": method,
+            "scheduler_options": dict((self.method_options or {}).get(method, {})),
+            "backend": "simulated",
+            "backend_options": {**(self.backend_options or {}), "blackbox": self.blackbox,
+                                "task": task},
+            "stop": {"max_time": self.max_time}, "n_workers": self.n_workers, "seed": seed,
+            "results_root": self.results_root,
+        }
+
+    def specs(self) -> list[dict[str, Any]]:
+        return [self.spec(m, t, s) for t in self.tasks for m in self.methods for s in self.seeds]
+
+    def validate(self) -> None:
+        """Bad methods, tasks or options fail here, before anything runs (errors name the
+        field)."""
+        from backends.factory import build_backend
+
+        validate_name(self.name, "name")
+        for field_name, values in (("methods", self.methods), ("tasks", self.tasks),
+                                   ("seeds", self.seeds)):
+            if not values:
+                raise SpecError(f"{field_name}: at least one is needed")
+        if not self.max_time > 0:
+            raise SpecError(f"max_time: must be > 0 simulated seconds, got {self.max_time!r}")
+        for task in self.tasks:
+            build_backend(ExperimentSpec.from_dict(self.spec(self.methods[0], task, self.seeds[0])))
+        for method in self.methods:
+            ExperimentSpec.from_dict(self.spec(method, self.tasks[0], self.seeds[0]))
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """One simulated experiment (in a worker process); its `Run` as a dict."""
+    from flows.runner import build_tuner
+    from hpo_core.store.analysis import load_experiment
+
+    logging.disable(logging.WARNING)
+    experiment = ExperimentSpec.from_dict(spec)
+    tuner = build_tuner(experiment)
+    result = tuner.run()
+    trajectory = load_experiment(tuner.store.path).trajectory()
+    return Run(
+        method=spec["scheduler"], task=str(spec["backend_options"]["task"]),
+        seed=int(spec["seed"]), times=[float(t) for t in trajectory["time"]],
+        values=[float(v) for v in trajectory["best"]], budget=float(spec["stop"]["max_time"]),
+        end_time=float(tuner.now()), end_reason=result.reason, num_trials=len(tuner.trials),
+    ).to_dict()
+
+
+def process_pool(processes: int) -> ProcessPoolExecutor:
+    """Worker processes for runs (spawned: safe beside the threads of Prefect and MLflow)."""
+    return ProcessPoolExecutor(max_workers=max(1, processes),
+                               mp_context=multiprocessing.get_context("spawn"))
+
+
+def run_all(plan: ComparisonPlan, processes: int,
+            on_done: Callable[[dict[str, Any]], None] | None = None) -> list[Run]:
+    """Every run of the plan, `processes` at a time."""
+    with process_pool(processes) as pool:
+        futures: list[Future[dict[str, Any]]] = [pool.submit(run_one, s) for s in plan.specs()]
+        runs = []
+        for future in futures:
+            record = future.result()
+            if on_done is not None:
+                on_done(record)
+            runs.append(Run(**record))
+    return runs
+
+
+def write_outputs(comparison: Comparison, folder: Path, title: str) -> dict[str, Any]:
+    """Tables (CSV), plots (PNG) and a markdown report in `folder`; their paths, the report
+    text and the paired test of the two best methods."""
+    from hpo_core.comparison_plots import plot_ranks, plot_regret
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "runs": folder / "runs.csv", "per_task": folder / "per_task.csv",
+        "summary": folder / "summary.csv", "regret_plot": folder / "regret.png",
+        "rank_plot": folder / "ranks.png", "report": folder / "report.md",
+    }
+    comparison.runs.to_csv(paths["runs"], index=False)
+    comparison.per_task.to_csv(paths["per_task"], index=False)
+    comparison.overall.to_csv(paths["summary"], index=False)
+    plot_regret(comparison, paths["regret_plot"], f"{title}\nmean normalized regret, 95% band")
+    plot_ranks(comparison, paths["rank_plot"], f"{title}\naverage rank over tasks and seeds")
+    methods = comparison.methods
+    test = paired_test(comparison, methods[0], methods[1]) if len(methods) > 1 else None
+    lines = [f"# {title}", "", "Normalized regret (0 = the best any run found on the task, 1 = a "
+             "typical first report); area = time-average over the budget. Lower is better.", "",
+             "## All tasks", "", markdown_table(comparison.overall), ""]
+    if test is not None:
+        lines += [_test_text(test), ""]
+    for task, group in comparison.per_task.groupby("task", sort=True):
+        lines += [f"## Task {task}", "", markdown_table(group), ""]
+    paths["report"].write_text("\n".join(lines))
+    return {"paths": paths, "report": "\n".join(lines), "paired_test": test,
+            "text": format_table(comparison.overall)}
+
+
+def _test_text(test: Mapping[str, Any]) -> str:
+    return (f"Paired over {test['pairs']} (task, seed) runs, {test['a']} - {test['b']} "
+            f"{test['figure']}: {test['mean_diff']:+.4f} [{test['lo']:+.4f}, {test['hi']:+.4f}] "
+            f"(95% CI), Wilcoxon p = {test['p_wilcoxon']:.3g}; {test['a']} better on "
+            f"{test['a_better']}, {test['b']} on {test['b_better']}.")
+
+
+def compare_runs(plan: ComparisonPlan, processes: int = 2,
+                 on_done: Callable[[dict[str, Any]], None] | None = None
+                 ) -> tuple[Comparison, dict[str, Any]]:
+    """Validate, run every run, analyse, write the outputs under
+    `<results_root>/<name>-summary/`."""
+    plan.validate()
+    runs = run_all(plan, processes, on_done)
+    comparison = analyse(runs, plan.mode)
+    title = (f"{plan.name}: {len(plan.methods)} methods x {len(plan.tasks)} tasks x "
+             f"{len(plan.seeds)} seeds, {plan.blackbox} {plan.metric} ({plan.mode})")
+    outputs = write_outputs(comparison, Path(plan.results_root) / f"{plan.name}-summary", title)
+    return comparison, outputs
+
+
+def paired_text(test: Mapping[str, Any] | None) -> str:
+    return "" if test is None else _test_text(test)
