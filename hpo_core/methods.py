@@ -71,6 +71,10 @@ register_method("kde", "hpo_core.methods:tpe", "tree-structured Parzen estimator
 register_method("rea", "hpo_core.methods:rea", "regularized evolution")
 register_method("bore", "hpo_core.searchers.bore:bore",
                 "BORE: BO with a classifier of good vs bad configs (Syne Tune's BORE)")
+register_method("zero_shot", "hpo_core.transfer:zero_shot",
+                "transfer: a greedy portfolio of earlier experiments' configs first, then a searcher")
+register_method("bounding_box", "hpo_core.transfer:bounding_box",
+                "transfer: any method on the box of earlier experiments' best configs")
 register_method("asha", "hpo_core.schedulers.asha:ASHA",
                 "asynchronous successive halving, stopping variant", multi_fidelity=True)
 register_method("asha_promotion", "hpo_core.schedulers.asha_promotion:PromotionASHA",

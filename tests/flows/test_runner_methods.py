@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import pytest
 
 from flows.runner import build_tuner
@@ -9,21 +12,32 @@ from hpo_core.methods import METHODS
 from hpo_core.spec import ExperimentSpec
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_each_method_runs_from_a_spec(name, tmp_path):
-    multi = METHODS[name].multi_objective
-    spec = ExperimentSpec.from_dict({
-        "name": f"spec-{name}",
+def lcbench_spec(name: str, scheduler: str, root: Any, options: dict[str, Any] | None = None,
+                 max_results: int = 150) -> ExperimentSpec:
+    multi = METHODS[scheduler].multi_objective
+    return ExperimentSpec.from_dict({
+        "name": name,
         "metric": ["Train/val_cross_entropy", "elapsed_time"] if multi
         else "Train/val_cross_entropy",
         "mode": "min",
-        "scheduler": name,
+        "scheduler": scheduler,
+        "scheduler_options": options or {},
         "backend": "simulated",
         "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center"},
-        "stop": {"max_results": 150},
+        "stop": {"max_results": max_results},
         "n_workers": 4,
-        "results_root": str(tmp_path),
+        "results_root": str(root),
     })
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_method_runs_from_a_spec(name, tmp_path):
+    options = {}
+    if "transfer_from" in inspect.signature(METHODS[name].load()).parameters:
+        # transfer methods learn from an earlier experiment in the store
+        build_tuner(lcbench_spec("earlier", "random", tmp_path, max_results=60)).run()
+        options = {"transfer_from": [str(tmp_path / "earlier")]}
+    spec = lcbench_spec(f"spec-{name}", name, tmp_path, options)
     tuner = build_tuner(spec)
     result = tuner.run()
     assert tuner.status.num_results > 0

@@ -12,6 +12,7 @@ import inspect
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 from sched_sim import MAX_T, losses, make_space, run_simulation
 
@@ -19,12 +20,25 @@ from hpo_core.methods import METHODS, build_scheduler, method_names
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.trial import Decision, Trial, TrialResult, TrialStatus
 
+SPACE = make_space()
+
+
+def earlier_task(seed: int) -> dict[str, Any]:
+    """Evaluations of an earlier experiment on the test problem, inline (transfer methods)."""
+    rng = np.random.default_rng(seed)
+    configs = [SPACE.sample(rng) for _ in range(12)]
+    return {"configs": configs, "values": [losses(SPACE, c, MAX_T)[0] for c in configs],
+            "mode": "min"}
+
+
+TRANSFER = {"transfer_from": [earlier_task(0), earlier_task(1)]}
 #: Extra scheduler options a method needs on the test problem (method name -> options).
-OPTIONS: dict[str, dict[str, Any]] = {"grid": {"num_points": 3}}
+OPTIONS: dict[str, dict[str, Any]] = {"grid": {"num_points": 3},
+                                      "zero_shot": {**TRANSFER, "num_configs": 4},
+                                      "bounding_box": TRANSFER}
 #: Methods whose sequence of configs does not depend on the seed.
 SEED_INSENSITIVE = {"grid"}
 
-SPACE = make_space()
 NAMES = method_names()
 
 

@@ -1,0 +1,96 @@
+"""Transfer from earlier experiments: zero-shot portfolios and bounding boxes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hpo_core.methods import build_scheduler
+from hpo_core.space import ConfigSpace, choice, loguniform, ordinal, randint, uniform
+from hpo_core.transfer import Task, bounding_box_space, load_tasks, zero_shot_portfolio
+
+SPACE = ConfigSpace({"x": uniform(0, 1), "lr": loguniform(1e-4, 1e-1), "n": randint(1, 9),
+                     "act": choice(["relu", "tanh", "gelu"]), "width": ordinal([8, 16, 32, 64]),
+                     "batch": 64})
+A = {"x": 0.1, "lr": 1e-3, "n": 2, "act": "relu", "width": 8, "batch": 64}
+B = {"x": 0.9, "lr": 1e-2, "n": 7, "act": "tanh", "width": 64, "batch": 64}
+C = {"x": 0.5, "lr": 3e-3, "n": 4, "act": "relu", "width": 16, "batch": 64}
+D = {"x": 0.3, "lr": 5e-2, "n": 5, "act": "gelu", "width": 32, "batch": 64}
+
+
+def test_portfolio_first_takes_the_config_good_on_every_task_then_the_specialists():
+    # task 1 ranks A < C < D < B, task 2 ranks B < C < D < A: C is second on both, so it alone
+    # is best on average; then A and B each make one task's best perfect
+    tasks = [Task("one", [A, B, C, D], [0.0, 5.0, 1.0, 2.0]),
+             Task("two", [A, B, C, D], [5.0, 0.0, 1.0, 2.0])]
+    portfolio = zero_shot_portfolio(SPACE, tasks)
+    assert portfolio[0] == C
+    assert {json.dumps(c, sort_keys=True) for c in portfolio[1:3]} == \
+        {json.dumps(A, sort_keys=True), json.dumps(B, sort_keys=True)}
+    assert portfolio[3] == D
+    assert zero_shot_portfolio(SPACE, tasks, num_configs=1) == [C]
+
+
+def test_configs_not_evaluated_on_a_task_take_their_nearest_neighbours_value():
+    near_a = {**A, "x": 0.12}
+    tasks = [Task("one", [A, B], [0.0, 1.0]), Task("two", [near_a, B], [0.0, 1.0])]
+    # A's neighbour near_a is best on task two and A best on task one: B is last
+    assert zero_shot_portfolio(SPACE, tasks)[-1] == B
+
+
+def test_configs_outside_the_space_are_left_out():
+    other = {**A, "act": "sigmoid"}
+    assert zero_shot_portfolio(SPACE, [Task("one", [other, B], [0.0, 1.0])]) == [B]
+
+
+def test_bounding_box_holds_the_top_configs_of_each_task():
+    tasks = [Task("one", [A, B, C, D], [0.0, 5.0, 1.0, 2.0]),
+             Task("two", [A, B, C, D], [5.0, 0.0, 1.0, 2.0])]
+    box = bounding_box_space(SPACE, tasks, top_k=1)  # A and B
+    assert box.domains["x"].lower == 0.1 and box.domains["x"].upper == 0.9
+    assert box.domains["lr"].log and box.domains["lr"].lower == pytest.approx(1e-3)
+    assert (box.domains["n"].lower, box.domains["n"].upper) == (2, 7)
+    assert box.domains["act"].categories == ["relu", "tanh"]
+    assert box.domains["width"].categories == [8, 16, 32, 64]
+    assert box.fixed == {"batch": 64}
+    assert ConfigSpace.from_json(json.loads(json.dumps(box.to_json()))) == box
+    narrow = bounding_box_space(SPACE, tasks[:1], top_k=2)  # A and C
+    assert narrow.domains["width"].categories == [8, 16]
+    assert narrow.domains["act"].categories == ["relu"]
+
+
+def test_bounding_box_method_searches_inside_the_box():
+    tasks = [{"configs": [A, B, C, D], "values": [0.0, 5.0, 1.0, 2.0]}]
+    scheduler = build_scheduler("bounding_box", SPACE, "loss", "min", 0,
+                                {"transfer_from": tasks, "top_k": 2, "scheduler": "bo"})
+    for i in range(10):
+        config = scheduler.suggest(i).config
+        SPACE.validate(config)
+        assert 0.1 <= config["x"] <= 0.5 and config["act"] == "relu"
+
+
+def test_mode_max_reads_large_values_as_good():
+    tasks = load_tasks([{"configs": [A, B], "values": [1.0, 2.0], "mode": "max"}], "acc", "min")
+    assert zero_shot_portfolio(SPACE, tasks) == [B, A]
+    tasks = load_tasks([{"configs": [A, B], "values": [1.0, 2.0]}], "acc", "max")
+    assert zero_shot_portfolio(SPACE, tasks) == [B, A]
+
+
+@pytest.mark.parametrize("transfer_from, message", [
+    ([], r"transfer_from: is empty"),
+    ("exp", r"transfer_from: must be a list"),
+    ([42], r"transfer_from\[0\]: expected a folder path"),
+    (["/nonexistent/exp"], r"transfer_from\[0\]: no stored experiment"),
+    ([{"configs": [A], "values": [1.0, 2.0]}], r"transfer_from\[0\]\.values: must be a list"),
+    ([{"configs": [A], "values": [1.0], "mode": "up"}], r"transfer_from\[0\]\.mode"),
+    ([{"configs": [A], "values": [float("nan")]}], r"transfer_from\[0\]: has no finite value"),
+])
+def test_bad_transfer_sources_are_errors_naming_the_item(transfer_from, message):
+    with pytest.raises(ValueError, match=message):
+        build_scheduler("zero_shot", SPACE, "loss", "min", 0, {"transfer_from": transfer_from})
+
+
+def test_zero_shot_needs_transfer_from():
+    with pytest.raises(ValueError, match="scheduler_options.transfer_from: is empty"):
+        build_scheduler("zero_shot", SPACE, "loss", "min", 0)
