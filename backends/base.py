@@ -36,9 +36,10 @@ class TrialBackend(ABC):
         return path
 
     def checkpoint_dir(self, trial_id: int) -> Path:
-        path = self.trial_dir(trial_id) / "checkpoint"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """Where trial `trial_id` keeps its checkpoint. The folder is not created here: it
+        exists only once a checkpoint is copied in (PBT) or the trial saves one, so a script
+        may read an existing folder as "resume from here" (as Syne Tune's examples do)."""
+        return self.trial_dir(trial_id) / "checkpoint"
 
     @abstractmethod
     def start(self, trial: Trial) -> None:

@@ -188,6 +188,7 @@ def _run_class(cls: type, config: dict, checkpoint_dir: str) -> None:
         done = bool(metrics.pop("done", False))
         metrics.setdefault(ITERATION, iteration)
         if hasattr(trainable, "save_checkpoint"):
+            os.makedirs(checkpoint_dir, exist_ok=True)  # created when the first one is saved
             trainable.save_checkpoint(checkpoint_dir)
             reporting.save_checkpoint({"iteration": iteration}, STEP_FILE)
         reporting.report(**metrics)

@@ -85,7 +85,9 @@ class LocalBackend(TrialBackend):
         env: extra environment variables for the trials.
         python: interpreter for Python entry points (default: the current one).
         poll_interval: longest wait of `poll()` when nothing happens.
-        syne_tune_compat: also pass `--st_checkpoint_dir <checkpoint dir>`, as Syne Tune does.
+        syne_tune_compat: also pass `--st_checkpoint_dir <checkpoint dir>` and
+            `--st_config_json_filename <config.json>`, as Syne Tune does (scripts that use
+            `syne_tune.utils.load_config_json` read their config from that file).
     """
 
     def __init__(
@@ -245,7 +247,8 @@ class LocalBackend(TrialBackend):
         checkpoint = self.checkpoint_dir(tid)
         args = config_args(trial.config)
         if self.syne_tune_compat:
-            args += ["--st_checkpoint_dir", str(checkpoint)]
+            args += ["--st_checkpoint_dir", str(checkpoint),
+                     "--st_config_json_filename", str(folder / "config.json")]
         env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(self.env)

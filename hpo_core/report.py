@@ -169,15 +169,17 @@ def trial_id() -> int | None:
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
-def checkpoint_dir() -> Path | None:
-    """The folder where this trial keeps its checkpoint (kept across pause and resume)."""
+def checkpoint_dir(create: bool = True) -> Path | None:
+    """The folder where this trial keeps its checkpoint (kept across pause and resume);
+    created unless `create` is False (the backend creates it only when it copies one in)."""
     value = os.environ.get(CHECKPOINT_ENV)
     if not value:
         return None
     from pathlib import Path
 
     path = Path(value)
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -211,7 +213,7 @@ def save_checkpoint(state: Any, filename: str = "checkpoint.json") -> Path | Non
 
 def load_checkpoint(filename: str = "checkpoint.json") -> Any | None:
     """The state last saved with `save_checkpoint`, or None if there is none."""
-    folder = checkpoint_dir()
+    folder = checkpoint_dir(create=False)
     if folder is None or not (folder / filename).exists():
         return None
     data = (folder / filename).read_bytes()

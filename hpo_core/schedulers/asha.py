@@ -15,7 +15,13 @@ Hyper-Tune, PASHA, MO-ASHA). Hooks for subclasses:
 * `_value(metrics)`: what a rung records (default: the objective to minimize; MO: a list);
 * `_rank(entries)`: trial ids of a rung best first (default: by value);
 * `_on_rung(trial, bracket, rung)`: the decision for a trial reaching a rung below `max_t`;
-* `_feed_searcher(trial, metrics, resource)`: how a result reaches the searcher.
+* `_feed_searcher(trial, metrics, resource)`: how a result reaches the searcher;
+* `_first_segment_end(trial_id)`: how far a new trial trains before its first decision point
+  that needs a new segment (stopping: `max_t`; pause/resume: its first rung level).
+
+`max_resource_attr` (Syne Tune's convention) names a config entry, fixed in the config space at
+the maximum resource, that the scheduler sets in each trial's config to the resource its next
+segment should train to, so a script can end its segment there by itself.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from hpo_core.schedulers.rungs import (
     Rung,
     bracket_levels,
     check_fidelity_options,
+    check_max_resource_attr,
     check_resource_attr,
     hyperband_bracket_weights,
     num_continuing,
@@ -54,6 +61,8 @@ class ASHA(Scheduler):
         searcher: a searcher registry name (see `hpo_core.methods`) or a Searcher instance.
         searcher_options: options of the searcher when it is given by name.
         points_to_evaluate: configs to try first (when the searcher is given by name).
+        max_resource_attr: a fixed config entry (e.g. "epochs") set in each trial's config to
+            the resource its segment should train to (see the module docstring).
 
     The searcher gets `on_result` at each rung level reached (every report if its
     `uses_intermediate_results` is True), `on_trial_start` for a new trial, `on_trial_end` when a
@@ -75,9 +84,11 @@ class ASHA(Scheduler):
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        max_resource_attr: str | None = None,
     ):
         config_space = as_config_space(config_space)
         super().__init__(config_space, metric, mode, seed)
+        self.max_resource_attr = check_max_resource_attr(max_resource_attr, config_space)
         check_fidelity_options(max_t, grace_period, reduction_factor)
         check_resource_attr(resource_attr)
         self.max_t = max_t
@@ -92,6 +103,8 @@ class ASHA(Scheduler):
         self._bracket_of: dict[int, int] = {}
         self._next_rung: dict[int, int] = {}  # index of the next rung a trial may reach
         self._unfed: set[int] = set()  # trials whose last report did not reach the searcher
+        self._planned: dict[int, int] = {}  # bracket drawn at suggest (for max_resource_attr)
+        self._configs: dict[int, dict[str, Any]] = {}  # kept with max_resource_attr
 
     # -- hooks ---------------------------------------------------------------------------------
     def bracket_probabilities(self) -> np.ndarray:
@@ -135,12 +148,29 @@ class ASHA(Scheduler):
                                     metrics=metrics)
 
     # -- the Scheduler contract ----------------------------------------------------------------
+    def _first_segment_end(self, trial_id: int) -> float:
+        """The resource a new trial trains to before it needs a new segment (stopping: max_t)."""
+        return self.max_t
+
+    def _with_segment_end(self, config: Mapping[str, Any], level: float) -> dict[str, Any]:
+        """`config` with `max_resource_attr` set to `level` (as an int when it is whole)."""
+        value = int(level) if float(level).is_integer() else level
+        return {**config, self.max_resource_attr: value}  # type: ignore[dict-item]
+
     def suggest(self, trial_id: int) -> TrialSuggestion | None:
         config = self.searcher.suggest(trial_id)
-        return None if config is None else TrialSuggestion.start(config)
+        if config is None:
+            return None
+        if self.max_resource_attr is not None:
+            config = self._with_segment_end(config, self._first_segment_end(trial_id))
+        return TrialSuggestion.start(config)
 
     def on_trial_add(self, trial: Trial) -> None:
-        self._bracket_of[trial.trial_id] = self._choose_bracket(trial.trial_id)
+        planned = self._planned.pop(trial.trial_id, None)
+        self._bracket_of[trial.trial_id] = (self._choose_bracket(trial.trial_id)
+                                            if planned is None else planned)
+        if self.max_resource_attr is not None:
+            self._configs[trial.trial_id] = dict(trial.config)
         self._next_rung[trial.trial_id] = 0
         self.searcher.on_trial_start(trial.trial_id, trial.config)
 
@@ -191,6 +221,8 @@ class ASHA(Scheduler):
             "rungs": [[rung.to_json() for rung in bracket] for bracket in self.rungs],
             "trials": [[t, self._bracket_of[t], self._next_rung[t]] for t in self._bracket_of],
             "unfed": sorted(self._unfed),
+            "planned": [[t, b] for t, b in self._planned.items()],
+            "configs": {str(t): c for t, c in self._configs.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -203,8 +235,11 @@ class ASHA(Scheduler):
         self._bracket_of = {int(t): int(b) for t, b, _ in state["trials"]}
         self._next_rung = {int(t): int(j) for t, _, j in state["trials"]}
         self._unfed = {int(t) for t in state["unfed"]}
+        self._planned = {int(t): int(b) for t, b in state.get("planned", [])}
+        self._configs = {int(t): dict(c) for t, c in state.get("configs", {}).items()}
 
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(), "resource_attr": self.resource_attr, "max_t": self.max_t,
                 "grace_period": self.grace_period, "reduction_factor": self.reduction_factor,
-                "brackets": len(self.levels), "searcher": type(self.searcher).__name__}
+                "brackets": len(self.levels), "searcher": type(self.searcher).__name__,
+                "max_resource_attr": self.max_resource_attr}

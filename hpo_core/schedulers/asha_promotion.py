@@ -5,6 +5,9 @@ is free, `suggest()` resumes a paused trial that is among the top `floor(n / eta
 values of its rung and was not promoted from it before, looking at the highest rung levels
 first (over all brackets, lower bracket first on equal levels); if there is none, a new config
 starts.
+
+With `max_resource_attr`, a new trial's config says to train to its first rung level, and a
+promoted one's to the next level, so a script can end each segment there by itself.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ class PromotionASHA(ASHA):
 
     def _on_rung(self, trial: Trial, bracket: int, rung: int) -> Decision:
         return Decision.PAUSE
+
+    def _first_segment_end(self, trial_id: int) -> float:
+        bracket = self._planned[trial_id] = self._choose_bracket(trial_id)
+        return self.levels[bracket][0]
 
     def _promotion_candidates(self, bracket: int, rung: int) -> list[int]:
         """Trials of a rung in its top floor(n/eta) not yet promoted from it, best first."""
@@ -54,4 +61,8 @@ class PromotionASHA(ASHA):
             return super().suggest(trial_id)
         bracket, rung, tid = promotion
         self.rungs[bracket][rung].promoted.add(tid)
-        return TrialSuggestion.resume(tid)
+        if self.max_resource_attr is None:
+            return TrialSuggestion.resume(tid)
+        config = self._with_segment_end(self._configs[tid], self.levels[bracket][rung + 1])
+        self._configs[tid] = config
+        return TrialSuggestion.resume(tid, config)

@@ -82,6 +82,7 @@ class HyperTune(ASHA):
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        max_resource_attr: str | None = None,
     ):
         if brackets is None:
             check_fidelity_options(max_t, grace_period, reduction_factor)
@@ -90,7 +91,8 @@ class HyperTune(ASHA):
                          resource_attr=resource_attr, grace_period=grace_period,
                          reduction_factor=reduction_factor, brackets=brackets,
                          searcher=searcher, searcher_options=searcher_options,
-                         points_to_evaluate=points_to_evaluate)
+                         points_to_evaluate=points_to_evaluate,
+                         max_resource_attr=max_resource_attr)
         if num_samples < 1:
             raise ValueError(f"num_samples: must be at least 1, got {num_samples}")
         if min_top_observations < 3:

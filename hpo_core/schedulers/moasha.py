@@ -56,6 +56,7 @@ class MOASHA(ASHA):
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        max_resource_attr: str | None = None,
     ):
         if rank_by not in RANKINGS:
             raise ValueError(f"rank_by: expected one of {sorted(RANKINGS)}, got {rank_by!r}")
@@ -63,7 +64,8 @@ class MOASHA(ASHA):
                          resource_attr=resource_attr, grace_period=grace_period,
                          reduction_factor=reduction_factor, brackets=brackets,
                          searcher=searcher, searcher_options=searcher_options,
-                         points_to_evaluate=points_to_evaluate)
+                         points_to_evaluate=points_to_evaluate,
+                         max_resource_attr=max_resource_attr)
         self.rank_by = rank_by
         self._fronts: dict[tuple[int, int], ParetoFronts] = {}  # per rung, built lazily
 

@@ -66,6 +66,7 @@ class MOBSTER(ASHA):
         refit_every: int = 5,
         random_fraction: float = 0.2,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        max_resource_attr: str | None = None,
     ):
         if model not in MODELS:
             raise ValueError(f"model: must be one of {MODELS}, got {model!r}")
@@ -86,7 +87,7 @@ class MOBSTER(ASHA):
         super().__init__(config_space, metric, mode, seed, max_t=max_t,
                          resource_attr=resource_attr, grace_period=grace_period,
                          reduction_factor=reduction_factor, brackets=brackets,
-                         searcher=searcher)
+                         searcher=searcher, max_resource_attr=max_resource_attr)
         self.model = model
         self.observe = observe
 
@@ -116,6 +117,7 @@ def mobster_independent(
     refit_every: int = 5,
     random_fraction: float = 0.2,
     points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+    max_resource_attr: str | None = None,
 ) -> MOBSTER:
     """MOBSTER with one GP per rung level (`model="independent"`)."""
     return MOBSTER(config_space, metric, mode, seed, max_t=max_t, resource_attr=resource_attr,
@@ -125,4 +127,5 @@ def mobster_independent(
                    cost_attr=cost_attr, cost_exponent=cost_exponent,
                    num_candidates=num_candidates, batch_size=batch_size,
                    min_distance=min_distance, refit_every=refit_every,
-                   random_fraction=random_fraction, points_to_evaluate=points_to_evaluate)
+                   random_fraction=random_fraction, points_to_evaluate=points_to_evaluate,
+                   max_resource_attr=max_resource_attr)

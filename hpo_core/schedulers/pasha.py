@@ -57,11 +57,13 @@ class PASHA(PromotionASHA):
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        max_resource_attr: str | None = None,
     ):
         super().__init__(config_space, metric, mode, seed, max_t=max_t,
                          resource_attr=resource_attr, grace_period=grace_period,
                          reduction_factor=reduction_factor, brackets=1, searcher=searcher,
-                         searcher_options=searcher_options, points_to_evaluate=points_to_evaluate)
+                         searcher_options=searcher_options, points_to_evaluate=points_to_evaluate,
+                         max_resource_attr=max_resource_attr)
         if epsilon is not None and not epsilon >= 0:
             raise ValueError(f"epsilon: must be >= 0 or None, got {epsilon}")
         if not 0 <= epsilon_quantile <= 1:

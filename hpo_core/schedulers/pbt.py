@@ -6,6 +6,11 @@ trial that starts from the checkpoint of a top-quantile trial (exploit, through
 `TrialSuggestion.start(config, checkpoint_from=parent)`) with the parent's hyperparameters
 perturbed (explore: numbers scaled by one of `perturbation_factors`, ordered values moved to a
 neighbour, or any value resampled with `resample_probability`).
+
+A child only starts from a checkpoint that can continue: when it is about to start, a parent
+that has since reached `max_t`, completed or failed is replaced by another top-quantile member
+that can still train (or, if there is none, the child starts afresh from a random config), so
+no child resumes a finished run and exits without reporting.
 """
 
 from __future__ import annotations
@@ -83,11 +88,17 @@ class PopulationBasedTraining(Scheduler):
         self._resources: dict[int, float] = {}
         self._last_perturbation: dict[int, float] = {}
         self._configs: dict[int, dict[str, Any]] = {}
+        self._finished: set[int] = set()  # completed, failed or at max_t: not a parent any more
 
     # -- scheduling ----------------------------------------------------------------------------
     def suggest(self, trial_id: int) -> TrialSuggestion | None:
-        if self._exploits:
+        while self._exploits:
             config, parent = self._exploits.pop(0)
+            if not self._can_continue(parent):
+                new_parent = self._top_parent()
+                if new_parent is None:
+                    continue  # no member can be copied: the slot gets a random config
+                config, parent = self.explore(self._configs[new_parent]), new_parent
             self._pending += 1
             return TrialSuggestion.start(config, checkpoint_from=parent)
         if len(self._members) + self._pending < self.population_size:  # fill a free slot
@@ -117,6 +128,7 @@ class PopulationBasedTraining(Scheduler):
         self._configs.setdefault(tid, dict(trial.config))
         if self.max_t is not None and resource >= self.max_t:
             self._members.discard(tid)
+            self._finished.add(tid)
             return Decision.STOP
         if resource - self._last_perturbation.get(tid, 0.0) < self.perturbation_interval:
             return Decision.CONTINUE
@@ -138,11 +150,23 @@ class PopulationBasedTraining(Scheduler):
         n = min(n, len(ranked) // 2)
         if trial_id not in ranked[-n:]:
             return None
-        top = [t for t in ranked[:n]
-               if self.max_t is None or self._resources.get(t, 0.0) < self.max_t]
-        if not top:
+        return self._top_parent(ranked[:n])
+
+    def _can_continue(self, trial_id: int) -> bool:
+        """Whether a copy of the trial's checkpoint can train on (it has not ended)."""
+        return trial_id not in self._finished and (
+            self.max_t is None or self._resources.get(trial_id, 0.0) < self.max_t)
+
+    def _top_parent(self, top: Sequence[int] | None = None) -> int | None:
+        """A random member of `top` (default: the population's top quantile) that can continue."""
+        if top is None:
+            ranked = sorted((t for t in self._members if t in self._scores),
+                            key=lambda t: (self._scores[t], t))
+            top = ranked[:max(1, int(round(len(ranked) * self.quantile_fraction)))]
+        eligible = [t for t in top if self._can_continue(t)]
+        if not eligible:
             return None
-        return int(top[int(self.rng.integers(len(top)))])
+        return int(eligible[int(self.rng.integers(len(eligible)))])
 
     def explore(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """A perturbed copy of `config` (only `hyperparameters` change)."""
@@ -167,9 +191,11 @@ class PopulationBasedTraining(Scheduler):
 
     def on_trial_complete(self, trial: Trial, result: TrialResult | None) -> None:
         self._members.discard(trial.trial_id)
+        self._finished.add(trial.trial_id)
 
     def on_trial_error(self, trial: Trial) -> None:
         self._members.discard(trial.trial_id)
+        self._finished.add(trial.trial_id)
         self._scores.pop(trial.trial_id, None)
 
     # -- state ---------------------------------------------------------------------------------
@@ -187,6 +213,7 @@ class PopulationBasedTraining(Scheduler):
             "resources": keyed(self._resources),
             "last_perturbation": keyed(self._last_perturbation),
             "configs": keyed(self._configs),
+            "finished": sorted(self._finished),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -203,4 +230,5 @@ class PopulationBasedTraining(Scheduler):
         self._resources = unkeyed(state["resources"])
         self._last_perturbation = unkeyed(state["last_perturbation"])
         self._configs = unkeyed(state["configs"])
+        self._finished = {int(t) for t in state.get("finished", [])}
 

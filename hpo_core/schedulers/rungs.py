@@ -34,6 +34,22 @@ def check_resource_attr(resource_attr: Any) -> None:
         raise ValueError(f"resource_attr: must be a metric name, got {resource_attr!r}")
 
 
+def check_max_resource_attr(name: Any, config_space: Any) -> str | None:
+    """Raise ValueError unless `name` is None or a fixed entry of the config space (the
+    scheduler sets it per trial, so it must not be searched)."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"max_resource_attr: must be a config entry name, got {name!r}")
+    if name in config_space.domains:
+        raise ValueError(f"max_resource_attr: {name!r} is searched; make it a fixed value "
+                         "(the maximum resource): the scheduler sets it per trial")
+    if name not in config_space.fixed:
+        raise ValueError(f"max_resource_attr: {name!r} is not in the config space; add it as a "
+                         "fixed value (the maximum resource)")
+    return name
+
+
 def rung_levels(grace_period: float, reduction_factor: float, max_t: float) -> list[float]:
     """`grace_period * reduction_factor**j` for every j with a level below `max_t`, then `max_t`."""
     levels: list[float] = []

@@ -455,6 +455,7 @@ import os, signal, sys, time
 from pathlib import Path
 from hpo_core.report import report
 folder = Path(os.environ["TUNESMITH_CHECKPOINT_DIR"])
+folder.mkdir(exist_ok=True)  # the folder exists only once a trial saves (or is copied) into it
 
 def on_term(*_):
     time.sleep(0.8)

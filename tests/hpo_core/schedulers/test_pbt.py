@@ -73,6 +73,7 @@ class CheckpointBackend(TrialBackend):
             self.first_state.setdefault(tid, json.loads(json.dumps(state)))
             state["epoch"] += 1
             state["lineage"].append(tid)
+            self._state_file(tid).parent.mkdir(exist_ok=True)  # the "script" saves a checkpoint
             self._state_file(tid).write_text(json.dumps(state))
             lr = self.trials[tid].config["lr"]
             loss = (math.log10(lr) + 1.0) ** 2 + 1.0 / state["epoch"]
@@ -176,3 +177,37 @@ def test_bottom_quantile_is_replaced_by_a_copy_of_the_top():
     # the child starts at the parent's resource (1): no check before epoch 2, even if bad
     assert pbt.on_trial_result(child, TrialResult(4, {"epoch": 1.5, "loss": 99.0}, 2.0)) \
         == Decision.CONTINUE
+
+
+@pytest.mark.parametrize("parent_end", ["max_t", "completed", "failed"])
+def test_a_child_never_starts_from_a_parent_that_has_ended(parent_end):
+    """The parent picked at the exploit check reaches max_t (or ends) before the child starts:
+    the child copies another top member that can continue, or starts afresh."""
+    for population, expected in ((2, None), (8, "other")):
+        pbt = PopulationBasedTraining(SPACE, "loss", seed=0, population_size=population,
+                                      perturbation_interval=1, quantile_fraction=0.25, max_t=3)
+        trials = [Trial(t, pbt.suggest(t).config) for t in range(population)]
+        for trial in trials:
+            pbt.on_trial_add(trial)
+        for trial in trials[:-1]:  # each better than those before it; the last one the worst
+            metrics = {"epoch": 1, "loss": -float(trial.trial_id)}
+            assert pbt.on_trial_result(trial, TrialResult(trial.trial_id, metrics, 1.0)) \
+                == Decision.CONTINUE
+        worst = trials[-1]
+        assert pbt.on_trial_result(worst, TrialResult(worst.trial_id, {"epoch": 1, "loss": 99.0},
+                                                      1.0)) == Decision.STOP
+        parent = pbt._exploits[0][1]
+        if parent_end == "max_t":
+            metrics = {"epoch": 3, "loss": 0.0}
+            assert pbt.on_trial_result(trials[parent], TrialResult(parent, metrics, 3.0)) \
+                == Decision.STOP
+        elif parent_end == "completed":
+            pbt.on_trial_complete(trials[parent], None)
+        else:
+            pbt.on_trial_error(trials[parent])
+        suggestion = pbt.suggest(population)
+        if expected is None:  # no other member can continue: a fresh config
+            assert suggestion.checkpoint_from is None
+        else:
+            assert suggestion.checkpoint_from not in (None, parent)
+            assert pbt._can_continue(suggestion.checkpoint_from)

@@ -1,0 +1,54 @@
+"""max_resource_attr: the config entry a multi-fidelity scheduler sets to the segment's end."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpo_core.methods import build_scheduler
+from hpo_core.trial import Decision, Trial, TrialResult
+
+SPACE = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 27}
+OPTIONS = {"max_t": 27, "grace_period": 1, "reduction_factor": 3, "max_resource_attr": "epochs"}
+
+
+def test_stopping_schedulers_train_to_max_t():
+    for method in ("asha", "bohb", "moasha"):
+        metric = ["loss", "loss2"] if method == "moasha" else "loss"
+        scheduler = build_scheduler(method, SPACE, metric, options=OPTIONS, seed=0)
+        assert scheduler.suggest(0).config["epochs"] == 27
+
+
+def test_promotion_trains_to_the_next_rung_level_and_survives_a_state_round_trip():
+    scheduler = build_scheduler("asha_promotion", SPACE, "loss", seed=0,
+                                options={**OPTIONS, "brackets": 2})
+    starts = {}
+    for tid in range(6):
+        config = scheduler.suggest(tid).config
+        scheduler.on_trial_add(Trial(tid, config))
+        starts[tid] = config["epochs"]
+        # a new trial trains to the first level of the bracket it was drawn into
+        assert config["epochs"] == scheduler.levels[scheduler._bracket_of[tid]][0]
+    assert set(starts.values()) == {1, 3}
+    for tid, level in starts.items():
+        metrics = {"epoch": level, "loss": float(tid)}
+        assert scheduler.on_trial_result(Trial(tid, {}), TrialResult(tid, metrics, 1.0)) \
+            == Decision.PAUSE
+    again = build_scheduler("asha_promotion", SPACE, "loss", seed=0,
+                            options={**OPTIONS, "brackets": 2})
+    again.load_state_dict(scheduler.state_dict())
+    resume = again.suggest(6)
+    assert resume.is_resume
+    bracket = again._bracket_of[resume.resume_trial_id]
+    level = starts[resume.resume_trial_id]
+    next_level = again.levels[bracket][again.levels[bracket].index(level) + 1]
+    assert resume.config == {"x": resume.config["x"], "epochs": next_level}
+
+
+@pytest.mark.parametrize(("space", "message"), [
+    ({"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}}, "not in the config space"),
+    ({"x": {"type": "uniform", "lower": 0.0, "upper": 1.0},
+      "epochs": {"type": "randint", "lower": 1, "upper": 27}}, "is searched"),
+])
+def test_max_resource_attr_must_be_a_fixed_entry(space, message):
+    with pytest.raises(ValueError, match=f"max_resource_attr: .*{message}"):
+        build_scheduler("asha", space, "loss", options=OPTIONS)
