@@ -93,8 +93,25 @@ def main(argv: list[str]) -> int:
                     + load_error[1][-TRACEBACK_CHARS:]
             else:
                 status, reason = _run(objective, trial, metric)
+            _free_gpu_cache()
         channel.send(end=status, reason=reason)
     return 0
+
+
+def _free_gpu_cache() -> None:
+    """Give back the GPU memory torch's caching allocator keeps after a trial, so an idle
+    worker holds no more than its CUDA context."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        if torch.cuda.is_initialized():
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - never fail a trial over the cache
+        pass
 
 
 class _TrialContext:
