@@ -1,8 +1,8 @@
-"""The peer venv: Syne Tune in its own virtual environment, for benchmarks only.
+"""The peer venvs: Syne Tune, and Ray Tune with Optuna, each in its own virtual environment.
 
 `ensure_syne_tune_python()` creates `benchmarks/.peers-venv` on first use (with uv) and returns
-its interpreter. Concurrent callers wait on a file lock, so the venv is built once. Syne Tune is
-never a dependency of tunesmith itself.
+its interpreter; `ensure_ray_python()` does the same for `benchmarks/.ray-venv`. Concurrent
+callers wait on a file lock, so a venv is built once. Peers are never dependencies of tunesmith.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PEERS_VENV = HERE / ".peers-venv"
+RAY_VENV = HERE / ".ray-venv"
+RAY_REQUIREMENTS = ("ray[tune]==2.60.0", "optuna==5.0.0")
 REQUIREMENTS = (
     "syne-tune[basic]==0.16.0",
     "huggingface_hub",  # `import syne_tune.blackbox_repository` needs it
@@ -44,8 +46,18 @@ def _python(venv: Path) -> Path:
 
 def ensure_syne_tune_python(venv: Path = PEERS_VENV) -> Path:
     """The python of a venv with `syne-tune[basic]==0.16.0`, created on first call."""
+    return ensure_peer_python(venv, REQUIREMENTS)
+
+
+def ensure_ray_python(venv: Path = RAY_VENV) -> Path:
+    """The python of a venv with Ray Tune and Optuna, created on first call."""
+    return ensure_peer_python(venv, RAY_REQUIREMENTS)
+
+
+def ensure_peer_python(venv: Path, requirements: tuple[str, ...]) -> Path:
+    """The python of `venv` with `requirements` installed (created on first call)."""
     stamp = venv / ".installed"
-    wanted = "\n".join(REQUIREMENTS)
+    wanted = "\n".join(requirements)
     if stamp.exists() and stamp.read_text() == wanted and _python(venv).exists():
         return _python(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +71,7 @@ def ensure_syne_tune_python(venv: Path = PEERS_VENV) -> Path:
                 subprocess.run([*uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
                                check=True)
             subprocess.run([*uv, "pip", "install", "--quiet", "--python", str(_python(venv)),
-                            *REQUIREMENTS], check=True)
+                            *requirements], check=True)
             stamp.write_text(wanted)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
