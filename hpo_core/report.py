@@ -64,14 +64,18 @@ def format_report(metrics: Mapping[str, Any]) -> str:
 _sink: Callable[[str], None] | None = None
 
 
-def report(**metrics: Any) -> None:
+def report(_metrics: Mapping[str, Any] | None = None, /, **metrics: Any) -> None:
     """Report metrics of the current trial (one JSON line on stdout, flushed at once).
+
+    `report(epoch=3, loss=0.2)`; a mapping works too, as Ray Tune's `tune.report({...})` takes.
 
     In a distributed launch (torchrun, Accelerate, DeepSpeed: they set `RANK`), only rank 0
     reports, so every rank may call it. In a function trial the report also goes straight to
     the tuner."""
     if not is_rank_zero():
         return
+    if _metrics is not None:
+        metrics = {**_metrics, **metrics}
     line = format_report(metrics)
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
