@@ -22,6 +22,8 @@ from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import Experiment, load_experiment
 
+DEFAULT_STOP = {"max_trials_completed": 10}
+
 
 @dataclass
 class TuneResult:
@@ -72,7 +74,7 @@ def tune(
     *,
     metric: str | Sequence[str],
     mode: str | Sequence[str] = "min",
-    method: str | Scheduler = "asha",
+    method: str | Scheduler = "random",
     method_options: Mapping[str, Any] | None = None,
     backend: str = "local",
     backend_options: Mapping[str, Any] | None = None,
@@ -100,7 +102,7 @@ def tune(
             object built over the same space, metric and mode.
         method_options: the method's options (`scheduler_options` of a spec).
         backend, backend_options: where trials run (`local`: this machine, CPUs and GPUs).
-        stop: limits (`max_trials_completed`, `max_time`, ...); random search needs one.
+        stop: limits (`max_trials_completed`, `max_time`, ...; default: 10 completed trials).
         n_workers: trials at once (or "auto").
         name: the experiment (its folder under `results_root`); default: the objective's name
             and the time. An existing experiment of that name is resumed.
@@ -128,7 +130,7 @@ def tune(
         scheduler_options=dict(method_options or {}) if scheduler is None else {},
         backend=backend,
         backend_options=options,
-        stop=dict(stop or {}),
+        stop=dict(stop) if stop is not None else dict(DEFAULT_STOP),
         n_workers=n_workers,
         seed=seed,
         max_failures=max_failures,

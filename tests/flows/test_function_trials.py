@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from test_deployments import PREFECT, prefect_server, stop, wait_for  # noqa: F401 (a fixture)
 
 from flows.cli import main
 from hpo_core.store import load_experiment
@@ -134,3 +137,34 @@ def test_tune_refuses_to_run_inside_a_worker(monkeypatch):
     monkeypatch.setenv("TUNESMITH_WORKER", "x")
     with pytest.raises(RuntimeError, match='if __name__ == "__main__":'):
         tune("x.py:f", {}, metric="loss")
+
+
+@pytest.mark.slow
+def test_a_function_entry_point_in_a_deployment_run(tmp_path, objective_module, request):
+    """A served `tune` deployment, run with a spec whose entry point is `module:function`
+    (the module in the serve process's working directory, as in a repository checkout)."""
+    env = request.getfixturevalue("prefect_server")  # a real `prefect server start`
+    spec = {
+        "name": "fn-deployed", "metric": "loss", "scheduler": "random",
+        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 0.8}},
+        "backend": "local", "backend_options": {"entry_point": "fn_trials:objective", "gpus": None},
+        "stop": {"max_trials_completed": 3}, "n_workers": 2,
+        "results_root": str(tmp_path / "experiments"),
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    with open(tmp_path / "serve.log", "wb") as log:
+        serve = subprocess.Popen(
+            [sys.executable, "-c", "from flows.tune import tune; tune.serve(name='fn')"],
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(f"{env['PREFECT_API_URL']}/deployments/name/tune/fn", 120, serve)
+        run = subprocess.run(
+            [str(PREFECT), "deployment", "run", "tune/fn", "--param", f"spec={json.dumps(spec)}",
+             "--watch", "--watch-timeout", "240"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0 and "Completed" in run.stdout, \
+            run.stdout[-3000:] + run.stderr[-3000:]
+    finally:
+        stop(serve)
+    experiment = load_experiment(tmp_path / "experiments" / "fn-deployed")
+    assert len(experiment.trials()) >= 3 and len(experiment.results) >= 9

@@ -38,3 +38,15 @@ def test_a_porting_example_runs_through_the_flow(tmp_path, monkeypatch, prefect_
     assert str(experiment.best_config()) in printed
     assert experiment.spec["backend_options"]["entry_point"] == f"{PORTING / port}:objective"
     assert (tmp_path / "mlflow.db").is_file()
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch, prefect_harness, capsys):
+    readme = (PORTING.parents[1] / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme_example.py").write_text(code)
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(tmp_path / "readme_example.py"), run_name="__main__")
+    (folder,) = (tmp_path / "experiments").iterdir()
+    experiment = load_experiment(folder)
+    assert len(experiment.trials()) >= 30 and experiment.spec["scheduler"] == "asha"
+    assert str(experiment.best_value()) in capsys.readouterr().out
