@@ -58,6 +58,8 @@ register_searcher("kde", "hpo_core.searchers.kde:KDESearcher", "TPE / BOHB densi
 register_searcher("rea", "hpo_core.searchers.rea:REASearcher", "regularized evolution")
 register_searcher("bore", "hpo_core.searchers.bore:BORESearcher",
                   "BORE: classifier-based BO (density ratio of top-gamma vs rest)")
+register_searcher("optuna", "hpo_core.searchers.optuna_sampler:OptunaSearcher",
+                  "any Optuna sampler through ask/tell (extra 'optuna')")
 
 # -- methods ---------------------------------------------------------------------------------------
 register_method("random", "hpo_core.methods:fifo_random", "FIFO with random search")
@@ -111,6 +113,8 @@ register_method("moasha", "hpo_core.schedulers.moasha:MOASHA",
                 multi_objective=True)
 register_method("mo_rea", "hpo_core.schedulers.mo_rea:MORegularizedEvolution",
                 "multi-objective regularized evolution", multi_objective=True)
+register_method("optuna", "hpo_core.methods:optuna",
+                "an Optuna sampler (TPE, CMA-ES, NSGA-II, GP, ...) through ask/tell; extra 'optuna'")
 register_method("ehvi", "hpo_core.schedulers.ehvi:EHVI",
                 "multi-objective BO: a GP per objective, expected hypervolume improvement",
                 multi_objective=True)
@@ -306,6 +310,20 @@ def rea(
                 {"population_size": population_size, "sample_size": sample_size,
                  "mutation": mutation, "mutation_scale": mutation_scale},
                 points_to_evaluate)
+
+
+def optuna(
+    config_space: ConfigSpace,
+    metric: str | Sequence[str],
+    mode: str | Sequence[str] = "min",
+    seed: int | None = None,
+    sampler: str = "tpe",
+    sampler_options: Mapping[str, Any] | None = None,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+) -> Scheduler:
+    """FIFO with an Optuna sampler (`tpe`, `cmaes`, `nsga2`, `gp`, `qmc`, `random`)."""
+    return fifo(config_space, metric, mode, seed, "optuna",
+                {"sampler": sampler, "sampler_options": sampler_options}, points_to_evaluate)
 
 
 def method_names() -> list[str]:

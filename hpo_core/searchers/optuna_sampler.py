@@ -1,0 +1,201 @@
+"""Any Optuna sampler as a searcher, through Optuna's ask-and-tell interface.
+
+Optuna is an optional extra (`pip install 'tunesmith[optuna]'`), imported when the searcher is
+built. The sampler is named (`"tpe"`, multivariate by default; `"cmaes"`, `"nsga2"`, `"gp"`,
+`"qmc"`, `"random"`) with `sampler_options` passed to its class, or given as an Optuna sampler
+instance. The searcher keeps one in-memory study (minimizing): each trial it proposes is
+`study.ask()` with the space's distributions, and its value is told when the trial ends (the
+last value observed; a trial with none is told as failed). Configs it did not propose (from
+`points_to_evaluate`) are added to the study as finished trials when they end.
+
+Domains map to Optuna distributions: `uniform`/`loguniform` to floats, `randint`/`lograndint`
+to integers, ordered values (`ordinal`, `finrange`) to the integer index of the value, `choice`
+to a categorical over the index of the value (any JSON value works as a category).
+
+State: the ask/tell history. Loading it replays the history into a fresh study with a sampler
+seeded the same way, so a resumed searcher proposes what the original would have (samplers
+given as instances cannot be rebuilt: their state holds the history only).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hpo_core.searchers.base import Searcher
+from hpo_core.space import Categorical, ConfigSpace, Float, Integer, Ordinal
+
+SAMPLERS = {
+    "tpe": ("TPESampler", {"multivariate": True}),
+    "cmaes": ("CmaEsSampler", {}),
+    "nsga2": ("NSGAIISampler", {}),
+    "gp": ("GPSampler", {}),
+    "qmc": ("QMCSampler", {}),
+    "random": ("RandomSampler", {}),
+}
+
+logger = logging.getLogger(__name__)
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ValueError("searcher: 'optuna' needs Optuna: pip install 'tunesmith[optuna]'"
+                         ) from err
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no INFO line per told trial
+    return optuna
+
+
+class OptunaSearcher(Searcher):
+    """Proposes configs with an Optuna sampler (ask) and feeds it the results (tell).
+
+    Args:
+        sampler: a name of `SAMPLERS` or an `optuna.samplers.BaseSampler` instance.
+        sampler_options: keyword arguments of the sampler class (`seed` is the searcher's).
+    """
+
+    def __init__(
+        self,
+        config_space: ConfigSpace | Mapping[str, Any],
+        seed: int | None = None,
+        points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        sampler: Any = "tpe",
+        sampler_options: Mapping[str, Any] | None = None,
+    ):
+        super().__init__(config_space, seed, points_to_evaluate)
+        optuna = _optuna()
+        if isinstance(sampler, str) and sampler not in SAMPLERS:
+            raise ValueError(f"searcher_options.sampler: unknown sampler {sampler!r}; expected "
+                             f"one of {sorted(SAMPLERS)} or an Optuna sampler instance")
+        if not isinstance(sampler, str) and not isinstance(sampler, optuna.samplers.BaseSampler):
+            raise ValueError(f"searcher_options.sampler: expected a name or an Optuna sampler, "
+                             f"got {type(sampler).__name__}")
+        self.sampler = sampler
+        self.sampler_options = dict(sampler_options or {})
+        if "seed" in self.sampler_options:
+            raise ValueError("searcher_options.sampler_options.seed: the searcher's seed is used")
+        self._distributions = {name: _distribution(optuna, name, domain)
+                               for name, domain in self.config_space.domains.items()}
+        self._study = self._new_study()
+        self._asked: dict[int, Any] = {}  # trial id -> Optuna trial asked for it
+        self._foreign: dict[int, dict[str, Any]] = {}  # trial id -> config not asked by us
+        self._values: dict[int, float] = {}  # last value observed per pending trial
+        self._log: list[list[Any]] = []  # ["ask", id, params] / ["tell", id, v] / ["add", p, v]
+
+    def _new_study(self) -> Any:
+        optuna = _optuna()
+        if isinstance(self.sampler, str):
+            class_name, defaults = SAMPLERS[self.sampler]
+            sampler_class = getattr(optuna.samplers, class_name)
+            options = {**defaults, **self.sampler_options}
+            try:
+                sampler = sampler_class(seed=self.seed, **options)
+            except TypeError as err:
+                raise ValueError(f"searcher_options.sampler_options: {err}") from err
+        else:
+            sampler = self.sampler
+        return optuna.create_study(sampler=sampler, direction="minimize")
+
+    # -- proposing and learning ----------------------------------------------------------------
+    def _suggest(self, trial_id: int) -> dict[str, Any] | None:
+        trial = self._study.ask(self._distributions)
+        self._asked[trial_id] = trial
+        self._log.append(["ask", trial_id, dict(trial.params)])
+        return self._config(trial.params)
+
+    def _config(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        config = dict(self.config_space.fixed)
+        for name, domain in self.config_space.domains.items():
+            value = params[name]
+            config[name] = domain.categories[int(value)] if isinstance(domain, Categorical) \
+                else domain.cast(value)
+        return config
+
+    def _params(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: domain.index(config[name]) if isinstance(domain, Categorical)
+                else config[name] for name, domain in self.config_space.domains.items()}
+
+    def on_trial_start(self, trial_id: int, config: Mapping[str, Any]) -> None:
+        if trial_id not in self._asked:
+            self._foreign[trial_id] = dict(config)
+
+    def on_result(self, trial_id: int, config: Mapping[str, Any], value: float,
+                  resource: float | None = None, metrics: Mapping[str, Any] | None = None) -> None:
+        if trial_id not in self._asked and trial_id not in self._foreign:
+            self._foreign[trial_id] = dict(config)
+        self._values[trial_id] = float(value)
+
+    def on_trial_end(self, trial_id: int) -> None:
+        value = self._values.pop(trial_id, None)
+        if trial_id in self._asked:
+            self._tell(self._asked.pop(trial_id), value)
+            self._log.append(["tell", trial_id, value])
+        elif trial_id in self._foreign:
+            params = self._params(self._foreign.pop(trial_id))
+            self._add(params, value)
+            self._log.append(["add", params, value])
+
+    def _tell(self, trial: Any, value: float | None) -> None:
+        optuna = _optuna()
+        if value is None:
+            self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            self._study.tell(trial, value)
+
+    def _add(self, params: Mapping[str, Any], value: float | None) -> None:
+        optuna = _optuna()
+        state = optuna.trial.TrialState.COMPLETE if value is not None \
+            else optuna.trial.TrialState.FAIL
+        self._study.add_trial(optuna.trial.create_trial(
+            params=dict(params), distributions=self._distributions, value=value, state=state))
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "log": self._log,
+                "values": {str(t): v for t, v in self._values.items()},
+                "foreign": {str(t): c for t, c in self._foreign.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._study, self._asked, self._log = self._new_study(), {}, []
+        for entry in state["log"]:
+            if entry[0] == "ask":
+                _, trial_id, params = entry
+                trial = self._study.ask(self._distributions)
+                if trial.params != params:  # the sampler did not replay the same proposal
+                    logger.warning("optuna searcher: replay of trial %s differs; keeping the "
+                                   "original config", trial_id)
+                    self._study.tell(trial, state=_optuna().trial.TrialState.FAIL)
+                    self._foreign[int(trial_id)] = self._config(params)
+                else:
+                    self._asked[int(trial_id)] = trial
+                self._log.append(["ask", int(trial_id), params])
+            elif entry[0] == "tell":
+                _, trial_id, value = entry
+                if int(trial_id) in self._asked:
+                    self._tell(self._asked.pop(int(trial_id)), value)
+                else:
+                    self._add(self._params(self._foreign.pop(int(trial_id))), value)
+                self._log.append(["tell", int(trial_id), value])
+            else:
+                _, params, value = entry
+                self._add(params, value)
+                self._log.append(["add", dict(params), value])
+        self._values = {int(t): float(v) for t, v in state["values"].items()}
+        self._foreign.update({int(t): dict(c) for t, c in state["foreign"].items()})
+
+
+def _distribution(optuna: Any, name: str, domain: Any) -> Any:
+    distributions = optuna.distributions
+    if isinstance(domain, Ordinal):  # ordered values: the index, so order means something
+        return distributions.IntDistribution(0, len(domain.categories) - 1)
+    if isinstance(domain, Categorical):
+        return distributions.CategoricalDistribution(list(range(len(domain.categories))))
+    if isinstance(domain, Float):
+        return distributions.FloatDistribution(domain.lower, domain.upper, log=domain.log)
+    if isinstance(domain, Integer):
+        return distributions.IntDistribution(domain.lower, domain.upper, log=domain.log)
+    raise ValueError(f"config_space.{name}: the optuna searcher cannot search a "
+                     f"{type(domain).__name__} domain")
