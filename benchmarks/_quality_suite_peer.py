@@ -1,0 +1,129 @@
+"""Syne Tune's side of `benchmarks/quality_suite.py`; runs inside the peer venv (`_peers.py`).
+
+Usage: `<peer python> _quality_suite_peer.py REQUEST.json RESULT.json`. The request names the
+repo root, the YAHPO scenario, the metric and mode, budget, workers, tick and the jobs (method,
+task, seed). Every job replays the same surrogate as tunesmith does: a Syne Tune `Blackbox`
+whose curves come from tunesmith's `YahpoBlackbox` (the same ONNX model, the same batched call,
+the same numbers), run by Syne Tune's `UserBlackboxBackend`, `SimulatorCallback` and `Tuner`
+with `sleep_time=0`. The result holds, per run, the (simulated time, value) of the reports within
+the budget that improved on the best so far, in the shape of `hpo_core.comparison.Run`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _quality_peer import syne_tune_space
+
+#: Syne Tune 0.16 baselines run here: single-fidelity ones and ASHA-based ones
+SINGLE = ("RandomSearch", "TPE", "REA", "BORE")
+MULTI = ("ASHA", "BOHB", "ASHABORE")
+
+
+def make_blackbox(ours: Any) -> Any:
+    """A Syne Tune Blackbox whose curves are tunesmith's predictions for the same config."""
+    import numpy as np
+    from syne_tune import config_space as cs
+    from syne_tune.blackbox_repository.blackbox import Blackbox
+
+    space = ours.config_space
+    fidelities = np.asarray(ours.fidelity_values)
+
+    class YahpoCurves(Blackbox):
+        def __init__(self) -> None:
+            super().__init__(
+                configuration_space=syne_tune_space(space),
+                fidelity_space={ours.fidelity_name: cs.randint(int(fidelities[0]),
+                                                               int(fidelities[-1]))},
+                objectives_names=list(ours.objective_names))
+
+        @property
+        def fidelity_values(self) -> Any:
+            return fidelities
+
+        def _objective_function(self, configuration, fidelity=None, seed=None):  # noqa: ANN001, ANN202
+            curve = ours.curve(space.cast({k: configuration[k] for k in space.names}))
+            if fidelity is None:
+                return np.asarray(curve, dtype=float)
+            index = int(np.searchsorted(fidelities, next(iter(fidelity.values()))))
+            return dict(zip(ours.objective_names, curve[index].tolist(), strict=True))
+
+    return YahpoCurves()
+
+
+def make_scheduler(name: str, config_space: dict[str, Any], metric: str, minimize: bool,
+                   seed: int, fidelity: str, max_t: int) -> Any:
+    from syne_tune.optimizer import baselines as b
+
+    if name == "RandomSearch":
+        return b.RandomSearch(config_space, metrics=[metric], do_minimize=minimize,
+                              random_seed=seed)
+    if name in SINGLE:
+        return getattr(b, name)(config_space, metric=metric, do_minimize=minimize,
+                                random_seed=seed)
+    if name in MULTI:
+        return getattr(b, name)(config_space, metric=metric, time_attr=fidelity, max_t=max_t,
+                                do_minimize=minimize, random_seed=seed)
+    raise ValueError(f"methods: unknown Syne Tune method {name!r}; expected one of "
+                     f"{SINGLE + MULTI}")
+
+
+def run_one(ours: Any, name: str, metric: str, mode: str, seed: int, budget: float,
+            workers: int, tick: float) -> dict[str, Any]:
+    import numpy as np
+    from syne_tune import StoppingCriterion, Tuner
+    from syne_tune.backend.simulator_backend.simulator_callback import SimulatorCallback
+    from syne_tune.blackbox_repository.simulated_tabular_backend import UserBlackboxBackend
+    from syne_tune.constants import ST_TUNER_TIME
+
+    np.random.seed(seed)  # Syne Tune's ASHA draws brackets from the global generator
+    st_blackbox = make_blackbox(ours)
+    backend = UserBlackboxBackend(blackbox=st_blackbox, elapsed_time_attr=ours.time_attr,
+                                  seed=0, tuner_sleep_time=tick)
+    scheduler = make_scheduler(name, st_blackbox.configuration_space, metric, mode == "min",
+                               seed, ours.fidelity_name, int(ours.fidelity_values[-1]))
+    callback = SimulatorCallback()
+    started = time.perf_counter()
+    tuner = Tuner(trial_backend=backend, scheduler=scheduler,
+                  stop_criterion=StoppingCriterion(max_wallclock_time=budget), n_workers=workers,
+                  sleep_time=0, callbacks=[callback], save_tuner=False,
+                  tuner_name=f"qs-{name.lower()}-{seed}", print_update_interval=1e9,
+                  results_update_interval=1e9)
+    tuner.run()
+    frame = callback.dataframe()
+    frame = frame[frame[ST_TUNER_TIME] <= budget].sort_values(ST_TUNER_TIME, kind="stable")
+    times, values = [], []
+    sign = 1.0 if mode == "min" else -1.0
+    for t, v in zip(frame[ST_TUNER_TIME].astype(float), frame[metric].astype(float), strict=True):
+        if not values or sign * v < sign * values[-1]:
+            times.append(t)
+            values.append(v)
+    return {"method": name, "task": str(ours.task), "seed": seed, "times": times,
+            "values": values, "budget": budget, "end_time": budget,
+            "end_reason": "max_wallclock_time reached", "tool": "SyneTune",
+            "num_trials": int(frame["trial_id"].nunique()) if len(frame) else 0,
+            "seconds": time.perf_counter() - started}
+
+
+def main(request_path: str, result_path: str) -> None:
+    request = json.loads(Path(request_path).read_text())
+    sys.path.insert(0, request["repo"])
+    logging.disable(logging.WARNING)
+    from backends.blackbox import load_blackbox
+
+    runs = []
+    for job in request["jobs"]:
+        ours = load_blackbox(request["blackbox"], task=job["task"])
+        runs.append(run_one(ours, job["method"], request["metric"], request["mode"],
+                            int(job["seed"]), float(request["budget"]),
+                            int(request["workers"]), float(request["tick"])))
+        Path(result_path).write_text(json.dumps(runs))  # what is done survives a time limit
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
