@@ -1,10 +1,12 @@
-"""`retune`: scheduled re-tuning, warm-started from the best configs of earlier runs.
+"""`retune`: scheduled re-tuning that learns from the earlier runs of the same experiment.
 
-Each run is a new experiment named `<name>-<date>` whose scheduler first evaluates the best
-configs of the earlier MLflow parent runs of the same experiment (`points_to_evaluate`), then
-searches as usual. All runs log to the MLflow experiment `<name>`, so each retune sees the
-previous ones. Running again on the same date resumes that date's experiment.
-"""
+Each run is a new experiment named `<name>-<date>`. With `transfer="top_k"` (the default) its
+scheduler first evaluates the best configs of the earlier MLflow parent runs
+(`points_to_evaluate`), then searches as usual; `"zero_shot"` evaluates a portfolio chosen from
+all trials of the earlier runs first; `"bounding_box"` runs the same method on the box of the
+earlier runs' best configs (`hpo_core.transfer`; the earlier runs are read from the store, else
+from MLflow). All runs log to the MLflow experiment `<name>`, so each retune sees the previous
+ones. Running again on the same date resumes that date's experiment."""
 
 import datetime as dt
 import json
@@ -14,14 +16,17 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows._mlflow_writer import BEST_CONFIG_TAG, BEST_VALUE_TAG, ROLE_TAG
+from flows._mlflow_writer import BEST_CONFIG_TAG, BEST_VALUE_TAG, PARENT_TAG, ROLE_TAG
 from flows.tracking import resolve_tracking_uri
 from flows.tune import SpecLike, tune
 from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec
-from hpo_core.store import SPEC_FILE
+from hpo_core.store import RESULTS_FILE, SPEC_FILE
+from hpo_core.transfer import load_tasks, zero_shot_portfolio
 
 logger = logging.getLogger(__name__)
+
+TRANSFERS = ("top_k", "zero_shot", "bounding_box")
 
 
 def earlier_best_configs(tracking_uri: str, experiment: str, mode: str,
@@ -56,16 +61,63 @@ def earlier_best_configs(tracking_uri: str, experiment: str, mode: str,
     return configs[:top_k]
 
 
-def valid_configs(spec: ExperimentSpec, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The configs that belong to the spec's config space (the space may have changed)."""
-    if spec.config_space:
-        space = ConfigSpace(spec.config_space)
-    else:
-        from backends.factory import build_backend, resolve_config_space
+def earlier_evaluations(tracking_uri: str, experiment: str, metric: str,
+                        mode: str) -> list[dict[str, Any]]:
+    """Each finished parent run of MLflow experiment `experiment` as inline evaluations for
+    `hpo_core.transfer` (its trials' params and last `metric`; empty if MLflow cannot be read)."""
+    from mlflow import MlflowClient
 
-        backend = build_backend(spec)
-        space = resolve_config_space(spec, backend)
+    try:
+        client = MlflowClient(tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        ids = [found.experiment_id]
+        parents = client.search_runs(
+            ids, filter_string=f"tags.`{ROLE_TAG}` = 'parent' and attributes.status = 'FINISHED'",
+            max_results=1000)
+        tasks = []
+        for parent in parents:
+            children = client.search_runs(
+                ids, filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+                max_results=10000)
+            trials = [(dict(c.data.params), c.data.metrics[metric]) for c in children
+                      if metric in c.data.metrics]
+            if trials:
+                tasks.append({"name": parent.info.run_name, "mode": mode,
+                              "configs": [c for c, _ in trials],
+                              "values": [float(v) for _, v in trials]})
+        return tasks
+    except Exception as err:  # noqa: BLE001 - no warm start is better than no retune
+        logger.warning("cannot read earlier runs of %s from %s: %s", experiment, tracking_uri, err)
+        return []
+
+
+def earlier_experiments(spec: ExperimentSpec, exclude: str) -> list[str]:
+    """Folders of the earlier runs of `spec` in the store: `<name>` and `<name>-<date>` (the
+    run `exclude` left out), those with results."""
+    root = Path(spec.results_root)
+    names = [spec.name] + sorted(p.name for p in root.glob(f"{spec.name}-*"))
+    return [str(root / n) for n in names if n != exclude and (root / n / RESULTS_FILE).exists()]
+
+
+def space_and_options(spec: ExperimentSpec) -> tuple[ConfigSpace, dict[str, Any]]:
+    """The spec's config space and its scheduler options as the experiment will use them
+    (completed with the simulated backend's fidelity, where the method takes it)."""
+    if spec.config_space and spec.backend != "simulated":
+        return ConfigSpace(spec.config_space), dict(spec.scheduler_options)
+    from backends.factory import build_backend, default_scheduler_options, resolve_config_space
+
+    backend = build_backend(spec)
+    try:
+        return resolve_config_space(spec, backend), {**default_scheduler_options(spec, backend),
+                                                     **spec.scheduler_options}
+    finally:
         backend.close()
+
+
+def valid_configs(space: ConfigSpace, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The configs that belong to `space` (the space may have changed)."""
     valid = []
     for config in configs:
         try:
@@ -76,9 +128,11 @@ def valid_configs(spec: ExperimentSpec, configs: list[dict[str, Any]]) -> list[d
     return valid
 
 
-def dated_spec(spec: ExperimentSpec, day: str, warm: list[dict[str, Any]]) -> ExperimentSpec:
-    """`spec` as experiment `<name>-<day>`, evaluating `warm` first; the stored spec of that
-    experiment if it exists already (so a second run on the same day resumes it)."""
+def dated_spec(spec: ExperimentSpec, day: str, warm: list[dict[str, Any]],
+               box: dict[str, Any] | None = None) -> ExperimentSpec:
+    """`spec` as experiment `<name>-<day>`, evaluating `warm` first, and with `box` (the options
+    of `bounding_box`) run on a bounding box; the stored spec of that experiment if it exists
+    already (so a second run on the same day resumes it)."""
     name = f"{spec.name}-{day}"
     stored = Path(spec.results_root) / name / SPEC_FILE
     if stored.exists():
@@ -89,22 +143,50 @@ def dated_spec(spec: ExperimentSpec, day: str, warm: list[dict[str, Any]]) -> Ex
         options = dict(data["scheduler_options"])
         options["points_to_evaluate"] = warm + list(options.get("points_to_evaluate") or [])
         data["scheduler_options"] = options
+    if box is not None:
+        data["scheduler_options"] = {**box, "scheduler": data["scheduler"],
+                                     "scheduler_options": data["scheduler_options"]}
+        data["scheduler"] = "bounding_box"
     return ExperimentSpec.from_dict(data)
 
 
 @flow(name="retune")
 def retune(spec: SpecLike = "deployments/specs/lcbench-asha.yaml", top_k: int = 3,
-           date: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Re-run `spec` as `<name>-<date>` (default: today, UTC), warm-started with the `top_k`
-    best configs of earlier runs of the same experiment."""
+           date: str | None = None, tracking_uri: str | None = None,
+           transfer: str = "top_k") -> dict[str, Any]:
+    """Re-run `spec` as `<name>-<date>` (default: today, UTC), learning from its earlier runs.
+
+    `transfer`: "top_k" evaluates the `top_k` best configs of the earlier MLflow parent runs
+    first; "zero_shot" evaluates a portfolio of `top_k` configs chosen from all trials of the
+    earlier runs (`hpo_core.transfer`); "bounding_box" runs the spec's method on the box of
+    the `top_k` best configs of each earlier run. The earlier runs are read from the store
+    (`<name>` and `<name>-<date>` under the spec's results root), else from MLflow."""
+    if transfer not in TRANSFERS:
+        raise ValueError(f"transfer: expected one of {list(TRANSFERS)}, got {transfer!r}")
     run_logger = get_run_logger()
     spec = ExperimentSpec.coerce(spec)
     uri = resolve_tracking_uri(tracking_uri or spec.tracking_uri)
     day = date or dt.datetime.now(dt.UTC).date().isoformat()
+    metric = spec.metric if isinstance(spec.metric, str) else spec.metric[0]
     mode = spec.mode if isinstance(spec.mode, str) else spec.mode[0]
-    warm = valid_configs(spec, earlier_best_configs(uri, spec.name, mode, top_k))
-    run_logger.info("re-tuning %s as %s-%s, warm-started with %d earlier best configs",
-                    spec.name, spec.name, day, len(warm))
-    outcome = tune(dated_spec(spec, day, warm), tracking_uri=uri, mlflow_experiment=spec.name)
+    space, options = space_and_options(spec)
+    sources: list[Any] = []
+    box = None
+    if transfer == "top_k":
+        warm = valid_configs(space, earlier_best_configs(uri, spec.name, mode, top_k))
+    else:
+        sources = earlier_experiments(spec, f"{spec.name}-{day}") or \
+            earlier_evaluations(uri, spec.name, metric, mode)
+        warm = []
+        if sources and transfer == "zero_shot":
+            warm = zero_shot_portfolio(space, load_tasks(sources, metric, mode), top_k)
+        elif sources:
+            box = {"transfer_from": sources, "top_k": top_k}
+            spec = ExperimentSpec.from_dict({**spec.to_dict(), "scheduler_options": options})
+    run_logger.info("re-tuning %s as %s-%s (transfer %s from %d earlier runs), warm-started "
+                    "with %d configs", spec.name, spec.name, day, transfer, len(sources), len(warm))
+    outcome = tune(dated_spec(spec, day, warm, box), tracking_uri=uri,
+                   mlflow_experiment=spec.name)
     outcome["warm_start_configs"] = warm
+    outcome["transfer"] = transfer
     return outcome

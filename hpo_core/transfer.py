@@ -113,11 +113,11 @@ def _inline_evaluations(item: Mapping[str, Any], where: str
 
 def _valid(space: ConfigSpace, config: Mapping[str, Any]) -> dict[str, Any] | None:
     """`config` as a config of `space` (fixed values filled in), or None if it is not one."""
-    candidate = {**space.fixed, **space.cast({k: v for k, v in config.items()
-                                              if k in space.domains})}
     try:
+        candidate = {**space.fixed, **space.cast({k: v for k, v in config.items()
+                                                  if k in space.domains})}
         space.validate(candidate)
-    except ValueError:
+    except (TypeError, ValueError):
         return None
     return candidate
 
