@@ -105,7 +105,9 @@ def figures(label: str, trials: int, wall: float) -> float:
     return per_trial
 
 
-def run_ours(folder: Path, trials: int, workers: int, bare: bool) -> float:
+def run_ours(folder: Path, trials: int, workers: int, bare: bool, name: str = "flow",
+             reuse: bool = True) -> tuple[float, float]:
+    """(tuning seconds, whole call seconds) of one experiment."""
     (folder / "bench_objective.py").write_text(OUR_OBJECTIVE)
     from tunesmith import tune, uniform
 
@@ -113,8 +115,8 @@ def run_ours(folder: Path, trials: int, workers: int, bare: bool) -> float:
     started = time.perf_counter()
     result = tune("bench_objective:objective", {"x": uniform(0.0, 1.0)}, metric="loss",
                   method="random", stop={"max_trials_started": trials}, n_workers=workers,
-                  backend_options={"gpus": None, "poll_interval": 0.05},
-                  name="function-overhead", results_root=folder / "experiments",
+                  backend_options={"gpus": None, "poll_interval": 0.05, "reuse_workers": reuse},
+                  name=name, results_root=folder / "experiments",
                   flow=not bare, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
     total = time.perf_counter() - started
     state = result.experiment.state
@@ -122,11 +124,24 @@ def run_ours(folder: Path, trials: int, workers: int, bare: bool) -> float:
     tuning = float(state["time"]) - first_start
     done = [t["status"] for t in state["trials"].values()].count("completed")
     assert done == trials and len(result.results) == 10 * trials, (done, len(result.results))
+    return tuning, total
+
+
+def run_flow(folder: Path, trials: int, workers: int, bare: bool) -> float:
+    tuning, total = run_ours(folder, trials, workers, bare)
     how = "bare tuner" if bare else "tune flow"
     print(f"tunesmith ({how}): {total:.2f} s in all, of which {total - tuning:.2f} s start-up, "
           f"tracking and shutdown (once per experiment); {total / trials:.3f} s per trial "
           "with them")
-    return figures(f"tunesmith function trials ({how}, tuning phase)", done, tuning)
+    return figures(f"tunesmith function trials ({how}, tuning phase)", trials, tuning)
+
+
+def run_pool(folder: Path, trials: int, workers: int) -> None:
+    """What the reused workers save: the bare tuner with and without reuse."""
+    for reuse in (True, False):
+        tuning, _ = run_ours(folder, trials, workers, True, f"pool-{reuse}", reuse)
+        how = "workers reused" if reuse else "a fresh process per trial, started one ahead"
+        figures(f"tunesmith bare tuner, {how}", trials, tuning)
 
 
 def run_peer(python: Path, driver: str, args: list[str], folder: Path) -> dict:
@@ -172,7 +187,8 @@ def main() -> None:
         for name in ("ours", "ray", "optuna"):
             (folder / name).mkdir()
         try:
-            ours = run_ours(folder / "ours", args.trials, args.workers, args.bare)
+            ours = run_flow(folder / "ours", args.trials, args.workers, args.bare)
+            run_pool(folder / "ours", args.trials, args.workers)
         finally:
             os.chdir(cwd)
         if args.skip_peers:
