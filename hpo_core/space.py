@@ -11,6 +11,19 @@ A config space is a mapping from hyperparameter name to a `Domain` or to a fixed
 
 In JSON a domain is ``{"type": "loguniform", "lower": 1e-4, "upper": 0.1}``; anything else
 (a number, a string, a list) is a fixed value.
+
+Conditional hyperparameters exist only when others take certain values::
+
+    space = ConfigSpace({
+        "optimizer": choice(["sgd", "adam"]),
+        "momentum": when(uniform(0.0, 0.99), optimizer="sgd"),   # JSON: "when": {"optimizer": ["sgd"]}
+    })
+
+A condition names earlier or later hyperparameters of the space (choice, ordinal or integer
+domains, no cycles) and the values that switch it on; all of them must hold, and a hyperparameter
+whose parent is inactive is inactive too. An inactive hyperparameter is absent from the config
+(sampling, decoding, validation) and encoded at a fixed value (`INACTIVE`, all zeros for a
+one-hot block), so models see every config in the same [0,1]^d.
 """
 
 from __future__ import annotations
@@ -22,6 +35,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+#: The encoded value of an inactive numeric hyperparameter.
+INACTIVE = 0.5
 
 
 class ConfigSpaceError(ValueError):
@@ -39,6 +55,15 @@ class Domain(ABC):
 
     type_name: str = ""
     field: str = "<domain>"
+    #: parent name -> the values of the parent for which this hyperparameter exists (or None)
+    condition: dict[str, list[Any]] | None = None
+
+    def when(self, **condition: Any) -> Domain:
+        """This domain, existing only when each named hyperparameter takes the given value (or
+        one of the given list of values)."""
+        self.condition = {name: list(v) if isinstance(v, list | tuple) else [v]
+                          for name, v in condition.items()}
+        return self
 
     @property
     @abstractmethod
@@ -72,11 +97,18 @@ class Domain(ABC):
         """Bring a value read from elsewhere (argv, a table) to this domain's type."""
         return value
 
+    def json(self) -> dict[str, Any]:
+        """The JSON form, with the condition if there is one."""
+        data = self.to_json()
+        if self.condition:
+            data["when"] = {name: list(values) for name, values in self.condition.items()}
+        return data
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Domain) and self.to_json() == other.to_json()
+        return isinstance(other, Domain) and self.json() == other.json()
 
     def __hash__(self) -> int:
-        return hash(json.dumps(self.to_json(), sort_keys=True, default=str))
+        return hash(json.dumps(self.json(), sort_keys=True, default=str))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.to_json().items() if k != "type")
@@ -382,6 +414,11 @@ def logfinrange(lower: float, upper: float, size: int, cast_int: bool = False) -
     return FiniteRange(lower, upper, size, log=True, cast_int=cast_int)
 
 
+def when(domain: Domain, **condition: Any) -> Domain:
+    """`domain`, existing only when each named hyperparameter takes the given value(s)."""
+    return domain.when(**condition)
+
+
 _DOMAIN_KEYS: dict[str, set[str]] = {
     "uniform": {"lower", "upper"},
     "loguniform": {"lower", "upper"},
@@ -405,10 +442,22 @@ def domain_from_json(field: str, data: Mapping[str, Any]) -> Domain:
     missing = sorted(required - set(data))
     if missing:
         raise ConfigSpaceError(f"{field}: domain '{kind}' is missing {', '.join(missing)}")
-    allowed = required | {"type", "cast_int"}
+    allowed = required | {"type", "cast_int", "when"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigSpaceError(f"{field}: domain '{kind}' has unknown keys {unknown}")
+    domain = _plain_domain_from_json(field, kind, data)
+    if "when" in data:
+        condition = data["when"]
+        if not isinstance(condition, Mapping) or not condition or \
+                not all(isinstance(k, str) for k in condition):
+            raise ConfigSpaceError(f"{field}.when: must map hyperparameter names to values, "
+                                   f"got {condition!r}")
+        domain.when(**condition)
+    return domain
+
+
+def _plain_domain_from_json(field: str, kind: str, data: Mapping[str, Any]) -> Domain:
     if kind in ("uniform", "loguniform"):
         return Float(data["lower"], data["upper"], log=kind == "loguniform", field=field)
     if kind in ("randint", "lograndint"):
@@ -451,6 +500,58 @@ class ConfigSpace:
             self._offsets[name] = (offset, offset + dom.encoded_dim)
             offset += dom.encoded_dim
         self.ndim = offset
+        self.order = self._checked_order()
+
+    def _checked_order(self) -> list[str]:
+        """The names with every condition's parents before their children (declaration order
+        where the conditions allow it); conditions checked, errors naming the field."""
+        for name, dom in self.domains.items():
+            for parent, values in (dom.condition or {}).items():
+                field = f"config_space.{name}.when.{parent}"
+                if parent not in self.domains:
+                    raise ConfigSpaceError(f"{field}: no searched hyperparameter {parent!r} in "
+                                           "the space")
+                parent_domain = self.domains[parent]
+                if parent == name or not isinstance(parent_domain, Categorical | Integer):
+                    raise ConfigSpaceError(f"{field}: a condition needs another choice, ordinal "
+                                           "or integer hyperparameter")
+                for value in values:
+                    if not parent_domain.contains(value):
+                        raise ConfigSpaceError(f"{field}: {value!r} is not a value of {parent!r}")
+        order: list[str] = []
+        waiting = list(self.domains)
+        while waiting:
+            ready = [n for n in waiting if all(p in order for p in self.domains[n].condition or {})]
+            if not ready:
+                raise ConfigSpaceError(f"config_space: the conditions of {waiting} form a cycle")
+            order.extend(ready)
+            waiting = [n for n in waiting if n not in ready]
+        return order
+
+    @property
+    def is_conditional(self) -> bool:
+        """Whether some hyperparameter exists only under a condition."""
+        return any(d.condition for d in self.domains.values())
+
+    def is_active(self, name: str, config: Mapping[str, Any]) -> bool:
+        """Whether hyperparameter `name` exists in `config` (its parents active, with values that
+        switch it on)."""
+        condition = self.domains[name].condition
+        return not condition or all(
+            parent in config and self.is_active(parent, config)
+            and self.code(parent, config[parent]) in self.allowed_codes(name, parent)
+            for parent in condition)
+
+    def code(self, name: str, value: Any) -> int | None:
+        """The index of a choice's or ordinal's value, an integer's value; None if not in it."""
+        dom = self.domains[name]
+        if not dom.contains(value):
+            return None
+        return dom.index(value) if isinstance(dom, Categorical) else int(value)
+
+    def allowed_codes(self, name: str, parent: str) -> set[int | None]:
+        """The codes (see `code`) of the values of `parent` that switch `name` on."""
+        return {self.code(parent, v) for v in (self.domains[name].condition or {})[parent]}
 
     @property
     def names(self) -> list[str]:
@@ -464,17 +565,45 @@ class ConfigSpace:
         return name in self.domains or name in self.fixed
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        """One config drawn at random (log domains log-uniformly)."""
-        config = {name: dom.sample(rng) for name, dom in self.domains.items()}
+        """One config drawn at random (log domains log-uniformly), active hyperparameters only."""
+        config: dict[str, Any] = {}
+        for name in self.order:
+            if self.is_active(name, config):
+                config[name] = self.domains[name].sample(rng)
+        config = {n: config[n] for n in self.domains if n in config}  # declaration order
         config.update(self.fixed)
         return config
 
+    def complete(self, config: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """`config` with the fixed values, its missing active hyperparameters drawn at random
+        and its inactive ones dropped."""
+        drawn: dict[str, Any] | None = None  # one random config, drawn at the first gap
+        out: dict[str, Any] = {}
+        for name in self.order:
+            if not self.is_active(name, out):
+                continue
+            if name in config:
+                out[name] = config[name]
+                continue
+            drawn = self.sample(rng) if drawn is None else drawn
+            out[name] = drawn[name] if name in drawn else self.domains[name].sample(rng)
+        out = {n: out[n] for n in self.domains if n in out}  # declaration order
+        out.update(self.fixed)
+        out.update({k: v for k, v in config.items() if k not in self.domains})
+        return out
+
     def encode(self, config: Mapping[str, Any]) -> np.ndarray:
-        """A config as a vector in [0,1]^ndim (one-hot for choices)."""
+        """A config as a vector in [0,1]^ndim (one-hot for choices; inactive hyperparameters at
+        `INACTIVE`, one-hot blocks all zero)."""
         x = np.empty(self.ndim)
         for name, dom in self.domains.items():
             a, b = self._offsets[name]
-            x[a:b] = dom.encode(config[name])
+            if name in config:
+                x[a:b] = dom.encode(config[name])
+            elif dom.condition and not self.is_active(name, config):
+                x[a:b] = 0.0 if type(dom) is Categorical else INACTIVE
+            else:
+                raise ConfigSpaceError(f"config.{name}: missing")
         return x
 
     def encode_many(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -483,11 +612,13 @@ class ConfigSpace:
         return np.stack([self.encode(c) for c in configs])
 
     def decode(self, x: Sequence[float]) -> dict[str, Any]:
-        """The config nearest to a vector of [0,1]^ndim."""
-        config = {}
-        for name, dom in self.domains.items():
-            a, b = self._offsets[name]
-            config[name] = dom.decode(x[a:b])
+        """The config nearest to a vector of [0,1]^ndim (active hyperparameters only)."""
+        config: dict[str, Any] = {}
+        for name in self.order:
+            if self.is_active(name, config):
+                a, b = self._offsets[name]
+                config[name] = self.domains[name].decode(x[a:b])
+        config = {n: config[n] for n in self.domains if n in config}  # declaration order
         config.update(self.fixed)
         return config
 
@@ -499,7 +630,13 @@ class ConfigSpace:
 
     def validate(self, config: Mapping[str, Any]) -> None:
         """Raise ConfigSpaceError naming the first hyperparameter that is missing or out of range."""
-        for name, dom in self.domains.items():
+        for name in self.order:
+            dom = self.domains[name]
+            if not self.is_active(name, config):
+                if name in config:
+                    raise ConfigSpaceError(
+                        f"config.{name}: only exists when {_describe(dom.condition)}")
+                continue
             if name not in config:
                 raise ConfigSpaceError(f"config.{name}: missing")
             if not dom.contains(config[name]):
@@ -522,20 +659,19 @@ class ConfigSpace:
         """The full grid: every category, `num_points` values per numerical domain."""
         if num_points < 1:
             raise ConfigSpaceError(f"num_points: must be >= 1, got {num_points}")
-        axes = [self.domains[n].grid(num_points) for n in self.domains]
         configs: list[dict[str, Any]] = [{}]
-        for name, values in zip(self.domains, axes, strict=True):
-            configs = [{**c, name: v} for c in configs for v in values]
-        for c in configs:
-            c.update(self.fixed)
-        return configs
+        for name in self.order:
+            values = self.domains[name].grid(num_points)
+            configs = [grown for c in configs for grown in
+                       ([{**c, name: v} for v in values] if self.is_active(name, c) else [c])]
+        return [{**{n: c[n] for n in self.domains if n in c}, **self.fixed} for c in configs]
 
     def config_key(self, config: Mapping[str, Any]) -> str:
         """A canonical string for a config, for de-duplication."""
         return json.dumps({n: config.get(n) for n in self.domains}, sort_keys=True, default=str)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: dom.to_json() for name, dom in self.domains.items()}
+        out: dict[str, Any] = {name: dom.json() for name, dom in self.domains.items()}
         out.update(self.fixed)
         return out
 
@@ -548,6 +684,12 @@ class ConfigSpace:
 
     def __repr__(self) -> str:
         return f"ConfigSpace({self.to_json()!r})"
+
+
+def _describe(condition: Mapping[str, list[Any]] | None) -> str:
+    return " and ".join(f"{parent} is {values[0]!r}" if len(values) == 1
+                        else f"{parent} is one of {values!r}"
+                        for parent, values in (condition or {}).items())
 
 
 def as_config_space(space: ConfigSpace | Mapping[str, Any]) -> ConfigSpace:

@@ -12,12 +12,14 @@ last reported value of the metric, read in that experiment's mode.
   A config that a task did not evaluate gets, on that task, the value of its nearest evaluated
   neighbour in the encoded space. Method `zero_shot` tries the portfolio first, then a searcher.
 * `bounding_box_space`: the config space shrunk to the smallest box holding the `top_k` best
-  configs of every task (numbers: their range; choices: the values seen; Perrone et al., 2019).
+  configs of every task (numbers: their range; choices: the values seen; Perrone et al., 2019;
+  a conditional hyperparameter that the box can no longer switch on is left out).
   Method `bounding_box` runs any method on that space.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -173,7 +175,15 @@ def bounding_box_space(space: ConfigSpace, tasks: Sequence[Task], top_k: int = 1
     entries: dict[str, Any] = dict(space.fixed)
     for name, domain in space.domains.items():
         seen = [c[name] for c in best if name in c]
-        entries[name] = _shrunk(domain, seen) if seen else domain
+        entries[name] = _shrunk(domain, seen) if seen else copy.copy(domain)
+    for name in space.order:  # parents first: conditions on values the box still holds
+        if space.domains[name].condition:
+            condition = {p: [v for v in values if p in entries and entries[p].contains(v)]
+                         for p, values in space.domains[name].condition.items()}
+            if all(condition.values()):
+                entries[name].when(**condition)
+            else:  # it can no longer be switched on
+                del entries[name]
     return ConfigSpace(entries)
 
 

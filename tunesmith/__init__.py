@@ -38,6 +38,7 @@ _LAZY = {
     "ordinal": "hpo_core.space",
     "finrange": "hpo_core.space",
     "logfinrange": "hpo_core.space",
+    "when": "hpo_core.space",
 }
 
 __all__ = ["checkpoint_dir", "get_config", "load_checkpoint", "report", "save_checkpoint",

@@ -3,7 +3,8 @@
 Models work on encoded vectors; this module samples many of them at once, snaps arbitrary points
 of the cube to the encodings of valid configs (integers rounded, one-hot made exact, ordinals
 moved to their grid), and perturbs points locally. `snap(x)` equals
-`space.encode(space.decode(x))` row by row, without a Python call per row.
+`space.encode(space.decode(x))` row by row, without a Python call per row (for a conditional
+space, inactive hyperparameters included: they are set to the space's inactive encoding).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hpo_core.space import Categorical, ConfigSpace, Float, Integer, Ordinal
+from hpo_core.space import INACTIVE, Categorical, ConfigSpace, Float, Integer, Ordinal
 
 
 class EncodedSpace:
@@ -52,7 +53,38 @@ class EncodedSpace:
             idx = np.argmax(X[:, a:b], axis=1)
             X[:, a:b] = 0.0
             X[np.arange(len(X)), a + idx] = 1.0
+        if self.space.is_conditional:
+            self._set_inactive(X)
         return X
+
+    def _set_inactive(self, X: np.ndarray) -> None:
+        """Rows' inactive hyperparameters set (in place) to the inactive encoding."""
+        active: dict[str, np.ndarray] = {}
+        for name in self.space.order:  # parents first
+            dom = self.space.domains[name]
+            mask = np.ones(len(X), dtype=bool)
+            for parent in dom.condition or {}:
+                allowed = [c for c in self.space.allowed_codes(name, parent) if c is not None]
+                mask &= active[parent] & np.isin(self._codes(parent, X), allowed)
+            active[name] = mask
+            if dom.condition:
+                a, b = self.space._offsets[name]
+                X[~mask, a:b] = 0.0 if type(dom) is Categorical else INACTIVE
+
+    def _codes(self, name: str, X: np.ndarray) -> np.ndarray:
+        """Each row's value of hyperparameter `name` as `ConfigSpace.code` gives it."""
+        dom = self.space.domains[name]
+        a, b = self.space._offsets[name]
+        if type(dom) is Categorical:
+            return np.argmax(X[:, a:b], axis=1)
+        u = X[:, a]
+        if isinstance(dom, Ordinal):
+            n = len(dom.categories)
+            return np.clip(np.round(u * (n - 1)), 0, n - 1).astype(int)
+        if dom.upper == dom.lower:
+            return np.full(len(X), int(dom.lower))
+        v = dom._lo + u * (dom._hi - dom._lo)
+        return np.clip(np.round(np.exp(v) if dom.log else v), dom.lower, dom.upper).astype(int)
 
     def perturb(self, X: np.ndarray, rng: np.random.Generator, scale: float | np.ndarray,
                 flip_prob: float = 0.2) -> np.ndarray:

@@ -80,15 +80,19 @@ class MORegularizedEvolution(Scheduler):
         return dict(self.population[int(picks[nsga2_order(values)[0]])][0])
 
     def mutate(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """`config` with one hyperparameter redrawn (to a different value when possible)."""
+        """`config` with one of its hyperparameters redrawn (to a different value when
+        possible; in a conditional space, the ones this switches on are drawn at random and the
+        ones it switches off dropped)."""
         child = dict(config)
-        name = self.config_space.names[int(self.rng.integers(len(self.config_space.names)))]
+        names = [n for n in self.config_space.names if n in config]
+        name = names[int(self.rng.integers(len(names)))]
         domain = self.config_space.domains[name]
         for _ in range(10):
             child[name] = domain.sample(self.rng)
             if child[name] != config[name]:
                 break
-        return child
+        return self.config_space.complete(child, self.rng) if self.config_space.is_conditional \
+            else child
 
     def on_trial_result(self, trial: Trial, result: TrialResult) -> Decision:
         return Decision.CONTINUE

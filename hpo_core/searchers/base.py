@@ -41,10 +41,10 @@ class Searcher(ABC):
         self._points_to_evaluate: list[dict[str, Any]] = []
         for i, point in enumerate(points_to_evaluate or []):
             config = {**self.config_space.fixed, **self.config_space.cast(dict(point))}
-            missing = [n for n in self.config_space.names if n not in config]
-            if missing:  # partially given points are completed at random
-                sampled = self.config_space.sample(self.rng)
-                config.update({n: sampled[n] for n in missing})
+            if any(n not in config for n in self.config_space.names
+                   if self.config_space.is_active(n, config)):
+                # partially given points are completed at random
+                config = self.config_space.complete(config, self.rng)
             try:
                 self.config_space.validate(config)
             except ValueError as err:

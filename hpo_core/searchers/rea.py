@@ -97,9 +97,11 @@ class REASearcher(Searcher):
         return self._random_config()
 
     def mutate(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """`config` with one hyperparameter changed."""
+        """`config` with one of its hyperparameters changed (in a conditional space, the ones
+        that this switches on are drawn at random and the ones it switches off dropped)."""
         child = dict(config)
-        name = self._mutable[int(self.rng.integers(len(self._mutable)))]
+        names = [n for n in self._mutable if n in config]
+        name = names[int(self.rng.integers(len(names)))]
         dom = self.config_space.domains[name]
         for _ in range(20):
             if isinstance(dom, Categorical) and not dom.is_numerical:
@@ -113,7 +115,8 @@ class REASearcher(Searcher):
             if value != config[name]:
                 break
         child[name] = value
-        return child
+        return self.config_space.complete(child, self.rng) if self.config_space.is_conditional \
+            else child
 
     def _random_config(self) -> dict[str, Any] | None:
         for _ in range(100):
