@@ -4,8 +4,9 @@ Started by `backends.functions.FunctionBackend` as `python -m backends.function_
 with `CUDA_VISIBLE_DEVICES` already in its environment, so the user's code sees only its GPUs
 from its first import. It speaks JSON lines: on fd IN it gets the objective once, then one
 trial at a time (`{"run", "trial_id", "config", "trial_dir", "checkpoint_dir", "config_path"}`);
-on fd OUT it sends `{"run": n, "report": {...}}` for each `report(...)` as it happens and
-`{"run": n, "end": "completed" | "failed", "reason": ...}` when the trial ends. During a trial,
+on fd OUT it sends `{"run": n, "msg": {"started": true}}` when it takes a trial up,
+`{"run": n, "report": {...}}` for each `report(...)` as it happens and
+`{"run": n, "msg": {"end": "completed" | "failed", "reason": ...}}` when the trial ends. During a trial,
 fds 1 and 2 are the trial's `stdout` and `stderr` files, and `TUNESMITH_*` variables are set as
 for a script, so `get_config()`, `load_checkpoint()` and `save_checkpoint()` work unchanged.
 
@@ -86,6 +87,7 @@ def main(argv: list[str]) -> int:
         load_error = f"cannot load objective {objective_data['name']}", traceback.format_exc()
     for trial in messages:
         channel.run = trial["run"]
+        channel.send(started=True)  # the trial's time (and timeout) counts from here
         with _TrialContext(trial):
             if load_error is not None:
                 print(load_error[1], file=sys.stderr, flush=True)

@@ -74,8 +74,8 @@ class _Run:
     token: int
     trial_id: int
     worker: _Worker
-    started: float  # monotonic
-    deadline: float | None
+    started: float  # monotonic: sent to the worker, then taken up by it
+    deadline: float | None  # from the launch, then from when the worker took it up
     stderr_offset: int
     gpu_key: tuple[int, int] | None
     num_reports: int = 0
@@ -185,6 +185,8 @@ class FunctionBackend(TrialBackend):
         for kind, worker, payload, t in items:
             if kind == "report":
                 self._on_report(worker, payload, t, events)
+            elif kind == "started":
+                self._on_started(payload)
             elif kind == "end":
                 self._on_end(worker, payload, t, events)
             elif kind == "exit":
@@ -327,7 +329,10 @@ class FunctionBackend(TrialBackend):
                         message = json.loads(line)
                     except ValueError:
                         continue
-                    kind = "report" if "report" in message else "end"
+                    if "report" in message:
+                        kind = "report"
+                    else:
+                        kind = "started" if "started" in message.get("msg", {}) else "end"
                     put((kind, worker, message, self.now()))
         returncode = worker.proc.wait()
         worker.dead.set()
@@ -363,7 +368,7 @@ class FunctionBackend(TrialBackend):
                                                   reason=f"could not start a worker: {err}"))
                     return
         now = time.monotonic()
-        deadline = None
+        deadline = None  # set again when the worker takes the run up
         if self.timeout is not None:
             deadline = now + max(0.0, self.timeout - self._elapsed.get(tid, 0.0))
         run = _Run(self._tokens, tid, worker, now, deadline, offset, gpu_key)
@@ -404,6 +409,18 @@ class FunctionBackend(TrialBackend):
         """End a run at once: kill its worker (the next trial takes or starts another)."""
         run.cancelled = True
         self._kill(run.worker)
+
+    def _on_started(self, message: dict) -> None:
+        """The worker took the run up: its time and timeout count from now, not from a new
+        worker's start (a worker that hangs importing the objective still times out, counted
+        from the launch)."""
+        run = self._runs.get(message.get("run", -1))
+        if run is None:
+            return
+        run.started = time.monotonic()
+        if self.timeout is not None:
+            remaining = max(0.0, self.timeout - self._elapsed.get(run.trial_id, 0.0))
+            run.deadline = run.started + remaining
 
     def _on_report(self, worker: _Worker, message: dict, t: float,
                    events: list[TrialEvent]) -> None:
