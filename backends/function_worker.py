@@ -5,7 +5,8 @@ with `CUDA_VISIBLE_DEVICES` already in its environment, so the user's code sees 
 from its first import. It speaks JSON lines: on fd IN it gets the objective once, then one
 trial at a time (`{"run", "trial_id", "config", "trial_dir", "checkpoint_dir", "config_path"}`);
 on fd OUT it sends `{"run": n, "msg": {"started": true}}` when it takes a trial up,
-`{"run": n, "report": {...}}` for each `report(...)` as it happens and
+`{"run": n, "report": {...}}` for each `report(...)` as it happens (then waits for
+`{"ack": n}`: see `_Channel`) and
 `{"run": n, "msg": {"end": "completed" | "failed", "reason": ...}}` when the trial ends. During a trial,
 fds 1 and 2 are the trial's `stdout` and `stderr` files, and `TUNESMITH_*` variables are set as
 for a script, so `get_config()`, `load_checkpoint()` and `save_checkpoint()` work unchanged.
@@ -36,46 +37,62 @@ TRACEBACK_CHARS = 8000
 
 
 class _Channel:
-    """JSON lines to the tuner (thread-safe: user code may report from any thread)."""
+    """JSON lines both ways. A report waits for the tuner's acknowledgement, sent once the
+    tuner has acted on it, so a pause or stop decided at a report ends the trial right there:
+    the function never trains (and checkpoints) past a report the tuner paused it at.
+    Thread-safe: user code may report from any thread."""
 
-    def __init__(self, fd: int):
-        os.set_inheritable(fd, False)  # not passed on to the user's subprocesses
-        self.fd = fd
+    def __init__(self, fd_in: int, fd_out: int):
+        for fd in (fd_in, fd_out):
+            os.set_inheritable(fd, False)  # not passed on to the user's subprocesses
+        self.stream = open(fd_in, "rb", buffering=0)  # noqa: SIM115 (open for the process's life)
+        self.buffer = b""
+        self.fd = fd_out
         self.lock = threading.Lock()
         self.run = 0
 
+    def receive(self) -> dict | None:
+        """The next message from the tuner (None: it closed our input)."""
+        while b"\n" not in self.buffer:
+            chunk = self.stream.read(1 << 16)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def next_trial(self) -> dict | None:
+        """The next trial (acknowledgements left over from an earlier one are skipped)."""
+        while True:
+            message = self.receive()
+            if message is None or "ack" not in message:
+                return message
+
     def send_json_text(self, key: str, text: str) -> None:
         data = f'{{"run": {self.run}, "{key}": {text}}}\n'.encode()
-        with self.lock:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
 
     def send(self, **message: object) -> None:
-        self.send_json_text("msg", json.dumps(message, default=str, allow_nan=True))
+        with self.lock:
+            self.send_json_text("msg", json.dumps(message, default=str, allow_nan=True))
 
-
-def _lines(fd: int):
-    os.set_inheritable(fd, False)
-    with open(fd, "rb", buffering=0, closefd=True) as stream:
-        buffer = b""
-        while True:
-            chunk = stream.read(1 << 16)
-            if not chunk:
-                return
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                if line.strip():
-                    yield json.loads(line)
+    def report(self, text: str) -> None:
+        with self.lock:
+            self.send_json_text("report", text)
+            while True:
+                message = self.receive()
+                if message is None:
+                    os._exit(0)  # the tuner is gone: nothing is left to report to
+                if message.get("ack") == self.run:
+                    return
 
 
 def main(argv: list[str]) -> int:
-    fd_in, fd_out = int(argv[0]), int(argv[1])
-    channel = _Channel(fd_out)
-    reporting._sink = lambda text: channel.send_json_text("report", text)
-    messages = _lines(fd_in)
-    first = next(messages, None)
+    channel = _Channel(int(argv[0]), int(argv[1]))
+    reporting._sink = channel.report
+    first = channel.next_trial()
     if first is None:
         return 0
     objective_data = first["objective"]
@@ -85,7 +102,7 @@ def main(argv: list[str]) -> int:
         objective = load(Objective.from_payload(objective_data))
     except BaseException:  # noqa: BLE001 - reported with the first trial
         load_error = f"cannot load objective {objective_data['name']}", traceback.format_exc()
-    for trial in messages:
+    while (trial := channel.next_trial()) is not None:
         channel.run = trial["run"]
         channel.send(started=True)  # the trial's time (and timeout) counts from here
         with _TrialContext(trial):

@@ -10,7 +10,9 @@ imported once; `reuse_workers=False` gives each trial a fresh process, started a
 so a short trial does not pay for an interpreter start. Stop, pause and timeouts kill the
 worker's whole process group at once (SIGKILL) and start a replacement; a paused trial resumes
 from its checkpoint through the same helpers as scripts (`hpo_core.report`). Reports reach the
-tuner as they happen, over a pipe read by one thread per worker.
+tuner as they happen, over a pipe read by one thread per worker; a report returns in the trial
+once the tuner has acted on it (the next `poll()`), so a trial paused at a report resumes from
+the checkpoint it saved before that report, and no report is lost to a pause.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ class FunctionBackend(TrialBackend):
         self._reported: dict[int, int] = {}
         self._elapsed: dict[int, float] = {}
         self._early: list[TrialEvent] = []
+        self._unacknowledged: list[_Run] = []  # one entry per report returned by poll()
         self._tokens = 0
         self._peak = 1  # most trials running at once: the pool's size
 
@@ -173,6 +176,7 @@ class FunctionBackend(TrialBackend):
             self._cancel(run)
 
     def poll(self) -> list[TrialEvent]:
+        self._acknowledge()
         events, self._early = self._early, []
         self._check_timeouts(events)
         items = []
@@ -428,7 +432,19 @@ class FunctionBackend(TrialBackend):
         if run is None or run.cancelled or not isinstance(message.get("report"), dict):
             return
         run.num_reports += 1
+        self._unacknowledged.append(run)
         events.append(TrialEvent(EventKind.RESULT, run.trial_id, t, metrics=message["report"]))
+
+    def _acknowledge(self) -> None:
+        """Let the workers go on past the reports the last `poll()` returned: the tuner has
+        acted on them (a run it paused or stopped meanwhile is killed, never acknowledged)."""
+        runs, self._unacknowledged = self._unacknowledged, []
+        for run in runs:
+            if not run.cancelled and not run.ended:
+                try:
+                    self._send(run.worker, {"ack": run.token})
+                except OSError:
+                    pass  # the worker died: its exit is on the queue
 
     def _on_end(self, worker: _Worker, message: dict, t: float,
                 events: list[TrialEvent]) -> None:
