@@ -40,11 +40,13 @@ class SyncHyperband(SyncSuccessiveHalving):
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        max_resource_attr: str | None = None,
     ):
         super().__init__(config_space, metric, mode, seed, max_t=max_t,
                          resource_attr=resource_attr, grace_period=grace_period,
                          reduction_factor=reduction_factor, searcher=searcher,
-                         searcher_options=searcher_options, points_to_evaluate=points_to_evaluate)
+                         searcher_options=searcher_options, points_to_evaluate=points_to_evaluate,
+                         max_resource_attr=max_resource_attr)
         if brackets is None:
             brackets = len(rung_levels(grace_period, reduction_factor, max_t))
         self.all_levels = bracket_levels(grace_period, reduction_factor, max_t, brackets)

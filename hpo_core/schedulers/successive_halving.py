@@ -23,6 +23,7 @@ from hpo_core.schedulers.base import Scheduler
 from hpo_core.schedulers.rungs import (
     bracket_levels,
     check_fidelity_options,
+    check_max_resource_attr,
     check_resource_attr,
     rank_by_value,
     resource_of,
@@ -114,6 +115,8 @@ class SyncSuccessiveHalving(Scheduler):
         searcher: a searcher registry name (see `hpo_core.methods`) or a Searcher instance.
         searcher_options: options of the searcher when it is given by name.
         points_to_evaluate: configs to try first (when the searcher is given by name).
+        max_resource_attr: a fixed config entry (e.g. "epochs") set in each trial's config to
+            the level of its rung: how far the segment about to run should train.
 
     A bracket with s + 1 levels starts eta**s trials. The searcher is fed as in `ASHA`. Subclass
     hook: `_bracket_shape(index)` gives the levels and rung sizes of the index-th bracket opened.
@@ -133,9 +136,12 @@ class SyncSuccessiveHalving(Scheduler):
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        max_resource_attr: str | None = None,
     ):
         config_space = as_config_space(config_space)
         super().__init__(config_space, metric, mode, seed)
+        self.max_resource_attr = check_max_resource_attr(max_resource_attr, config_space)
+        self._configs: dict[int, dict[str, Any]] = {}  # kept with max_resource_attr
         check_fidelity_options(max_t, grace_period, reduction_factor)
         check_resource_attr(resource_attr)
         self.max_t = max_t
@@ -165,11 +171,28 @@ class SyncSuccessiveHalving(Scheduler):
     def suggest(self, trial_id: int) -> TrialSuggestion | None:
         for bracket in self.brackets.values():
             if bracket.to_resume:
-                return TrialSuggestion.resume(bracket.to_resume.pop(0))
+                tid = bracket.to_resume.pop(0)
+                if self.max_resource_attr is None:
+                    return TrialSuggestion.resume(tid)
+                self._configs[tid] = self._with_level(self._configs[tid], bracket.level)
+                return TrialSuggestion.resume(tid, self._configs[tid])
         config = self.searcher.suggest(trial_id)  # for the oldest bracket with room, or a new one
-        return None if config is None else TrialSuggestion.start(config)
+        if config is None:
+            return None
+        if self.max_resource_attr is not None:
+            room = next((b for b in self.brackets.values() if b.to_start > 0), None)
+            level = room.level if room is not None else \
+                self._bracket_shape(self._num_opened)[0][0]
+            config = self._with_level(config, level)
+        return TrialSuggestion.start(config)
+
+    def _with_level(self, config: Mapping[str, Any], level: float) -> dict[str, Any]:
+        value = int(level) if float(level).is_integer() else level
+        return {**config, self.max_resource_attr: value}  # type: ignore[dict-item]
 
     def on_trial_add(self, trial: Trial) -> None:
+        if self.max_resource_attr is not None:
+            self._configs[trial.trial_id] = dict(trial.config)
         index = next((i for i, b in self.brackets.items() if b.to_start > 0), None)
         if index is None:
             index = self._open_bracket()
@@ -238,6 +261,7 @@ class SyncSuccessiveHalving(Scheduler):
             "brackets": [[i, b.to_json()] for i, b in self.brackets.items()],
             "num_opened": self._num_opened,
             "bracket_of": [[t, i] for t, i in self._bracket_of.items()],
+            "configs": {str(t): c for t, c in self._configs.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -246,6 +270,7 @@ class SyncSuccessiveHalving(Scheduler):
         self.brackets = {int(i): SHBracket.from_json(b) for i, b in state["brackets"]}
         self._num_opened = int(state["num_opened"])
         self._bracket_of = {int(t): int(i) for t, i in state["bracket_of"]}
+        self._configs = {int(t): dict(c) for t, c in state.get("configs", {}).items()}
 
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(), "resource_attr": self.resource_attr, "max_t": self.max_t,

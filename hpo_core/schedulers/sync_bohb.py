@@ -35,6 +35,7 @@ class SyncBOHB(SyncHyperband):
         min_bandwidth: float = 1e-3,
         random_fraction: float = 1.0 / 3.0,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        max_resource_attr: str | None = None,
     ):
         super().__init__(
             config_space, metric, mode, seed, max_t=max_t, resource_attr=resource_attr,
@@ -42,5 +43,5 @@ class SyncBOHB(SyncHyperband):
             searcher="kde",
             searcher_options=kde_options(gamma, min_points_in_model, num_candidates,
                                          bandwidth_factor, min_bandwidth, random_fraction),
-            points_to_evaluate=points_to_evaluate,
+            points_to_evaluate=points_to_evaluate, max_resource_attr=max_resource_attr,
         )

@@ -52,3 +52,26 @@ def test_promotion_trains_to_the_next_rung_level_and_survives_a_state_round_trip
 def test_max_resource_attr_must_be_a_fixed_entry(space, message):
     with pytest.raises(ValueError, match=f"max_resource_attr: .*{message}"):
         build_scheduler("asha", space, "loss", options=OPTIONS)
+
+
+@pytest.mark.parametrize("method", ["successive_halving", "hyperband", "sync_bohb"])
+def test_synchronous_brackets_train_each_segment_to_the_rung_level(method):
+    scheduler = build_scheduler(method, SPACE, "loss", seed=0, options=OPTIONS)
+    trials, next_id = {}, 0
+    for _ in range(60):  # run the brackets: start or resume, then report at the level given
+        suggestion = scheduler.suggest(next_id)
+        if suggestion is None:
+            break
+        if suggestion.is_resume:
+            trial = trials[suggestion.resume_trial_id]
+            trial.config = dict(suggestion.config)
+        else:
+            trial = trials[next_id] = Trial(next_id, dict(suggestion.config))
+            scheduler.on_trial_add(trial)
+            next_id += 1
+        level = trial.config["epochs"]
+        assert level in (1, 3, 9, 27)
+        metrics = {"epoch": level, "loss": trial.config["x"]}
+        decision = scheduler.on_trial_result(trial, TrialResult(trial.trial_id, metrics, 1.0))
+        assert decision == (Decision.STOP if level == 27 else Decision.PAUSE)
+    assert any(t.config["epochs"] == 27 for t in trials.values())
