@@ -21,6 +21,7 @@ and namesakes) over the same (task, seed) blocks: mean difference, its 95% inter
     python benchmarks/quality_suite.py                         # full: up to 10 seeds in 60 min
     python benchmarks/quality_suite.py --minutes 10 --tasks 3945,7593 --seeds 2
     python benchmarks/quality_suite.py --from-json benchmarks/out/quality_suite/runs.json
+    python benchmarks/quality_suite.py --from-json a.json b.json   # merge runs made apart
 
 The last line is `suite_regret_ratio_vs_synetune=<mean area of our best method / mean area of
 Syne Tune's best method>` (below 1: ours is better).
@@ -109,7 +110,7 @@ def worker(request_path: str, result_path: str) -> None:
 def run_chunk(tool: str, method: str, tasks: Sequence[str], seed: int, args: argparse.Namespace,
               tmp: Path) -> list[dict[str, Any]]:
     """One method on every task with one seed, in a subprocess (ours or the peer venv)."""
-    stem = f"{tool}-{method}-s{seed}"
+    stem = f"{tool}-{method}-{tasks[0]}-s{seed}"
     request, result, log = (tmp / f"{stem}.request.json", tmp / f"{stem}.result.json",
                             tmp / f"{stem}.log")
     request.write_text(json.dumps({
@@ -144,7 +145,10 @@ def run_suite(args: argparse.Namespace, methods: list[str], peers: list[str], ta
     done: list[int] = []
     # the slowest chunks first, so the last cores do not wait alone
     cost = {"mobster": 9, "bo": 8, "BOHB": 7, "ASHA": 6, "RandomSearch": 5, "bohb": 4}
-    chunks = sorted([("tunesmith", m) for m in methods] + [("SyneTune", p) for p in peers],
+    size = args.chunk_tasks or len(tasks)
+    groups = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    chunks = sorted([("tunesmith", m, g) for m in methods for g in groups]
+                    + [("SyneTune", p, g) for p in peers for g in groups],
                     key=lambda c: -cost.get(c[1], 0))
     with tempfile.TemporaryDirectory(prefix="quality-suite-") as folder, \
             ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -154,14 +158,14 @@ def run_suite(args: argparse.Namespace, methods: list[str], peers: list[str], ta
                 print(f"seed {seed}: not started, the slowest seed took {slowest:.0f}s and "
                       f"{deadline - now:.0f}s are left", file=sys.stderr)
                 break
-            futures = [pool.submit(run_chunk, tool, m, tasks, seed, args, Path(folder))
-                       for tool, m in chunks]
+            futures = [pool.submit(run_chunk, tool, m, g, seed, args, Path(folder))
+                       for tool, m, g in chunks]
             for future in futures:
                 runs.extend(future.result())
             took = time.perf_counter() - now
             slowest = max(slowest, took)
             done.append(seed)
-            print(f"seed {seed}: {len(chunks)} methods x {len(tasks)} tasks in {took:.0f}s "
+            print(f"seed {seed}: {len(methods) + len(peers)} methods x {len(tasks)} tasks in {took:.0f}s "
                   f"(total {time.perf_counter() - started:.0f}s)", file=sys.stderr)
     return runs, done
 
@@ -230,11 +234,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tick", type=float, default=0.5,
                         help="Syne Tune simulator tick (simulated s per idle tuner loop)")
     parser.add_argument("--jobs", type=int, default=2, help="subprocesses at once")
+    parser.add_argument("--chunk-tasks", type=int, default=0,
+                        help="tasks per subprocess (default: all; smaller balances the jobs)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality_suite")
     parser.add_argument("--from-json", type=Path, nargs="+", help="analyse saved runs")
     args = parser.parse_args(argv)
     if args.from_json:
-        runs = [r for path in args.from_json for r in json.loads(path.read_text())["runs"]]
+        saved = [json.loads(path.read_text()) for path in args.from_json]
+        runs = [r for data in saved for r in (data["runs"] if isinstance(data, dict) else data)]
         seeds = sorted({r["seed"] for r in runs})
         tasks = sorted({r["task"] for r in runs})
     else:
