@@ -6,9 +6,15 @@ Each trial runs the user's entry point (a Python file, run with `python`, or any
 checkpoint folder in `TUNESMITH_CHECKPOINT_DIR`. Its stdout and stderr go to
 `trials/<id>/stdout` and `stderr`; one reader thread per trial parses stdout as it arrives
 (`hpo_core.report.ReportParser`) and puts the reports on a queue that `poll()` waits on, so a
-report reaches the tuner at once. Each trial is the leader of its own process group: stop and
-pause send SIGTERM to the whole group, and SIGKILL once `stop_grace_period` has passed (checked
-in `poll()`, never blocking the tuner). With GPUs, each trial gets `gpus_per_trial` of them
+report reaches the tuner at once. A run ends when its main process exits: what it left holding
+stdout is read for at most `DRAIN_SECONDS` more, then ended; a failed write of its output
+(a full disk) fails the trial with the error as its reason. Processes are started and ended by
+`backends.processes`: each trial leads its own process group, dies with the tuner
+(PDEATHSIG, a watchdog), and its children, `setsid` ones included, are found by the token they
+inherit. Stop, pause, timeouts and `close()` send SIGTERM to the whole tree, and SIGKILL once
+`stop_grace_period` has passed (checked in `poll()`, never blocking the tuner). Each run's
+process record lies in `trials/<id>/processes/` while it may be alive; `set_trial_root` ends
+what the records of a killed session still name, before anything is launched. With GPUs, each trial gets `gpus_per_trial` of them
 through `CUDA_VISIBLE_DEVICES` (`backends.gpus`). A trial started while a stopped or paused
 trial is still exiting waits for that trial's GPU, unless the workers outnumber the GPU slots.
 """
@@ -18,8 +24,10 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import math
 import os
 import queue
+import select
 import shlex
 import shutil
 import signal
@@ -28,11 +36,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends import processes
 from backends.base import TrialBackend
 from backends.gpus import GpuRotation, detect_gpus
 from hpo_core.report import (
@@ -49,6 +58,8 @@ from hpo_core.trial import EventKind, Trial, TrialEvent
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 10
+#: seconds stdout is still read after a run's main process exited (a child may hold it open)
+DRAIN_SECONDS = 1.0
 _READ_SIZE = 1 << 16
 
 
@@ -57,7 +68,7 @@ class _Run:
     """One process of a trial (a trial has one run per start or resume)."""
 
     trial_id: int
-    proc: subprocess.Popen[bytes]
+    tree: processes.ProcessTree
     started: float  # monotonic
     deadline: float | None  # monotonic time after which the run has timed out
     stderr_path: Path
@@ -68,6 +79,11 @@ class _Run:
     kill_at: float | None = None  # SIGTERM sent; SIGKILL at this monotonic time
     done: threading.Event = field(default_factory=threading.Event)  # output closed, reaped
     thread: threading.Thread | None = None
+    error: str | None = None  # why the reader gave up (its output could not be written)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.tree.popen
 
 
 class LocalBackend(TrialBackend):
@@ -187,52 +203,43 @@ class LocalBackend(TrialBackend):
         self._queue.put(("wake", None, None, 0.0))  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """End every trial process still alive (SIGTERM, then SIGKILL after the grace period)."""
+        """End every trial process still alive (SIGTERM, then SIGKILL after the grace period,
+        whatever they started included) and remove their process records."""
         self._pending.clear()
         for run in list(self._live):
             run.cancelled = True
             self._terminate(run)
         self._active.clear()
         deadline = time.monotonic() + self.stop_grace_period
-        for run in list(self._live):
+        runs = list(self._live | self._terminating)
+        for run in runs:
             run.done.wait(max(0.0, deadline - time.monotonic()))
-        for run in list(self._live) + list(self._terminating):
-            _signal_group(run, signal.SIGKILL)  # whatever is left of each group
-        deadline = time.monotonic() + 2.0  # output held open by a process that left the group
-        for run in list(self._live):
+        for run in runs:
+            run.tree.end(grace=max(0.0, deadline - time.monotonic()))
+        deadline = time.monotonic() + DRAIN_SECONDS + 1.0
+        for run in runs:
             if run.thread is not None:
                 run.thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self._release_gpus(run)
-            self._live.discard(run)
+        self._live.clear()
         self._terminating.clear()
 
+    def set_trial_root(self, path: Path) -> None:
+        """Also end what an earlier, killed session of this experiment left running (found
+        through its process records), before any trial is launched here."""
+        super().set_trial_root(path)
+        ended = processes.reconcile(self.trial_root.glob("*/processes/*.json"))  # type: ignore[union-attr]
+        if ended:
+            logger.warning("ended the processes of %d trial runs an earlier session left",
+                           len(ended))
+
     def state_dict(self) -> dict[str, Any]:
-        """Run time per trial (for timeouts) and the process groups alive now."""
-        return {"elapsed": {str(k): v for k, v in self._elapsed.items()},
-                "process_groups": {str(r.trial_id): r.proc.pid for r in self._live}}
+        """Run time per trial (for timeouts); live processes are in their records instead."""
+        return {"elapsed": {str(k): v for k, v in self._elapsed.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore run times; end trial processes an earlier session left running (when it
-        was killed before it could close)."""
+        """Restore run times."""
         self._elapsed = {int(k): float(v) for k, v in state.get("elapsed", {}).items()}
-        for tid, pgid in state.get("process_groups", {}).items():
-            if self._is_our_trial_process(int(tid), int(pgid)):
-                logger.warning("ending trial %s's processes left by an earlier session", tid)
-                try:
-                    os.killpg(int(pgid), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-
-    def _is_our_trial_process(self, trial_id: int, pid: int) -> bool:
-        """Whether `pid` still runs trial `trial_id` of this experiment (same checkpoint dir)."""
-        import psutil
-
-        try:
-            env = psutil.Process(pid).environ()
-        except (psutil.Error, OSError):
-            return False
-        expected = str(self.trial_root / str(trial_id) / "checkpoint") if self.trial_root else None
-        return env.get(TRIAL_ID_ENV) == str(trial_id) and env.get(CHECKPOINT_ENV) == expected
 
     def trial_dir(self, trial_id: int) -> Path:
         if self.trial_root is None:
@@ -266,11 +273,9 @@ class LocalBackend(TrialBackend):
         with open(stderr_path, "ab") as stderr:
             offset = os.fstat(stderr.fileno()).st_size
             try:
-                proc = subprocess.Popen(
-                    [*self.command, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=stderr, env=env,
-                    start_new_session=True, close_fds=True,
-                )
+                tree = processes.launch([*self.command, *args], env=env, stdout=subprocess.PIPE,
+                                        stderr=stderr, record_dir=folder / "processes",
+                                        label=f"trial {tid}")
             except OSError as err:
                 if gpu_key is not None:
                     self.rotation.release(gpu_key)  # type: ignore[union-attr]
@@ -281,7 +286,7 @@ class LocalBackend(TrialBackend):
         deadline = None
         if self.timeout is not None:
             deadline = now + max(0.0, self.timeout - self._elapsed.get(tid, 0.0))
-        run = _Run(tid, proc, now, deadline, stderr_path, offset, gpu_key)
+        run = _Run(tid, tree, now, deadline, stderr_path, offset, gpu_key)
         run.thread = threading.Thread(target=self._read_output, args=(run, folder / "stdout"),
                                       name=f"trial-{tid}-stdout", daemon=True)
         self._active[tid] = run
@@ -335,27 +340,38 @@ class LocalBackend(TrialBackend):
 
     # -- the reader thread ---------------------------------------------------------------------
     def _read_output(self, run: _Run, stdout_path: Path) -> None:
-        """Copy the run's stdout to its file and queue its reports; then reap the process."""
+        """Copy the run's stdout to its file and queue its reports; then reap the process.
+        Whatever happens, the run's end is queued (a reader that died silently would leave
+        the trial running for ever)."""
         parser = ReportParser(f"trial {run.trial_id}")
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        fd = run.proc.stdout.fileno()  # type: ignore[union-attr]
         put = self._queue.put
-        with open(stdout_path, "ab", buffering=0) as log:
-            while True:
-                chunk = os.read(fd, _READ_SIZE)
-                if not chunk:
-                    break
-                log.write(chunk)
-                for metrics in parser.feed(decoder.decode(chunk)):
+        returncode = None
+        try:
+            with open(stdout_path, "ab", buffering=0) as log:
+                for chunk in _output(run.tree, DRAIN_SECONDS):
+                    try:
+                        log.write(chunk)
+                    except OSError as err:
+                        run.error = f"could not write {stdout_path}: {err}"
+                        break
+                    for metrics in parser.feed(decoder.decode(chunk)):
+                        run.num_reports += 1
+                        put(("result", run, metrics, self.now()))
+            if run.error is None:
+                for metrics in parser.feed(decoder.decode(b"", final=True)) + parser.flush():
                     run.num_reports += 1
                     put(("result", run, metrics, self.now()))
-        for metrics in parser.feed(decoder.decode(b"", final=True)) + parser.flush():
-            run.num_reports += 1
-            put(("result", run, metrics, self.now()))
-        run.proc.stdout.close()  # type: ignore[union-attr]
-        returncode = run.proc.wait()
-        run.done.set()
-        put(("end", run, (returncode, parser.num_malformed), self.now()))
+        except BaseException as err:  # noqa: BLE001 - reported as the run's end below
+            run.error = run.error or f"reading its output failed: {type(err).__name__}: {err}"
+        finally:
+            if run.error is not None:
+                logger.error("trial %s: %s; ending it", run.trial_id, run.error)
+                run.tree.kill()
+            run.proc.stdout.close()  # type: ignore[union-attr]
+            returncode = run.proc.wait()
+            run.done.set()
+            put(("end", run, (returncode, parser.num_malformed), self.now()))
 
     # -- ends of runs --------------------------------------------------------------------------
     def _on_run_end(self, run: _Run, payload: tuple[int, int], t: float,
@@ -370,6 +386,10 @@ class LocalBackend(TrialBackend):
         if run.cancelled or self._active.get(tid) is not run:
             return
         del self._active[tid]
+        if run.error is not None:
+            events.append(TrialEvent(EventKind.FAILED, tid, t, reason=run.error,
+                                     extra={"returncode": returncode}))
+            return
         if returncode == 0 and self._reported[tid] > 0:
             events.append(TrialEvent(EventKind.COMPLETED, tid, t))
             return
@@ -404,18 +424,21 @@ class LocalBackend(TrialBackend):
                 self._terminate(run)
         for run in list(self._terminating):
             if run.kill_at is not None and now >= run.kill_at:
-                _signal_group(run, signal.SIGKILL)
+                run.tree.kill()
+                run.kill_at = math.inf  # sent; now wait for the tree to be gone
+            if run.done.is_set() and not run.tree.alive():
                 self._terminating.discard(run)
-            elif run.done.is_set() and not _signal_group(run, 0):
-                self._terminating.discard(run)
+                run.tree.forget()
 
     def _terminate(self, run: _Run) -> None:
-        """SIGTERM to the run's process group now, SIGKILL after the grace period."""
+        """SIGTERM to the run's process tree now, SIGKILL after the grace period."""
         if run.kill_at is not None:
             return
         run.kill_at = time.monotonic() + self.stop_grace_period
-        if _signal_group(run, signal.SIGTERM):
+        if run.tree.terminate():
             self._terminating.add(run)
+        else:
+            run.tree.forget()
 
     def _stderr_tail(self, run: _Run) -> str:
         try:
@@ -481,15 +504,25 @@ def _gpu_setup(gpus: Any, gpus_per_trial: int) -> tuple[GpuRotation | None, bool
     return rotation, False
 
 
-def _signal_group(run: _Run, sig: int) -> bool:
-    """Send `sig` to the run's process group; False when the group is gone."""
-    try:
-        os.killpg(run.proc.pid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member changed its user; nothing more we can do
-        return False
-    return True
+def _output(tree: processes.ProcessTree, drain: float) -> Iterator[bytes]:
+    """Chunks of the tree's stdout until end-of-file, or until `drain` seconds after its main
+    process exited (a child that still holds stdout must not keep the run alive)."""
+    fd = tree.popen.stdout.fileno()  # type: ignore[union-attr]
+    stop_at = None
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, _READ_SIZE)
+            if not chunk:
+                return
+            yield chunk
+        if stop_at is None:
+            if tree.exited():
+                stop_at = time.monotonic() + drain
+        elif time.monotonic() >= stop_at:
+            logger.info("process %d exited; its children still hold its output: ending them",
+                        tree.pid)
+            return
 
 
 def _signal_name(number: int) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from backends import processes
 from backends.local import LocalBackend
 from hpo_core.methods import build_scheduler
 from hpo_core.spec import ExperimentSpec
@@ -197,6 +198,57 @@ def test_children_left_behind_by_a_finished_script_are_ended(tmp_path, backend_f
     assert wait_gone([result.metrics["pid"], result.metrics["child"]], backend)
 
 
+# A child that leaves the process group (setsid) and keeps the trial's stdout open.
+SETSID = """\
+import os, subprocess, sys, time
+from hpo_core.report import get_config, report
+child = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(60)"])
+report(pid=os.getpid(), child=child.pid)
+if not get_config().get("exit_now"):
+    time.sleep(60)
+"""
+
+
+def test_setsid_children_are_ended_on_stop_and_close(tmp_path, backend_factory):
+    backend = backend_factory(write(tmp_path, "setsid.py", SETSID), stop_grace_period=0.5)
+    backend.start(Trial(0, {}))
+    backend.start(Trial(1, {}))
+    events = collect(backend, lambda ev: len(ev) == 2)
+    pids = {e.trial_id: (e.metrics["pid"], e.metrics["child"]) for e in events}
+    records = tmp_path / "trials" / "0" / "processes"
+    assert len(list(records.glob("*.json"))) == 1
+    backend.stop(0)
+    assert wait_gone(pids[0], backend, timeout=2.0)
+    collect(backend, lambda _: not list(records.glob("*.json")), timeout=2.0)  # tree gone
+    backend.close()
+    assert wait_gone(pids[1], timeout=1.0)
+    assert list((tmp_path / "trials" / "1" / "processes").glob("*.json")) == []
+
+
+def test_a_child_holding_stdout_does_not_keep_a_finished_trial_running(tmp_path,
+                                                                       backend_factory):
+    backend = backend_factory(write(tmp_path, "setsid.py", SETSID), timeout=30.0)
+    started = time.monotonic()
+    backend.start(Trial(0, {"exit_now": True}))
+    events = collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 0), timeout=10.0)
+    assert time.monotonic() - started < 6.0  # the main process exit ends it, not a timeout
+    assert kinds(events, 0) == [EventKind.RESULT, EventKind.COMPLETED]
+    assert wait_gone([events[0].metrics["child"]], backend)
+
+
+def test_output_that_cannot_be_written_fails_the_trial_with_the_reason(tmp_path,
+                                                                       backend_factory):
+    folder = tmp_path / "trials" / "0"
+    folder.mkdir(parents=True)
+    (folder / "stdout").symlink_to("/dev/full")  # every write: ENOSPC, as on a full disk
+    backend = backend_factory(write(tmp_path, "forks.py", FORKS))
+    backend.start(Trial(0, {}))
+    events = collect(backend, lambda ev: EventKind.FAILED in kinds(ev, 0), timeout=10.0)
+    failed = events[-1]
+    assert "No space left on device" in failed.reason and "stdout" in failed.reason
+    collect(backend, lambda _: not list((folder / "processes").glob("*.json")), timeout=5.0)
+
+
 def test_close_kills_everything(tmp_path):
     backend = LocalBackend(str(write(tmp_path, "forks.py", FORKS)), gpus=None,
                            stop_grace_period=1.0)
@@ -256,6 +308,8 @@ def test_hyperparameters_arrive_intact(tmp_path, backend_factory):
                                "--d", '{"a": [1, 2]}', "--flag", "false"]
     assert metrics["config"] == config
     folder = tmp_path / "trials" / "5"
+    token = metrics["env"].pop("TUNESMITH_PROCESS_TOKEN")  # how its processes are found
+    assert token.startswith(processes.session_id() + ".")
     assert metrics["env"] == {"TUNESMITH_TRIAL_ID": "5", "EXTRA": "yes",
                               "TUNESMITH_CONFIG": str(folder / "config.json"),
                               "TUNESMITH_CHECKPOINT_DIR": str(folder / "checkpoint")}
@@ -393,22 +447,6 @@ def test_built_from_a_spec(tmp_path):
     backend = build_backend(spec)
     assert isinstance(backend, LocalBackend)
     assert backend.timeout == 30.0 and backend.env == {"A": "1"}
-
-
-def test_a_new_session_ends_trials_an_old_session_left_running(tmp_path, backend_factory):
-    script = write(tmp_path, "forks.py", FORKS)
-    crashed = backend_factory(script)  # a session killed before it could close
-    crashed.start(Trial(3, {}))
-    pids = collect(crashed, lambda ev: len(ev) == 1)[0].metrics
-    state = json.loads(json.dumps(crashed.state_dict()))  # as saved in state.json
-    assert state["process_groups"] == {"3": pids["pid"]}
-    other = LocalBackend(str(script), gpus=None)
-    other.set_trial_root(tmp_path / "elsewhere")  # another experiment: its processes are not ours
-    other.load_state_dict(state)
-    assert not gone(pids["pid"])
-    fresh = backend_factory(script)
-    fresh.load_state_dict(state)
-    assert wait_gone([pids["pid"], pids["child"]], timeout=2.0)
 
 
 # Every rank of a distributed launch runs it (no checkpoint: ranks of a real job sync on one).
