@@ -109,7 +109,9 @@ def test_the_python_api_writes_an_experiment_the_cli_understands(tmp_path, objec
 
 
 def test_the_python_api_with_a_pickled_objective_and_a_scheduler_object(tmp_path,
-                                                                        objective_module):
+                                                                        objective_module,
+                                                                        prefect_harness):
+    """Both objects go through the `tune` flow as they are (flow parameters in this process)."""
     import fn_trials
 
     from hpo_core.methods import build_scheduler
@@ -120,7 +122,9 @@ def test_the_python_api_with_a_pickled_objective_and_a_scheduler_object(tmp_path
                                 options={"max_t": 2, "grace_period": 1})
     result = tune(functools.partial(fn_trials.scaled, scale=2.0), space, metric="loss",
                   method=scheduler, stop={"max_trials_completed": 3}, n_workers=2,
-                  results_root=tmp_path / "experiments", flow=False)
+                  results_root=tmp_path / "experiments",
+                  tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert result.outcome["counts"]["failed"] == 0 and result.outcome["scheduler"] == "asha"
     assert result.experiment.spec["scheduler"] == "asha"
     assert result.experiment.spec["backend_options"]["entry_point"].startswith("python-object:")
     assert len(result.trials) >= 3
