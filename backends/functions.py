@@ -8,8 +8,11 @@ a worker process (`backends.function_worker`), never in the tuner's process, so 
 only for a trial with the same GPU assignment. Workers stay alive between trials (the objective
 imported once; `reuse_workers=False` gives each trial a fresh process, started ahead of time),
 so a short trial does not pay for an interpreter start. Stop, pause and timeouts kill the
-worker's whole process group at once (SIGKILL) and start a replacement; a paused trial resumes
-from its checkpoint through the same helpers as scripts (`hpo_core.report`). Reports reach the
+worker's whole process tree at once (SIGKILL); the next trial takes another worker or starts
+one. `backends.processes` starts and ends workers, so they also die with the tuner, and a
+resumed experiment ends what a killed one left (their records lie in `trials/.workers/`). A
+paused trial resumes from its checkpoint through the same helpers as scripts
+(`hpo_core.report`). Reports reach the
 tuner as they happen, over a pipe read by one thread per worker; a report returns in the trial
 once the tuner has acted on it (the next `poll()`), so a trial paused at a report resumes from
 the checkpoint it saved before that report, and no report is lost to a pause.
@@ -22,7 +25,6 @@ import logging
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends import processes
 from backends.base import TrialBackend
 from backends.local import (
     STDERR_TAIL_LINES,
@@ -50,23 +53,28 @@ from hpo_core.trial import EventKind, Trial, TrialEvent
 logger = logging.getLogger(__name__)
 
 WORKER_MODULE = "backends.function_worker"
-#: Set in every worker: `tunesmith.tune` refuses to run inside one, and a later session
-#: recognizes the workers an earlier one left (with the trial root).
+#: Set in every worker: `tunesmith.tune` refuses to run inside one.
 WORKER_ENV = "TUNESMITH_WORKER"
+#: Under the trial root: the workers' process records (they belong to no one trial).
+WORKERS_DIR = ".workers"
 _ROOT = str(Path(__file__).resolve().parent.parent)  # the folder holding `backends`
 
 
 @dataclass(eq=False)
 class _Worker:
-    """One worker process and its pipes."""
+    """One worker process (the root of its process tree) and its pipes."""
 
-    proc: subprocess.Popen[bytes]
+    tree: processes.ProcessTree
     to_worker: int  # fd: trials go in
     gpus: str | None  # its CUDA_VISIBLE_DEVICES (None: inherited)
     run: _Run | None = None  # the trial run it is busy with
     killed: bool = False
     dead: threading.Event = field(default_factory=threading.Event)  # exited and reaped
     thread: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.tree.pid
 
 
 @dataclass(eq=False)
@@ -145,10 +153,14 @@ class FunctionBackend(TrialBackend):
         return _cpu_count()
 
     def trial_dir(self, trial_id: int) -> Path:
+        self._root()
+        return super().trial_dir(trial_id)
+
+    def _root(self) -> Path:
         if self.trial_root is None:
             self.set_trial_root(Path(tempfile.mkdtemp(prefix="tunesmith-trials-")))
             logger.info("no trial root set: trial files go to %s", self.trial_root)
-        return super().trial_dir(trial_id)
+        return self.trial_root  # type: ignore[return-value]
 
     def start(self, trial: Trial) -> None:
         checkpoint = self.checkpoint_dir(trial.trial_id)
@@ -203,7 +215,8 @@ class FunctionBackend(TrialBackend):
         self._queue.put(("wake", None, None, 0.0))
 
     def close(self) -> None:
-        """Kill every worker (running trials included) and wait until they are gone."""
+        """Kill every worker (running trials and whatever they started included), wait until
+        they are gone and remove their process records."""
         self._pending.clear()
         for run in self._active.values():
             run.cancelled = True
@@ -214,34 +227,27 @@ class FunctionBackend(TrialBackend):
         deadline = time.monotonic() + 5.0
         for worker in workers:
             worker.dead.wait(max(0.0, deadline - time.monotonic()))
+            worker.tree.end(grace=0)
             if worker.run is not None:
                 self._release_gpus(worker.run)
+        self._workers.clear()
         self._idle.clear()
 
+    def set_trial_root(self, path: Path) -> None:
+        """Also end what an earlier, killed session of this experiment left running (its
+        workers' process records), before any worker starts here."""
+        super().set_trial_root(path)
+        ended = processes.reconcile(self.trial_root.glob("*/processes/*.json"))  # type: ignore[union-attr]
+        if ended:
+            logger.warning("ended %d trial workers an earlier session left", len(ended))
+
     def state_dict(self) -> dict[str, Any]:
-        """Run time per trial (for timeouts) and the worker processes alive now."""
-        return {"elapsed": {str(k): v for k, v in self._elapsed.items()},
-                "worker_groups": sorted(w.proc.pid for w in self._workers)}
+        """Run time per trial (for timeouts); live workers are in their process records."""
+        return {"elapsed": {str(k): v for k, v in self._elapsed.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore run times; kill workers an earlier session of this experiment left."""
+        """Restore run times."""
         self._elapsed = {int(k): float(v) for k, v in state.get("elapsed", {}).items()}
-        for pid in state.get("worker_groups", []):
-            if self._is_our_worker(int(pid)):
-                logger.warning("ending a trial worker (pid %s) left by an earlier session", pid)
-                try:
-                    os.killpg(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-
-    def _is_our_worker(self, pid: int) -> bool:
-        import psutil
-
-        try:
-            env = psutil.Process(pid).environ()
-        except (psutil.Error, OSError):
-            return False
-        return self.trial_root is not None and env.get(WORKER_ENV) == str(self.trial_root)
 
     # -- workers -------------------------------------------------------------------------------
     def _spawn(self, gpus: str | None) -> _Worker:
@@ -250,25 +256,26 @@ class FunctionBackend(TrialBackend):
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(self.env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
-        env[WORKER_ENV] = str(self.trial_root or "")
+        env[WORKER_ENV] = "1"
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpus
         into_r, into_w = os.pipe()
         out_r, out_w = os.pipe()
         try:
-            proc = subprocess.Popen(
-                [self.python, "-m", WORKER_MODULE, str(into_r), str(out_w)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                env=env, pass_fds=(into_r, out_w), start_new_session=True, close_fds=True)
+            tree = processes.launch(
+                [self.python, "-m", WORKER_MODULE, str(into_r), str(out_w)], env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(into_r, out_w),
+                record_dir=self._root() / WORKERS_DIR / "processes",
+                label="function worker")
         except OSError:
             for fd in (into_r, into_w, out_r, out_w):
                 os.close(fd)
             raise
         os.close(into_r)
         os.close(out_w)
-        worker = _Worker(proc, into_w, gpus)
+        worker = _Worker(tree, into_w, gpus)
         worker.thread = threading.Thread(target=self._read, args=(worker, out_r),
-                                         name=f"function-worker-{proc.pid}", daemon=True)
+                                         name=f"function-worker-{tree.pid}", daemon=True)
         worker.thread.start()
         self._workers.add(worker)
         self._send(worker, {"objective": self.objective.payload(), "metric": self.metric})
@@ -301,13 +308,12 @@ class FunctionBackend(TrialBackend):
         worker.to_worker = -1
 
     def _kill(self, worker: _Worker) -> None:
+        """SIGKILL to the worker's whole tree (its process group and whatever carries its
+        token, `setsid` children included)."""
         worker.killed = True
         if worker in self._idle:
             self._idle.remove(worker)
-        try:
-            os.killpg(worker.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        worker.tree.kill()
         if worker.to_worker >= 0:
             self._retire(worker)
 
@@ -338,7 +344,7 @@ class FunctionBackend(TrialBackend):
                     else:
                         kind = "started" if "started" in message.get("msg", {}) else "end"
                     put((kind, worker, message, self.now()))
-        returncode = worker.proc.wait()
+        returncode = worker.tree.popen.wait()
         worker.dead.set()
         put(("exit", worker, returncode, self.now()))
 
@@ -383,7 +389,7 @@ class FunctionBackend(TrialBackend):
         if not self.reuse_workers and not any(w.gpus == gpus for w in self._idle):
             self._to_pool(self._spawn(gpus))  # the next trial's fresh process, started now
         if gpus:
-            logger.info("trial %s started on GPU %s (worker %s)", tid, gpus, worker.proc.pid)
+            logger.info("trial %s started on GPU %s (worker %s)", tid, gpus, worker.pid)
 
     def _launch_when_ready(self, trial: Trial) -> None:
         if self._ready(trial.trial_id):
@@ -463,6 +469,7 @@ class FunctionBackend(TrialBackend):
 
     def _on_exit(self, worker: _Worker, returncode: int, t: float,
                  events: list[TrialEvent]) -> None:
+        worker.tree.end(grace=0)  # what it left running; its record goes
         self._workers.discard(worker)
         if worker in self._idle:
             self._idle.remove(worker)
@@ -476,7 +483,7 @@ class FunctionBackend(TrialBackend):
             self._end_run(run, events, t, "failed", f"the trial's worker process {how}"
                           + self._stderr_tail(run))
         if returncode != 0 and not worker.killed and run is None:
-            logger.warning("idle trial worker %s exited with code %s", worker.proc.pid, returncode)
+            logger.warning("idle trial worker %s exited with code %s", worker.pid, returncode)
 
     def _end_run(self, run: _Run, events: list[TrialEvent], t: float, status: str | None,
                  reason: str | None) -> None:

@@ -95,8 +95,13 @@ def probe(config):
 
 def sleeper(config):
     import subprocess
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    report(epoch=1, loss=1.0, pid=os.getpid(), child=child.pid)
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    child = subprocess.Popen(sleep)
+    escaped = subprocess.Popen(sleep, start_new_session=True)  # leaves the process group
+    if "PID_DIR" in os.environ:
+        with open(os.path.join(os.environ["PID_DIR"], str(os.getpid())), "w") as f:
+            f.write(f"{os.getpid()} {child.pid} {escaped.pid}")
+    report(epoch=1, loss=1.0, pid=os.getpid(), child=child.pid, escaped=escaped.pid)
     time.sleep(60)
 """
 
@@ -231,7 +236,8 @@ def test_stop_kills_the_worker_and_its_children_at_once(module, make):
     backend.start(Trial(0, {}))
     backend.start(Trial(1, {}))
     events = collect(backend, lambda ev: len([e for e in ev if e.kind == EventKind.RESULT]) == 2)
-    pids = {e.trial_id: (e.metrics["pid"], e.metrics["child"]) for e in events}
+    pids = {e.trial_id: (e.metrics["pid"], e.metrics["child"], e.metrics["escaped"])
+            for e in events}
     started = time.monotonic()
     backend.stop(0)
     assert time.monotonic() - started < 0.5
@@ -347,3 +353,45 @@ def test_a_missing_import_in_the_objective_fails_the_trial_with_its_traceback(tm
     backend.start(Trial(0, {}))
     events = collect(backend, ended(0))
     assert "ModuleNotFoundError: No module named 'not_a_module_anywhere'" in events[-1].reason
+
+
+TUNER = """\
+import sys
+from backends.functions import FunctionBackend
+from hpo_core.methods import build_scheduler
+from hpo_core.stopping import StoppingCriterion
+from hpo_core.tuner import Tuner
+
+scheduler = build_scheduler("random", {"x": {"type": "uniform", "lower": 0, "upper": 1}}, "loss")
+backend = FunctionBackend("fn_objectives:sleeper", gpus=None)
+backend.set_trial_root(sys.argv[1])
+Tuner(scheduler, backend, StoppingCriterion(max_trials_started=2), n_workers=2).run()
+"""
+
+
+def test_a_killed_tuner_leaves_no_worker_and_a_resumed_one_ends_what_was_left(module,
+                                                                                tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "pids").mkdir()
+    (tmp_path / "tuner.py").write_text(TUNER)
+    env = {**os.environ, "PID_DIR": str(tmp_path / "pids"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), str(tmp_path)])}
+    tuner = subprocess.Popen([sys.executable, str(tmp_path / "tuner.py"), str(tmp_path / "trials")],
+                             env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while len(list((tmp_path / "pids").iterdir())) < 2:
+        assert time.monotonic() < deadline and tuner.poll() is None
+        time.sleep(0.05)
+    pids = [int(p) for f in (tmp_path / "pids").iterdir() for p in f.read_text().split()]
+    assert list((tmp_path / "trials" / ".workers" / "processes").glob("*.json"))
+    tuner.send_signal(signal.SIGKILL)
+    tuner.wait()
+    assert gone(pids, timeout=10.0), [p for p in pids if psutil.pid_exists(p)]
+    # what a later session finds of the killed one's records, it reconciles and removes
+    backend = FunctionBackend("fn_objectives:sleeper", gpus=None)
+    backend.set_trial_root(tmp_path / "trials")
+    assert not list((tmp_path / "trials" / ".workers" / "processes").glob("*.json"))
+    backend.close()
