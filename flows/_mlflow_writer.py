@@ -26,6 +26,7 @@ from flows._mlflow_bulk import BulkRunWriter, ChildRun, MetricPoint, bulk_store
 from flows._trial_logs import TrialLogs, upload_trial_logs
 from flows.redaction import redact, scrub
 from hpo_core.store import atomic_write_text
+from hpo_core.trial_value import TrialValue, best_report
 
 logger = logging.getLogger("flows.tracking")
 
@@ -39,6 +40,7 @@ REPORTS_TAG = "tunesmith.num_reports"
 FAILURE_TAG = "tunesmith.failure_reason"
 BEST_CONFIG_TAG = "tunesmith.best_config"
 BEST_VALUE_TAG = "tunesmith.best_value"
+BEST_STEP_TAG = "tunesmith.best_step"
 RUN_FILE = "mlflow.json"
 MLFLOW_STATUS = {"completed": "FINISHED", "stopped": "FINISHED", "paused": "FINISHED",
                  "failed": "FAILED", "running": None, "pending": None}
@@ -66,6 +68,7 @@ class Segment:
     end_ms: int | None = None
     failure_reason: str | None = None
     logs: TrialLogs | None = None  # output files to attach when the segment ended
+    best: TrialValue | None = None  # the trial's value so far (its best report), when it ended
 
 
 @dataclass
@@ -98,6 +101,8 @@ class WriterSettings:
     spec_json: str
     store_path: Path | None
     resource_attr: str
+    metric: str = ""  # each ended trial logs best_<metric> at the step of its best report
+    mode: str = "min"
     restored_trials: dict[int, tuple[dict[str, Any], str, str | None]] = field(default_factory=dict)
     restored_rows: list[Mapping[str, Any]] = field(default_factory=list)
 
@@ -300,7 +305,10 @@ class MlflowWriter(threading.Thread):
                 continue
             stamp = now_ms()
             reports = [(_row_metrics(r), stamp) for r in trial_rows[done:]]
-            missing.append(Segment(tid, config, status, reports, done, stamp, stamp, reason))
+            best = best_report(trial_rows, s.metric, s.mode, s.resource_attr) if s.metric \
+                else None
+            missing.append(Segment(tid, config, status, reports, done, stamp, stamp, reason,
+                                   best=best))
         for i in range(0, len(missing), MAX_RECORDS_PER_BATCH):
             self._write_batch(missing[i:i + MAX_RECORDS_PER_BATCH])
 
@@ -320,6 +328,8 @@ class MlflowWriter(threading.Thread):
     # -- writes ------------------------------------------------------------------------------
     def _segment_tags(self, seg: Segment) -> dict[str, str]:
         tags = {STATUS_TAG: seg.status, REPORTS_TAG: str(seg.first_index + len(seg.reports))}
+        if seg.best is not None:
+            tags[BEST_STEP_TAG] = str(seg.best.step)
         if seg.failure_reason:
             tags[FAILURE_TAG] = _clip(scrub(seg.failure_reason), MAX_TAG_VALUE)
         return tags
@@ -396,6 +406,11 @@ class MlflowWriter(threading.Thread):
                         continue
                     value = float(value)
                 out.append((key, value, timestamp, step))
+        best_key = self._key(f"best_{self.settings.metric}") if seg.best is not None else None
+        if best_key is not None:
+            timestamp = seg.reports[-1][1] if seg.reports else now_ms()
+            out.append((best_key, seg.best.value, timestamp,  # type: ignore[union-attr]
+                        _step(seg.best.step, index)))  # type: ignore[union-attr]
         return out
 
     def _key(self, name: str) -> str | None:

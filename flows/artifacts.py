@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import pandas as pd
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -27,7 +26,8 @@ from prefect.artifacts import (
 )
 
 from hpo_core.store import CONFIG_PREFIX, Experiment
-from hpo_core.trial import Trial
+from hpo_core.trial import Trial, counts_text, trial_counts
+from hpo_core.trial_value import format_value
 from hpo_core.tuner import Tuner, TunerCallback
 
 logger = logging.getLogger(__name__)
@@ -107,38 +107,32 @@ class ProgressArtifact(TunerCallback):
     @staticmethod
     def _description(tuner: Tuner) -> str:
         s = tuner.status
-        best = "-" if s.best_value is None else f"{s.best_value:.6g}"
-        return (f"{s.num_trials_completed} trials done, {s.num_trials_failed} failed, "
-                f"{s.num_trials_running} running; best {tuner.scheduler.metric}: {best}")
+        counts = trial_counts((t.status for t in tuner.trials.values()), s.num_results)
+        return (f"{counts_text(counts)}; best {tuner.scheduler.metric}: "
+                f"{format_value(s.best_value)}")
 
 
 def leaderboard(experiment: Experiment, top: int = 10) -> list[dict[str, Any]]:
-    """The `top` trials by their best reported metric: rank, trial, status, value, config."""
-    frame = experiment.results
+    """The `top` trials by their value (best report, `hpo_core.trial_value`): rank, trial,
+    status, value, the step it came at, number of reports, config."""
     metric = experiment.metric
-    if frame.empty or metric not in frame.columns:
+    ranked = experiment.ranked()
+    if ranked.empty or metric not in ranked.columns:
         return []
-    values = pd.to_numeric(frame[metric], errors="coerce")
-    valid = frame.assign(**{metric: values}).dropna(subset=[metric])
-    if valid.empty:
-        return []
-    best_index = (valid.groupby("trial_id")[metric].idxmin() if experiment.mode == "min"
-                  else valid.groupby("trial_id")[metric].idxmax())
-    best = valid.loc[best_index.to_numpy()]
-    best = best.sort_values(metric, ascending=experiment.mode == "min", kind="stable").head(top)
-    trials = experiment.trials().set_index("trial_id")
+    step = f"at {experiment.resource_attr or 'report'}"
     rows = []
-    for rank, (_, row) in enumerate(best.iterrows(), start=1):
-        tid = int(row["trial_id"])
+    top_rows = ranked.dropna(subset=[metric]).head(top).to_dict(orient="records")
+    for rank, row in enumerate(top_rows, start=1):
         entry: dict[str, Any] = {
             "rank": rank,
-            "trial_id": tid,
-            "status": str(trials.at[tid, "status"]) if tid in trials.index else "",
-            metric: float(row[metric]),
-            "num_reports": int(trials.at[tid, "num_reports"]) if tid in trials.index else 0,
+            "trial_id": int(row["trial_id"]),
+            "status": str(row["status"]),
+            metric: _rounded(row[metric]),
+            step: _whole(_plain(row["best_step"])),
+            "num_reports": int(row["num_reports"]),
         }
         for column in experiment.config_columns:
-            entry[column[len(CONFIG_PREFIX):]] = _plain(row[column])
+            entry[column[len(CONFIG_PREFIX):]] = _rounded(_plain(row[column]))
         rows.append(entry)
     return rows
 
@@ -164,18 +158,18 @@ def summary_markdown(name: str, experiment: Experiment, outcome: Mapping[str, An
         lines += ["**No trial reported the metric.**", ""]
     else:
         lines += [
-            f"**Best {metric}** ({mode}): `{outcome.get('best_value'):.6g}` "
-            f"(trial {outcome.get('best_trial_id')})",
+            f"**Best {metric}** ({mode}): `{format_value(outcome.get('best_value'))}` "
+            f"(trial {outcome.get('best_trial_id')}, its best report at "
+            f"{outcome.get('best_step_name', 'step')} {format_value(outcome.get('best_step'))})",
             "",
             "| hyperparameter | value |",
             "|---|---|",
-            *[f"| {k} | `{_plain(v)}` |" for k, v in best.items()],
+            *[f"| {k} | `{format_value(_plain(v))}` |" for k, v in best.items()],
             "",
         ]
     counts = outcome.get("counts", {})
     lines += [
-        f"**Trials:** {counts.get('trials', 0)} ({counts.get('completed', 0)} completed or "
-        f"stopped, {counts.get('failed', 0)} failed), {counts.get('results', 0)} reports; "
+        f"**Trials:** {counts_text(counts)}; {counts.get('results', 0)} reports; "
         f"ended: {outcome.get('reason')}",
         "",
         f"**Method:** {outcome.get('scheduler')} on the {outcome.get('backend')} backend; "
@@ -206,6 +200,16 @@ def publish_summary(name: str, experiment: Experiment, outcome: Mapping[str, Any
         key=artifact_key(name, "summary"),
         description=f"Summary of experiment {name}",
     )
+
+
+def _whole(value: Any) -> Any:
+    """A whole float (an epoch read back from a frame with gaps) as an int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 4 significant digits (what the tables show); other values as they are."""
+    return float(format_value(value)) if isinstance(value, float) and value == value else value
 
 
 def _plain(value: Any) -> Any:

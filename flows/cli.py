@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from hpo_core.spec import ExperimentSpec
-from hpo_core.store import load_experiment, validate_name
+from hpo_core.store import CONFIG_PREFIX, load_experiment, validate_name
+from hpo_core.trial import counts_text, trial_counts
+from hpo_core.trial_value import format_value
 
 DEMO_SPEC: dict[str, Any] = {
     "name": "demo-lcbench-asha",
@@ -32,27 +34,40 @@ DEMO_SPEC: dict[str, Any] = {
 
 def _print_summary(spec: ExperimentSpec, extra: dict[str, Any] | None = None) -> None:
     experiment = load_experiment(spec.experiment_path)
-    best = experiment.best_config()
+    trials = experiment.trials()
+    best_id = experiment.best_trial_id()
     print()
     print(f"experiment   {spec.name}  ({spec.scheduler} on the {spec.backend} backend)")
-    print(f"trials       {len(experiment.trials())}")
-    if best is None:
-        print("best         none: no trial reported the metric")
+    print(_counts(experiment, trials))
+    if best_id is None:
+        print(f"best         none: no trial reported {experiment.metric}")
     else:
-        print(f"best {experiment.metric} ({experiment.mode}): {experiment.best_value():.6g}"
-              f"  (trial {experiment.best_trial_id()})")
-        for name, value in best.items():
-            print(f"  {name} = {value}")
+        row = trials.set_index("trial_id").loc[best_id]
+        print(f"best {experiment.metric} ({experiment.mode}): "
+              f"{format_value(experiment.best_value())}  (trial {best_id}, "
+              f"{_step_name(experiment)} {format_value(row['best_step'])})")
+        for name, value in (experiment.best_config() or {}).items():
+            print(f"  {name} = {format_value(value)}")
     print(f"results      {experiment.path.resolve()}")
     for key, value in (extra or {}).items():
         print(f"{key:<12} {value}")
 
 
+def _counts(experiment: Any, trials: Any) -> str:
+    """`303 trials: 12 completed, 291 stopped early` for `Experiment.trials()`."""
+    statuses = [] if trials.empty else list(trials["status"].fillna("running"))
+    return counts_text(trial_counts(statuses, len(experiment.results)))
+
+
+def _step_name(experiment: Any) -> str:
+    return experiment.resource_attr or "report"
+
+
 def _run_bare(spec: ExperimentSpec) -> None:
     from flows.runner import build_tuner
-    from hpo_core.progress import ProgressPrinter
+    from flows.status import StatusView
 
-    tuner = build_tuner(spec, callbacks=[ProgressPrinter()])
+    tuner = build_tuner(spec, callbacks=[StatusView()])
     result = tuner.run()
     print(f"ended: {result.reason}")
     _print_summary(spec)
@@ -63,9 +78,13 @@ def _run_flow(spec: ExperimentSpec) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # Prefect's temporary server can take over 30 s to start on a busy 2-core machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    if spec.backend == "simulated":  # its metric and options are checked before any flow runs
+        from backends.factory import build_backend
+
+        build_backend(spec)
     from flows.tune import run_tune
 
-    outcome = run_tune(spec)
+    outcome = run_tune(spec, status_view=True)
     extra = {
         "prefect run": outcome.get("flow_run_id"),
         "mlflow run": outcome.get("mlflow_parent_run_id"),
@@ -87,15 +106,16 @@ def _list(root: Path) -> int:
     if not root.is_dir():
         print(f"no experiments under {root}")
         return 0
-    print(f"{'experiment':<32} {'trials':>7} {'best':>12}  {'ended':<5}  metric")
+    print(f"{'experiment':<32} {'trials':>7} {'best':>10}  {'ended':<5} {'trial':>6}  metric")
     for path in sorted(p for p in root.iterdir() if (p / "spec.json").exists()):
         experiment = load_experiment(path)
-        best = experiment.best_value() if experiment.metrics else None
-        trials = 0 if experiment.results.empty else experiment.results["trial_id"].nunique()
-        best_text = "-" if best is None else f"{best:.6g}"
+        best_id = experiment.best_trial_id() if experiment.metrics else None
+        best = format_value(experiment.best_value()) if best_id is not None else "-"
         metric = experiment.metric if experiment.metrics else "-"
         ended = "yes" if (experiment.state or {}).get("end_reason") else "no"
-        print(f"{path.name:<32} {trials:>7} {best_text:>12}  {ended:<5}  {metric}")
+        trial = "-" if best_id is None else str(best_id)
+        print(f"{path.name:<32} {experiment.num_trials():>7} {best:>10}  {ended:<5} {trial:>6}  "
+              f"{metric}")
     return 0
 
 
@@ -103,16 +123,21 @@ def _show(root: Path, name: str, top: int) -> int:
     path = root / validate_name(name, "experiment")
     experiment = load_experiment(path)
     trials = experiment.trials()
-    print(f"experiment {name}: {len(trials)} trials, results in {path}")
+    print(f"experiment {name}: {_counts(experiment, trials)}; results in {path}")
     reason = (experiment.state or {}).get("end_reason")
     print(f"ended: {reason}" if reason else
           f"not ended (running now, or interrupted): `tunesmith resume {name}` continues it")
     if trials.empty:
         return 0
     metric = experiment.metric
-    ranked = trials.dropna(subset=[metric]).sort_values(metric, ascending=experiment.mode == "min")
-    columns = ["trial_id", "status", metric, "num_reports"] + experiment.config_columns
-    print(ranked[[c for c in columns if c in ranked.columns]].head(top).to_string(index=False))
+    ranked = experiment.ranked().dropna(subset=[metric]).head(top)
+    step = _step_name(experiment)
+    table = ranked.rename(columns={"best_step": f"at {step}", "num_reports": "reports"})
+    table = table.rename(columns={c: c[len(CONFIG_PREFIX):] for c in experiment.config_columns})
+    columns = ["trial_id", "status", metric, f"at {step}", "reports"] + \
+        [c[len(CONFIG_PREFIX):] for c in experiment.config_columns]
+    table = table[[c for c in columns if c in table.columns]]
+    print(table.to_string(index=False, formatters={c: format_value for c in table.columns}))
     print(f"trajectory plot: {experiment.plot_trajectory()}")
     return 0
 

@@ -41,7 +41,8 @@ from flows._trial_logs import TrialLogs, find_trial_logs
 from flows.redaction import is_secret_name, redact, redact_value, spec_secret_names
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import RESULTS_FILE, dumps
-from hpo_core.trial import Decision, Trial, TrialResult
+from hpo_core.trial import Decision, Trial, TrialResult, trial_counts
+from hpo_core.trial_value import TrialValue, best_report, metric_value, report_step
 from hpo_core.tuner import Tuner, TunerCallback
 
 __all__ = ["MlflowTracker", "redact", "resolve_tracking_uri", "ui_command", "flatten"]
@@ -137,6 +138,10 @@ class MlflowTracker(TunerCallback):
         self._flushed: dict[int, float] = {}
         self._trials_path: Path | None = None  # real backends: where trials keep their output
         self._secret_names: set[str] = set()
+        self._best: dict[int, TrialValue] = {}  # each trial's value so far (its best report)
+        self._metric = spec.metric if isinstance(spec.metric, str) else spec.metric[0]
+        self._mode = spec.mode if isinstance(spec.mode, str) else spec.mode[0]
+        self._resource_attr: str | None = None
         if urlparse(self.tracking_uri).scheme in ("http", "https"):
             for name, value in HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
@@ -176,6 +181,9 @@ class MlflowTracker(TunerCallback):
         self._trials_path = Path(store.trials_path) if store is not None and self._realtime \
             else None
         self._secret_names = secrets
+        self._resource_attr = tuner.scheduler.resource_attr
+        self._best = _restored_best(store.rows() if store is not None else [], self._metric,
+                                    self._mode, self._resource_attr)
         settings = WriterSettings(
             tracking_uri=self.tracking_uri,
             experiment_name=self.experiment_name,
@@ -195,6 +203,8 @@ class MlflowTracker(TunerCallback):
             spec_json=dumps(redact(spec, secrets)),
             store_path=store_path,
             resource_attr=getattr(tuner.scheduler, "resource_attr", None) or "epoch",
+            metric=self._metric,
+            mode=self._mode,
             restored_trials={
                 tid: (dict(t.config), t.status.value, t.failure_reason)
                 for tid, t in tuner.trials.items()
@@ -214,6 +224,12 @@ class MlflowTracker(TunerCallback):
             return
         pending = self._pending.setdefault(trial.trial_id, [])
         pending.append((result.metrics, now_ms()))
+        value = metric_value(result.metrics, self._metric)
+        if value is not None:
+            candidate = TrialValue(value, report_step(result.metrics, trial.num_results,
+                                                      self._resource_attr), result.time)
+            if candidate.better_than(self._best.get(trial.trial_id), self._mode):
+                self._best[trial.trial_id] = candidate
         if self._realtime and decision == Decision.CONTINUE and \
                 time.monotonic() - self._flushed.get(trial.trial_id, 0.0) >= self.flush_interval:
             self._flushed[trial.trial_id] = time.monotonic()
@@ -231,13 +247,10 @@ class MlflowTracker(TunerCallback):
         result = tuner.result()
         status = tuner.status
         metric = tuner.scheduler.metric
-        metrics = {
-            "num_trials": float(len(tuner.trials)),
-            "num_trials_completed": float(status.num_trials_completed),
-            "num_trials_failed": float(status.num_trials_failed),
-            "num_results": float(status.num_results),
-            "experiment_time": float(tuner.now()),
-        }
+        counts = trial_counts((t.status for t in tuner.trials.values()), status.num_results)
+        metrics = {("num_results" if k == "results" else "num_trials" if k == "trials"
+                    else f"num_trials_{k}"): float(v) for k, v in counts.items()}
+        metrics["experiment_time"] = float(tuner.now())
         tags = {"tunesmith.end_reason": result.reason}
         if result.best_config is not None and result.best_value is not None:
             metrics[f"best_{metric}"] = float(result.best_value)
@@ -281,6 +294,7 @@ class MlflowTracker(TunerCallback):
             end_ms=now_ms() if end else None,
             failure_reason=trial.failure_reason if end else None,
             logs=self._logs(trial) if end else None,
+            best=self._best.get(trial.trial_id) if end else None,
         ))
 
     def _logs(self, trial: Trial) -> TrialLogs | None:
@@ -293,6 +307,20 @@ class MlflowTracker(TunerCallback):
         self.error = message
         self._enabled = False
         self._pending.clear()
+
+
+def _restored_best(rows: list[Mapping[str, Any]], metric: str, mode: str,
+                   resource_attr: str | None) -> dict[int, TrialValue]:
+    """Each trial's value from the store's rows of earlier sessions (a resumed experiment)."""
+    by_trial: dict[int, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_trial.setdefault(int(row["trial_id"]), []).append(row)
+    out = {}
+    for trial_id, trial_rows in by_trial.items():
+        best = best_report(trial_rows, metric, mode, resource_attr)
+        if best is not None:
+            out[trial_id] = best
+    return out
 
 
 def _run_status(tuner: Tuner) -> str:

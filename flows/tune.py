@@ -28,6 +28,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
@@ -35,9 +36,12 @@ from backends.factory import build_backend
 from flows._prefect_backend import PrefectTrialBackend
 from flows.artifacts import ProgressArtifact, publish_leaderboard, publish_summary
 from flows.runner import build_tuner
+from flows.status import StatusView, TrialLogLines, api_only
 from flows.tracking import MlflowTracker
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import dumps, load_experiment
+from hpo_core.trial import counts_text, trial_counts
+from hpo_core.trial_value import format_value
 from hpo_core.tuner import Tuner, TuningResult
 
 SpecLike = ExperimentSpec | dict[str, Any] | str | Path
@@ -68,6 +72,7 @@ def tune(
     leaderboard_size: int = 10,
     objective: Any = None,
     scheduler: Any = None,
+    status_view: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) one experiment.
 
@@ -82,9 +87,12 @@ def tune(
         objective: a Python function or class to run instead of the spec's entry point, and
         scheduler: a method object to use instead of `spec.scheduler` (both for the Python
             API, `tunesmith.tune`, in this process; a deployment names them in the spec).
+        status_view: show the live status view on stdout (`flows.status.StatusView`; the
+            per-trial log lines then reach the Prefect API only, not the console).
 
     Returns:
-        The outcome: best config and value, counts, store path, MLflow run ids and UI command.
+        The outcome: best config and value, counts, store path, MLflow run ids and UI command
+        (the data of a Completed state whose message states the best value).
     """
     logger = get_run_logger()
     threading.Thread(target=_import_matplotlib, daemon=True).start()  # for the plot at the end
@@ -94,7 +102,9 @@ def tune(
     tracker = MlflowTracker(spec, tracking_uri, mlflow_experiment,
                             tags={"prefect.flow_run_id": run_id} if run_id else None) \
         if track else None
-    callbacks = [c for c in (tracker, ProgressArtifact(spec.name)) if c is not None]
+    views = [StatusView(), TrialLogLines(api_only(logger))] if status_view \
+        else [TrialLogLines(logger)]
+    callbacks = [c for c in (tracker, ProgressArtifact(spec.name), *views) if c is not None]
     if not backend.is_simulated:
         backend = PrefectTrialBackend(backend)
     tuner = build_tuner(spec, callbacks, backend, scheduler)
@@ -105,8 +115,10 @@ def tune(
                 tuner.n_workers)
     try:
         result = simulate(quote(tuner)) if backend.is_simulated else tuner.run()
-    except BaseException:
+    except BaseException as err:
         _close(tracker, logger)  # keep what was tracked; the retry resumes from the store
+        if isinstance(err, Exception):
+            logger.error("experiment %s failed: %s: %s", spec.name, type(err).__name__, err)
         raise
     experiment = load_experiment(tuner.store.path)
     plot = experiment.plot_trajectory()
@@ -114,11 +126,32 @@ def tune(
         tracker.log_artifact(plot)
     _close(tracker, logger)
     outcome = _outcome(spec, tuner, result, tracker, run_id, resumed)
+    outcome.update(_best_step(experiment, result.best_trial_id))
     publish_leaderboard(spec.name, experiment, leaderboard_size)
     publish_summary(spec.name, experiment, outcome, plot)
-    logger.info("experiment %s ended (%s): best %s = %s", spec.name, result.reason,
-                experiment.metric, outcome["best_value"])
-    return outcome
+    message = _final_message(outcome)
+    logger.info("experiment %s: %s", spec.name, message)
+    return Completed(message=message, data=outcome)  # the message shows in UI and `--watch`
+
+
+def _final_message(outcome: dict[str, Any]) -> str:
+    """`best val_loss = 0.1138 (trial 3, epoch 9); 12 trials: ...; ended: <reason>`."""
+    if outcome.get("best_trial_id") is None:
+        best = f"no trial reported {outcome['metric']}"
+    else:
+        best = (f"best {outcome['metric']} = {format_value(outcome['best_value'])} "
+                f"(trial {outcome['best_trial_id']}, {outcome.get('best_step_name', 'step')} "
+                f"{format_value(outcome.get('best_step'))})")
+    return f"{best}; {counts_text(outcome['counts'])}; ended: {outcome['reason']}"
+
+
+def _best_step(experiment: Any, trial_id: int | None) -> dict[str, Any]:
+    """The step (e.g. epoch) of the best trial's best report, as the store's analysis has it."""
+    if trial_id is None:
+        return {}
+    value = experiment.trial_values().get(trial_id)
+    return {"best_step": value.step if value else None,
+            "best_step_name": experiment.resource_attr or "report"}
 
 
 def _import_matplotlib() -> None:
@@ -153,8 +186,7 @@ def _outcome(spec: ExperimentSpec, tuner: Tuner, result: TuningResult,
         "best_config": result.best_config,
         "best_value": result.best_value,
         "best_trial_id": result.best_trial_id,
-        "counts": {"trials": len(tuner.trials), "completed": status.num_trials_completed,
-                   "failed": status.num_trials_failed, "results": status.num_results},
+        "counts": trial_counts((t.status for t in tuner.trials.values()), status.num_results),
         "scheduler": spec.scheduler,
         "backend": spec.backend,
         "flow_run_id": run_id,

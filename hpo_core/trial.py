@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -20,6 +22,29 @@ class TrialStatus(str, Enum):
     @property
     def is_final(self) -> bool:
         return self in (TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED)
+
+
+def trial_counts(statuses: Iterable[TrialStatus | str], num_results: int) -> dict[str, int]:
+    """The counts every view prints: trials, finished (completed + stopped: what
+    `max_trials_completed` counts), completed (ran to the end), stopped (early, by the
+    scheduler or at the experiment's end), paused, running, failed, and reports."""
+    counts = Counter(TrialStatus(s).value for s in statuses)
+    out = {"trials": sum(counts.values()),
+           "finished": counts["completed"] + counts["stopped"]}
+    out.update((s.value, counts[s.value]) for s in (
+        TrialStatus.COMPLETED, TrialStatus.STOPPED, TrialStatus.PAUSED, TrialStatus.RUNNING,
+        TrialStatus.FAILED))
+    out["results"] = int(num_results)
+    return out
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """`303 trials: 12 completed, 291 stopped early, 1 failed` (zero counts left out)."""
+    labels = {"completed": "completed", "stopped": "stopped early", "paused": "paused",
+              "running": "running", "failed": "failed"}
+    parts = [f"{counts[k]} {label}" for k, label in labels.items() if counts.get(k)]
+    trials = counts.get("trials", 0)
+    return f"{trials} trial{'s' if trials != 1 else ''}" + (f": {', '.join(parts)}" if parts else "")
 
 
 class Decision(str, Enum):

@@ -7,6 +7,7 @@ so the same loop serves wall-clock and simulated backends.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import time as wallclock
@@ -57,6 +58,16 @@ class TunerCallback:
 
 class TooManyFailuresError(RuntimeError):
     """More trials failed than `max_failures` allows."""
+
+
+class MetricNotReportedError(ValueError):
+    """No trial reports a metric the scheduler optimizes (a typo in `spec.metric`, or a
+    training script that reports under another name)."""
+
+
+#: a metric no report has carried is an error once this many trials reported this many times
+#: each (or once a trial ended without it): the first reports of the first trials
+METRIC_CHECK_TRIALS, METRIC_CHECK_REPORTS = 2, 2
 
 
 @dataclass
@@ -118,6 +129,8 @@ class Tuner:
         self._save_on_trial_end = not getattr(backend, "is_simulated", False)
         self._metric = scheduler.metric
         self._sign = 1.0 if scheduler.mode == "min" else -1.0
+        self._missing_metrics = set(scheduler.metrics)  # not in any report yet
+        self._keys_reported: dict[str, None] = {}  # keys of the reports so far, in order
         self.end_reason: str | None = None
         #: what interrupted `run()`: an error (Exception) or a kill (KeyboardInterrupt, a
         #: termination signal, a cancellation); None while running or after a normal end
@@ -168,6 +181,7 @@ class Tuner:
             "version": STATE_VERSION,
             "metric": self.scheduler.metrics if len(self.scheduler.metrics) > 1 else self._metric,
             "mode": self.scheduler.modes if len(self.scheduler.modes) > 1 else self.scheduler.mode,
+            "resource_attr": self.scheduler.resource_attr,
             "time": self.now(),
             "next_trial_id": self._next_trial_id,
             "num_results": self.status.num_results,
@@ -262,6 +276,8 @@ class Tuner:
             final_cost = (event.metrics or {}).get(self.stop_criterion.cost_attr)
             if final_cost is not None and _is_finite_number(final_cost):
                 self._costs[trial.trial_id] = float(final_cost)  # e.g. a job's billed cost
+            if self._missing_metrics and trial.num_results:
+                self._check_metrics(trial, {}, ended=True)
             self._finish(trial, TrialStatus.COMPLETED, event.time)
             last = TrialResult(trial.trial_id, trial.last_result, event.time) \
                 if trial.last_result is not None else None
@@ -272,6 +288,8 @@ class Tuner:
 
     def _on_result(self, trial: Trial, event: TrialEvent) -> None:
         metrics = dict(event.metrics or {})
+        if self._missing_metrics:
+            self._check_metrics(trial, metrics)
         value = metrics.get(self._metric)
         if value is not None and not _is_finite_number(value):
             self._fail(trial, f"reported a non-finite {self._metric}: {value!r}", event.time)
@@ -293,8 +311,10 @@ class Tuner:
         cost = metrics.get(self.stop_criterion.cost_attr)
         if cost is not None and _is_finite_number(cost):
             self._costs[trial.trial_id] = float(cost)
+        # a STOP at max_t ends a trial that ran its course: COMPLETED, not stopped early
+        done = decision == Decision.STOP and self.scheduler.reached_max_t(metrics)
         if decision == Decision.STOP:
-            trial.status = TrialStatus.STOPPED
+            trial.status = TrialStatus.COMPLETED if done else TrialStatus.STOPPED
         elif decision == Decision.PAUSE:
             trial.status = TrialStatus.PAUSED
         if self.store is not None:
@@ -306,12 +326,35 @@ class Tuner:
         self._emit("on_trial_result", trial, result, decision)
         if decision == Decision.STOP:
             self.backend.stop(trial.trial_id)
-            self._finish(trial, TrialStatus.STOPPED, event.time)
+            self._finish(trial, trial.status, event.time)
             self._emit("on_trial_complete", trial)
         elif decision == Decision.PAUSE:
             self.backend.pause(trial.trial_id)
             self._finish(trial, TrialStatus.PAUSED, event.time)
             self._emit("on_trial_complete", trial)
+
+    def _check_metrics(self, trial: Trial, metrics: Mapping[str, Any], ended: bool = False) -> None:
+        """Fail fast on a metric no trial reports (see `MetricNotReportedError`): once
+        `METRIC_CHECK_TRIALS` trials (fewer with fewer workers) reported
+        `METRIC_CHECK_REPORTS` times each without it, or a trial ended without it."""
+        self._missing_metrics -= metrics.keys()
+        self._keys_reported.update(dict.fromkeys(metrics))
+        if not self._missing_metrics:
+            return
+        counts = {t.trial_id: t.num_results + (t is trial and not ended)
+                  for t in self.trials.values()}
+        reporting = sorted(tid for tid, n in counts.items() if n >= METRIC_CHECK_REPORTS)
+        if not ended and len(reporting) < min(METRIC_CHECK_TRIALS, self.n_workers):
+            return
+        keys = list(self._keys_reported)
+        text = []
+        for metric in sorted(self._missing_metrics):
+            close = difflib.get_close_matches(metric, keys, 1)
+            text.append(repr(metric) + (f" (did you mean {close[0]!r}?)" if close else ""))
+        trials = ", ".join(map(str, reporting or [trial.trial_id]))
+        raise MetricNotReportedError(
+            f"spec.metric: no trial reports {', '.join(text)}; the reports of trial(s) "
+            f"{trials} carry {keys}")
 
     def _finish(self, trial: Trial, status: TrialStatus, time: float) -> None:
         trial.status = status
@@ -353,6 +396,8 @@ class Tuner:
             t.status in (TrialStatus.COMPLETED, TrialStatus.STOPPED) for t in self.trials.values()
         )
         self.best_trial_id = state.get("best_trial_id")
+        if self.best_trial_id is not None or self.status.num_results:
+            self._missing_metrics = set()  # checked in the session that made the reports
         if state.get("best_value") is not None:
             self._best_min = float(state["best_value"])
         self._costs = {int(k): float(v) for k, v in state.get("costs", {}).items()}

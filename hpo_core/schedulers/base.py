@@ -41,7 +41,13 @@ class Scheduler(ABC):
         metric: the reported metric to optimize (a list for multi-objective schedulers).
         mode: "min" or "max" (one per metric for a list).
         seed: seed for everything random in the scheduler and its searcher.
+
+    Multi-fidelity schedulers set `resource_attr` (the reported resource, e.g. "epoch") and
+    `max_t` (its last level): a trial they stop there is done, not stopped early.
     """
+
+    resource_attr: str | None = None
+    max_t: float | None = None
 
     def __init__(
         self,
@@ -95,6 +101,17 @@ class Scheduler(ABC):
                 return None
             out[i] = sign * value
         return out
+
+    def reached_max_t(self, metrics: Mapping[str, Any]) -> bool:
+        """Whether a report is at (or past) `max_t`: a STOP there completes the trial."""
+        if self.max_t is None or self.resource_attr is None:
+            return False
+        level = metrics.get(self.resource_attr)
+        try:
+            return level is not None and not isinstance(level, bool) and \
+                float(level) >= float(self.max_t)
+        except (TypeError, ValueError):
+            return False
 
     @abstractmethod
     def suggest(self, trial_id: int) -> TrialSuggestion | None:

@@ -14,6 +14,7 @@ import pandas as pd
 from hpo_core.store.files import CONFIG_PREFIX, JOURNAL_FILE, RESULTS_FILE, SPEC_FILE, STATE_FILE
 from hpo_core.store.store import ExperimentStore
 from hpo_core.trial import Trial
+from hpo_core.trial_value import TrialValue, best_report
 
 
 class Experiment:
@@ -49,31 +50,77 @@ class Experiment:
         values = pd.to_numeric(self.results[metric], errors="coerce")
         return self.results[np.isfinite(values)]
 
-    def best_row(self) -> pd.Series | None:
-        """The report with the best value of the metric."""
+    @property
+    def resource_attr(self) -> str | None:
+        """The resource a report's step is read from (e.g. "epoch"), if the scheduler has one."""
+        return self.state.get("resource_attr") or \
+            (self.spec.get("scheduler_options") or {}).get("resource_attr")
+
+    def trial_values(self) -> dict[int, TrialValue]:
+        """Each trial's value (`hpo_core.trial_value.best_report`), for trials that have one."""
         valid = self._valid()
         if valid.empty:
-            return None
-        values = pd.to_numeric(valid[self.metric])
-        index = values.idxmin() if self.mode == "min" else values.idxmax()
-        return valid.loc[index]
+            return {}
+        values = {}
+        resource_attr = self.resource_attr
+        for trial_id, group in self.results.groupby("trial_id", sort=True):
+            best = best_report(group.to_dict(orient="records"), self.metric, self.mode,
+                               resource_attr)
+            if best is not None:
+                values[int(trial_id)] = best
+        return values
 
-    def best_config(self) -> dict[str, Any] | None:
-        row = self.best_row()
-        if row is None:
-            return None
-        trial = self.state.get("trials", {}).get(str(int(row["trial_id"])))
-        if trial is not None:
-            return dict(trial["config"])
-        return {c[len(CONFIG_PREFIX):]: row[c] for c in self.config_columns}
-
-    def best_value(self) -> float | None:
-        row = self.best_row()
-        return None if row is None else float(row[self.metric])
+    def ranked(self) -> pd.DataFrame:
+        """`trials()` best first (ties: the earlier best report), trials without a value last."""
+        trials = self.trials()
+        if trials.empty or self.metric not in trials.columns:
+            return trials
+        return trials.sort_values([self.metric, "best_time"], ascending=[self.mode == "min", True],
+                                  kind="stable", na_position="last").reset_index(drop=True)
 
     def best_trial_id(self) -> int | None:
+        """The trial with the best value (the same one the tuner, MLflow and the CLI name)."""
+        values = self.trial_values()
+        if not values:
+            return None
+        best = None
+        for trial_id, value in values.items():
+            if best is None or value.better_than(values[best], self.mode) or \
+                    (value.value == values[best].value and value.time < values[best].time):
+                best = trial_id
+        return best
+
+    def best_value(self) -> float | None:
+        trial_id = self.best_trial_id()
+        return None if trial_id is None else self.trial_values()[trial_id].value
+
+    def best_row(self) -> pd.Series | None:
+        """The report the best value came from."""
+        trial_id = self.best_trial_id()
+        if trial_id is None:
+            return None
+        best = self.trial_values()[trial_id]
+        rows = self._valid()
+        rows = rows[(rows["trial_id"] == trial_id)
+                    & (pd.to_numeric(rows[self.metric]) == best.value)]
+        return rows.iloc[0]
+
+    def best_config(self) -> dict[str, Any] | None:
+        trial_id = self.best_trial_id()
+        if trial_id is None:
+            return None
+        trial = self.state.get("trials", {}).get(str(trial_id))
+        if trial is not None:
+            return dict(trial["config"])
         row = self.best_row()
-        return None if row is None else int(row["trial_id"])
+        return {c[len(CONFIG_PREFIX):]: row[c] for c in self.config_columns}
+
+    def num_trials(self) -> int:
+        """Trials started (from the state; trials that never reported count too)."""
+        known = {int(k) for k in self.state.get("trials", {})}
+        if not self.results.empty:
+            known |= {int(t) for t in self.results["trial_id"].unique()}
+        return len(known)
 
     def trajectory(self) -> pd.DataFrame:
         """Incumbent over time: columns time, best (best value so far), trial_id (its trial)."""
@@ -92,16 +139,48 @@ class Experiment:
         ).reset_index(drop=True)
 
     def trials(self) -> pd.DataFrame:
-        """One row per trial: its config, status, number of reports and last reported values."""
-        if self.results.empty:
+        """One row per trial (by id): status, its value (the metric's best report, in the
+        experiment's mode), the step and time of that report, number of reports, the last
+        reported values of the other metrics, and its config (`config_<name>` columns).
+
+        Status `completed` means the trial ran to its end (e.g. max_t), `stopped` that the
+        scheduler stopped it early (or the experiment ended while it ran)."""
+        state_trials = self.state.get("trials", {})
+        if self.results.empty and not state_trials:
             return self.results
-        last = self.results.groupby("trial_id", sort=True).tail(1).set_index("trial_id")
-        last["num_reports"] = self.results.groupby("trial_id").size()
-        statuses = {int(k): v["status"] for k, v in self.state.get("trials", {}).items()}
-        if statuses:
-            last["status"] = [statuses.get(int(i), s) for i, s in zip(last.index, last["status"],
-                                                                       strict=True)]
-        return last.reset_index()
+        if self.results.empty:
+            frame = pd.DataFrame({"trial_id": sorted(int(k) for k in state_trials)})
+            frame["status"] = None
+            frame["num_reports"] = 0
+        else:
+            frame = self.results.groupby("trial_id", sort=True).tail(1).set_index("trial_id")
+            frame["num_reports"] = self.results.groupby("trial_id").size()
+            missing = sorted({int(k) for k in state_trials} - set(frame.index.astype(int)))
+            if missing:
+                extra = pd.DataFrame(index=pd.Index(missing, name="trial_id"))
+                extra["num_reports"] = 0
+                frame = pd.concat([frame, extra]).sort_index()
+            frame = frame.reset_index()
+        frame["num_reports"] = frame["num_reports"].fillna(0).astype(int)
+        if state_trials:
+            statuses = {int(k): v["status"] for k, v in state_trials.items()}
+            frame["status"] = [statuses.get(int(i), s)
+                               for i, s in zip(frame["trial_id"], frame["status"], strict=True)]
+            for name, values in _state_configs(state_trials).items():
+                if name not in frame.columns:
+                    frame[name] = None
+                frame[name] = [values.get(int(i), v) if v is None or v != v else v
+                               for i, v in zip(frame["trial_id"], frame[name], strict=True)]
+        if self.metrics:
+            values = self.trial_values()
+            frame[self.metric] = [values[t].value if t in values else np.nan
+                                  for t in frame["trial_id"].astype(int)]
+            frame["best_step"] = [values[t].step if t in values else np.nan
+                                  for t in frame["trial_id"].astype(int)]
+            frame["best_time"] = [values[t].time if t in values else np.nan
+                                  for t in frame["trial_id"].astype(int)]
+        frame["trial_id"] = frame["trial_id"].astype(int)
+        return frame
 
     def pareto_front(self, metrics: Sequence[str] | None = None,
                      modes: Sequence[str] | None = None) -> pd.DataFrame:
@@ -140,6 +219,16 @@ class Experiment:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path
+
+
+def _state_configs(trials: Mapping[str, Any]) -> dict[str, dict[int, Any]]:
+    """`config_<name>` -> trial id -> value, from the state's trials (for trials without rows)."""
+    out: dict[str, dict[int, Any]] = {}
+    for key, trial in trials.items():
+        for name, value in (trial.get("config") or {}).items():
+            if not isinstance(value, list | dict | tuple):
+                out.setdefault(f"{CONFIG_PREFIX}{name}", {})[int(key)] = value
+    return out
 
 
 def pareto_mask(values: np.ndarray) -> np.ndarray:

@@ -88,7 +88,7 @@ def test_killed_tune_flow_resumes_without_losing_or_rerunning_trials(tmp_path: P
         assert after[["epoch", "Train/val_cross_entropy"]].reset_index(drop=True).equals(
             before.reset_index(drop=True)), tid
         assert final.state["trials"][tid]["status"] in FINISHED
-    assert outcome["counts"]["completed"] >= len(finished) + 15
+    assert outcome["counts"]["finished"] >= len(finished) + 15
 
     client = MlflowClient(uri)
     runs = client.search_runs([outcome["mlflow_experiment_id"]], max_results=5000)

@@ -1,0 +1,235 @@
+"""What a person watching an experiment sees: a live status view and one log line per trial.
+
+`StatusView` is a tuner callback in the spirit of Ray Tune's "== Status ==" block: trials
+running / paused / completed / stopped early / failed, the best so far, and a table of the
+top trials with their configs and values. On a terminal it is redrawn in place (rich's `Live`);
+elsewhere (logs, CI, a Prefect worker) the same block is printed as plain text every `interval`
+wall seconds and at the end. `TrialLogLines` logs one line per trial segment that ends:
+"trial 3 stopped at epoch 9: val_loss=0.114 (best 0.101 at epoch 6)".
+
+A trial's value is its best report (`hpo_core.trial_value`), as in every other view.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from hpo_core.trial import Decision, Trial, TrialResult, TrialStatus, counts_text, trial_counts
+from hpo_core.trial_value import TrialValue, format_value, metric_value, report_step
+from hpo_core.tuner import Tuner, TunerCallback
+
+ENDINGS = {
+    TrialStatus.COMPLETED: "completed (ran to the end)",
+    TrialStatus.STOPPED: "stopped early",
+    TrialStatus.PAUSED: "paused",
+    TrialStatus.FAILED: "failed",
+}
+
+
+class TrialValues(TunerCallback):
+    """Keeps each trial's value (its best report) and its last step as reports come in."""
+
+    def __init__(self) -> None:
+        self.tuner: Tuner | None = None
+        self.values: dict[int, TrialValue] = {}
+        self.last_step: dict[int, Any] = {}
+        self.last_value: dict[int, float | None] = {}
+
+    def on_tuning_start(self, tuner: Tuner) -> None:
+        self.tuner = tuner
+        if tuner.store is not None:  # a resumed experiment: the earlier sessions' reports
+            counts: dict[int, int] = {}
+            for row in tuner.store.rows():
+                trial_id = int(row["trial_id"])
+                counts[trial_id] = counts.get(trial_id, 0) + 1
+                self._add(trial_id, row, counts[trial_id], float(row.get("time", 0.0)))
+
+    def on_trial_result(self, trial: Trial, result: TrialResult, decision: Decision) -> None:
+        self._add(trial.trial_id, result.metrics, trial.num_results, result.time)
+
+    def _add(self, trial_id: int, metrics: Any, index: int, time_: float) -> None:
+        tuner = self.tuner
+        if tuner is None:
+            return
+        scheduler = tuner.scheduler
+        step = report_step(metrics, index, scheduler.resource_attr)
+        value = metric_value(metrics, scheduler.metric)
+        self.last_step[trial_id] = step
+        self.last_value[trial_id] = value
+        if value is not None:
+            candidate = TrialValue(value, step, time_)
+            if candidate.better_than(self.values.get(trial_id), scheduler.mode):
+                self.values[trial_id] = candidate
+
+    @property
+    def step_name(self) -> str:
+        resource = self.tuner.scheduler.resource_attr if self.tuner else None
+        return resource or "report"
+
+
+class TrialLogLines(TrialValues):
+    """One log line per trial segment that ends, with its decision, step and value."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]):
+        super().__init__()
+        self.logger = logger
+
+    def on_trial_complete(self, trial: Trial) -> None:
+        self.logger.info(self.line(trial))
+
+    def on_trial_error(self, trial: Trial) -> None:
+        self.logger.warning(self.line(trial))
+
+    def line(self, trial: Trial) -> str:
+        """`trial 3 stopped at epoch 9: val_loss=0.114 (best 0.101 at epoch 6)`."""
+        tid = trial.trial_id
+        metric = self.tuner.scheduler.metric if self.tuner else "value"
+        ending = ENDINGS.get(trial.status, trial.status.value)
+        text = f"trial {tid} {ending}"
+        if tid in self.last_step:
+            text += f" at {self.step_name} {format_value(self.last_step[tid])}"
+        text += f": {metric}={format_value(self.last_value.get(tid))}"
+        best = self.values.get(tid)
+        if best is not None and (best.step != self.last_step.get(tid)):
+            text += f" (best {format_value(best.value)} at {self.step_name} " \
+                    f"{format_value(best.step)})"
+        if trial.status == TrialStatus.FAILED and trial.failure_reason:
+            text += f"; {trial.failure_reason}"
+        return text
+
+
+class StatusView(TrialValues):
+    """The experiment's status, redrawn in place on a terminal, printed as text elsewhere.
+
+    Args:
+        top: trials in the table (best first).
+        interval: wall seconds between redraws (terminal) or printed blocks (not a terminal).
+        stream: where to write (default: stdout).
+        live: redraw in place; default: whether `stream` is a terminal.
+    """
+
+    def __init__(self, top: int = 5, interval: float = 10.0, stream: TextIO | None = None,
+                 live: bool | None = None):
+        super().__init__()
+        self.top = top
+        self.interval = interval
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.console = Console(file=self.stream, force_terminal=self.live or None,
+                               no_color=not self.live, width=None if self.live else 1000,
+                               highlight=False)
+        self._live: Live | None = None
+        self._last = 0.0
+
+    # -- tuner callback ------------------------------------------------------------------------
+    def on_tuning_start(self, tuner: Tuner) -> None:
+        super().on_tuning_start(tuner)
+        self._last = time.monotonic()
+        if self.live:
+            self._live = Live(self.render(), console=self.console, auto_refresh=False,
+                              transient=False)
+            self._live.start()
+
+    def on_trial_result(self, trial: Trial, result: TrialResult, decision: Decision) -> None:
+        super().on_trial_result(trial, result, decision)
+        self._maybe_show()
+
+    def on_trial_complete(self, trial: Trial) -> None:
+        self._maybe_show()
+
+    def on_trial_error(self, trial: Trial) -> None:
+        self._maybe_show()
+
+    def on_tuning_end(self, tuner: Tuner) -> None:
+        self._show(final=True)
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    # -- drawing ---------------------------------------------------------------------------------
+    def _maybe_show(self) -> None:
+        interval = min(self.interval, 0.5) if self.live else self.interval
+        if time.monotonic() - self._last >= interval:
+            self._show()
+
+    def _show(self, final: bool = False) -> None:
+        if self.tuner is None:
+            return
+        self._last = time.monotonic()
+        if self._live is not None:
+            self._live.update(self.render(final), refresh=True)
+        else:
+            self.console.print(self.render(final))
+
+    def render(self, final: bool = False) -> Group:
+        """The status block: header lines and the top-trials table."""
+        tuner = self.tuner
+        assert tuner is not None
+        scheduler = tuner.scheduler
+        counts = trial_counts((t.status for t in tuner.trials.values()), tuner.status.num_results)
+        title = "== Status ==" if not final else "== Status (final) =="
+        lines = [
+            Text(title, style="bold"),
+            Text(f"{counts_text(counts)}; {counts['results']} reports; "
+                 f"experiment time {tuner.now():,.0f} s"
+                 + (f"; ended: {tuner.end_reason}" if final and tuner.end_reason else "")),
+        ]
+        best_id = self._best_trial()
+        if best_id is None:
+            lines.append(Text(f"best {scheduler.metric} ({scheduler.mode}): none reported yet"))
+        else:
+            best = self.values[best_id]
+            lines.append(Text(f"best {scheduler.metric} ({scheduler.mode}): "
+                              f"{format_value(best.value)} (trial {best_id}, "
+                              f"{self.step_name} {format_value(best.step)})"))
+        return Group(*lines, self._table(tuner))
+
+    def _best_trial(self) -> int | None:
+        ranked = self._ranked()
+        return ranked[0] if ranked else None
+
+    def _ranked(self) -> list[int]:
+        sign = 1.0 if self.tuner is None or self.tuner.scheduler.mode == "min" else -1.0
+        return sorted(self.values, key=lambda t: (sign * self.values[t].value,
+                                                  self.values[t].time))
+
+    def _table(self, tuner: Tuner) -> Table:
+        metric = tuner.scheduler.metric
+        table = Table(box=box.SIMPLE_HEAD if self.live else None, show_edge=False,
+                      pad_edge=False)
+        names = list(tuner.scheduler.config_space.names)[:8]
+        for header in ("trial", "status", metric, f"at {self.step_name}",
+                       f"last {self.step_name}", *names):
+            table.add_column(header, justify="right" if header != "status" else "left",
+                             no_wrap=True, min_width=9 if header == "status" else None)
+        for trial_id in self._ranked()[: self.top]:
+            trial = tuner.trials.get(trial_id)
+            if trial is None:
+                continue
+            value = self.values[trial_id]
+            table.add_row(str(trial_id), trial.status.value, format_value(value.value),
+                          format_value(value.step), format_value(self.last_step.get(trial_id)),
+                          *(format_value(trial.config.get(n)) for n in names))
+        return table
+
+
+def api_only(run_logger: logging.LoggerAdapter[Any]) -> logging.LoggerAdapter[Any]:
+    """A logger for the same Prefect run whose lines reach the Prefect API but not the console
+    (where the status view is drawn)."""
+    from prefect.logging.handlers import APILogHandler
+
+    logger = logging.getLogger("tunesmith.trials")
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        logger.addHandler(APILogHandler())
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    return type(run_logger)(logger, run_logger.extra)

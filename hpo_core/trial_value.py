@@ -1,0 +1,77 @@
+"""What a trial is worth: its best report of the metric, in the experiment's mode.
+
+The one definition every view uses (the CLI's run, list and show, the store's analysis, the
+Prefect artifacts, MLflow's child runs and the live status view), so that they all name the
+same best trial with the same value. The step of a report is its resource level (the
+scheduler's `resource_attr`, e.g. the epoch) where it reports one, else its 1-based position
+among the trial's reports. Ties go to the earlier report, as in the tuner.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrialValue:
+    """A trial's best report: the metric's value, the step and the time it came at."""
+
+    value: float
+    step: float
+    time: float = 0.0
+
+    def better_than(self, other: TrialValue | None, mode: str) -> bool:
+        """Strictly better than `other` (None: anything is better) in `mode`."""
+        if other is None:
+            return True
+        return self.value < other.value if mode == "min" else self.value > other.value
+
+
+def metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
+    """The report's value of `metric` as a finite float, else None."""
+    value = metrics.get(metric)
+    if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real | str):
+        return None
+    try:
+        value = float(value)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def report_step(metrics: Mapping[str, Any], index: int, resource_attr: str | None) -> float:
+    """The report's resource level (an int where it is whole), else `index`."""
+    level = metrics.get(resource_attr) if resource_attr else None
+    if isinstance(level, numbers.Real) and not isinstance(level, bool) and math.isfinite(level):
+        return int(level) if float(level).is_integer() else float(level)
+    return index
+
+
+def best_report(reports: Iterable[Mapping[str, Any]], metric: str, mode: str,
+                resource_attr: str | None = None) -> TrialValue | None:
+    """The best of one trial's reports (in the order they came), None if none has `metric`."""
+    best: TrialValue | None = None
+    for index, metrics in enumerate(reports, start=1):
+        value = metric_value(metrics, metric)
+        if value is None:
+            continue
+        candidate = TrialValue(value, report_step(metrics, index, resource_attr),
+                               float(metrics.get("time", 0.0) or 0.0))
+        if candidate.better_than(best, mode):
+            best = candidate
+    return best
+
+
+def format_value(value: Any, digits: int = 4) -> str:
+    """A metric value for people: `digits` significant digits (0.4813, 1.235e-05); '-' if None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    return f"{float(value):.{digits}g}"

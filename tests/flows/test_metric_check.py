@@ -1,0 +1,90 @@
+"""A metric no trial reports fails fast, naming the metric and the keys that were reported;
+a flow run's final state message says why it failed, or what the best value was."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.cli import main
+
+SCRIPT = """
+import time
+from hpo_core.report import get_config, report
+config = get_config()
+for epoch in range(1, 41):
+    time.sleep(0.05)
+    report(epoch=epoch, val_loss=config["lr"] / epoch, val_accuracy=1 - config["lr"] / epoch)
+"""
+
+
+def local_spec(tmp_path: Path, metric: str, **extra: Any) -> dict[str, Any]:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    return {
+        "name": "typo", "metric": metric, "mode": "min", "scheduler": "asha",
+        "scheduler_options": {"max_t": 40, "resource_attr": "epoch"},
+        "config_space": {"lr": {"type": "uniform", "lower": 0.1, "upper": 1.0}},
+        "backend": "local",
+        "backend_options": {"entry_point": [sys.executable, str(script)], "gpus": None,
+                            "env": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}},
+        "stop": {"max_trials_completed": 6}, "n_workers": 2, "seed": 0,
+        "results_root": str(tmp_path / "exp"), **extra,
+    }
+
+
+def test_local_backend_fails_fast_naming_the_metric_and_the_reported_keys(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(local_spec(tmp_path, "val_los")))
+    started = time.monotonic()
+    assert main(["run", str(spec), "--no-flow"]) == 2
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: spec.metric: no trial reports 'val_los' (did you mean "
+                       "'val_loss'?); the reports of trial(s) 0, 1 carry "
+                       "['epoch', 'val_loss', 'val_accuracy']"), err
+    assert "Traceback" not in "\n".join(err)
+    assert elapsed < 20  # the trials would train 40 epochs x 0.05 s each, 6 of them
+    state = json.loads((tmp_path / "exp" / "typo" / "state.json").read_text())
+    assert all(t["num_results"] <= 3 for t in state["trials"].values())
+
+
+def test_simulated_backend_checks_the_metric_before_anything_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "name": "sim-typo", "metric": "Train/val_cross_entropi", "scheduler": "asha",
+        "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center"},
+        "stop": {"max_trials_completed": 10}, "results_root": str(tmp_path / "exp")}))
+    assert main(["run", str(spec)]) == 2  # the flow mode: fails before Prefect starts
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "error: spec.metric: 'Train/val_cross_entropi' is not reported by blackbox"), err
+    assert "'Train/val_cross_entropy'" in err[0]
+    assert not (tmp_path / "exp" / "sim-typo").exists()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_flow_run_final_state_says_why_it_failed_or_what_the_best_was(tmp_path: Path) -> None:
+    from flows.tune import tune
+
+    failed = tune.with_options(retries=0)(local_spec(tmp_path, "val_los"), track=False,
+                                          return_state=True)
+    assert failed.is_failed()
+    assert "no trial reports 'val_los'" in failed.message
+    assert "['epoch', 'val_loss', 'val_accuracy']" in failed.message
+
+    spec = local_spec(tmp_path, "val_loss", name="good", stop={"max_trials_completed": 2})
+    done = tune(spec, track=False, return_state=True)
+    assert done.is_completed()
+    outcome = done.result()
+    assert outcome["best_trial_id"] is not None
+    assert done.message.startswith(f"best val_loss = {outcome['best_value']:.4g} "
+                                   f"(trial {outcome['best_trial_id']}, epoch 40); ")
+    assert "ended: max_trials_completed 2 reached" in done.message

@@ -1,0 +1,75 @@
+"""The status view as text (not a terminal) and the per-trial log lines."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from pathlib import Path
+
+from flows.runner import build_tuner
+from flows.status import StatusView, TrialLogLines
+from hpo_core.spec import ExperimentSpec
+from hpo_core.store import load_experiment
+from hpo_core.trial_value import format_value
+
+METRIC = "Train/val_cross_entropy"
+
+
+def _spec(tmp_path: Path) -> ExperimentSpec:
+    return ExperimentSpec.from_dict({
+        "name": "status", "metric": METRIC, "scheduler": "asha",
+        "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center",
+                            "max_fidelity": 9},
+        "stop": {"max_trials_completed": 20}, "n_workers": 3, "seed": 2,
+        "results_root": str(tmp_path)})
+
+
+def test_status_view_prints_plain_blocks_when_not_on_a_terminal(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    view = StatusView(top=3, interval=0.0, stream=stream)
+    assert not view.live
+    records: list[str] = []
+    logger = logging.getLogger("test-trial-lines")
+    logger.setLevel(logging.INFO)
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    lines = TrialLogLines(logger)
+    tuner = build_tuner(_spec(tmp_path), callbacks=[view, lines])
+    tuner.run()
+    logger.removeHandler(handler)
+
+    text = stream.getvalue()
+    assert "\x1b[" not in text  # no cursor or colour codes in logs
+    blocks = text.split("== Status")
+    assert len(blocks) > 5  # printed as it went, not only at the end
+    final = blocks[-1].splitlines()
+    experiment = load_experiment(tmp_path / "status")
+    trials = experiment.trials()
+    counts = trials["status"].value_counts()
+    best_id = experiment.best_trial_id()
+    assert final[0] == " (final) =="
+    assert final[1].startswith(f"{len(trials)} trials: {counts['completed']} completed, "
+                               f"{counts['stopped']} stopped early; {len(experiment.results)} "
+                               "reports; experiment time ")
+    assert final[1].endswith("ended: max_trials_completed 20 reached")
+    best_step = format_value(trials.set_index("trial_id").at[best_id, "best_step"])
+    assert final[2] == (f"best {METRIC} (min): {format_value(experiment.best_value())} "
+                        f"(trial {best_id}, epoch {best_step})")
+    header = final[3].split()
+    assert header[:7] == ["trial", "status", METRIC, "at", "epoch", "last", "epoch"]
+    assert "learning_rate" in header
+    rows = [line.split() for line in final[4:7]]
+    top = experiment.ranked().head(3)
+    assert [r[0] for r in rows] == [str(t) for t in top["trial_id"]]
+    assert [r[2] for r in rows] == [format_value(v) for v in top[METRIC]]
+    assert len(final) == 7
+
+    # one log line per ended trial segment: decision, step, value (and its best when earlier)
+    assert len(records) == len(trials)
+    pattern = re.compile(rf"trial \d+ (completed \(ran to the end\)|stopped early) at epoch \d+: "
+                         rf"{re.escape(METRIC)}=[0-9.e-]+( \(best [0-9.e-]+ at epoch \d+\))?$")
+    assert all(pattern.match(r) for r in records), records[:5]
+    assert any(r.startswith("trial ") and "completed (ran to the end) at epoch 9" in r
+               for r in records)
