@@ -32,6 +32,10 @@ logger = logging.getLogger("flows.tracking")
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+NOTE_TAG = "mlflow.note.content"
+#: MLflow's UI opens an experiment with this tag value on its runs ("Model training") view,
+#: not its GenAI view (traces); see the ExperimentKind values in MLflow's UI code
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 EXPERIMENT_TAG = "tunesmith.experiment"
 ROLE_TAG = "tunesmith.role"
 TRIAL_TAG = "tunesmith.trial_id"
@@ -79,6 +83,8 @@ class Finish:
     tags: dict[str, str]
     metrics: dict[str, float]
     artifacts: list[Path]
+    note: str = ""  # markdown; `{best_run_url}` becomes the best trial's child run address
+    best_trial_id: int | None = None
 
 
 @dataclass
@@ -101,6 +107,7 @@ class WriterSettings:
     spec_json: str
     store_path: Path | None
     resource_attr: str
+    ui_base: str = "http://127.0.0.1:5000"  # the MLflow UI, for links in the parent's note
     metric: str = ""  # each ended trial logs best_<metric> at the step of its best report
     mode: str = "min"
     restored_trials: dict[int, tuple[dict[str, Any], str, str | None]] = field(default_factory=dict)
@@ -236,13 +243,17 @@ class MlflowWriter(threading.Thread):
         if experiment is None:
             try:
                 return self.client.create_experiment(
-                    name, artifact_location=self.settings.artifact_location)
+                    name, artifact_location=self.settings.artifact_location,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except MlflowException:  # created meanwhile by another process
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:
                     raise
         if experiment.lifecycle_stage == "deleted":
             self.client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind the user chose stays
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                           EXPERIMENT_KIND)
         return experiment.experiment_id
 
     def _existing_parent(self) -> Any | None:
@@ -452,7 +463,14 @@ class MlflowWriter(threading.Thread):
         ts = now_ms()
         metrics = [e.Metric(self._key(k), v, ts, 0) for k, v in finish.metrics.items()
                    if self._key(k) and math.isfinite(v)]
-        self._log_batch(self.parent_run_id, metrics, {}, finish.tags)
+        tags = dict(finish.tags)
+        if finish.note:
+            child = self._children.get(finish.best_trial_id, (None,))[0] \
+                if finish.best_trial_id is not None else None
+            url = f"{self.settings.ui_base}/#/experiments/{self.experiment_id}/runs/" \
+                  f"{child or self.parent_run_id}"
+            tags[NOTE_TAG] = _clip(finish.note.replace("{best_run_url}", url), MAX_TAG_VALUE)
+        self._log_batch(self.parent_run_id, metrics, {}, tags)
         for path in finish.artifacts:
             if path.exists():
                 self.client.log_artifact(self.parent_run_id, str(path))

@@ -149,7 +149,7 @@ def publish_leaderboard(name: str, experiment: Experiment, top: int = 10) -> UUI
 
 
 def summary_markdown(name: str, experiment: Experiment, outcome: Mapping[str, Any],
-                     plot: Path | None = None) -> str:
+                     plot: Path | None = None, curves: Path | None = None) -> str:
     """The end-of-experiment report: best config and value, counts, MLflow links, the plot."""
     metric, mode = experiment.metric, experiment.mode
     lines = [f"# Experiment `{name}`", ""]
@@ -186,17 +186,18 @@ def summary_markdown(name: str, experiment: Experiment, outcome: Mapping[str, An
         ]
     elif outcome.get("mlflow_error"):
         lines += [f"**MLflow:** not tracked ({outcome['mlflow_error']})", ""]
-    if plot is not None and plot.exists():
-        data = base64.b64encode(plot.read_bytes()).decode("ascii")
-        lines += ["## Incumbent trajectory", "", f"![trajectory](data:image/png;base64,{data})", ""]
+    for title, image in (("Incumbent trajectory", plot), ("Learning curves", curves)):
+        if image is not None and image.exists():
+            data = base64.b64encode(image.read_bytes()).decode("ascii")
+            lines += [f"## {title}", "", f"![{image.stem}](data:image/png;base64,{data})", ""]
     return "\n".join(lines)
 
 
 def publish_summary(name: str, experiment: Experiment, outcome: Mapping[str, Any],
-                    plot: Path | None = None) -> UUID:
+                    plot: Path | None = None, curves: Path | None = None) -> UUID:
     """A markdown artifact (key `<experiment>-summary`)."""
     return create_markdown_artifact(
-        summary_markdown(name, experiment, outcome, plot),
+        summary_markdown(name, experiment, outcome, plot, curves),
         key=artifact_key(name, "summary"),
         description=f"Summary of experiment {name}",
     )

@@ -31,6 +31,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
+from prefect.utilities.urls import url_for
 
 from backends.factory import build_backend
 from flows._prefect_backend import PrefectTrialBackend
@@ -99,8 +100,10 @@ def tune(
     spec = ExperimentSpec.coerce(spec)
     backend = build_backend(spec, objective)
     run_id = str(flow_run.id) if flow_run.id else None
-    tracker = MlflowTracker(spec, tracking_uri, mlflow_experiment,
-                            tags={"prefect.flow_run_id": run_id} if run_id else None) \
+    run_url = url_for("flow-run", run_id) if run_id else None
+    prefect_tags = {"prefect.flow_run_id": run_id, **({"prefect.flow_run_url": run_url}
+                                                      if run_url else {})} if run_id else None
+    tracker = MlflowTracker(spec, tracking_uri, mlflow_experiment, tags=prefect_tags) \
         if track else None
     views = [StatusView(), TrialLogLines(api_only(logger))] if status_view \
         else [TrialLogLines(logger)]
@@ -121,14 +124,15 @@ def tune(
             logger.error("experiment %s failed: %s: %s", spec.name, type(err).__name__, err)
         raise
     experiment = load_experiment(tuner.store.path)
-    plot = experiment.plot_trajectory()
+    plot, curves = experiment.plot_trajectory(), experiment.plot_learning_curves()
     if tracker is not None:
         tracker.log_artifact(plot)
+        tracker.log_artifact(curves)
     _close(tracker, logger)
     outcome = _outcome(spec, tuner, result, tracker, run_id, resumed)
     outcome.update(_best_step(experiment, result.best_trial_id))
     publish_leaderboard(spec.name, experiment, leaderboard_size)
-    publish_summary(spec.name, experiment, outcome, plot)
+    publish_summary(spec.name, experiment, outcome, plot, curves)
     message = _final_message(outcome)
     logger.info("experiment %s: %s", spec.name, message)
     return Completed(message=message, data=outcome)  # the message shows in UI and `--watch`

@@ -220,6 +220,56 @@ class Experiment:
         plt.close(fig)
         return path
 
+    def plot_learning_curves(self, path: str | os.PathLike[str] | None = None,
+                             highlight: int = 5) -> Path:
+        """Save every trial's curve of the metric against its step as a PNG (default
+        `<experiment>/learning_curves.png`): all trials thin and grey, the `highlight` best in
+        colour, each marked at its best report."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+
+        path = Path(path) if path is not None else self.path / "learning_curves.png"
+        fig, ax = plt.subplots(figsize=(7, 4))
+        valid = self._valid()
+        resource = self.resource_attr
+        step_of = (lambda g: pd.to_numeric(g[resource], errors="coerce").to_numpy()) \
+            if resource and resource in valid.columns else \
+            (lambda g: np.arange(1, len(g) + 1))
+        if not valid.empty:
+            values = self.trial_values()
+            top = self.ranked()["trial_id"].head(highlight).tolist()
+            for trial_id, group in valid.groupby("trial_id", sort=True):
+                if int(trial_id) not in top:
+                    ax.plot(step_of(group), pd.to_numeric(group[self.metric]), color="0.7",
+                            linewidth=0.6, alpha=0.6)
+            for rank, trial_id in enumerate(top):
+                group = valid[valid["trial_id"] == trial_id]
+                line, = ax.plot(step_of(group), pd.to_numeric(group[self.metric]), linewidth=1.8,
+                                label=f"trial {trial_id}" + (" (best)" if rank == 0 else ""))
+                best = values[int(trial_id)]
+                ax.scatter([best.step], [best.value], color=line.get_color(), s=30, zorder=3)
+            ax.legend(fontsize=8, loc="best")
+            all_values = pd.to_numeric(valid[self.metric]).to_numpy()
+            low, high = np.percentile(all_values, [0, 98] if self.mode == "min" else [2, 100])
+            margin = 0.05 * (high - low or abs(high) or 1.0)
+            ax.set_ylim(low - margin, high + margin)  # a few diverged curves off the top
+            steps = step_of(valid)
+            if np.nanmin(steps) > 0 and np.nanmax(steps) >= 10 * np.nanmin(steps):
+                ax.set_xscale("log")  # rungs of multi-fidelity methods are geometric
+                ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel(resource or "report")
+        ax.set_ylabel(f"{self.metric} ({self.mode})" if self.metrics else "value")
+        ax.set_title(f"Learning curves of all {self.num_trials()} trials: {self.path.name}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
 
 def _state_configs(trials: Mapping[str, Any]) -> dict[str, dict[int, Any]]:
     """`config_<name>` -> trial id -> value, from the state's trials (for trials without rows)."""

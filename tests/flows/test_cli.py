@@ -96,5 +96,7 @@ def test_demo_through_the_tune_flow(tmp_path, monkeypatch, capsys, prefect_harne
     assert main(["demo", "--results-root", str(tmp_path / "exp")]) == 0
     out = capsys.readouterr().out
     assert "experiment   demo-lcbench-asha  (asha on the simulated backend)" in out
-    assert "prefect run" in out and "mlflow ui    mlflow ui --backend-store-uri sqlite:///" in out
+    assert "prefect run" in out
+    assert ("mlflow ui    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 "
+            "--backend-store-uri sqlite:///") in out
     assert (tmp_path / "mlflow.db").exists()

@@ -25,7 +25,7 @@ PREFECT = Path(sys.executable).with_name("prefect")
 def test_prefect_yaml_deployments_name_real_flows_and_valid_parameters() -> None:
     config = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in config["deployments"]}
-    assert {"lcbench-asha", "nightly", "ci"} <= set(deployments)
+    assert {"experiment", "lcbench-asha", "nightly", "ci"} <= set(deployments)
     assert deployments["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
     for deployment in deployments.values():
         path, _, name = deployment["entrypoint"].partition(":")
@@ -33,7 +33,13 @@ def test_prefect_yaml_deployments_name_real_flows_and_valid_parameters() -> None
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         spec.loader.exec_module(module)  # type: ignore[union-attr]
         flow = getattr(module, name)
-        flow.validate_parameters(deployment.get("parameters") or {})
+        parameters = deployment.get("parameters") or {}
+        if deployment["name"] == "experiment":  # the generic one: the spec is required
+            assert "spec" not in parameters
+            with pytest.raises(Exception, match="spec"):
+                flow.validate_parameters({})
+            parameters = {"spec": "examples/digits-asha.yaml"}
+        flow.validate_parameters(parameters)
         assert deployment["work_pool"]["name"] == "tunesmith"
     spec_path = deployments["lcbench-asha"]["parameters"]["spec"]
     from hpo_core.spec import ExperimentSpec
@@ -162,8 +168,9 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 def test_deployed_schedule_creates_runs_and_a_worker_completes_one(
         prefect_server: dict[str, str], tmp_path: Path) -> None:
     """`prefect server start` (scheduler service on, as users run it) + `prefect deploy --all`:
-    the server creates the nightly cron runs, and a process worker runs a deployment to
-    Completed. This is what SQLAlchemy 2.1 broke (the scheduler's bulk insert fails)."""
+    the server creates the nightly cron runs (what SQLAlchemy 2.1 broke: the scheduler's bulk
+    insert fails), and a process worker runs the generic `tune/experiment` deployment with an
+    inline spec to Completed, its run named after the experiment, its state message the best."""
     env = prefect_server
     _prefect(env, "work-pool", "create", "tunesmith", "--type", "process")
     _prefect(env, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
@@ -185,7 +192,16 @@ def test_deployed_schedule_creates_runs_and_a_worker_completes_one(
             [str(PREFECT), "worker", "start", "--pool", "tunesmith", "--limit", "1"],
             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        out = _prefect(env, "deployment", "run", "smoke/ci", "--param", "trials=12")
+        # the generic deployment, with an inline spec; the run is named after the experiment
+        spec = {"name": "deployed-asha", "metric": "Train/val_cross_entropy",
+                "scheduler": "asha", "stop": {"max_trials_completed": 8},
+                "backend_options": {"blackbox": "lcbench",
+                                    "task": "blood-transfusion-service-center",
+                                    "max_fidelity": 9},
+                "results_root": str(tmp_path / "experiments")}
+        params = {"spec": spec, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+        out = _prefect(env, "deployment", "run", "tune/experiment", "--params",
+                       json.dumps(params))
         flow_run_id = next(line.split()[-1] for line in out.splitlines() if "UUID:" in line)
 
         def final_state() -> dict[str, Any] | None:
@@ -195,5 +211,9 @@ def test_deployed_schedule_creates_runs_and_a_worker_completes_one(
         state = _wait_until(final_state, 240, "the worker did not finish the run",
                             tmp_path / "worker.log")
         assert state["type"] == "COMPLETED", state
+        assert state["message"].startswith("best Train/val_cross_entropy = "), state
+        flow_run = _api(env, f"/flow_runs/{flow_run_id}")
+        assert flow_run["name"].startswith("deployed-asha-"), flow_run["name"]
+        assert (tmp_path / "experiments" / "deployed-asha" / "results.parquet").exists()
     finally:
         _stop_group(worker)

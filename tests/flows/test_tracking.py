@@ -174,8 +174,9 @@ def test_credentials_never_reach_mlflow(tmp_path: Path) -> None:
     runs = client.search_runs([tracker.experiment_id])
     assert len(runs) == 3
     parent = client.get_run(tracker.parent_run_id)
-    assert parent.data.params["backend_options.env.HF_TOKEN"] == REDACTED
-    assert parent.data.params["backend_options.env.DB"] == f"mysql://me:{REDACTED}@db/x"
+    env = json.loads(parent.data.params["backend_options"])["env"]
+    assert env["HF_TOKEN"] == REDACTED
+    assert env["DB"] == f"mysql://me:{REDACTED}@db/x"
     spec_json = (Path(client.download_artifacts(tracker.parent_run_id, "spec.json",
                                                 str(tmp_path)))).read_text()
     everything = spec_json + json.dumps([(r.data.params, r.data.tags) for r in runs])
