@@ -95,9 +95,11 @@ class TrialLogLines(TrialValues):
         metric = self.tuner.scheduler.metric if self.tuner else "value"
         ending = ENDINGS.get(trial.status, trial.status.value)
         text = f"trial {tid} {ending}"
-        if tid in self.last_step:
-            text += f" at {self.step_name} {format_value(self.last_step[tid])}"
-        text += f": {metric}={format_value(self.last_value.get(tid))}"
+        if tid not in self.last_step:
+            return text + " before its first report" + (
+                f"; {trial.failure_reason}" if trial.failure_reason else "")
+        text += f" at {self.step_name} {format_value(self.last_step[tid])}: " \
+                f"{metric}={format_value(self.last_value.get(tid))}"
         best = self.values.get(tid)
         if best is not None and (best.step != self.last_step.get(tid)):
             text += f" (best {format_value(best.value)} at {self.step_name} " \

@@ -44,7 +44,7 @@ class TuneResult:
 
     @property
     def trials(self) -> Any:
-        """One row per trial: its config, last report and status."""
+        """One row per trial: status, value (its best report) and the step of it, config."""
         return self.experiment.trials()
 
     @property

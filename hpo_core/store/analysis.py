@@ -240,7 +240,8 @@ class Experiment:
             (lambda g: np.arange(1, len(g) + 1))
         if not valid.empty:
             values = self.trial_values()
-            top = self.ranked()["trial_id"].head(highlight).tolist()
+            top = [int(t) for t in self.ranked().dropna(subset=[self.metric])["trial_id"]
+                   .head(highlight)]
             for trial_id, group in valid.groupby("trial_id", sort=True):
                 if int(trial_id) not in top:
                     ax.plot(step_of(group), pd.to_numeric(group[self.metric]), color="0.7",
