@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,16 +37,17 @@ from typing import Any
 from backends import processes
 from backends.base import TrialBackend
 from backends.local import (
-    STDERR_TAIL_LINES,
     _cpu_count,
     _gpu_setup,
     _non_negative,
     _positive_or_none,
     _signal_name,
     _write_json,
+    copy_checkpoint,
+    stderr_tail,
 )
 from backends.objectives import Objective, objective_from
-from hpo_core.report import DISTRIBUTED_ENV, is_temporary_checkpoint_file
+from hpo_core.report import DISTRIBUTED_ENV
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,8 @@ class FunctionBackend(TrialBackend):
     def start(self, trial: Trial) -> None:
         checkpoint = self.checkpoint_dir(trial.trial_id)
         if trial.checkpoint_from is not None:
-            self._copy_checkpoint(trial.checkpoint_from, checkpoint)
+            source = self._root() / str(int(trial.checkpoint_from)) / "checkpoint"
+            copy_checkpoint(source, checkpoint, trial.checkpoint_from)
         config_path = self.trial_dir(trial.trial_id) / "config.json"
         if not config_path.exists():
             _write_json(config_path, trial.config)
@@ -518,21 +519,5 @@ class FunctionBackend(TrialBackend):
                                          reason=f"timed out after {self.timeout:g}s",
                                          extra={"timeout": True}))
 
-    def _copy_checkpoint(self, source_id: int, target: Path) -> None:
-        source = self.trial_root / str(int(source_id)) / "checkpoint" if self.trial_root else None
-        if source is None or not source.is_dir():
-            logger.warning("trial %s has no checkpoint to copy; starting fresh", source_id)
-            return
-        shutil.copytree(source, target, dirs_exist_ok=True,
-                        ignore=lambda _, names: [n for n in names if is_temporary_checkpoint_file(n)])
-
     def _stderr_tail(self, run: _Run) -> str:
-        try:
-            with open(self.trial_dir(run.trial_id) / "stderr", "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                f.seek(max(run.stderr_offset, size - 8192))
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        lines = [line for line in text.splitlines() if line.strip()][-STDERR_TAIL_LINES:]
-        return "; stderr:\n" + "\n".join(lines) if lines else " (stderr empty)"
+        return stderr_tail(self.trial_dir(run.trial_id) / "stderr", run.stderr_offset)

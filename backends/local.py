@@ -331,12 +331,7 @@ class LocalBackend(TrialBackend):
         return max(runs, key=lambda r: r.started) if runs else None
 
     def _copy_checkpoint(self, source_id: int, target: Path) -> None:
-        source = self.trial_root / str(int(source_id)) / "checkpoint" if self.trial_root else None
-        if source is None or not source.is_dir():
-            logger.warning("trial %s has no checkpoint to copy; starting fresh", source_id)
-            return
-        shutil.copytree(source, target, dirs_exist_ok=True,
-                        ignore=lambda _, names: [n for n in names if is_temporary_checkpoint_file(n)])
+        copy_checkpoint(self.trial_root / str(int(source_id)) / "checkpoint", target, source_id)  # type: ignore[operator]
 
     # -- the reader thread ---------------------------------------------------------------------
     def _read_output(self, run: _Run, stdout_path: Path) -> None:
@@ -441,18 +436,33 @@ class LocalBackend(TrialBackend):
             run.tree.forget()
 
     def _stderr_tail(self, run: _Run) -> str:
-        try:
-            with open(run.stderr_path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                f.seek(max(run.stderr_offset, size - 8192))
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        lines = [line for line in text.splitlines() if line.strip()][-STDERR_TAIL_LINES:]
-        return "; stderr:\n" + "\n".join(lines) if lines else " (stderr empty)"
+        return stderr_tail(run.stderr_path, run.stderr_offset)
 
 
-# -- helpers ---------------------------------------------------------------------------------------
+# -- helpers (the function backend shares them) ----------------------------------------------------
+def copy_checkpoint(source: Path, target: Path, source_id: int) -> None:
+    """Copy trial `source_id`'s checkpoint folder into `target` (PBT), half-written files left
+    out; without one, the trial starts fresh."""
+    if not source.is_dir():
+        logger.warning("trial %s has no checkpoint to copy; starting fresh", source_id)
+        return
+    shutil.copytree(source, target, dirs_exist_ok=True,
+                    ignore=lambda _, names: [n for n in names if is_temporary_checkpoint_file(n)])
+
+
+def stderr_tail(path: Path, offset: int) -> str:
+    """The last `STDERR_TAIL_LINES` non-empty lines a run wrote to its stderr file after
+    `offset`, for a failure reason."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(offset, size - 8192))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line for line in text.splitlines() if line.strip()][-STDERR_TAIL_LINES:]
+    return "; stderr:\n" + "\n".join(lines) if lines else " (stderr empty)"
+
 def _command(entry_point: str | Sequence[str], python: str) -> list[str]:
     if isinstance(entry_point, str):
         parts = shlex.split(entry_point)

@@ -395,3 +395,13 @@ def test_a_killed_tuner_leaves_no_worker_and_a_resumed_one_ends_what_was_left(mo
     backend.set_trial_root(tmp_path / "trials")
     assert not list((tmp_path / "trials" / ".workers" / "processes").glob("*.json"))
     backend.close()
+
+
+def test_checkpoint_from_starts_a_trial_from_another_trials_checkpoint(module, make):
+    backend = make("fn_objectives:epochs")
+    backend.start(Trial(0, {"x": 0.5, "epochs": 3}))
+    collect(backend, ended(0))
+    backend.start(Trial(1, {"x": 0.5, "epochs": 5}, checkpoint_from=0))  # as PBT does
+    events = collect(backend, ended(1))
+    assert [(e.metrics["epoch"], e.metrics["start"]) for e in events
+            if e.kind == EventKind.RESULT] == [(4, 4), (5, 4)]
