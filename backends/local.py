@@ -43,6 +43,7 @@ from typing import Any
 
 from backends import processes
 from backends.base import TrialBackend
+from backends.checkpoints import settled_copy
 from backends.gpus import GpuRotation, detect_gpus
 from hpo_core.report import (
     CHECKPOINT_ENV,
@@ -51,7 +52,6 @@ from hpo_core.report import (
     TRIAL_ID_ENV,
     ReportParser,
     config_args,
-    is_temporary_checkpoint_file,
 )
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
@@ -443,11 +443,8 @@ class LocalBackend(TrialBackend):
 def copy_checkpoint(source: Path, target: Path, source_id: int) -> None:
     """Copy trial `source_id`'s checkpoint folder into `target` (PBT), half-written files left
     out; without one, the trial starts fresh."""
-    if not source.is_dir():
+    if not settled_copy(source, target):  # waits for a checkpoint being written in place
         logger.warning("trial %s has no checkpoint to copy; starting fresh", source_id)
-        return
-    shutil.copytree(source, target, dirs_exist_ok=True,
-                    ignore=lambda _, names: [n for n in names if is_temporary_checkpoint_file(n)])
 
 
 def stderr_tail(path: Path, offset: int) -> str:

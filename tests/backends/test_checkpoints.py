@@ -1,0 +1,43 @@
+"""Copying a checkpoint that its trial is still rewriting in place (PBT's exploit step)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from backends.checkpoints import settled_copy
+
+
+def test_a_copy_never_catches_a_half_written_file(tmp_path):
+    source = tmp_path / "parent"
+    source.mkdir()
+    (source / ".checkpoint.json.1.tmp").write_text("partial")  # save_checkpoint's temp file
+    done = threading.Event()
+
+    def rewrite_in_place():  # like a script that opens its checkpoint with "w" every step
+        step = 0
+        while not done.is_set():
+            step += 1
+            with open(source / "checkpoint.json", "w") as f:
+                f.write('{"step": ')
+                f.flush()
+                time.sleep(0.005)
+                f.write(f"{step}}}")
+            time.sleep(0.03)
+
+    writer = threading.Thread(target=rewrite_in_place)
+    writer.start()
+    try:
+        time.sleep(0.05)
+        for i in range(8):
+            target = tmp_path / f"child{i}"
+            assert settled_copy(source, target)
+            assert json.loads((target / "checkpoint.json").read_text())["step"] >= 1
+            assert not (target / ".checkpoint.json.1.tmp").exists()
+            time.sleep(0.011)
+    finally:
+        done.set()
+        writer.join()
+    assert not settled_copy(tmp_path / "missing", tmp_path / "child")
+    assert not (tmp_path / "child").exists()
