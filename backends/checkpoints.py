@@ -3,7 +3,8 @@
 The source trial may still be running and writing its checkpoint, and scripts written for other
 tools often write it in place (truncate, then write), so a plain copy can catch a half-written
 file. `settled_copy` waits until the source looks the same twice `settle` seconds apart,
-copies, and copies again if a file changed meanwhile (a few tries, then it keeps the last copy).
+and holds no empty file, copies, and copies again if a file changed meanwhile (a few tries,
+then it copies what is there).
 Half-written files of `hpo_core.report.save_checkpoint` (`.name.pid.tmp`) are never copied.
 """
 
@@ -39,12 +40,13 @@ def _copy(source: Path, target: Path) -> None:
                     ignore=lambda _, names: [n for n in names if is_temporary_checkpoint_file(n)])
 
 
-def settled_copy(source: Path, target: Path, settle: float = 0.02, tries: int = 20) -> bool:
+def settled_copy(source: Path, target: Path, settle: float = 0.05, tries: int = 20) -> bool:
     """Copy folder `source` into `target` (created); False if `source` is no folder.
 
     The copy starts once two looks at the source, `settle` seconds apart, see the same files
-    (sizes and modification times: truncating a file need not change its time), and is taken
-    again if the source changed while it was copied.
+    (sizes and modification times: truncating a file need not change its time) and no empty
+    file (a file just truncated, its writer not yet scheduled again), and is taken again if the
+    source changed while it was copied.
     """
     if not source.is_dir():
         return False
@@ -52,8 +54,8 @@ def settled_copy(source: Path, target: Path, settle: float = 0.02, tries: int = 
         first = _snapshot(source)
         time.sleep(settle)
         before = _snapshot(source)
-        if before != first:
-            continue  # being written: wait for a quiet moment
+        if before != first or any(size == 0 for size, _ in before.values()):
+            continue  # being written (an empty file is one just truncated): wait
         _copy(source, target)
         if _snapshot(source) == before:
             return True

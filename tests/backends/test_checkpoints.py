@@ -15,16 +15,16 @@ def test_a_copy_never_catches_a_half_written_file(tmp_path):
     (source / ".checkpoint.json.1.tmp").write_text("partial")  # save_checkpoint's temp file
     done = threading.Event()
 
-    def rewrite_in_place():  # like a script that opens its checkpoint with "w" every step
+    def rewrite_in_place():  # like a script that opens its checkpoint with "w" at every step
         step = 0
         while not done.is_set():
             step += 1
             with open(source / "checkpoint.json", "w") as f:
                 f.write('{"step": ')
                 f.flush()
-                time.sleep(0.005)
+                time.sleep(0.02)
                 f.write(f"{step}}}")
-            time.sleep(0.03)
+            time.sleep(0.12)
 
     writer = threading.Thread(target=rewrite_in_place)
     writer.start()
