@@ -2,6 +2,9 @@
 
 `run` and `demo` go through the Prefect `tune` flow (tracked in MLflow) unless `--no-flow` is
 given, in which case the bare tuner runs the experiment and only the on-disk store is written.
+Without a `PREFECT_API_URL`, a flow run starts a Prefect server of its own that ends with it
+(`flows._prefect_server`). SIGTERM and SIGHUP end a run as Ctrl-C does: its trials are ended,
+its state saved (exit status 128 + the signal's number).
 """
 
 from __future__ import annotations
@@ -9,7 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +89,9 @@ def _run_flow(spec: ExperimentSpec) -> None:
         from backends.factory import build_backend
 
         build_backend(spec)
+    from flows._prefect_server import start_prefect_server
+
+    start_prefect_server()
     from flows.tune import run_tune
 
     outcome = run_tune(spec, status_view=True)
@@ -93,12 +103,46 @@ def _run_flow(spec: ExperimentSpec) -> None:
     _print_summary(spec, {k: v for k, v in extra.items() if v})
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP reached the run (a BaseException, like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _signals_as_exceptions() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise `Terminated` in the main thread, so the tuner ends its trials
+    and saves its state on the way out (their default action kills the process at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _run(spec: ExperimentSpec, use_flow: bool) -> int:
     print(f"running {spec.name}: {spec.scheduler}, {spec.n_workers} workers, stop {spec.stop}")
-    if use_flow:
-        _run_flow(spec)
-    else:
-        _run_bare(spec)
+    try:
+        with _signals_as_exceptions():
+            if use_flow:
+                _run_flow(spec)
+            else:
+                _run_bare(spec)
+    except (KeyboardInterrupt, Terminated) as err:
+        name = "SIGINT" if isinstance(err, KeyboardInterrupt) else str(err)
+        print(f"interrupted by {name}: trials ended, state saved; "
+              f"`tunesmith resume {spec.name}` continues it", file=sys.stderr)
+        return 128 + (err.signum if isinstance(err, Terminated) else signal.SIGINT)
     return 0
 
 

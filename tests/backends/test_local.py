@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -447,6 +449,32 @@ def test_built_from_a_spec(tmp_path):
     backend = build_backend(spec)
     assert isinstance(backend, LocalBackend)
     assert backend.timeout == 30.0 and backend.env == {"A": "1"}
+
+
+def test_a_resumed_experiment_first_ends_what_a_killed_session_left(tmp_path):
+    """A trial process (here a stand-in carrying its token) whose tuner died: its record names
+    it, and the next session's `set_trial_root` ends it before launching anything."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_create_time = psutil.Process(dead.pid).create_time()
+    dead.wait()  # the killed tuner
+    token = "deadbeef.0"
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                            env={**os.environ, processes.TOKEN_ENV: token})
+    try:
+        record = processes.ProcessRecord(left.pid, psutil.Process(left.pid).create_time(),
+                                         left.pid, processes._state.host, token, dead.pid,
+                                         dead_create_time)
+        record.write(tmp_path / "exp" / "trials" / "4" / "processes" / f"{token}.json")
+        other = LocalBackend([sys.executable, "-c", "pass"], gpus=None)
+        other.set_trial_root(tmp_path / "other")  # another experiment: not its records
+        assert left.poll() is None
+        backend = LocalBackend([sys.executable, "-c", "pass"], gpus=None)
+        backend.set_trial_root(tmp_path / "exp" / "trials")
+        left.wait(timeout=5)  # ended (reaped by reconcile's wait, so no exit status here)
+        assert list((tmp_path / "exp" / "trials").glob("*/processes/*")) == []
+    finally:
+        left.kill()
+        left.wait()
 
 
 # Every rank of a distributed launch runs it (no checkpoint: ranks of a real job sync on one).
