@@ -126,7 +126,8 @@ def _valid(space: ConfigSpace, config: Mapping[str, Any]) -> dict[str, Any] | No
 
 def zero_shot_portfolio(space: ConfigSpace, tasks: Sequence[Task],
                         num_configs: int | None = None) -> list[dict[str, Any]]:
-    """Up to `num_configs` configs of the tasks (valid in `space`), best portfolio first."""
+    """Configs of the tasks (valid in `space`), best portfolio first: `num_configs` of them,
+    or (None) until adding one improves no task's best (every task's best is in)."""
     candidates: dict[str, dict[str, Any]] = {}
     for task in tasks:
         for config in task.configs:
@@ -158,6 +159,8 @@ def zero_shot_portfolio(space: ConfigSpace, tasks: Sequence[Task],
         totals = np.minimum(best[:, None], scores).mean(0)
         totals[chosen] = np.inf
         pick = int(np.lexsort((own, totals))[0])  # ties: the better candidate on its own
+        if num_configs is None and totals[pick] >= best.mean():
+            break
         chosen.append(pick)
         best = np.minimum(best, scores[:, pick])
     return [pool[i] for i in chosen]
@@ -211,8 +214,8 @@ def zero_shot(
     searcher: str = "random",
     searcher_options: Mapping[str, Any] | None = None,
 ) -> Scheduler:
-    """FIFO: the zero-shot portfolio of `num_configs` earlier configs first (all by default),
-    then `searcher` (a registry name)."""
+    """FIFO: the zero-shot portfolio of earlier configs first (`num_configs` of them; by
+    default until every earlier task's best is in), then `searcher` (a registry name)."""
     from hpo_core.methods import fifo
 
     metric_name = metric if isinstance(metric, str) else metric[0]

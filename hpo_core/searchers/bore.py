@@ -8,10 +8,10 @@ the one the classifier finds most likely to be good. The classifier is a small n
 its squares (`classifier="logreg"`), fitted with L-BFGS on the class-balanced, L2-regularized
 cross-entropy.
 
-Why a plain version loses to random search (measured on a smooth 4-d function, 40 trials,
-5 seeds: random search's median best 0.010; an MLP whose probability is maximized over the whole
-cube 0.030, worse than random; the same MLP searched near the good points -0.078; the global
-minimum is -0.104), and what this one does:
+Why a plain version loses to random search (measured on a smooth 4-d function whose minimum is
+-0.104, 40 trials, median best of 5 seeds: random search 0.010; an MLP whose probability is
+maximized over the whole cube 0.030, worse than random; the same MLP searched as below -0.034;
+the logistic regression below -0.066 over 12 seeds, random 0.009), and what this one does:
 
 * extrapolation: maximizing a classifier's probability over the whole cube sends proposals to
   its corners and edges, where the classifier extrapolates with the most confidence (a linear
@@ -21,12 +21,11 @@ minimum is -0.104), and what this one does:
   Moves that leave the cube are reflected back, not clipped (clipped ones pile up on the faces,
   where the classifier still scores highest). The logistic regression also sees the squared
   coordinates, so its maximum can be inside.
-* class imbalance: with gamma = 0.25 and a dozen points, an unweighted fit predicts "bad"
-  everywhere. The two classes weigh the same in the loss here.
+* class imbalance: with gamma = 0.25, three bad points come with each good one, and an
+  unweighted loss is dominated by them. The two classes weigh the same in the loss here.
 * no exploration: a fitted classifier is deterministic, so the argmax proposes the same place
   again. Each fit uses a bootstrap resample of each class and a new random initialization (a
-  randomized, Thompson-like acquisition), and a `random_fraction` of proposals is random
-  (without it the MLP's median above was -0.028).
+  randomized, Thompson-like acquisition), and a `random_fraction` of proposals is random.
 * too few samples: the classifier is used after `num_init_random` random configs.
 """
 
