@@ -169,9 +169,12 @@ class PopulationBasedTraining(Scheduler):
         return int(eligible[int(self.rng.integers(len(eligible)))])
 
     def explore(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """A perturbed copy of `config` (only `hyperparameters` change)."""
+        """A perturbed copy of `config` (only `hyperparameters` change; in a conditional space,
+        those it does not hold are left alone, and the ones a change switches on are drawn)."""
         new = dict(config)
         for name in self.hyperparameters:
+            if name not in new:  # inactive in this config
+                continue
             domain = self.config_space.domains[name]
             if self.rng.random() < self.resample_probability:
                 new[name] = domain.sample(self.rng)
@@ -187,7 +190,8 @@ class PopulationBasedTraining(Scheduler):
             elif isinstance(domain, Categorical):  # ordered or not: shift to a neighbour
                 index = domain.index(new[name]) + (1 if factor >= 1 else -1)
                 new[name] = domain.categories[min(max(index, 0), len(domain.categories) - 1)]
-        return new
+        return self.config_space.complete(new, self.rng) if self.config_space.is_conditional \
+            else new
 
     def on_trial_complete(self, trial: Trial, result: TrialResult | None) -> None:
         self._members.discard(trial.trial_id)

@@ -65,6 +65,9 @@ class OptunaSearcher(Searcher):
         sampler_options: Mapping[str, Any] | None = None,
     ):
         super().__init__(config_space, seed, points_to_evaluate)
+        if self.config_space.is_conditional:
+            raise ValueError("config_space: the optuna searcher does not handle conditional "
+                             "hyperparameters ('when') yet")
         optuna = _optuna()
         if isinstance(sampler, str) and sampler not in SAMPLERS:
             raise ValueError(f"searcher_options.sampler: unknown sampler {sampler!r}; expected "
