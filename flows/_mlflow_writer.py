@@ -33,8 +33,9 @@ logger = logging.getLogger("flows.tracking")
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 NOTE_TAG = "mlflow.note.content"
-#: MLflow's UI opens an experiment with this tag value on its runs ("Model training") view,
-#: not its GenAI view (traces); see the ExperimentKind values in MLflow's UI code
+#: the experiment's kind: a UI without the GenAI / "Model training" toggle opens an experiment
+#: with this value on its runs (ExperimentKind in MLflow's UI code); 3.17's UI has the toggle and
+#: follows the URL's `workflowType` (see `flows.tracking.UI_VIEW`) or the user's last choice
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 EXPERIMENT_TAG = "tunesmith.experiment"
 ROLE_TAG = "tunesmith.role"
@@ -468,7 +469,7 @@ class MlflowWriter(threading.Thread):
             child = self._children.get(finish.best_trial_id, (None,))[0] \
                 if finish.best_trial_id is not None else None
             url = f"{self.settings.ui_base}/#/experiments/{self.experiment_id}/runs/" \
-                  f"{child or self.parent_run_id}"
+                  f"{child or self.parent_run_id}?workflowType=machine_learning"
             tags[NOTE_TAG] = _clip(finish.note.replace("{best_run_url}", url), MAX_TAG_VALUE)
         self._log_batch(self.parent_run_id, metrics, {}, tags)
         for path in finish.artifacts:

@@ -98,6 +98,7 @@ def _run_flow(spec: ExperimentSpec) -> None:
     extra = {
         "prefect run": outcome.get("flow_run_id"),
         "mlflow run": outcome.get("mlflow_parent_run_id"),
+        "mlflow url": outcome.get("mlflow_run_url"),
         "mlflow ui": outcome.get("mlflow_ui_command"),
     }
     _print_summary(spec, {k: v for k, v in extra.items() if v})

@@ -58,6 +58,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: `mlflow ui` without its job-execution workers and with one web worker: it starts in seconds
 #: and a few hundred MB on a small machine (the defaults took 55 s and 3.6 GB on 2 cores)
 FAST_UI = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1"
+#: MLflow 3.17's UI shows the GenAI pages unless the URL (or the "Model training" toggle, which
+#: it remembers) asks for the machine-learning ones; every link we print asks for them
+UI_VIEW = "workflowType=machine_learning"
 SPEC_PARAMS = ("scheduler", "backend", "metric", "mode", "n_workers", "seed", "stop",
                "scheduler_options", "backend_options", "max_failures")
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
@@ -189,7 +192,8 @@ class MlflowTracker(TunerCallback):
         run_id = run_id or self.parent_run_id
         if run_id is None or self.experiment_id is None:
             return None
-        return f"{ui_base_url(self.tracking_uri)}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        return f"{ui_base_url(self.tracking_uri)}/#/experiments/{self.experiment_id}/runs/" \
+               f"{run_id}?{UI_VIEW}"
 
     def child_run_ids(self) -> dict[int, str]:
         """Trial id -> child run id, for the trials written so far (after `close()`: all)."""

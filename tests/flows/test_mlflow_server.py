@@ -107,7 +107,8 @@ def test_mlflow_ui_data_through_the_rest_api(mlflow_server: str, tmp_path: Path)
     assert best_tags["tunesmith.trial_id"] == str(outcome["best_trial_id"])
     assert f"Best {METRIC}: **{format_value(outcome['best_value'])}**, [trial " \
            f"{outcome['best_trial_id']}]({mlflow_server}/#/experiments/" \
-           f"{experiment['experiment_id']}/runs/{best['info']['run_id']})" in note
+           f"{experiment['experiment_id']}/runs/{best['info']['run_id']}" \
+           "?workflowType=machine_learning)" in note
     assert f"/runs/flow-run/{outcome['flow_run_id']})" in note
     assert f"Trials: {outcome['counts']['trials']} trials: " in note
     params = {p["key"] for p in parent["data"]["params"]}
