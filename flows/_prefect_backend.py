@@ -24,7 +24,8 @@ from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
 from backends.base import TrialBackend
-from hpo_core.trial import EventKind, Trial, TrialEvent
+from hpo_core.trial import EventKind, Trial, TrialEvent, TrialStatus
+from hpo_core.trial_value import format_value
 
 # Names of a segment task's Completed state (Prefect's own "Paused" is another state type).
 STATE_NAMES = {"completed": "Completed", "stopped": "Stopped", "paused": "Trial paused"}
@@ -74,8 +75,21 @@ def trial_segment(backend: PrefectTrialBackend, trial: Trial, segment: _Segment)
     segment.done.wait()
     if segment.outcome == "failed":
         raise TrialFailed(f"trial {trial.trial_id} failed: {segment.reason}")
-    return Completed(message=f"trial {trial.trial_id} {segment.outcome}",
-                     name=STATE_NAMES.get(segment.outcome or "", "Completed"))
+    outcome = segment.outcome or "completed"
+    if outcome == "stopped" and trial.status == TrialStatus.COMPLETED:
+        outcome = "completed"  # stopped by the scheduler at max_t: it ran its course
+    return Completed(message=segment_message(trial, outcome),
+                     name=STATE_NAMES.get(outcome, "Completed"))
+
+
+def segment_message(trial: Trial, outcome: str) -> str:
+    """`trial 3 stopped early; last report: epoch=9 val_loss=0.114` (the task's state message)."""
+    text = f"trial {trial.trial_id} {'stopped early' if outcome == 'stopped' else outcome}"
+    report = {k: v for k, v in (trial.last_result or {}).items()
+              if isinstance(v, int | float) and not isinstance(v, bool)}
+    if report:
+        text += "; last report: " + " ".join(f"{k}={format_value(v)}" for k, v in report.items())
+    return text
 
 
 def task_run_name(trial: Trial, action: str) -> str:

@@ -86,5 +86,17 @@ def test_flow_run_final_state_says_why_it_failed_or_what_the_best_was(tmp_path: 
     outcome = done.result()
     assert outcome["best_trial_id"] is not None
     assert done.message.startswith(f"best val_loss = {outcome['best_value']:.4g} "
-                                   f"(trial {outcome['best_trial_id']}, epoch 40); ")
+                                   f"(trial {outcome['best_trial_id']}, epoch "
+                                   f"{outcome['best_step']}); ")
     assert "ended: max_trials_completed 2 reached" in done.message
+    # each trial's task says how the trial ended and what it reported last
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[done.state_details.flow_run_id])))
+    messages = [t.state.message for t in tasks]
+    completed = [m for m in messages if " completed; last report: epoch=40 val_loss=0.0" in m]
+    stopped = [m for m in messages if " stopped early; last report: epoch=" in m]
+    assert completed and len(completed) + len(stopped) == len(messages), messages
