@@ -172,3 +172,19 @@ def test_a_function_entry_point_in_a_deployment_run(tmp_path, objective_module, 
         stop(serve)
     experiment = load_experiment(tmp_path / "experiments" / "fn-deployed")
     assert len(experiment.trials()) >= 3 and len(experiment.results) >= 9
+
+
+def test_the_python_api_runs_a_training_script_too(tmp_path):
+    from tunesmith import tune, uniform
+
+    script = tmp_path / "train.py"
+    script.write_text("from hpo_core.report import get_config, report\n"
+                      "config = get_config()\n"
+                      "for epoch in (1, 2):\n"
+                      "    report(epoch=epoch, loss=config['x'] / epoch)\n")
+    result = tune(script, {"x": uniform(0.0, 1.0)}, metric="loss", method="random",
+                  stop={"max_trials_started": 3}, n_workers=2, backend_options={"gpus": None},
+                  results_root=tmp_path / "experiments", flow=False)
+    assert result.path.name.startswith("train-")
+    assert result.experiment.spec["backend_options"]["entry_point"] == str(script)
+    assert len(result.results) == 6 and result.best_value == result.results["loss"].min()
