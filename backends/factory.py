@@ -12,7 +12,9 @@
 For `local` and `sagemaker` the options are the keyword arguments of `backends.local.LocalBackend`
 and `backends.sagemaker.SageMakerBackend`, imported only when used. A `local` entry point that
 names a Python function or class (`pkg.module:objective`, `path/to/file.py:objective`) runs in
-function workers instead: the options are those of `backends.functions.FunctionBackend`.
+function workers instead: the options are those of `backends.functions.FunctionBackend`. For
+`dask` they are those of `backends.dask.DaskBackend` (the scheduler's `address`, the entry point,
+`gpus_per_trial`, ...).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ DEFAULT_BLACKBOX = {"blackbox": "lcbench", "task": "blood-transfusion-service-ce
 REAL_BACKENDS = {
     "local": ("backends.local", "LocalBackend"),
     "sagemaker": ("backends.sagemaker", "SageMakerBackend"),
+    "dask": ("backends.dask", "DaskBackend"),
 }
 BLACKBOX_KEYS = ("blackbox", "task", "path", "root")
 

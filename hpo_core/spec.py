@@ -29,7 +29,7 @@ from hpo_core.space import ConfigSpace
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import validate_name
 
-BACKENDS = ("simulated", "local", "sagemaker")
+BACKENDS = ("simulated", "local", "sagemaker", "dask")
 
 
 class SpecError(ValueError):

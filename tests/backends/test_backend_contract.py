@@ -34,7 +34,7 @@ from backends.sagemaker import FINAL_STATUSES, SageMakerBackend
 from backends.simulated import SimulatedBackend
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
-BACKENDS = ["simulated", "local", "function", "sagemaker"]
+BACKENDS = ["simulated", "local", "function", "sagemaker", "dask", "dask-function"]
 LRS = (0.001, 0.01, 0.1)
 EPOCHS = (3, 4)
 DIVERGING_LR = 10.0
@@ -159,6 +159,32 @@ def sagemaker_harness(url: str, tmp_path: Path, poll_interval: float) -> Harness
                                      if job.status not in FINAL_STATUSES])
 
 
+def dask_harness(address: str, tmp_path: Path, poll_interval: float, function: bool) -> Harness:
+    from backends.dask import DaskBackend
+
+    if function:
+        module = tmp_path / "program_fn.py"
+        module.write_text(FUNCTION)
+        entry_point, marker = f"{module}:program", "backends.function_worker"
+    else:
+        script = tmp_path / "program.py"
+        script.write_text(PROGRAM)
+        entry_point = marker = str(script)
+    backend = DaskBackend(entry_point, address=address, poll_interval=poll_interval,
+                          stop_grace_period=2.0)
+    backend.set_trial_root(tmp_path / "trials")
+
+    def leftovers() -> list[str]:  # trial processes on the workers (not our children)
+        left = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if marker in cmdline and "_watchdog.py" not in " ".join(cmdline):
+                left.append(f"pid {proc.pid}")
+        return left
+
+    return Harness(backend, leftovers)
+
+
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     yield from serve_moto()
@@ -177,6 +203,9 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
             harness = local_harness(tmp_path, poll_interval)
         elif request.param == "function":
             harness = function_harness(tmp_path, poll_interval)
+        elif request.param.startswith("dask"):
+            harness = dask_harness(request.getfixturevalue("dask_cluster").address, tmp_path,
+                                   poll_interval, request.param == "dask-function")
         else:
             harness = sagemaker_harness(request.getfixturevalue("moto_url"), tmp_path,
                                         poll_interval)

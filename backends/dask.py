@@ -1,0 +1,435 @@
+"""Trials of one experiment on the workers of a Dask cluster.
+
+`backend: dask` with `backend_options: {address: tcp://host:8786, entry_point: ...}` (or, from
+Python, `client=` a `distributed.Client` or a cluster object). Each trial segment (a start, or
+a resume after a pause) is one Dask task, `backends.dask_worker.run_segment`, which runs the
+trial on its worker through the local backend (scripts) or the function backend (Python
+functions): the same process handling, GPU rotation and checkpoints as on one host.
+
+- GPUs: workers advertise them as a resource (`dask worker ... --resources GPU=4`); a trial asks
+  for `gpus_per_trial` of them (0: CPU only, `CUDA_VISIBLE_DEVICES=""`), and on its worker gets
+  that many distinct devices through `CUDA_VISIBLE_DEVICES`.
+- Reports reach the tuner as they happen (`Worker.log_event` -> the scheduler -> this client's
+  topic), so ASHA decides at each rung. Stop and pause cancel the segment's task: the worker
+  ends the trial's processes within `dask_worker.CHECK_EVERY` seconds.
+- Files: `trial_root` (default: the experiment's trials folder) must be a path every worker
+  reaches (a shared filesystem): trial configs, stdout/stderr and checkpoints live there, so a
+  paused trial resumes on any worker from its checkpoint.
+- Faults: a worker that dies fails its trials with the reason (`on_worker_death: fail`) or lets
+  Dask run them again on another worker, from their checkpoints (`requeue`); the experiment
+  goes on. Losing the scheduler fails the experiment with a message saying how to resume it.
+  The tuner's death cancels its tasks (the scheduler drops a vanished client's work), which
+  ends every trial on every worker. A resumed experiment first ends whatever its earlier
+  session still runs on the workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backends import dask_worker
+from backends.base import TrialBackend
+from backends.local import _command, _non_negative, _positive_or_none
+from backends.objectives import ObjectiveError, is_function_entry, objective_from
+from hpo_core.trial import EventKind, Trial, TrialEvent
+
+logger = logging.getLogger(__name__)
+
+ON_WORKER_DEATH = ("fail", "requeue")
+#: seconds the scheduler may be unreachable before the experiment fails
+SCHEDULER_LOSS_TIMEOUT = 5.0
+#: seconds a segment's end waits for reports still on their way
+REPORTS_GRACE = 2.0
+
+
+class ClusterLostError(RuntimeError):
+    """The Dask scheduler is gone: the experiment stops (its store can be resumed)."""
+
+
+@dataclass(eq=False)
+class _Segment:
+    trial_id: int
+    number: int
+    future: Any
+    worker: str | None = None  # address of the worker running it, once started
+    worker_name: str | None = None
+    reports: int = 0
+    ending: dict[str, Any] | None = None  # the task's result, waiting for its last reports
+    ending_since: float = 0.0
+
+
+class DaskBackend(TrialBackend):
+    """Runs trials on a Dask cluster (see the module docstring).
+
+    Args:
+        entry_point: as for the local backend: a script or command, or a Python function
+            (`pkg.module:function`, `file.py:function`, or the object itself from Python).
+            Paths must be the same on every worker.
+        address: the scheduler, `tcp://host:8786`.
+        client: instead of `address`, a `distributed.Client` or a cluster object (it stays open).
+        metric: for function trials, the metric a bare returned number is reported as.
+        gpus_per_trial: GPUs each trial gets (workers advertise `--resources GPU=n`); 0: none.
+        on_worker_death: "fail" (the trials of a dead worker fail with the reason) or
+            "requeue" (Dask runs them again elsewhere, from their checkpoints).
+        trial_root: the trials folder as the workers see it (default: the experiment's).
+        timeout, stop_grace_period, env, python, reuse_workers: as for the local and function
+            backends, applied on the workers (`python`: the workers' interpreter).
+        poll_interval: longest wait of `poll()` when nothing happens.
+        connect_timeout: seconds to reach the scheduler and find a worker.
+    """
+
+    def __init__(
+        self,
+        entry_point: Any,
+        address: str | None = None,
+        client: Any = None,
+        metric: str | None = None,
+        gpus_per_trial: int = 0,
+        on_worker_death: str = "fail",
+        trial_root: str | None = None,
+        timeout: float | None = None,
+        stop_grace_period: float = 5.0,
+        env: Mapping[str, Any] | None = None,
+        python: str | None = None,
+        reuse_workers: bool = True,
+        poll_interval: float = 0.1,
+        connect_timeout: float = 10.0,
+    ):
+        super().__init__()
+        if isinstance(gpus_per_trial, bool) or not isinstance(gpus_per_trial, int) \
+                or gpus_per_trial < 0:
+            raise ValueError("backend_options.gpus_per_trial: must be a non-negative integer, "
+                             f"got {gpus_per_trial!r}")
+        if on_worker_death not in ON_WORKER_DEATH:
+            raise ValueError(f"backend_options.on_worker_death: must be one of {ON_WORKER_DEATH}, "
+                             f"got {on_worker_death!r}")
+        if env is not None and not isinstance(env, Mapping):
+            raise ValueError(f"backend_options.env: must be a mapping of names to values, got {env!r}")
+        self.gpus_per_trial = gpus_per_trial
+        self.on_worker_death = on_worker_death
+        self.poll_interval = _non_negative(poll_interval, "poll_interval")
+        self.options: dict[str, Any] = {
+            "entry_point": _portable_entry_point(entry_point),
+            "metric": metric,
+            "gpus_per_trial": gpus_per_trial,
+            "timeout": _positive_or_none(timeout, "timeout"),
+            "stop_grace_period": _non_negative(stop_grace_period, "stop_grace_period"),
+            "env": {str(k): str(v) for k, v in (env or {}).items()},
+            "python": python,
+            "poll_interval": 0.05,
+            "reuse_workers": bool(reuse_workers),
+        }
+        self._shared_root = trial_root
+        self.client, self._owns_client = _connect(address, client, connect_timeout)
+        self.address = self.client.scheduler.address
+        try:
+            self.workers = _check_workers(self.client, self.address, gpus_per_trial,
+                                          connect_timeout)
+        except BaseException:
+            self._close_client()
+            raise
+        self.session = uuid.uuid4().hex[:12]
+        self.experiment = self.session  # until set_trial_root names the experiment
+        self._topic = f"tunesmith-{self.session}"
+        self._t0 = time.monotonic()
+        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._segments: dict[int, _Segment] = {}  # the current segment of each running trial
+        self._by_key: dict[str, _Segment] = {}
+        self._numbers = 0
+        self._lost_since: float | None = None
+        self._closed = False
+        self.client.subscribe_topic(self._topic, lambda event: self._queue.put(("event", event[1])))
+        self.client.subscribe_topic("all", self._on_cluster_event)
+
+    # -- contract ------------------------------------------------------------------------------
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def default_n_workers(self) -> int:
+        """Trials the cluster runs at once: per worker, its threads, or its GPU slots."""
+        total = 0
+        for info in self.workers.values():
+            slots = int(info.get("nthreads", 1))
+            if self.gpus_per_trial:
+                slots = min(slots, int(info.get("resources", {}).get("GPU", 0))
+                            // self.gpus_per_trial)
+            total += slots
+        return max(total, 1)
+
+    def set_trial_root(self, path: Path) -> None:
+        """Also names the experiment (by its trials folder) and ends on every worker what an
+        earlier session of it still runs."""
+        super().set_trial_root(path)
+        root = self._shared_root or str(Path(path).resolve())
+        self.options_root = root
+        self.experiment = hashlib.sha1(root.encode()).hexdigest()[:16]
+        ended = self.client.run(dask_worker.end_experiment, self.experiment, self.session)
+        if any(ended.values()):
+            logger.warning("ended the trials an earlier session of this experiment left on "
+                           "workers %s", sorted(w for w, n in ended.items() if n))
+
+    def start(self, trial: Trial) -> None:
+        self._submit(trial, "start")
+
+    def resume(self, trial: Trial) -> None:
+        self._submit(trial, "resume")
+
+    def pause(self, trial_id: int) -> None:
+        """Cancel the segment: its worker ends the trial; the checkpoint stays for `resume`."""
+        self.stop(trial_id)
+
+    def stop(self, trial_id: int) -> None:
+        segment = self._segments.pop(trial_id, None)
+        if segment is not None:
+            self._by_key.pop(segment.future.key, None)
+            segment.future.cancel()
+
+    def poll(self) -> list[TrialEvent]:
+        events: list[TrialEvent] = []
+        items = []
+        try:
+            items.append(self._queue.get(timeout=self.poll_interval))
+            while True:
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        for kind, payload in items:
+            if kind == "event":
+                self._on_message(payload, events)
+            elif kind == "done":
+                self._on_done(payload, events)
+            elif kind == "removed":
+                self._on_worker_removed(payload, events)
+        self._finish_ends(events)
+        self._check_scheduler()
+        return events
+
+    def wake(self) -> None:
+        self._queue.put(("wake", None))
+
+    def close(self) -> None:
+        """Cancel every segment, close this session on every worker (its trial processes
+        end there), and close the client if this backend opened it."""
+        if self._closed:
+            return
+        self._closed = True
+        futures = [s.future for s in self._segments.values()]
+        self._segments.clear()
+        self._by_key.clear()
+        try:
+            if futures and self.client.status == "running":
+                self.client.cancel(futures)
+            if self.client.status == "running":
+                self.client.run(dask_worker.end_experiment, self.experiment)
+        except Exception as err:  # noqa: BLE001 - a lost cluster: its workers end their trials
+            logger.warning("could not close the trials on the Dask workers: %s", err)
+        finally:
+            self._close_client()
+
+    def segment_worker(self, trial_id: int) -> str | None:
+        """The worker running the trial's current segment (`name (address)`), once known."""
+        segment = self._segments.get(trial_id)
+        if segment is None or segment.worker is None:
+            return None
+        return f"{segment.worker_name} ({segment.worker})"
+
+    # -- internals -----------------------------------------------------------------------------
+    def _submit(self, trial: Trial, action: str) -> None:
+        if self.trial_root is None:
+            raise RuntimeError("the tuner has not set the trial root of this backend")
+        self.stop(trial.trial_id)
+        self._numbers += 1
+        number = self._numbers
+        key = f"tunesmith-{self.session}-trial{trial.trial_id}-{number}"
+        resources = {"GPU": self.gpus_per_trial} if self.gpus_per_trial else None
+        future = self.client.submit(
+            dask_worker.run_segment, self.experiment, self.session, self._topic, number,
+            self.options, self.options_root, trial, action, key=key, pure=False,
+            resources=resources)
+        segment = _Segment(trial.trial_id, number, future)
+        self._segments[trial.trial_id] = segment
+        self._by_key[key] = segment
+        future.add_done_callback(lambda f: self._queue.put(("done", (segment, f))))
+
+    def _current(self, trial_id: int, number: int) -> _Segment | None:
+        segment = self._segments.get(trial_id)
+        return segment if segment is not None and segment.number == number else None
+
+    def _on_message(self, message: dict[str, Any], events: list[TrialEvent]) -> None:
+        segment = self._current(message.get("trial", -1), message.get("segment", -1))
+        if segment is None:
+            return
+        if message["kind"] == "started":
+            if segment.worker is not None and segment.worker != message["worker"]:
+                logger.warning("trial %s runs again, on worker %s", segment.trial_id,
+                               message["name"])
+            segment.worker, segment.worker_name = message["worker"], message["name"]
+        elif message["kind"] == "result":
+            segment.reports += 1
+            events.append(TrialEvent(EventKind.RESULT, segment.trial_id, self.now(),
+                                     metrics=message["metrics"]))
+
+    def _on_done(self, payload: tuple[_Segment, Any], events: list[TrialEvent]) -> None:
+        segment, future = payload
+        if self._segments.get(segment.trial_id) is not segment:
+            return  # stopped, paused or failed already
+        if future.status == "finished":
+            segment.ending, segment.ending_since = future.result(), time.monotonic()
+            return
+        if future.status == "cancelled":
+            reason = "its Dask task was cancelled outside the tuner"
+        else:
+            error = future.exception()
+            reason = f"{type(error).__name__}: {error}"
+            if type(error).__name__ == "KilledWorker":
+                reason = f"the workers running it died ({error})"
+        self._fail(segment, reason, events)
+
+    def _finish_ends(self, events: list[TrialEvent]) -> None:
+        """Segments whose task ended, once their reports are in (or after a grace period)."""
+        for segment in list(self._segments.values()):
+            ending = segment.ending
+            if ending is None or (segment.reports < ending["reports"]
+                                  and time.monotonic() - segment.ending_since < REPORTS_GRACE):
+                continue
+            if ending["outcome"] == "completed":
+                self._drop(segment)
+                events.append(TrialEvent(EventKind.COMPLETED, segment.trial_id, self.now()))
+            else:
+                self._fail(segment, ending.get("reason") or ending["outcome"], events,
+                           ending.get("extra"))
+
+    def _on_cluster_event(self, event: tuple[float, Any]) -> None:
+        message = event[1]
+        if isinstance(message, dict) and message.get("action") == "remove-worker":
+            self._queue.put(("removed", message))
+
+    def _on_worker_removed(self, message: dict[str, Any], events: list[TrialEvent]) -> None:
+        keys = {str(k) for k in message.get("processing-tasks", ())}
+        for segment in list(self._segments.values()):
+            if str(segment.future.key) not in keys:
+                continue
+            where = f"worker {segment.worker_name} ({segment.worker})" if segment.worker \
+                else "its worker"
+            if self.on_worker_death == "requeue":
+                logger.warning("trial %s: %s died; Dask runs it again on another worker",
+                               segment.trial_id, where)
+                continue
+            segment.future.cancel()
+            self._fail(segment, f"{where} died while running it", events,
+                       {"worker_died": True})
+
+    def _fail(self, segment: _Segment, reason: str, events: list[TrialEvent],
+              extra: dict[str, Any] | None = None) -> None:
+        self._drop(segment)
+        events.append(TrialEvent(EventKind.FAILED, segment.trial_id, self.now(), reason=reason,
+                                 extra=extra or {}))
+
+    def _drop(self, segment: _Segment) -> None:
+        if self._segments.get(segment.trial_id) is segment:
+            del self._segments[segment.trial_id]
+        self._by_key.pop(segment.future.key, None)
+
+    def _check_scheduler(self) -> None:
+        if self.client.status == "running":
+            self._lost_since = None
+            return
+        if self._lost_since is None:
+            self._lost_since = time.monotonic()
+        if time.monotonic() - self._lost_since >= SCHEDULER_LOSS_TIMEOUT \
+                or self.client.status in ("closed", "closing"):
+            raise ClusterLostError(
+                f"lost the Dask scheduler at {self.address} (client {self.client.status}); its "
+                "trials ended with it. The store keeps every finished trial: resume the "
+                "experiment (tunesmith resume <name>) once the cluster is back")
+
+    def _close_client(self) -> None:
+        if self._owns_client:
+            try:
+                self.client.close(timeout=10)
+            except Exception as err:  # noqa: BLE001 - closing after a loss
+                logger.info("closing the Dask client: %s", err)
+
+
+def _portable_entry_point(entry_point: Any) -> Any:
+    """The entry point with paths made absolute (workers do not share the tuner's working
+    folder), checked as the local or function backend checks it."""
+    if not isinstance(entry_point, str | Sequence) or (
+            isinstance(entry_point, str) and not entry_point.strip()):
+        try:
+            objective_from(entry_point)
+        except ObjectiveError as err:
+            raise ValueError(str(err)) from None
+        return entry_point
+    if isinstance(entry_point, str) and is_function_entry(entry_point):
+        try:
+            objective_from(entry_point)
+        except ObjectiveError as err:
+            raise ValueError(str(err)) from None
+        target, _, name = entry_point.rpartition(":")
+        if target.endswith(".py"):
+            return f"{Path(target).expanduser().resolve()}:{name}"
+        return entry_point
+    command = _command(entry_point, "python")
+    if command[0] == "python":  # a .py file: the workers run it with their interpreter
+        return command[1:]
+    return command
+
+
+def _connect(address: str | None, client: Any, timeout: float) -> tuple[Any, bool]:
+    """A client of the cluster, and whether this backend owns it."""
+    try:
+        from distributed import Client
+    except ModuleNotFoundError:
+        raise ValueError("backend: 'dask' needs the distributed package "
+                         "(pip install 'tunesmith[dask]')") from None
+    if client is not None:
+        if address is not None:
+            raise ValueError("backend_options: give either 'address' or 'client'")
+        if isinstance(client, Client):
+            return client, False
+        if hasattr(client, "scheduler_address"):  # a cluster object
+            return Client(client, timeout=timeout), True
+        raise ValueError(f"backend_options.client: expected a distributed.Client or a cluster, "
+                         f"got {type(client).__name__}")
+    if not isinstance(address, str) or not address.strip():
+        raise ValueError("backend_options.address: required (the scheduler, tcp://host:8786)")
+    try:
+        return Client(address, timeout=timeout, set_as_default=False), True
+    except (OSError, TimeoutError) as err:
+        raise ValueError(f"backend_options.address: cannot reach the Dask scheduler at "
+                         f"{address} within {timeout:g}s ({type(err).__name__}: {err})") from None
+
+
+def _check_workers(client: Any, address: str, gpus_per_trial: int,
+                   timeout: float) -> dict[str, dict[str, Any]]:
+    """The cluster's workers; an error before anything runs when none could run a trial."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ValueError(f"backend_options.address: the Dask cluster at {address} has no "
+                         f"worker (waited {timeout:g}s)") from None
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    if gpus_per_trial:
+        gpus = {info.get("name", addr): info.get("resources", {}).get("GPU", 0)
+                for addr, info in workers.items()}
+        most = max(gpus.values(), default=0)
+        if most <= 0:
+            raise ValueError(
+                f"backend_options.gpus_per_trial: {gpus_per_trial} GPUs asked, but no worker of "
+                f"the Dask cluster at {address} advertises GPUs (start workers with "
+                "--resources GPU=<n>)")
+        if most < gpus_per_trial:
+            raise ValueError(
+                f"backend_options.gpus_per_trial: {gpus_per_trial} is more than any worker has "
+                f"(GPUs per worker: {gpus})")
+    return workers
+

@@ -1,0 +1,220 @@
+"""The worker side of the `dask` backend: one trial segment as one Dask task.
+
+`run_segment` runs on a Dask worker. It hands the trial to this worker process's `_Host` for
+the experiment, which owns ONE local backend (`backends.local.LocalBackend` for scripts,
+`backends.functions.FunctionBackend` for Python functions), so process handling (own process
+group, PDEATHSIG, watchdog, records, SIGTERM then SIGKILL of the whole tree), GPU rotation
+(`CUDA_VISIBLE_DEVICES` from this host's `nvidia-smi`) and checkpoints are the local
+backend's, not a second implementation. A pump thread drives that backend and routes its
+events to the segment tasks, which forward each report to the tuner at once with
+`Worker.log_event` (the scheduler passes it to the tuner's client, ~2 ms on loopback).
+
+The task ends the trial on its host as soon as its Dask task is cancelled: the tuner cancels
+it to stop or pause the trial, and the scheduler cancels it when the tuner's client is gone (a
+killed tuner), so no trial outlives the tuner. A worker that dies takes its trials with it
+(PDEATHSIG, the watchdog).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from hpo_core.trial import EventKind, Trial, TrialEvent
+
+logger = logging.getLogger(__name__)
+
+#: seconds between two looks at the task's state (a stop reaches the trial within this)
+CHECK_EVERY = 0.05
+#: a host without segments for this long closes its backend (its worker processes)
+IDLE_CLOSE = 300.0
+
+_HOSTS: dict[str, _Host] = {}  # by session of the tuner
+_HOSTS_LOCK = threading.Lock()
+
+
+class _Host:
+    """This worker process's local backend for one tuner session, driven by one thread."""
+
+    def __init__(self, experiment: str, session: str, options: dict[str, Any], trial_root: str):
+        self.experiment = experiment
+        self.session = session
+        self.inner = _local_backend(options)
+        self.inner.set_trial_root(Path(trial_root))  # also ends what a dead session left here
+        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._segments: dict[int, queue.SimpleQueue[TrialEvent | None]] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._idle_since = time.monotonic()
+        self._thread = threading.Thread(target=self._pump, name=f"tunesmith-host-{session}",
+                                        daemon=True)
+        self._thread.start()
+
+    def begin(self, trial: Trial, action: str) -> queue.SimpleQueue[TrialEvent | None]:
+        events: queue.SimpleQueue[TrialEvent | None] = queue.SimpleQueue()
+        with self._lock:
+            old = self._segments.get(trial.trial_id)
+            if old is not None:
+                old.put(None)  # a segment of this trial still here was superseded
+            self._segments[trial.trial_id] = events
+        self._command(action, trial)
+        return events
+
+    def end(self, trial_id: int, events: queue.SimpleQueue[TrialEvent | None],
+            stop: bool) -> None:
+        with self._lock:
+            if self._segments.get(trial_id) is events:
+                del self._segments[trial_id]
+                self._idle_since = time.monotonic()
+            else:
+                stop = False  # a newer segment of the trial runs here: leave it
+        if stop:
+            self._command("stop", trial_id)
+
+    def close(self) -> None:
+        self._closed.set()
+        self.inner.wake()
+        self._thread.join(timeout=60)
+
+    def _command(self, name: str, arg: Any) -> None:
+        self._commands.put((name, arg))
+        self.inner.wake()
+
+    def _pump(self) -> None:
+        try:
+            while not self._closed.is_set():
+                while True:
+                    try:
+                        name, arg = self._commands.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._do(name, arg)
+                for event in self.inner.poll():
+                    with self._lock:
+                        target = self._segments.get(event.trial_id)
+                    if target is not None:
+                        target.put(event)
+                with self._lock:
+                    idle = not self._segments and \
+                        time.monotonic() - self._idle_since > IDLE_CLOSE
+                if idle:
+                    with _HOSTS_LOCK:
+                        if _HOSTS.get(self.session) is self:
+                            del _HOSTS[self.session]
+                    break
+        finally:
+            self.inner.close()
+            with self._lock:
+                for events in self._segments.values():
+                    events.put(None)
+
+    def _do(self, name: str, arg: Any) -> None:
+        try:
+            getattr(self.inner, name)(arg)
+        except Exception as err:  # noqa: BLE001 - the segment fails with the reason
+            tid = arg if isinstance(arg, int) else arg.trial_id
+            logger.exception("trial %s: %s failed", tid, name)
+            with self._lock:
+                target = self._segments.get(tid)
+            if target is not None and name != "stop":
+                target.put(TrialEvent(EventKind.FAILED, tid, 0.0,
+                                      reason=f"could not {name} it: {type(err).__name__}: {err}"))
+
+
+def _local_backend(options: dict[str, Any]) -> Any:
+    from backends.objectives import is_function_entry
+
+    options = dict(options)
+    gpus_per_trial = options.pop("gpus_per_trial")
+    gpu_options = {"gpus": "auto", "gpus_per_trial": gpus_per_trial} if gpus_per_trial \
+        else {"gpus": []}
+    entry_point = options["entry_point"]
+    if is_function_entry(entry_point) if isinstance(entry_point, str) \
+            else not isinstance(entry_point, list | tuple):
+        from backends.functions import FunctionBackend
+
+        options.pop("stop_grace_period", None)
+        return FunctionBackend(**options, **gpu_options)
+    from backends.local import LocalBackend
+
+    options.pop("metric", None)
+    options.pop("reuse_workers", None)
+    return LocalBackend(**options, **gpu_options)
+
+
+def _host(experiment: str, session: str, options: dict[str, Any], trial_root: str) -> _Host:
+    with _HOSTS_LOCK:
+        host = _HOSTS.get(session)
+        if host is None:
+            host = _HOSTS[session] = _Host(experiment, session, options, trial_root)
+        return host
+
+
+def run_segment(experiment: str, session: str, topic: str, segment: int, options: dict[str, Any],
+                trial_root: str, trial: Trial, action: str) -> dict[str, Any]:
+    """Run one segment of `trial` on this worker (the Dask task); returns how it ended:
+    `{"outcome": "completed" | "failed" | "cancelled", "reason", "reports", "extra"}`."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    key = worker.get_current_task()
+    tid = trial.trial_id
+    host = _host(experiment, session, options, trial_root)
+    worker.log_event(topic, {"kind": "started", "trial": tid, "segment": segment,
+                             "worker": worker.address, "name": str(worker.name)})
+    events = host.begin(trial, action)
+    reports = 0
+    ended: dict[str, Any] | None = None
+    try:
+        while ended is None:
+            try:
+                event = events.get(timeout=CHECK_EVERY)
+            except queue.Empty:
+                event = False  # type: ignore[assignment]
+            if event is None:
+                ended = {"outcome": "cancelled", "reason": "superseded or closed"}
+            elif event is not False:
+                if event.kind == EventKind.RESULT:
+                    reports += 1
+                    worker.log_event(topic, {"kind": "result", "trial": tid, "segment": segment,
+                                             "metrics": _plain(event.metrics)})
+                elif event.kind in (EventKind.COMPLETED, EventKind.FAILED):
+                    ended = {"outcome": event.kind.value, "reason": event.reason,
+                             "extra": _plain(event.extra or {})}
+            if ended is None:
+                state = worker.state.tasks.get(key)
+                if state is None or state.state not in ("executing", "long-running"):
+                    ended = {"outcome": "cancelled", "reason": "the task was cancelled"}
+    finally:
+        host.end(tid, events, stop=ended is None or ended["outcome"] == "cancelled")
+    ended["reports"] = reports
+    return ended
+
+
+def end_experiment(experiment: str, keep_session: str | None = None,
+                   dask_worker: Any = None) -> int:
+    """Close this worker's hosts of `experiment` (all sessions but `keep_session`): their trial
+    processes end. Run on every worker with `Client.run`; returns how many were closed."""
+    with _HOSTS_LOCK:
+        hosts = [h for s, h in _HOSTS.items()
+                 if h.experiment == experiment and s != keep_session]
+        for host in hosts:
+            del _HOSTS[host.session]
+    for host in hosts:
+        host.close()
+    return len(hosts)
+
+
+def _plain(value: Any) -> Any:
+    """`value` as plain JSON types (msgpack carries it to the tuner)."""
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
