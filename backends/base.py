@@ -20,6 +20,10 @@ class TrialBackend(ABC):
 
     #: True for backends on a simulated clock (the flow runs them inside one Prefect task).
     is_simulated: bool = False
+    #: True when `load_state_dict` restores the running trials exactly (clock and pending
+    #: events): a resumed experiment then continues as if never interrupted. Otherwise the
+    #: tuner relaunches the running trials from their checkpoints.
+    restores_running_trials: bool = False
 
     def __init__(self) -> None:
         self.trial_root: Path | None = None

@@ -69,17 +69,19 @@ class _Curve:
 
 
 class _Run:
-    """A trial in flight: its curve, the clock value of its elapsed-time zero, its next row."""
+    """A trial in flight: its curve (and the config it came from), the clock value of its
+    elapsed-time zero, its next row."""
 
-    __slots__ = ("trial_id", "curve", "base", "pos", "failure")
+    __slots__ = ("trial_id", "curve", "base", "pos", "failure", "config")
 
     def __init__(self, trial_id: int, curve: _Curve | None, base: float, pos: int,
-                 failure: str | None = None):
+                 failure: str | None = None, config: dict[str, Any] | None = None):
         self.trial_id = trial_id
         self.curve = curve
         self.base = base
         self.pos = pos
         self.failure = failure
+        self.config = config
 
 
 class SimulatedBackend(TrialBackend):
@@ -98,6 +100,7 @@ class SimulatedBackend(TrialBackend):
     """
 
     is_simulated = True
+    restores_running_trials = True
 
     def __init__(
         self,
@@ -218,15 +221,32 @@ class SimulatedBackend(TrialBackend):
         self._busy.clear()
 
     def state_dict(self) -> dict[str, Any]:
-        """The clock and each trial's last reported fidelity (what a checkpoint would hold).
-
-        The clock is recorded for information: the tuner adds the time of earlier sessions to
-        a restored backend's clock, which starts again at 0.
-        """
-        return {"clock": self._clock, "progress": {str(k): v for k, v in self._progress.items()}}
+        """Everything needed to continue exactly: the clock, the pending events (each running
+        trial's config, time zero and next row), the workers still stopping or pausing, and
+        each trial's last reported fidelity (what a checkpoint would hold)."""
+        pending = [[time, seq, run.trial_id, run.base, run.pos, run.failure, run.config]
+                   for time, seq, run in self._heap if self._runs.get(run.trial_id) is run]
+        return {"clock": self._clock, "seq": self._seq, "busy": sorted(self._busy),
+                "pending": sorted(pending, key=lambda p: (p[0], p[1])),
+                "progress": {str(k): v for k, v in self._progress.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; a state without pending events (an older one) restores the
+        progress only, and the tuner resumes the running trials."""
         self._progress = {int(k): v for k, v in state.get("progress", {}).items()}
+        if "pending" not in state:
+            return
+        self._clock = float(state["clock"])
+        self._seq = int(state["seq"])
+        self._busy = [float(t) for t in state.get("busy", [])]
+        heapq.heapify(self._busy)
+        self._heap, self._runs = [], {}
+        for time, seq, trial_id, base, pos, failure, config in state["pending"]:
+            curve = None if failure is not None else self._curve(Trial(int(trial_id), config))
+            run = _Run(int(trial_id), curve, float(base), int(pos), failure, config)
+            self._runs[run.trial_id] = run
+            self._heap.append((float(time), int(seq), run))
+        heapq.heapify(self._heap)
 
     # -- internals -----------------------------------------------------------------------------
     def _push(self, time: float, run: _Run) -> None:
@@ -266,13 +286,14 @@ class SimulatedBackend(TrialBackend):
         try:
             curve = self._curve(trial)
         except (BlackboxError, KeyError, TypeError, ValueError) as err:
-            run = _Run(trial.trial_id, None, now, 0, failure=f"simulated backend: {err}")
+            run = _Run(trial.trial_id, None, now, 0, failure=f"simulated backend: {err}",
+                       config=trial.config)
             self._runs[trial.trial_id] = run
             self._push(self._clock, run)
             return
         pos = 0 if done is None else bisect_right(curve.fidelities, done)
         base = now - (curve.times[pos - 1] if pos > 0 else 0.0)
-        run = _Run(trial.trial_id, curve, base, pos)
+        run = _Run(trial.trial_id, curve, base, pos, config=trial.config)
         self._runs[trial.trial_id] = run
         self._push(max(now, base + curve.times[pos]) if pos < len(curve.times) else now, run)
 

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from hpo_core.spec import ExperimentSpec
-from hpo_core.store import CONFIG_PREFIX, load_experiment, validate_name
+from hpo_core.store import (
+    CONFIG_PREFIX,
+    ExperimentLockedError,
+    StoreError,
+    experiment_lock,
+    load_experiment,
+    validate_name,
+)
 from hpo_core.trial import counts_text, trial_counts
 from hpo_core.trial_value import format_value
 
@@ -132,8 +139,10 @@ def _signals_as_exceptions() -> Iterator[None]:
 
 
 def _run(spec: ExperimentSpec, use_flow: bool) -> int:
-    print(f"running {spec.name}: {spec.scheduler}, {spec.n_workers} workers, stop {spec.stop}")
+    lock = experiment_lock(spec.experiment_path)
+    lock.acquire()  # a second run of the experiment refuses here, before Prefect starts
     try:
+        print(f"running {spec.name}: {spec.scheduler}, {spec.n_workers} workers, stop {spec.stop}")
         with _signals_as_exceptions():
             if use_flow:
                 _run_flow(spec)
@@ -144,6 +153,8 @@ def _run(spec: ExperimentSpec, use_flow: bool) -> int:
         print(f"interrupted by {name}: trials ended, state saved; "
               f"`tunesmith resume {spec.name}` continues it", file=sys.stderr)
         return 128 + (err.signum if isinstance(err, Terminated) else signal.SIGINT)
+    finally:
+        lock.release()
     return 0
 
 
@@ -237,9 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return _list(Path(args.results_root))
         return _show(Path(args.results_root), args.name, args.top)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ExperimentLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StoreError as err:  # e.g. a full disk: the store resumes once there is room
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ RESUMABLE_CHANGES = {"stop", "n_workers", "max_failures", "tracking_uri", "backe
 
 
 def open_store(spec: ExperimentSpec) -> ExperimentStore:
-    """The experiment's store; an existing one must belong to the same experiment."""
+    """The experiment's store, owned by this process (ExperimentLockedError if another live
+    process owns it); an existing one must belong to the same experiment."""
     store = ExperimentStore(spec.results_root, spec.name)
+    store.lock()  # before anything is read for writing
     previous = store.read_spec() if store.path.exists() else None
     if previous is not None and store.has_state():
         current = spec.to_dict()

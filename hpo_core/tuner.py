@@ -10,13 +10,13 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-import time as wallclock
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.stopping import StoppingCriterion, TuningStatus
+from hpo_core.store.journal import StoreError
 from hpo_core.trial import Decision, EventKind, Trial, TrialEvent, TrialResult, TrialStatus
 
 logger = logging.getLogger(__name__)
@@ -92,8 +92,9 @@ class Tuner:
         callbacks: tuner callbacks (MLflow tracking, progress, Prefect artifacts, ...).
         max_failures: end the experiment (TooManyFailuresError) once this many trials failed.
         store: the experiment store; with one, state is saved and an existing state resumed.
-        checkpoint_interval: wall seconds between state saves (also saved at trial ends on
-            real backends, and at the end).
+        checkpoint_interval: wall seconds between snapshots of the state, as long as a
+            snapshot stays cheap for the events since the last one (see
+            `ExperimentStore.snapshot_due`); every event is journaled anyway.
     """
 
     def __init__(
@@ -125,8 +126,17 @@ class Tuner:
         self._costs: dict[int, float] = {}
         self._next_trial_id = 0
         self._time_offset = 0.0
-        self._last_save = wallclock.monotonic()
-        self._save_on_trial_end = not getattr(backend, "is_simulated", False)
+        #: the backend's state restores its running trials exactly (a simulation)
+        self._exact_backend = bool(getattr(backend, "restores_running_trials", False))
+        self._exact = self._exact_backend  # and the state was written by such a backend
+        self._store_open = False  # the store is loaded and its journal open for this session
+        self._event_index: int | None = None  # place of the event handled in its poll
+        self._replay_batches: list[list[Any]] | None = None
+        self._replay_starts: dict[int, list[Any]] = {}
+        self._replay_live: Backend | None = None  # the real backend, while replaying
+        self._muted = False  # callbacks are not called while replaying
+        #: trials relaunched after a crash -> last reported resource: earlier ones are dropped
+        self._reported_upto: dict[int, float] = {}
         self._metric = scheduler.metric
         self._sign = 1.0 if scheduler.mode == "min" else -1.0
         self._missing_metrics = set(scheduler.metrics)  # not in any report yet
@@ -138,22 +148,21 @@ class Tuner:
 
     # -- public --------------------------------------------------------------------------------
     def run(self) -> TuningResult:
-        """Run (or resume, if the store holds a state) until the stopping criterion holds."""
+        """Run (or resume, if the store holds a state) until the stopping criterion holds.
+
+        With a store: the experiment's lock is taken first (ExperimentLockedError if another
+        live process owns it); then the last snapshot is restored and the journal after it
+        replayed, so the tuner is where the last session left it, every journaled report
+        included."""
         if self.store is not None:
-            self.store.create()
-            if hasattr(self.backend, "set_trial_root"):
-                self.backend.set_trial_root(self.store.trials_path)
-            state = self.store.load_state()
-            if state is not None:
-                self._restore(state)
-            if self._save_on_trial_end:
-                self.save()
-                self.store.open_journal()
-        self._emit("on_tuning_start", self)
+            self.store.lock()
         finished = False
         try:
+            if self.store is not None:
+                self._open_store()
+            self._emit("on_tuning_start", self)
             self._resume_interrupted()
-            self.end_reason = self._loop()
+            self.end_reason = self.end_reason or self._loop()
             finished = True
         except BaseException as err:
             self.interruption = err
@@ -161,6 +170,23 @@ class Tuner:
         finally:
             self._shutdown(finished)
         return self.result()
+
+    def _open_store(self) -> None:
+        store = self.store
+        if hasattr(self.backend, "set_trial_root"):
+            self.backend.set_trial_root(store.trials_path)
+        state = store.load_state()
+        if state is not None:
+            self._restore(state)
+        records = store.replay_records()
+        if records:
+            self._replay(records)
+        if not self._exact:
+            self._running.clear()  # their processes are gone: `_resume_interrupted` relaunches
+        store.snapshot_interval = self.checkpoint_interval
+        store.begin()
+        self._store_open = True
+        self._snapshot()  # a consistent point: what was replayed needs no replay again
 
     def result(self) -> TuningResult:
         best = self.trials.get(self.best_trial_id) if self.best_trial_id is not None else None
@@ -183,6 +209,8 @@ class Tuner:
             "mode": self.scheduler.modes if len(self.scheduler.modes) > 1 else self.scheduler.mode,
             "resource_attr": self.scheduler.resource_attr,
             "time": self.now(),
+            "time_offset": self._time_offset,
+            "exact": self._exact_backend,
             "next_trial_id": self._next_trial_id,
             "num_results": self.status.num_results,
             "num_failures": self.status.num_trials_failed,
@@ -197,32 +225,57 @@ class Tuner:
             state["backend"] = self.backend.state_dict()
         return state
 
-    def save(self, full: bool = True) -> None:
-        """Save state (and, if `full`, results.parquet; otherwise rows live in the journal)."""
-        if self.store is not None:
-            self.store.save(self.state_dict(), self.trials, full=full)
-            if full:
-                self._last_save = wallclock.monotonic()
+    def save(self) -> None:
+        """Snapshot the state into the store and wait until it is written."""
+        if self.store is not None and self._store_open:
+            self.store.snapshot(self.state_dict(), self.trials, wait=True)
+
+    def _snapshot(self) -> None:
+        """Hand a snapshot to the store's writer thread (the tuner does not wait)."""
+        self.store.snapshot(self.state_dict(), self.trials)
 
     # -- the loop ------------------------------------------------------------------------------
     def _loop(self) -> str:
         while True:
-            self._update_status()
-            reason = self.stop_criterion.should_stop(self.status, self.scheduler.mode)
+            reason = self._step()
             if reason:
                 return reason
-            if self.max_failures is not None and self.status.num_trials_failed >= self.max_failures:
-                raise TooManyFailuresError(
-                    f"{self.status.num_trials_failed} trials failed (max_failures="
-                    f"{self.max_failures}); last failure: {self._last_failure()}"
-                )
-            self._fill_workers()
-            if not self._running:
-                return "no trial running and the scheduler has nothing to start"
-            for event in self.backend.poll():
-                self._handle(event)
-            if wallclock.monotonic() - self._last_save >= self.checkpoint_interval:
-                self.save()
+
+    def _step(self) -> str | None:
+        """One round: check the stopping criterion, fill the workers, handle one poll."""
+        self._update_status()
+        replaying = self._replay_batches is not None  # the journal shows the run went on
+        reason = None if replaying else self.stop_criterion.should_stop(self.status,
+                                                                         self.scheduler.mode)
+        if reason:
+            return reason
+        if not replaying and self.max_failures is not None and \
+                self.status.num_trials_failed >= self.max_failures:
+            raise TooManyFailuresError(
+                f"{self.status.num_trials_failed} trials failed (max_failures="
+                f"{self.max_failures}); last failure: {self._last_failure()}"
+            )
+        self._fill_workers()
+        if not self._running and not replaying:
+            return "no trial running and the scheduler has nothing to start"
+        events = self._poll()
+        for index, event in enumerate(events):
+            self._event_index = index
+            self._handle(event)
+        self._event_index = None
+        if self._store_open and self.store.snapshot_due():
+            self._snapshot()
+        return None
+
+    def _poll(self) -> list[TrialEvent]:
+        """The backend's next events, journaled before anything acts on them; while
+        replaying, the journal's next batch (checked against a backend that restores exactly)."""
+        if self._replay_batches is not None:
+            return self._replay_poll()
+        events = self.backend.poll()
+        if events and self._store_open:
+            self.store.journal_events(events, self._time_offset)
+        return events
 
     def _fill_workers(self) -> None:
         while len(self._running) < self.n_workers:
@@ -248,6 +301,9 @@ class Tuner:
             self._start_new(suggestion.config or {}, suggestion.checkpoint_from)
 
     def _start_new(self, config: dict[str, Any], checkpoint_from: int | None) -> None:
+        journaled = self._replay_starts.pop(self._next_trial_id, None)
+        if journaled is not None:  # the trial as it was started before the replay
+            config, checkpoint_from = journaled[1], journaled[2]
         self.scheduler.config_space.validate(config)
         trial = Trial(
             trial_id=self._next_trial_id,
@@ -262,6 +318,8 @@ class Tuner:
         self.status.num_trials_started += 1
         if self.store is not None and not getattr(self.backend, "is_simulated", False):
             self.store.write_trial_config(trial)
+        if self._store_open:
+            self.store.journal_start(trial)
         self.backend.start(trial)
         self.scheduler.on_trial_add(trial)
         self._emit("on_trial_start", trial)
@@ -295,6 +353,8 @@ class Tuner:
             self._fail(trial, f"reported a non-finite {self._metric}: {value!r}", event.time)
             self.backend.stop(trial.trial_id)
             return
+        if trial.trial_id in self._reported_upto and self._already_reported(trial, metrics):
+            return
         t = self._time_offset + event.time
         trial.last_result = metrics
         trial.num_results += 1
@@ -321,7 +381,7 @@ class Tuner:
             # the store's own columns win over metrics of the same name (backends avoid them)
             self.store.record(
                 {**metrics, "trial_id": trial.trial_id, "time": t, "status": trial.status.value,
-                 "decision": decision.value}
+                 "decision": decision.value}, self._event_index
             )
         self._emit("on_trial_result", trial, result, decision)
         if decision == Decision.STOP:
@@ -362,8 +422,6 @@ class Tuner:
         self._running.discard(trial.trial_id)
         if status in (TrialStatus.COMPLETED, TrialStatus.STOPPED):
             self.status.num_trials_completed += 1
-        if self._save_on_trial_end:
-            self.save(full=False)
 
     def _fail(self, trial: Trial, reason: str, time: float) -> None:
         trial.failure_reason = reason
@@ -388,7 +446,6 @@ class Tuner:
     def _restore(self, state: Mapping[str, Any]) -> None:
         self.trials = {int(k): Trial.from_dict(v) for k, v in state["trials"].items()}
         self._next_trial_id = int(state["next_trial_id"])
-        self._time_offset = float(state["time"])
         self.status.num_results = int(state.get("num_results", 0))
         self.status.num_trials_failed = int(state.get("num_failures", 0))
         self.status.num_trials_started = len(self.trials)
@@ -404,41 +461,136 @@ class Tuner:
         self.scheduler.load_state_dict(state["scheduler"])
         if "backend" in state and hasattr(self.backend, "load_state_dict"):
             self.backend.load_state_dict(state["backend"])
-        logger.info("resuming experiment: %d trials, t=%.1fs", len(self.trials), self._time_offset)
+        self._exact = self._exact_backend and bool(state.get("exact"))
+        if self._exact:  # the backend runs the snapshot's running trials on its own clock
+            self._time_offset = float(state.get("time_offset", 0.0))
+        else:  # this session's clock starts again at 0
+            self._time_offset = float(state["time"]) - self.backend.now()
+        self._running = {tid for tid, t in self.trials.items() if t.status == TrialStatus.RUNNING}
+        logger.info("resuming experiment: %d trials, t=%.1fs", len(self.trials), self.now())
+
+    def _replay(self, records: list[dict[str, Any]]) -> None:
+        """Bring the tuner to where the journal ends: run the loop on the journaled polls.
+
+        A backend that restores exactly (a simulation) runs along and must produce the same
+        events; any other backend is set aside (nothing is launched) and its running trials
+        are relaunched from their checkpoints afterwards (`_resume_interrupted`). Callbacks
+        are not called: the tracker reconciles with the store at `on_tuning_start`."""
+        self._replay_batches = [r["b"] for r in records if "b" in r]
+        self._replay_starts = {r["s"][0]: r["s"] for r in records if "s" in r}
+        logger.info("replaying %d journaled polls", len(self._replay_batches))
+        if not self._exact:
+            last = max([self.now(), *(e[2] for b in self._replay_batches for e in b)])
+            self._replay_live, self.backend = self.backend, _ReplayBackend(self.now())
+            self._time_offset = 0.0
+        self._muted = True
+        try:
+            while self._replay_batches:
+                self._step()
+        finally:
+            self._muted = False
+            self._replay_batches = None
+            self._replay_starts = {}
+            if self._replay_live is not None:
+                self.backend, self._replay_live = self._replay_live, None
+                self._time_offset = last - self.backend.now()
+
+    def _replay_poll(self) -> list[TrialEvent]:
+        batch = self._replay_batches.pop(0)  # type: ignore[union-attr]
+        events = [TrialEvent(EventKind(kind), tid, time - self._time_offset, metrics=metrics,
+                             reason=reason, extra=extra or {})
+                  for kind, tid, time, metrics, reason, extra in batch]
+        if isinstance(self.backend, _ReplayBackend):
+            self.backend.clock = max([self.backend.clock, *(e.time for e in events)])
+            return events
+        live = self.backend.poll()
+        if [_event_key(e) for e in live] != [_event_key(e) for e in events]:
+            raise RuntimeError(
+                "the journal and the backend disagree on resume (was the spec or the benchmark "
+                f"changed?): journaled {batch}, got {[_event_key(e) for e in live]}")
+        return live
 
     def _resume_interrupted(self) -> None:
-        """Trials that were running when the last session died continue from their checkpoint."""
+        """Trials that were running when the last session died continue from their checkpoint;
+        the reports they repeat (a checkpoint older than their last journaled report) are
+        dropped."""
+        resource_attr = getattr(self.scheduler, "resource_attr", None)
         for trial in self.trials.values():
             if trial.status == TrialStatus.RUNNING and trial.trial_id not in self._running:
                 self._running.add(trial.trial_id)
                 if trial.num_results == 0 and trial.checkpoint_from is None:
                     self.backend.start(trial)
                 else:
+                    done = (trial.last_result or {}).get(resource_attr) if resource_attr else None
+                    if _is_finite_number(done):
+                        self._reported_upto[trial.trial_id] = float(done)
                     self.backend.resume(trial)
                 self._emit("on_trial_start", trial)
 
+    def _already_reported(self, trial: Trial, metrics: Mapping[str, Any]) -> bool:
+        """Whether a relaunched trial repeats a report the journal holds (then dropped)."""
+        resource = metrics.get(getattr(self.scheduler, "resource_attr", None) or "")
+        if _is_finite_number(resource) and float(resource) <= self._reported_upto[trial.trial_id]:
+            logger.info("trial %s: dropping a repeated report (%s)", trial.trial_id, resource)
+            return True
+        del self._reported_upto[trial.trial_id]
+        return False
+
     def _shutdown(self, finished: bool) -> None:
-        if finished:
-            for trial_id in sorted(self._running):
-                trial = self.trials[trial_id]
-                self.backend.stop(trial_id)
-                self._finish(trial, TrialStatus.STOPPED, self.backend.now())
-                self._emit("on_trial_complete", trial)
-        self._update_status()
         try:
-            self.save()
+            if finished:
+                for trial_id in sorted(self._running):
+                    trial = self.trials[trial_id]
+                    self.backend.stop(trial_id)
+                    self._finish(trial, TrialStatus.STOPPED, self.backend.now())
+                    self._emit("on_trial_complete", trial)
+            self._update_status()
+            if self._store_open:
+                try:
+                    self.save()
+                except StoreError as err:
+                    if self.interruption is None:
+                        raise
+                    logger.error("%s", err)  # the error that ended the run is raised
         finally:
-            if self.store is not None:
-                self.store.close_journal()
-            self.backend.close()
-            self._emit("on_tuning_end", self)
+            try:
+                if self.store is not None:
+                    self.store.close()
+            finally:
+                self._store_open = False
+                self.backend.close()
+                self._emit("on_tuning_end", self)
 
     def _emit(self, hook: str, *args: Any) -> None:
+        if self._muted:
+            return
         for callback in self.callbacks:
             try:
                 getattr(callback, hook)(*args)
             except Exception:  # a broken callback must not end the experiment
                 logger.exception("callback %s.%s failed", type(callback).__name__, hook)
+
+
+class _ReplayBackend:
+    """Stands in for a real backend while the journal is replayed: launches nothing; its
+    clock is the time of the last replayed poll."""
+
+    is_simulated = False
+
+    def __init__(self, clock: float):
+        self.clock = clock
+
+    def start(self, trial: Trial) -> None: ...
+    def pause(self, trial_id: int) -> None: ...
+    def resume(self, trial: Trial) -> None: ...
+    def stop(self, trial_id: int) -> None: ...
+    def poll(self) -> list[TrialEvent]: return []
+    def now(self) -> float: return self.clock
+    def close(self) -> None: ...
+
+
+def _event_key(event: TrialEvent) -> tuple[Any, ...]:
+    return (event.kind.value, event.trial_id, event.time, event.metrics, event.reason)
 
 
 def _interrupted(err: BaseException | None) -> str:

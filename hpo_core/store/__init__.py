@@ -1,12 +1,13 @@
 """The experiment store: one folder per experiment, its files, and reading it back.
 
-`files` names the layout and writes atomically, `store` reads and writes an experiment while it
-runs, `analysis` reads a finished or running one (`load_experiment`)."""
+`files` names the layout and writes atomically, `lock` gives an experiment one owner,
+`journal` logs what the tuner saw before it acts on it, `store` reads and writes an experiment
+while it runs (snapshots plus the journal), `analysis` reads a finished or running one
+(`load_experiment`, without the lock)."""
 
 from hpo_core.store.analysis import Experiment, load_experiment, pareto_mask
 from hpo_core.store.files import (
     CONFIG_PREFIX,
-    JOURNAL_FILE,
     NAME_PATTERN,
     RESULTS_FILE,
     SPEC_FILE,
@@ -16,19 +17,24 @@ from hpo_core.store.files import (
     json_default,
     validate_name,
 )
+from hpo_core.store.journal import StoreError, StoreFullError
+from hpo_core.store.lock import ExperimentLockedError, experiment_lock
 from hpo_core.store.store import ExperimentStore
 
 __all__ = [
     "CONFIG_PREFIX",
-    "JOURNAL_FILE",
     "NAME_PATTERN",
     "RESULTS_FILE",
     "SPEC_FILE",
     "STATE_FILE",
     "Experiment",
+    "ExperimentLockedError",
     "ExperimentStore",
+    "StoreError",
+    "StoreFullError",
     "atomic_write_text",
     "dumps",
+    "experiment_lock",
     "json_default",
     "load_experiment",
     "pareto_mask",

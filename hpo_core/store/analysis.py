@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hpo_core.store.files import CONFIG_PREFIX, JOURNAL_FILE, RESULTS_FILE, SPEC_FILE, STATE_FILE
-from hpo_core.store.store import ExperimentStore
-from hpo_core.trial import Trial
+from hpo_core.store.files import CONFIG_PREFIX, SPEC_FILE
+from hpo_core.store.journal import Journal
+from hpo_core.store.store import read_rows, read_state, results_frame
 from hpo_core.trial_value import TrialValue, best_report
 
 
@@ -296,28 +296,66 @@ def pareto_mask(values: np.ndarray) -> np.ndarray:
 
 
 def load_experiment(path: str | os.PathLike[str]) -> Experiment:
-    """Read an experiment folder: its results frame, spec and state."""
+    """Read an experiment folder: its results frame, spec and state. Never takes the lock: for
+    a running or killed experiment, the rows journaled after the last snapshot are added
+    (their decision is missing for the last poll, when the tuner had not decided it yet)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no experiment folder at {path}")
-    results_path = path / RESULTS_FILE
-    results = pd.read_parquet(results_path) if results_path.exists() else pd.DataFrame()
-    spec_path, state_path = path / SPEC_FILE, path / STATE_FILE
+    state = read_state(path)
+    info = (state or {}).get("store", {})
+    rows = read_rows(path, info.get("num_rows"))
+    spec_path = path / SPEC_FILE
     spec = json.loads(spec_path.read_text()) if spec_path.exists() else None
-    state = json.loads(state_path.read_text()) if state_path.exists() else None
     if spec is None and state is not None:
         spec = {"metric": state.get("metric"), "mode": state.get("mode", "min")}
-    if state is not None and (path / JOURNAL_FILE).exists():
-        results = _with_journal(path, state, results)
+    records = Journal(path).read(int(info.get("segment", 0)))
+    if records:
+        state = _with_journal(state or {"trials": {}}, rows, records)
+    configs = {int(tid): t["config"] for tid, t in (state or {}).get("trials", {}).items()}
+    results = results_frame(rows, configs) if rows else pd.DataFrame()
     return Experiment(path, results, spec, state)
 
 
-def _with_journal(path: Path, state: Mapping[str, Any], results: pd.DataFrame) -> pd.DataFrame:
-    """The results of a running or killed experiment: results.parquet plus the journal's rows
-    that state.json covers (the rows a resume keeps)."""
-    store = ExperimentStore(path.parent, path.name)
-    store.load_state()
-    if store.num_rows == len(results):
-        return results
-    trials = {int(tid): Trial.from_dict(data) for tid, data in state.get("trials", {}).items()}
-    return store.results_frame(trials)
+def _with_journal(state: dict[str, Any], rows: list[dict[str, Any]],
+                  records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Add the journal's report rows to `rows`; the state with the journal's trials and
+    statuses. A batch's decisions follow it (`d`); a batch followed by another record of its
+    segment made no rows; the last batch of a segment without one was not decided yet."""
+    trials = {tid: dict(t) for tid, t in state.get("trials", {}).items()}
+    pending: list[list[Any]] | None = None
+
+    def settle(decisions: dict[int, list[Any]] | None) -> None:
+        for index, (kind, tid, time, metrics, reason, _) in enumerate(pending or []):
+            trial = trials.get(str(tid))
+            if kind != "result":
+                if trial is not None:
+                    trial["status"] = kind
+                    if reason:
+                        trial["failure_reason"] = reason
+                continue
+            if decisions is not None and index not in decisions:
+                continue
+            status, decision = decisions[index] if decisions is not None else ("running", None)
+            rows.append({**(metrics or {}), "trial_id": tid, "time": time, "status": status,
+                         "decision": decision})
+            if trial is not None:
+                trial["status"] = status
+
+    for record in records:
+        if "d" in record:
+            if pending is not None:
+                settle({d[0]: d[1:3] for d in record["d"]})
+            pending = None
+            continue
+        if pending is not None:
+            settle(None if "end" in record else {})
+            pending = None
+        if "s" in record:
+            tid, config, source = record["s"]
+            trials[str(tid)] = {"trial_id": tid, "config": config, "status": "running",
+                                "checkpoint_from": source}
+        elif "b" in record:
+            pending = record["b"]
+    settle(None)
+    return {**state, "trials": trials}

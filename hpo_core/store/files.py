@@ -15,7 +15,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONFIG_PREFIX = "config_"
 RESULTS_FILE = "results.parquet"
 STATE_FILE = "state.json"
-JOURNAL_FILE = "results.journal.jsonl"
 SPEC_FILE = "spec.json"
 
 
@@ -29,19 +28,45 @@ def validate_name(name: str, field: str = "name") -> str:
     return name
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
     """Write a file so that readers see the old or the new content, never a partial one.
 
-    Atomic against a killed process (rename); no fsync, so not against a power loss."""
+    Atomic against a killed process (rename). With `durable`, the file and its folder are also
+    fsynced, so the new content survives a power loss once this returns."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that renames and removals in it are durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_temporary_files(folder: Path, keep: tuple[str, ...] = ()) -> int:
+    """Remove the temporary files (`.<name>.<random>`) a killed writer left in `folder`; call
+    only while holding the experiment's lock. Returns how many were removed."""
+    removed = 0
+    for path in folder.glob(".*"):
+        if path.name not in keep and path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def json_default(value: Any) -> Any:

@@ -3,20 +3,31 @@
 Layout of `<root>/<experiment>/`:
 
 * `spec.json`        the ExperimentSpec that started the experiment;
-* `results.parquet`  one row per report: trial_id, time, status, decision, `config_<name>`
-                     columns and every reported metric;
-* `trials/<id>/`     per-trial files of real backends (config.json, stdout, stderr, checkpoint/);
-* `state.json`       tuner, scheduler and searcher state, written atomically after the results.
+* `lock.json`        who owns the experiment now (`hpo_core.store.lock`);
+* `journal/`         every trial start and every backend event, appended before the scheduler
+                     sees it (`hpo_core.store.journal`);
+* `state.json`       the last snapshot: tuner, scheduler, searcher and backend state, and which
+                     journal segment and how many result rows it covers;
+* `results.parquet`  the rows the snapshot covers, one per report: trial_id, time, status,
+                     decision, `config_<name>` columns and every reported metric;
+* `trials/<id>/`     per-trial files of real backends (config.json, stdout, stderr, checkpoint/).
 
+Snapshots are taken by the tuner at consistent points of its loop and written by a background
+thread (results.parquet, then state.json, both durable, then the covered journal segments are
+removed), so the tuner never waits on them; their cost is bounded by the events since the last
+one (`snapshot_due`), so persisting an event costs the same at 100 trials as at 20,000.
 MLflow mirrors this store; it is never the only copy.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +35,64 @@ import pandas as pd
 
 from hpo_core.store.files import (
     CONFIG_PREFIX,
-    JOURNAL_FILE,
     RESULTS_FILE,
     SPEC_FILE,
     STATE_FILE,
     atomic_write_text,
     dumps,
     json_default,
+    remove_temporary_files,
+    sync_folder,
     validate_name,
 )
-from hpo_core.trial import Trial
+from hpo_core.store.journal import Journal, StoreError, encode, store_error
+from hpo_core.store.lock import GUARD_FILE, experiment_lock
+from hpo_core.trial import Trial, TrialEvent
+
+logger = logging.getLogger(__name__)
+
+#: a snapshot may cost at most this many units (trials + rows) per event since the last one
+SNAPSHOT_UNITS_PER_EVENT = 8
+#: ... and is taken at the latest once the events since the last one outnumber its units
+SNAPSHOT_MIN_EVENTS = 64
+#: seconds between fdatasyncs of the journal (a power loss loses at most this much)
+SYNC_INTERVAL = 1.0
 
 
 class ExperimentStore:
-    """Reads and writes one experiment's folder."""
+    """Reads and writes one experiment's folder (see the module docstring).
+
+    The tuner drives it: `lock`, `load_state` (snapshot, its rows, the journal after it),
+    `begin` (a new journal segment), then `journal_start` / `journal_events` / `record` for
+    each trial start, poll and report, `snapshot` when `snapshot_due`, and `close`."""
 
     def __init__(self, root: str | os.PathLike[str], name: str):
         self.name = validate_name(name, "name")
         self.path = Path(root) / self.name
         self.trials_path = self.path / "trials"
+        #: wall seconds after which a snapshot is taken once it is cheap enough
+        self.snapshot_interval = 5.0
         self._rows: list[dict[str, Any]] = []
-        self._flushed_rows = 0
-        self._journal: Any = None
+        self._journal = Journal(self.path)
+        self._replay: list[dict[str, Any]] = []
+        self._base_segment = 0  # the snapshot covers the journal segments below it
+        self._decisions: list[list[Any]] = []  # of the last batch, written with the next record
+        self._events_since = 0
+        self._snapshot_units = 0
+        self._snapshot_wall = time.monotonic()
+        self._writer: _SnapshotWriter | None = None
+        self._holds_lock = False
 
     # -- files ---------------------------------------------------------------------------------
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def has_state(self) -> bool:
-        return (self.path / STATE_FILE).exists()
+        """Whether the experiment has run before (a snapshot, or a journal)."""
+        return (self.path / STATE_FILE).exists() or bool(self._journal.segments())
 
     def write_spec(self, spec: Mapping[str, Any]) -> None:
-        atomic_write_text(self.path / SPEC_FILE, dumps(dict(spec)))
+        atomic_write_text(self.path / SPEC_FILE, dumps(dict(spec)), durable=True)
 
     def read_spec(self) -> dict[str, Any] | None:
         path = self.path / SPEC_FILE
@@ -76,31 +113,76 @@ class ExperimentStore:
         atomic_write_text(path, dumps(trial.config))
         return path
 
-    # -- results -------------------------------------------------------------------------------
-    def record(self, row: dict[str, Any]) -> None:
-        """Buffer one report row (trial_id, time, status, decision, metrics); with a journal
-        open, the row also reaches the journal file at once."""
-        if self._journal is not None:
-            line = json.dumps({"_seq": len(self._rows), **row}, default=json_default)
-            self._journal.write(line + "\n")
-            self._journal.flush()
-        self._rows.append(row)
-
-    def open_journal(self) -> None:
-        """Append every new row to `results.journal.jsonl`, so that a cheap `save(full=False)`
-        (state.json only) loses no row when the process is killed. Call after a full save."""
-        if self._journal is None:
+    # -- ownership -----------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Own the experiment (`hpo_core.store.lock`); ExperimentLockedError if a live process
+        does. Idempotent for this store object."""
+        if not self._holds_lock:
             self.create()
-            self._journal = open(self.path / JOURNAL_FILE, "w")  # noqa: SIM115
+            experiment_lock(self.path).acquire()
+            self._holds_lock = True
+            remove_temporary_files(self.path, keep=(GUARD_FILE,))
 
-    def close_journal(self) -> None:
-        """Close the journal; an empty one (all rows in results.parquet) is removed."""
-        if self._journal is not None:
-            empty = self._journal.tell() == 0
-            self._journal.close()
-            self._journal = None
-            if empty:
-                (self.path / JOURNAL_FILE).unlink(missing_ok=True)
+    def unlock(self) -> None:
+        if self._holds_lock:
+            self._holds_lock = False
+            experiment_lock(self.path).release()
+
+    # -- reading back --------------------------------------------------------------------------
+    def load_state(self) -> dict[str, Any] | None:
+        """The last snapshot (None: none yet), with the rows it covers loaded into the buffer
+        and the journal written after it kept for `replay_records`."""
+        state = read_state(self.path)
+        info = (state or {}).get("store", {})
+        self._base_segment = int(info.get("segment", 0))
+        self._rows = read_rows(self.path, info.get("num_rows"))
+        self._replay = self._journal.read(self._base_segment)
+        return state
+
+    def replay_records(self) -> list[dict[str, Any]]:
+        """The journal records after the snapshot, in order (see `hpo_core.store.journal`)."""
+        return self._replay
+
+    # -- writing -------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Start this session's journal segment (after the replay) and the snapshot writer."""
+        self.create()
+        segments = self._journal.segments()
+        self._journal.open(max([self._base_segment - 1, *segments]) + 1)
+        self._replay = []
+        self._writer = _SnapshotWriter(self)
+        self._writer.start()
+
+    def journal_start(self, trial: Trial) -> None:
+        """Journal a new trial (before the backend starts it)."""
+        self._append({"s": [trial.trial_id, trial.config, trial.checkpoint_from]})
+
+    def journal_events(self, events: Sequence[TrialEvent], time_offset: float) -> None:
+        """Journal one poll's events (before the scheduler sees them)."""
+        self._append({"b": [event_record(e, time_offset) for e in events]})
+        self._events_since += len(events)
+
+    def record(self, row: dict[str, Any], index: int | None = None) -> None:
+        """Buffer one report row (trial_id, time, status, decision, metrics); `index` is its
+        event's place in the last journaled batch (its decision is journaled with the next
+        record)."""
+        self._rows.append(row)
+        if index is not None and self._writer is not None:
+            self._decisions.append([index, row.get("status"), row.get("decision")])
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self.check()
+        data = encode(record)
+        if self._decisions:
+            data = encode({"d": self._decisions}) + data
+            self._decisions = []
+        self._journal.append(data)
+
+    def check(self) -> None:
+        """Raise the error the snapshot writer met, if any (a full disk, ...)."""
+        writer = self._writer
+        if writer is not None and writer.error is not None:
+            raise writer.error
 
     @property
     def num_rows(self) -> int:
@@ -109,75 +191,194 @@ class ExperimentStore:
     def rows(self) -> list[dict[str, Any]]:
         return self._rows
 
-    def results_frame(self, trials: Mapping[int, Trial]) -> pd.DataFrame:
-        """All report rows with each trial's config as `config_<name>` columns."""
-        frame = pd.DataFrame(self._rows)
-        if frame.empty:
-            return frame
-        config_rows = {
-            tid: {f"{CONFIG_PREFIX}{k}": _scalar(v) for k, v in t.config.items()}
-            for tid, t in trials.items()
-        }
-        configs = pd.DataFrame.from_dict(config_rows, orient="index")
-        if not configs.empty:
-            configs.index.name = "trial_id"
-            overlap = [c for c in configs.columns if c in frame.columns]
-            frame = frame.drop(columns=overlap).join(configs, on="trial_id")
-        return frame
+    def results_frame(self, trials: Mapping[int, Trial] | Mapping[int, Mapping[str, Any]],
+                      rows: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
+        """All report rows with each trial's config as `config_<name>` columns (`trials`:
+        Trial objects, or configs by trial id)."""
+        return results_frame(self._rows if rows is None else rows, trials)
 
-    def save(self, state: Mapping[str, Any], trials: Mapping[int, Trial], full: bool = True) -> None:
-        """Write results.parquet (if new rows) and then state.json, each atomically.
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot_due(self) -> bool:
+        """Whether a snapshot is worth taking now: it costs about (trials + rows) units, and
+        may cost at most SNAPSHOT_UNITS_PER_EVENT per event since the last one; within that
+        bound it is taken every `snapshot_interval` seconds, or once the events outnumber it."""
+        since = self._events_since
+        if since == 0 or since * SNAPSHOT_UNITS_PER_EVENT < self._snapshot_units:
+            return False
+        return (since >= max(SNAPSHOT_MIN_EVENTS, self._snapshot_units)
+                or time.monotonic() - self._snapshot_wall >= self.snapshot_interval)
 
-        `full=False` writes state.json only: the rows since the last full save are in the
-        journal (see `open_journal`), which `load_state` reads back."""
+    def snapshot(self, state: Mapping[str, Any], trials: Mapping[int, Trial],
+                 wait: bool = False) -> None:
+        """Take a snapshot of `state` (consistent with everything journaled so far): later
+        records go to a new journal segment; the writer thread writes results.parquet and
+        state.json and then removes the segments they cover. `wait`: until it is written."""
+        self.check()
+        if self._writer is None:  # not begun (a store used without a tuner): write it now
+            self._write_snapshot(_Snapshot(state, trials, len(self._rows), 0), None)
+            return
+        if self._decisions:
+            self._append({"d": []})  # flush the last batch's decisions into this segment
+        segment = (self._journal.segment or 0) + 1
+        self._journal.open(segment)
+        job = _Snapshot(state, trials, len(self._rows), segment)
+        self._events_since = 0
+        self._snapshot_units = len(trials) + len(self._rows)
+        self._snapshot_wall = time.monotonic()
+        self._writer.submit(job, wait)
+        if wait:
+            self.check()
+
+    def save(self, state: Mapping[str, Any], trials: Mapping[int, Trial],
+             full: bool = True) -> None:
+        """Take a snapshot and wait until it is written (`full` is accepted for older
+        callers; every snapshot is full)."""
+        del full
+        self.snapshot(state, trials, wait=True)
+
+    def close(self) -> None:
+        """Stop the writer (after its last snapshot), close the journal, release the lock."""
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                writer.stop()
+        finally:
+            self._journal.close()
+            self.unlock()
+
+    def _write_snapshot(self, job: _Snapshot, writer: _SnapshotWriter | None) -> None:
+        """results.parquet, then state.json (both durable), then remove covered segments."""
         self.create()
-        if full and (len(self._rows) != self._flushed_rows
-                     or not (self.path / RESULTS_FILE).exists()):
-            frame = self.results_frame(trials)
-            tmp = self.path / f".{RESULTS_FILE}.tmp"
-            _to_parquet(frame, tmp)
-            os.replace(tmp, self.path / RESULTS_FILE)
-            self._flushed_rows = len(self._rows)
-            if self._journal is not None:
-                self._journal.seek(0)
-                self._journal.truncate()
-        atomic_write_text(self.path / STATE_FILE, json.dumps(dict(state), default=json_default,
-                                                             separators=(",", ":")))
-
-    def load_state(self) -> dict[str, Any] | None:
-        """The saved state, with the report rows it covers loaded back into the buffer."""
-        path = self.path / STATE_FILE
-        if not path.exists():
-            return None
-        state = json.loads(path.read_text())
+        rows = self._rows[: job.num_rows]
         results = self.path / RESULTS_FILE
-        self._rows = []
-        if results.exists():
-            frame = pd.read_parquet(results)
-            frame = frame[[c for c in frame.columns if not c.startswith(CONFIG_PREFIX)]]
-            self._rows = [
-                {k: v for k, v in row.items() if not _is_missing(v)}
-                for row in frame.to_dict(orient="records")
-            ]
-        self._flushed_rows = len(self._rows)
-        journal = self.path / JOURNAL_FILE
-        if journal.exists():
-            for line in journal.read_text().splitlines():
+        if writer is None or writer.rows_written != job.num_rows or not results.exists():
+            tmp = self.path / f".{RESULTS_FILE}.tmp"
+            try:
+                _to_parquet(results_frame(rows, job.configs), tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, results)
+            except OSError as err:
+                tmp.unlink(missing_ok=True)
+                raise store_error(err, results) from None
+            if writer is not None:
+                writer.rows_written = job.num_rows
+        try:
+            atomic_write_text(self.path / STATE_FILE, job.text, durable=True)
+        except OSError as err:
+            raise store_error(err, self.path / STATE_FILE) from None
+        self._journal.remove_below(job.segment)
+        sync_folder(self.path)
+
+
+class _Snapshot:
+    """A snapshot handed to the writer thread: the state already serialized by the tuner's
+    thread (so nothing the tuner changes later leaks in)."""
+
+    __slots__ = ("text", "configs", "num_rows", "segment")
+
+    def __init__(self, state: Mapping[str, Any], trials: Mapping[int, Trial], num_rows: int,
+                 segment: int):
+        covered = {**state, "store": {"segment": segment, "num_rows": num_rows}}
+        self.text = json.dumps(covered, default=json_default, separators=(",", ":"))
+        self.configs = {tid: t.config for tid, t in trials.items()}  # replaced, never mutated
+        self.num_rows = num_rows
+        self.segment = segment
+
+
+class _SnapshotWriter(threading.Thread):
+    """Writes snapshots off the tuner's thread (only the newest pending one: it covers more)
+    and fdatasyncs the journal every SYNC_INTERVAL seconds."""
+
+    def __init__(self, store: ExperimentStore):
+        super().__init__(name=f"store-{store.name}", daemon=True)
+        self.store = store
+        self.error: StoreError | None = None
+        self.rows_written = -1
+        self._cond = threading.Condition()
+        self._job: _Snapshot | None = None
+        self._busy = False
+        self._stopping = False
+
+    def submit(self, job: _Snapshot, wait: bool) -> None:
+        with self._cond:
+            self._job = job
+            self._cond.notify_all()
+            if wait:
+                self._cond.wait_for(lambda: self._job is None and not self._busy)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self.join()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._job is not None or self._stopping,
+                                    timeout=SYNC_INTERVAL)
+                job, self._job = self._job, None
+                if job is None and self._stopping:
+                    return
+                self._busy = job is not None
+            self.store._journal.sync()
+            if job is not None and self.error is None:
                 try:
-                    row = json.loads(line)
-                except ValueError:
-                    break  # a line cut by the kill: the state does not cover it either
-                if row.pop("_seq") == len(self._rows):
-                    self._rows.append(row)
-            if len(self._rows) != self._flushed_rows:
-                self._flushed_rows = -1  # rewrite results.parquet at the next full save
-        covered = state.get("num_results")
-        if isinstance(covered, int) and 0 <= covered < len(self._rows):
-            # killed between writing results.parquet and state.json: drop the rows the state
-            # does not know (they are reported again), and rewrite the file at the next save
-            self._rows = self._rows[:covered]
-            self._flushed_rows = -1
-        return state
+                    self.store._write_snapshot(job, self)
+                except StoreError as err:
+                    self.error = err
+                except OSError as err:
+                    self.error = store_error(err, self.store.path)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+def event_record(event: TrialEvent, time_offset: float) -> list[Any]:
+    """A backend event as the journal keeps it (experiment time)."""
+    return [event.kind.value, event.trial_id, time_offset + event.time, event.metrics,
+            event.reason, event.extra or None]
+
+
+def read_state(folder: Path) -> dict[str, Any] | None:
+    path = Path(folder) / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def read_rows(folder: Path, num_rows: int | None) -> list[dict[str, Any]]:
+    """The rows of results.parquet (the first `num_rows`: those the snapshot covers)."""
+    results = Path(folder) / RESULTS_FILE
+    if not results.exists():
+        return []
+    frame = pd.read_parquet(results)
+    if num_rows is not None:
+        frame = frame.iloc[: int(num_rows)]
+    frame = frame[[c for c in frame.columns if not c.startswith(CONFIG_PREFIX)]]
+    return [{k: v for k, v in row.items() if not _is_missing(v)}
+            for row in frame.to_dict(orient="records")]
+
+
+def results_frame(rows: Sequence[Mapping[str, Any]],
+                  trials: Mapping[int, Trial] | Mapping[int, Mapping[str, Any]]) -> pd.DataFrame:
+    """Report rows with each trial's config as `config_<name>` columns."""
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        return frame
+    config_rows = {
+        int(tid): {f"{CONFIG_PREFIX}{k}": _scalar(v)
+                   for k, v in (t.config if isinstance(t, Trial) else t).items()}
+        for tid, t in trials.items()
+    }
+    configs = pd.DataFrame.from_dict(config_rows, orient="index")
+    if not configs.empty:
+        configs.index.name = "trial_id"
+        overlap = [c for c in configs.columns if c in frame.columns]
+        frame = frame.drop(columns=overlap).join(configs, on="trial_id")
+    return frame
 
 
 def _scalar(value: Any) -> Any:
