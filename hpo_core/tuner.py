@@ -551,7 +551,8 @@ class Tuner:
                 except StoreError as err:
                     if self.interruption is None:
                         raise
-                    logger.error("%s", err)  # the error that ended the run is raised
+                    logger.debug("final snapshot: %s", err)  # the error that ended the run
+                    # is raised: the user sees one line
         finally:
             try:
                 if self.store is not None:
