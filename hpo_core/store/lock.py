@@ -211,6 +211,8 @@ class ExperimentLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
+            if not self.folder.is_dir():
+                return  # the experiment was deleted: nothing left to own
             try:
                 with _guard(self.folder):
                     info = read_lock(self.folder)
