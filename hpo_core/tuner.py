@@ -70,6 +70,10 @@ class MetricNotReportedError(ValueError):
 METRIC_CHECK_TRIALS, METRIC_CHECK_REPORTS = 2, 2
 
 
+class ReplayMismatchError(ValueError):
+    """A backend that restores exactly produced other events than the journal on resume."""
+
+
 @dataclass
 class TuningResult:
     """How tuning ended."""
@@ -133,6 +137,7 @@ class Tuner:
         self._event_index: int | None = None  # place of the event handled in its poll
         self._replay_batches: list[list[Any]] | None = None
         self._replay_starts: dict[int, list[Any]] = {}
+        self._snapshot_n_workers: int | None = None
         self._replay_live: Backend | None = None  # the real backend, while replaying
         self._muted = False  # callbacks are not called while replaying
         #: trials relaunched after a crash -> last reported resource: earlier ones are dropped
@@ -184,7 +189,7 @@ class Tuner:
         if not self._exact:
             self._running.clear()  # their processes are gone: `_resume_interrupted` relaunches
         store.snapshot_interval = self.checkpoint_interval
-        store.begin()
+        store.begin(self.n_workers)
         self._store_open = True
         self._snapshot()  # a consistent point: what was replayed needs no replay again
 
@@ -210,6 +215,7 @@ class Tuner:
             "resource_attr": self.scheduler.resource_attr,
             "time": self.now(),
             "time_offset": self._time_offset,
+            "n_workers": self.n_workers,
             "exact": self._exact_backend,
             "next_trial_id": self._next_trial_id,
             "num_results": self.status.num_results,
@@ -467,6 +473,7 @@ class Tuner:
         else:  # this session's clock starts again at 0
             self._time_offset = float(state["time"]) - self.backend.now()
         self._running = {tid for tid, t in self.trials.items() if t.status == TrialStatus.RUNNING}
+        self._snapshot_n_workers = state.get("n_workers")
         logger.info("resuming experiment: %d trials, t=%.1fs", len(self.trials), self.now())
 
     def _replay(self, records: list[dict[str, Any]]) -> None:
@@ -476,11 +483,15 @@ class Tuner:
         events; any other backend is set aside (nothing is launched) and its running trials
         are relaunched from their checkpoints afterwards (`_resume_interrupted`). Callbacks
         are not called: the tracker reconciles with the store at `on_tuning_start`."""
-        self._replay_batches = [r["b"] for r in records if "b" in r]
+        self._replay_batches = [r for r in records if "b" in r or "n" in r]
         self._replay_starts = {r["s"][0]: r["s"] for r in records if "s" in r}
-        logger.info("replaying %d journaled polls", len(self._replay_batches))
+        polls = [r["b"] for r in self._replay_batches if "b" in r]
+        logger.info("replaying %d journaled polls", len(polls))
+        configured = self.n_workers  # each session ran with its own n_workers (`n` records)
+        self.n_workers = int(self._snapshot_n_workers or configured)
+        self._replay_session_records()
         if not self._exact:
-            last = max([self.now(), *(e[2] for b in self._replay_batches for e in b)])
+            last = max([self.now(), *(e[2] for b in polls for e in b)])
             self._replay_live, self.backend = self.backend, _ReplayBackend(self.now())
             self._time_offset = 0.0
         self._muted = True
@@ -491,12 +502,20 @@ class Tuner:
             self._muted = False
             self._replay_batches = None
             self._replay_starts = {}
+            self.n_workers = configured
             if self._replay_live is not None:
                 self.backend, self._replay_live = self._replay_live, None
                 self._time_offset = last - self.backend.now()
 
+    def _replay_session_records(self) -> None:
+        """Apply the `n` (a session's n_workers) records that come next in the replay."""
+        queue = self._replay_batches
+        while queue and "n" in queue[0]:
+            self.n_workers = int(queue.pop(0)["n"])
+
     def _replay_poll(self) -> list[TrialEvent]:
-        batch = self._replay_batches.pop(0)  # type: ignore[union-attr]
+        batch = self._replay_batches.pop(0)["b"]  # type: ignore[union-attr]
+        self._replay_session_records()
         events = [TrialEvent(EventKind(kind), tid, time - self._time_offset, metrics=metrics,
                              reason=reason, extra=extra or {})
                   for kind, tid, time, metrics, reason, extra in batch]
@@ -505,9 +524,10 @@ class Tuner:
             return events
         live = self.backend.poll()
         if [_event_key(e) for e in live] != [_event_key(e) for e in events]:
-            raise RuntimeError(
-                "the journal and the backend disagree on resume (was the spec or the benchmark "
-                f"changed?): journaled {batch}, got {[_event_key(e) for e in live]}")
+            raise ReplayMismatchError(
+                "resume: the simulated experiment does not replay as journaled (were its "
+                "backend_options or the benchmark changed?); restore them, or start a new "
+                f"experiment. Journaled {batch[:1]}, simulated {[_event_key(e) for e in live][:1]}")
         return live
 
     def _resume_interrupted(self) -> None:

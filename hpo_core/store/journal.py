@@ -2,6 +2,7 @@
 
 `journal/<k>.jsonl` holds one JSON object per line:
 
+* `{"n": n_workers}`: a session began (its first record), with this many workers;
 * `{"s": [trial_id, config, checkpoint_from]}`: a new trial, written before it starts;
 * `{"b": [[kind, trial_id, time, metrics, reason, extra], ...]}`: one batch of backend
   events (one `poll()`), written before the scheduler sees any of them; `time` is the

@@ -144,14 +144,16 @@ class ExperimentStore:
         return self._replay
 
     # -- writing -------------------------------------------------------------------------------
-    def begin(self) -> None:
-        """Start this session's journal segment (after the replay) and the snapshot writer."""
+    def begin(self, n_workers: int) -> None:
+        """Start this session's journal segment (after the replay), headed by the session's
+        `n_workers` (a replay starts trials as this session did), and the snapshot writer."""
         self.create()
         segments = self._journal.segments()
         self._journal.open(max([self._base_segment - 1, *segments]) + 1)
         self._replay = []
         self._writer = _SnapshotWriter(self)
         self._writer.start()
+        self._append({"n": n_workers})
 
     def journal_start(self, trial: Trial) -> None:
         """Journal a new trial (before the backend starts it)."""

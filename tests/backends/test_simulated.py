@@ -232,3 +232,39 @@ def test_delays_are_charged_on_the_tuners_clock():
     # one worker, 8 trials one after the other: each ends 30 s later per trial started so far
     assert [b - a for a, b in zip(times[0.0], times[30.0], strict=True)] == pytest.approx(
         [30.0 * (i + 1) for i in range(8)])
+
+
+def test_a_killed_run_resumes_exactly_even_with_more_workers_after_the_kill(tmp_path):
+    """The journal after the last snapshot is replayed with the workers of the session that
+    wrote it; the resumed run equals an uninterrupted one up to the kill, then uses 4 workers."""
+    blackbox = load_blackbox("lcbench", task=TASK)
+
+    def tuner(name: str, n_workers: int, max_results: int, kill_after: int | None = None):
+        backend = SimulatedBackend(blackbox, seed=1)
+        if kill_after is not None:
+            polls, poll = iter(range(kill_after)), backend.poll
+
+            def killed_poll():
+                if next(polls, None) is None:
+                    raise KeyboardInterrupt("SIGKILL")
+                return poll()
+            backend.poll = killed_poll
+        scheduler = build_scheduler("asha", blackbox.config_space, blackbox.default_metric,
+                                    "min", 0, {"max_t": 51, "resource_attr": "epoch"})
+        return Tuner(scheduler, backend, StoppingCriterion(max_results=max_results),
+                     n_workers=n_workers, store=ExperimentStore(tmp_path, name),
+                     checkpoint_interval=1e9)
+
+    first = tuner("killed", 2, 10**6, kill_after=400)
+    first._shutdown = lambda finished: None  # nothing runs after a SIGKILL
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    journaled = len(load_experiment(tmp_path / "killed").results)
+    assert journaled > 100
+    tuner("killed", 4, journaled + 200).run()
+    resumed = load_experiment(tmp_path / "killed").results
+    tuner("reference", 2, journaled).run()
+    reference = load_experiment(tmp_path / "reference").results
+    columns = ["trial_id", "time", "epoch", blackbox.default_metric]
+    assert resumed[columns].head(journaled).equals(reference[columns])
+    assert len(resumed) == journaled + 200
