@@ -279,6 +279,8 @@ class Tuner:
         if self._replay_batches is not None:
             return self._replay_poll()
         events = self.backend.poll()
+        if self._reported_upto:
+            events = [e for e in events if not self._already_reported(e)]
         if events and self._store_open:
             self.store.journal_events(events, self._time_offset)
         return events
@@ -358,8 +360,6 @@ class Tuner:
         if value is not None and not _is_finite_number(value):
             self._fail(trial, f"reported a non-finite {self._metric}: {value!r}", event.time)
             self.backend.stop(trial.trial_id)
-            return
-        if trial.trial_id in self._reported_upto and self._already_reported(trial, metrics):
             return
         t = self._time_offset + event.time
         trial.last_result = metrics
@@ -508,7 +508,8 @@ class Tuner:
                 self._time_offset = last - self.backend.now()
 
     def _replay_session_records(self) -> None:
-        """Apply the `n` (a session's n_workers) records that come next in the replay."""
+        """Apply the `n` records (a session began, with n_workers) that come next in the
+        replay. (Reports that session dropped as repeats were never journaled.)"""
         queue = self._replay_batches
         while queue and "n" in queue[0]:
             self.n_workers = int(queue.pop(0)["n"])
@@ -534,26 +535,38 @@ class Tuner:
         """Trials that were running when the last session died continue from their checkpoint;
         the reports they repeat (a checkpoint older than their last journaled report) are
         dropped."""
-        resource_attr = getattr(self.scheduler, "resource_attr", None)
         for trial in self.trials.values():
             if trial.status == TrialStatus.RUNNING and trial.trial_id not in self._running:
                 self._running.add(trial.trial_id)
                 if trial.num_results == 0 and trial.checkpoint_from is None:
                     self.backend.start(trial)
                 else:
-                    done = (trial.last_result or {}).get(resource_attr) if resource_attr else None
-                    if _is_finite_number(done):
-                        self._reported_upto[trial.trial_id] = float(done)
+                    self._mark_relaunched(trial)
                     self.backend.resume(trial)
                 self._emit("on_trial_start", trial)
 
-    def _already_reported(self, trial: Trial, metrics: Mapping[str, Any]) -> bool:
-        """Whether a relaunched trial repeats a report the journal holds (then dropped)."""
-        resource = metrics.get(getattr(self.scheduler, "resource_attr", None) or "")
-        if _is_finite_number(resource) and float(resource) <= self._reported_upto[trial.trial_id]:
-            logger.info("trial %s: dropping a repeated report (%s)", trial.trial_id, resource)
+    @property
+    def _resource_attr(self) -> str:
+        """What counts a trial's progress: the scheduler's resource, else `epoch`."""
+        return getattr(self.scheduler, "resource_attr", None) or "epoch"
+
+    def _mark_relaunched(self, trial: Trial) -> None:
+        """Its reports up to its last journaled resource (epoch) are repeats from now on."""
+        done = (trial.last_result or {}).get(self._resource_attr)
+        if _is_finite_number(done):
+            self._reported_upto[trial.trial_id] = float(done)
+
+    def _already_reported(self, event: TrialEvent) -> bool:
+        """Whether a relaunched trial repeats a report the journal holds: then it is dropped
+        before it is journaled (the trial's first new report ends the check)."""
+        upto = self._reported_upto.get(event.trial_id)
+        if upto is None or event.kind != EventKind.RESULT:
+            return False
+        resource = (event.metrics or {}).get(self._resource_attr)
+        if _is_finite_number(resource) and float(resource) <= upto:
+            logger.info("trial %s: dropping a repeated report (%s)", event.trial_id, resource)
             return True
-        del self._reported_upto[trial.trial_id]
+        del self._reported_upto[event.trial_id]
         return False
 
     def _shutdown(self, finished: bool) -> None:

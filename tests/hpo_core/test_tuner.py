@@ -349,3 +349,35 @@ def test_every_journaled_report_survives_a_kill_and_the_resume(tmp_path):
         assert frame[frame.trial_id == trial_id]["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert not frame.duplicated(subset=["trial_id", "epoch"]).any()
     assert len(list((store.path / "journal").iterdir())) <= 1, "covered segments are removed"
+
+
+def test_reports_a_relaunched_trial_repeats_are_dropped_also_after_a_second_kill(tmp_path):
+    """Checkpoints two epochs behind the reports: a trial relaunched after a kill reports
+    epochs the journal holds; they are dropped, live and again when a second kill's journal
+    is replayed, so no (trial, epoch) is ever recorded twice."""
+    class LaggingBackend(CurveBackend):
+        is_simulated = False
+
+        def resume(self, trial):
+            super().start(trial)
+            self.position[trial.trial_id] = max(0, self.position[trial.trial_id] - 2)
+            self.heap = [e for e in self.heap if e[1] != trial.trial_id]
+            self._push(trial.trial_id)
+
+    criterion = StoppingCriterion(max_trials_completed=8)
+    for crash_after in (14, 9, None):
+        tuner = Tuner(random_scheduler(seed=4), LaggingBackend(crash_after_polls=crash_after),
+                      criterion, n_workers=3, store=ExperimentStore(tmp_path, "lagging"),
+                      checkpoint_interval=1e9)
+        if crash_after is None:
+            tuner.run()
+            break
+        tuner._shutdown = lambda finished: None  # a SIGKILL
+        with pytest.raises(KeyboardInterrupt):
+            tuner.run()
+        frame = load_experiment(tmp_path / "lagging").results
+        assert not frame.duplicated(subset=["trial_id", "epoch"]).any()
+    frame = load_experiment(tmp_path / "lagging").results
+    assert not frame.duplicated(subset=["trial_id", "epoch"]).any()
+    for trial_id, rows in frame.groupby("trial_id"):
+        assert rows["epoch"].tolist() == list(range(1, len(rows) + 1)), trial_id
