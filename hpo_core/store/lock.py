@@ -156,8 +156,9 @@ class ExperimentLock:
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: set when another process took the lock over (this one was judged dead)
-        self.lost = False
+        #: why the lock is no longer ours: another process took it over (this one was judged
+        #: dead); empty while it is ours
+        self.lost = ""
 
     @property
     def held(self) -> bool:
@@ -168,6 +169,7 @@ class ExperimentLock:
         it."""
         with self._mutex:
             if self._count == 0:
+                self.holder = this_process()  # this process, now (a fork has another pid)
                 self.folder.mkdir(parents=True, exist_ok=True)
                 with _guard(self.folder):
                     info = read_lock(self.folder)
@@ -179,7 +181,7 @@ class ExperimentLock:
                         logger.warning("taking over the lock of experiment %s from %s, which "
                                        "is no longer running", self.name, describe(info))
                     self._write()
-                self.lost = False
+                self.lost = ""
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._beat, daemon=True,
                                                  name=f"lock-{self.name}")
@@ -217,9 +219,8 @@ class ExperimentLock:
                 with _guard(self.folder):
                     info = read_lock(self.folder)
                     if info is not None and info.get("token") != self.holder.token:
-                        self.lost = True
-                        logger.error("experiment %s: the lock was taken over by %s",
-                                     self.name, describe(info))
+                        self.lost = (f"the lock of experiment {self.name!r} was taken over "
+                                     f"by {describe(info)}")
                         return
                     self._write()
             except OSError as err:  # a full disk: the next beat tries again

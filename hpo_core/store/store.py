@@ -46,7 +46,7 @@ from hpo_core.store.files import (
     validate_name,
 )
 from hpo_core.store.journal import Journal, StoreError, encode, store_error
-from hpo_core.store.lock import GUARD_FILE, experiment_lock
+from hpo_core.store.lock import GUARD_FILE, ExperimentLock, experiment_lock
 from hpo_core.trial import Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class ExperimentStore:
         self._snapshot_units = 0
         self._snapshot_wall = time.monotonic()
         self._writer: _SnapshotWriter | None = None
-        self._holds_lock = False
+        self._lock: ExperimentLock | None = None  # held by this store
 
     # -- files ---------------------------------------------------------------------------------
     def create(self) -> None:
@@ -117,16 +117,17 @@ class ExperimentStore:
     def lock(self) -> None:
         """Own the experiment (`hpo_core.store.lock`); ExperimentLockedError if a live process
         does. Idempotent for this store object."""
-        if not self._holds_lock:
+        if self._lock is None:
             self.create()
-            experiment_lock(self.path).acquire()
-            self._holds_lock = True
+            lock = experiment_lock(self.path)
+            lock.acquire()
+            self._lock = lock
             remove_temporary_files(self.path, keep=(GUARD_FILE,))
 
     def unlock(self) -> None:
-        if self._holds_lock:
-            self._holds_lock = False
-            experiment_lock(self.path).release()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     # -- reading back --------------------------------------------------------------------------
     def load_state(self) -> dict[str, Any] | None:
@@ -181,10 +182,13 @@ class ExperimentStore:
         self._journal.append(data)
 
     def check(self) -> None:
-        """Raise the error the snapshot writer met, if any (a full disk, ...)."""
+        """Raise the error the snapshot writer met (a full disk, ...), or StoreError if
+        another process took the experiment over (this one was judged dead)."""
         writer = self._writer
         if writer is not None and writer.error is not None:
             raise writer.error
+        if self._lock is not None and self._lock.lost:
+            raise StoreError(f"experiment store: {self._lock.lost}; this run stops")
 
     @property
     def num_rows(self) -> int:
@@ -327,6 +331,7 @@ class _SnapshotWriter(threading.Thread):
             self.store._journal.sync()
             if job is not None and self.error is None:
                 try:
+                    self.store.check()  # never write over a new owner's snapshot
                     self.store._write_snapshot(job, self)
                 except StoreError as err:
                     self.error = err

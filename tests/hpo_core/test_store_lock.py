@@ -109,3 +109,27 @@ def test_two_takers_of_a_dead_holders_lock_never_both_win(tmp_path):
         proc.kill()
         proc.wait()
     assert sorted(outcomes) == ["held"] + ["refused"] * 7
+
+
+def test_a_run_whose_lock_was_taken_over_stops_writing(tmp_path, monkeypatch):
+    """Judged dead (say its host's heartbeats stopped reaching the shared filesystem) while it
+    still runs: once its heartbeat sees another owner, the store refuses every write."""
+    from hpo_core.store import StoreError
+    from hpo_core.store import lock as lock_module
+
+    monkeypatch.setattr(lock_module, "HEARTBEAT_SECONDS", 0.05)
+    store = ExperimentStore(tmp_path, "exp")
+    store.lock()
+    try:
+        other = {"host": "elsewhere", "boot_id": "", "pid": 1, "start_time": None,
+                 "token": "theirs", "heartbeat": time.time()}
+        (store.path / LOCK_FILE).write_text(json.dumps(other))
+        deadline = time.monotonic() + 10
+        while not experiment_lock(store.path).lost:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with pytest.raises(StoreError, match="taken over by pid 1 on host elsewhere"):
+            store.check()
+    finally:
+        store.unlock()
+    assert json.loads((store.path / LOCK_FILE).read_text())["token"] == "theirs"  # left alone
