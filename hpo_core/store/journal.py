@@ -51,9 +51,19 @@ def store_error(err: OSError, path: Path) -> StoreError:
     return StoreError(f"experiment store: could not write {path}: {err.strerror or err}")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=json_default)  # built once: fast
+
+
 def encode(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, default=json_default, separators=(",", ":"))
-            + "\n").encode()
+    """One journal line."""
+    return (_ENCODER.encode(record) + "\n").encode()
+
+
+def encode_decisions(decisions: list[list[Any]]) -> bytes:
+    """The `d` line of a poll's decisions ([index, status, decision]: plain words, no escaping
+    needed), formatted directly: it is written once per poll."""
+    items = ",".join(f'[{i},"{status}","{decision}"]' for i, status, decision in decisions)
+    return f'{{"d":[{items}]}}\n'.encode()
 
 
 class Journal:

@@ -45,7 +45,7 @@ from hpo_core.store.files import (
     sync_folder,
     validate_name,
 )
-from hpo_core.store.journal import Journal, StoreError, encode, store_error
+from hpo_core.store.journal import Journal, StoreError, encode, encode_decisions, store_error
 from hpo_core.store.lock import GUARD_FILE, ExperimentLock, experiment_lock
 from hpo_core.trial import Trial, TrialEvent
 
@@ -177,7 +177,7 @@ class ExperimentStore:
         self.check()
         data = encode(record)
         if self._decisions:
-            data = encode({"d": self._decisions}) + data
+            data = encode_decisions(self._decisions) + data
             self._decisions = []
         self._journal.append(data)
 
