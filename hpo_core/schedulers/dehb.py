@@ -29,6 +29,7 @@ import numpy as np
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.schedulers.rungs import (
     check_fidelity_options,
+    check_max_resource_attr,
     check_resource_attr,
     resource_of,
     rung_levels,
@@ -79,6 +80,8 @@ class DEHB(Scheduler):
         mutation_factor: DE's F, the scale of the difference vector.
         crossover_prob: DE's CR, the chance each coordinate comes from the mutant.
         points_to_evaluate: configs of the first random stage, used first.
+        max_resource_attr: a fixed config entry (e.g. "epochs") set in each trial's config to
+            the level of its job's rung: how far the segment about to run should train.
     """
 
     def __init__(
@@ -95,8 +98,11 @@ class DEHB(Scheduler):
         mutation_factor: float = 0.5,
         crossover_prob: float = 0.5,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        max_resource_attr: str | None = None,
     ):
         super().__init__(config_space, metric, mode, seed)
+        self.max_resource_attr = check_max_resource_attr(max_resource_attr, self.config_space)
+        self._configs: dict[int, dict[str, Any]] = {}  # kept with max_resource_attr
         check_fidelity_options(max_t, grace_period, reduction_factor)
         check_resource_attr(resource_attr)
         if not 0 < mutation_factor <= 2:
@@ -227,19 +233,31 @@ class DEHB(Scheduler):
             self._paused.discard(job.resume)
             self._assign(job.resume, bracket, index)
             self._offer = None
-            return TrialSuggestion.resume(job.resume)
+            if self.max_resource_attr is None:
+                return TrialSuggestion.resume(job.resume)
+            config = self._with_level(self._configs[job.resume], job.rung)
+            self._configs[job.resume] = config
+            return TrialSuggestion.resume(job.resume, config)
         job.resume = None  # the trial to promote is gone: train the config afresh
         self._offer = (trial_id, bracket.bracket_id, index)
         return TrialSuggestion.start(self._config(job))
 
     def _config(self, job: _Job) -> dict[str, Any]:
-        return self.config_space.decode(job.vector)
+        config = self.config_space.decode(job.vector)
+        return config if self.max_resource_attr is None else self._with_level(config, job.rung)
+
+    def _with_level(self, config: Mapping[str, Any], rung: int) -> dict[str, Any]:
+        level = self.levels[rung]
+        value = int(level) if float(level).is_integer() else level
+        return {**config, self.max_resource_attr: value}  # type: ignore[dict-item]
 
     def _assign(self, trial_id: int, bracket: _Bracket, index: int) -> None:
         bracket.jobs[index].trial_id = trial_id
         self._job_of[trial_id] = (bracket.bracket_id, index)
 
     def on_trial_add(self, trial: Trial) -> None:
+        if self.max_resource_attr is not None:
+            self._configs[trial.trial_id] = dict(trial.config)
         if self._offer is not None and self._offer[0] == trial.trial_id:
             bracket = self._bracket(self._offer[1])
             if bracket is not None and bracket.jobs[self._offer[2]].trial_id is None:
@@ -310,6 +328,7 @@ class DEHB(Scheduler):
             "job_of": [[t, b, i] for t, (b, i) in self._job_of.items()],
             "offer": self._offer,
             "paused": sorted(self._paused),
+            "configs": {str(t): c for t, c in self._configs.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -322,3 +341,4 @@ class DEHB(Scheduler):
         self._job_of = {int(t): (int(b), int(i)) for t, b, i in state["job_of"]}
         self._offer = tuple(state["offer"]) if state["offer"] is not None else None  # type: ignore[assignment]
         self._paused = {int(t) for t in state["paused"]}
+        self._configs = {int(t): dict(c) for t, c in state.get("configs", {}).items()}

@@ -54,7 +54,7 @@ def test_max_resource_attr_must_be_a_fixed_entry(space, message):
         build_scheduler("asha", space, "loss", options=OPTIONS)
 
 
-@pytest.mark.parametrize("method", ["successive_halving", "hyperband", "sync_bohb"])
+@pytest.mark.parametrize("method", ["successive_halving", "hyperband", "sync_bohb", "dehb"])
 def test_synchronous_brackets_train_each_segment_to_the_rung_level(method):
     scheduler = build_scheduler(method, SPACE, "loss", seed=0, options=OPTIONS)
     trials, next_id = {}, 0
@@ -73,5 +73,7 @@ def test_synchronous_brackets_train_each_segment_to_the_rung_level(method):
         assert level in (1, 3, 9, 27)
         metrics = {"epoch": level, "loss": trial.config["x"]}
         decision = scheduler.on_trial_result(trial, TrialResult(trial.trial_id, metrics, 1.0))
-        assert decision == (Decision.STOP if level == 27 else Decision.PAUSE)
+        # the level given is a decision point (DEHB may also stop a config it will not promote)
+        below = {Decision.PAUSE, Decision.STOP} if method == "dehb" else {Decision.PAUSE}
+        assert decision in ({Decision.STOP} if level == 27 else below)
     assert any(t.config["epochs"] == 27 for t in trials.values())
