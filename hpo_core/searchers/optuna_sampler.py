@@ -6,7 +6,9 @@ built. The sampler is named (`"tpe"`, multivariate by default; `"cmaes"`, `"nsga
 instance. The searcher keeps one in-memory study (minimizing): each trial it proposes is
 `study.ask()` with the space's distributions, and its value is told when the trial ends (the
 last value observed; a trial with none is told as failed). Configs it did not propose (from
-`points_to_evaluate`) are added to the study as finished trials when they end.
+`points_to_evaluate`) are added to the study as finished trials when they end. Under a
+pause/resume scheduler a trial is told at its first pause; when it is resumed and ends again it
+is added once more as a new finished trial (an Optuna trial cannot be reopened).
 
 Domains map to Optuna distributions: `uniform`/`loguniform` to floats, `randint`/`lograndint`
 to integers, ordered values (`ordinal`, `finrange`) to the integer index of the value, `choice`
