@@ -145,6 +145,7 @@ class DaskBackend(TrialBackend):
         self._by_key: dict[str, _Segment] = {}
         self._numbers = 0
         self._lost_since: float | None = None
+        self._ran_on: dict[int, str] = {}  # the worker of each trial's latest segment
         self._closed = False
         self.client.subscribe_topic(self._topic, lambda event: self._queue.put(("event", event[1])))
         self.client.subscribe_topic("all", self._on_cluster_event)
@@ -234,18 +235,17 @@ class DaskBackend(TrialBackend):
         finally:
             self._close_client()
 
-    def segment_worker(self, trial_id: int) -> str | None:
-        """The worker running the trial's current segment (`name (address)`), once known."""
-        segment = self._segments.get(trial_id)
-        if segment is None or segment.worker is None:
-            return None
-        return f"{segment.worker_name} ({segment.worker})"
+    def trial_worker(self, trial_id: int) -> str | None:
+        """The worker that runs (or ran) the trial's latest segment, `name (address)`, once
+        its task has started there."""
+        return self._ran_on.get(trial_id)
 
     # -- internals -----------------------------------------------------------------------------
     def _submit(self, trial: Trial, action: str) -> None:
         if self.trial_root is None:
             raise RuntimeError("the tuner has not set the trial root of this backend")
         self.stop(trial.trial_id)
+        self._ran_on.pop(trial.trial_id, None)
         self._numbers += 1
         number = self._numbers
         key = f"tunesmith-{self.session}-trial{trial.trial_id}-{number}"
@@ -272,6 +272,7 @@ class DaskBackend(TrialBackend):
                 logger.warning("trial %s runs again, on worker %s", segment.trial_id,
                                message["name"])
             segment.worker, segment.worker_name = message["worker"], message["name"]
+            self._ran_on[segment.trial_id] = f"{segment.worker_name} ({segment.worker})"
         elif message["kind"] == "result":
             segment.reports += 1
             events.append(TrialEvent(EventKind.RESULT, segment.trial_id, self.now(),

@@ -29,6 +29,8 @@ from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
 
+#: the name of the Dask worker a trial runs on, in the trial's environment
+WORKER_ENV = "TUNESMITH_DASK_WORKER"
 #: seconds between two looks at the task's state (a stop reaches the trial within this)
 CHECK_EVERY = 0.05
 #: a host without segments for this long closes its backend (its worker processes)
@@ -59,9 +61,10 @@ class _Host:
         events: queue.SimpleQueue[TrialEvent | None] = queue.SimpleQueue()
         with self._lock:
             old = self._segments.get(trial.trial_id)
-            if old is not None:
-                old.put(None)  # a segment of this trial still here was superseded
             self._segments[trial.trial_id] = events
+        if old is not None:  # the tuner paused it and resumed it here before its task saw that
+            old.put(None)
+            self._command("stop", trial.trial_id)
         self._command(action, trial)
         return events
 
@@ -164,6 +167,7 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
     worker = get_worker()
     key = worker.get_current_task()
     tid = trial.trial_id
+    options = {**options, "env": {**options.get("env", {}), WORKER_ENV: str(worker.name)}}
     host = _host(experiment, session, options, trial_root)
     worker.log_event(topic, {"kind": "started", "trial": tid, "segment": segment,
                              "worker": worker.address, "name": str(worker.name)})

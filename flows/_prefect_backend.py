@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import Completed, State
@@ -72,14 +72,30 @@ def trial_segment(backend: PrefectTrialBackend, trial: Trial, segment: _Segment)
     except Exception as err:
         segment.launch_error = f"{type(err).__name__}: {err}"
         raise
+    where = _await_worker(backend.inner, trial.trial_id, segment)
     segment.done.wait()
+    on = f" on worker {where}" if where else ""
     if segment.outcome == "failed":
-        raise TrialFailed(f"trial {trial.trial_id} failed: {segment.reason}")
+        raise TrialFailed(f"trial {trial.trial_id} failed{on}: {segment.reason}")
     outcome = segment.outcome or "completed"
     if outcome == "stopped" and trial.status == TrialStatus.COMPLETED:
         outcome = "completed"  # stopped by the scheduler at max_t: it ran its course
-    return Completed(message=segment_message(trial, outcome),
+    return Completed(message=segment_message(trial, outcome) + on,
                      name=STATE_NAMES.get(outcome, "Completed"))
+
+
+def _await_worker(backend: TrialBackend, trial_id: int, segment: _Segment) -> str | None:
+    """For backends that run trials on other machines (`trial_worker`, the dask backend): the
+    worker running this segment, logged in the task once it is known."""
+    worker_of = getattr(backend, "trial_worker", None)
+    if worker_of is None:
+        return None
+    while not segment.done.wait(0.05):
+        where = worker_of(trial_id)
+        if where:
+            get_run_logger().info("trial %s runs on worker %s", trial_id, where)
+            return where
+    return worker_of(trial_id)
 
 
 def segment_message(trial: Trial, outcome: str) -> str:

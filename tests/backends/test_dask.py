@@ -1,0 +1,379 @@
+"""The dask backend on a real cluster: `dask scheduler` and `dask worker` processes on 127.0.0.1
+(`dask_cluster.py`), workers with different GPU resources and a fake nvidia-smi each.
+
+The session cluster (`dask_cluster`: w1 with 2 GPUs, w2 with 1) serves the tests that leave it
+as it was; the fault tests get a cluster of their own, whose workers they kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from dask_cluster import Cluster, free_port, start_cluster
+
+from hpo_core.report import CONFIG_ENV
+from hpo_core.trial import EventKind, Trial, TrialEvent
+
+pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow
+
+# A trial: `epochs` epochs of `sleep` seconds from its checkpoint on; each epoch appends
+# "worker cuda epoch start end" to log.txt in its trial folder, then reports.
+SCRIPT = textwrap.dedent("""
+    import os, time
+    from hpo_core.report import get_config, load_checkpoint, report, save_checkpoint
+
+    config = get_config()
+    folder = os.path.dirname(os.environ["TUNESMITH_CONFIG"])
+    done = (load_checkpoint() or {"epoch": 0})["epoch"]
+    for epoch in range(done + 1, int(config["epochs"]) + 1):
+        start = time.time()
+        time.sleep(float(config.get("sleep", 0.05)))
+        save_checkpoint({"epoch": epoch})
+        with open(os.path.join(folder, "log.txt"), "a") as log:
+            print(os.environ["TUNESMITH_DASK_WORKER"], os.environ["CUDA_VISIBLE_DEVICES"] or "-",
+                  epoch, start, time.time(), file=log)
+        report(epoch=epoch, loss=(float(config["x"]) - 0.3) ** 2 + 1.0 / epoch)
+""")
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "train.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def faults_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two CPU-only workers with one thread each (two trials run on two workers)."""
+    cluster = start_cluster(Path(tmp_path_factory.mktemp("dask-faults")), {"c1": 0, "c2": 0},
+                            nthreads=1)
+    yield cluster
+    cluster.stop()
+
+
+def make_backend(address: str, entry_point: Any, root: Path, **options: Any) -> Any:
+    from backends.dask import DaskBackend
+
+    backend = DaskBackend(entry_point, address=address, poll_interval=0.02,
+                          stop_grace_period=2.0, **options)
+    backend.set_trial_root(root)
+    return backend
+
+
+def collect(backend: Any, until: Any, timeout: float = 30.0) -> list[TrialEvent]:
+    events: list[TrialEvent] = []
+    deadline = time.monotonic() + timeout
+    while not until(events):
+        assert time.monotonic() < deadline, f"timed out; events so far: {events}"
+        events += backend.poll()
+    return events
+
+
+def epochs(events: list[TrialEvent], trial_id: int) -> list[int]:
+    return [e.metrics["epoch"] for e in events
+            if e.trial_id == trial_id and e.kind == EventKind.RESULT]
+
+
+def ended(events: list[TrialEvent], trial_id: int) -> TrialEvent | None:
+    return next((e for e in events if e.trial_id == trial_id
+                 and e.kind in (EventKind.COMPLETED, EventKind.FAILED)), None)
+
+
+def trial_processes(root: Path) -> list[psutil.Process]:
+    """Trial processes (on any worker of this machine) whose config lies under `root`."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(CONFIG_ENV, "").startswith(str(root)):
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def wait_gone(root: Path, timeout: float = 10.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while (left := trial_processes(root)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def log_lines(root: Path, trial_id: int) -> list[list[str]]:
+    path = root / str(trial_id) / "log.txt"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# -- bad input: one clear error before anything runs ------------------------------------------------
+def test_an_unreachable_scheduler_is_one_error(script: Path) -> None:
+    from backends.dask import DaskBackend
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"^backend_options.address: cannot reach the Dask "
+                                         r"scheduler at tcp://127.0.0.1:\d+"):
+        DaskBackend(str(script), address=address, connect_timeout=1.0)
+    assert time.monotonic() - started < 10
+
+
+def test_the_cli_says_one_error_line_for_an_unreachable_scheduler(tmp_path: Path, script: Path,
+                                                                  capsys: Any) -> None:
+    from flows.cli import main
+
+    spec = {"name": "unreachable", "metric": "loss", "config_space": {"x": 0.1, "epochs": 1},
+            "backend": "dask", "results_root": str(tmp_path / "experiments"),
+            "backend_options": {"address": f"tcp://127.0.0.1:{free_port()}",
+                                "entry_point": str(script), "connect_timeout": 1.0}}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    assert main(["run", str(path), "--no-flow"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: backend_options.address: cannot reach")
+    assert not (tmp_path / "experiments" / "unreachable" / "trials").exists()
+
+
+def test_more_gpus_than_any_worker_has_is_one_error(dask_cluster: Cluster, script: Path) -> None:
+    from backends.dask import DaskBackend
+
+    with pytest.raises(ValueError, match=r"backend_options.gpus_per_trial: 3 is more than any "
+                                         r"worker has \(GPUs per worker: .*'w1': 2"):
+        DaskBackend(str(script), address=dask_cluster.address, gpus_per_trial=3)
+
+
+def test_gpus_on_a_cluster_without_gpus_is_one_error(faults_cluster: Cluster,
+                                                     script: Path) -> None:
+    from backends.dask import DaskBackend
+
+    with pytest.raises(ValueError, match="backend_options.gpus_per_trial: 1 GPUs asked, but no "
+                                         "worker .* advertises GPUs"):
+        DaskBackend(str(script), address=faults_cluster.address, gpus_per_trial=1)
+
+
+# -- GPUs ----------------------------------------------------------------------------------------
+def test_trials_get_distinct_gpus_of_their_worker(dask_cluster: Cluster, script: Path,
+                                                  tmp_path: Path) -> None:
+    root = tmp_path / "trials"
+    backend = make_backend(dask_cluster.address, str(script), root, gpus_per_trial=1)
+    try:
+        assert backend.default_n_workers() == 3  # w1: 2 GPUs, w2: 1
+        for tid in range(5):
+            backend.start(Trial(tid, {"x": 0.1, "epochs": 2, "sleep": 0.4}))
+        events = collect(backend, lambda ev: all(ended(ev, t) for t in range(5)), timeout=60)
+    finally:
+        backend.close()
+    assert all(ended(events, t).kind == EventKind.COMPLETED for t in range(5))
+    runs = []  # (worker, device, start, end) of each trial
+    for tid in range(5):
+        lines = log_lines(root, tid)
+        assert len({(w, d) for w, d, *_ in lines}) == 1, lines
+        runs.append((lines[0][0], lines[0][1], float(lines[0][3]), float(lines[-1][4])))
+    assert {(w, d) for w, d, _, _ in runs} <= {("w1", "0"), ("w1", "1"), ("w2", "0")}
+    for i, a in enumerate(runs):
+        for b in runs[i + 1:]:
+            overlap = a[2] < b[3] and b[2] < a[3]
+            assert not (overlap and a[:2] == b[:2]), f"two trials shared a GPU: {a} {b}"
+    at_once = max(sum(1 for r in runs if r[2] <= t < r[3]) for _, _, t, _ in runs)
+    assert at_once <= 3
+
+
+# -- ASHA with promotions through the tune flow ----------------------------------------------------
+@pytest.mark.usefixtures("prefect_harness")
+def test_asha_promotions_resume_from_checkpoints_on_any_worker(dask_cluster: Cluster,
+                                                               script: Path,
+                                                               tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from flows.tune import tune
+    from hpo_core.store import load_experiment
+
+    points = [0.9, 0.3, 0.6, 0.1, 0.8, 0.5, 0.7, 0.2, 0.4]
+    spec = {
+        "name": "dask-promotion", "metric": "loss", "mode": "min",
+        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9,
+                         "sleep": 0.1},
+        "scheduler": "asha_promotion",
+        "scheduler_options": {"grace_period": 1, "reduction_factor": 3, "max_t": 9,
+                              "resource_attr": "epoch",
+                              "points_to_evaluate": [{"x": x} for x in points]},
+        "backend": "dask",
+        "backend_options": {"address": dask_cluster.address, "entry_point": str(script),
+                            "gpus_per_trial": 1},
+        "stop": {"max_trials_started": len(points)}, "n_workers": "auto", "seed": 0,
+        "results_root": str(tmp_path / "experiments"),
+    }
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    outcome = tune(spec, tracking_uri=uri)
+
+    store = Path(outcome["store_path"])
+    results = load_experiment(store).results
+    crossed = []
+    for tid, rows in results.groupby("trial_id"):
+        reported = rows["epoch"].tolist()
+        lines = log_lines(store / "trials", int(tid))
+        ran = [int(e) for _, _, e, *_ in lines]
+        detail = (tid, reported, lines)
+        # never started over: every epoch ran once, each report is one the trial ran (a pause
+        # lands between two reports; the script may finish the epoch it was in, as locally)
+        assert ran == list(range(1, len(ran) + 1)), detail
+        assert reported == sorted(set(reported)) and set(reported) <= set(ran), detail
+        workers = [w for w, *_ in lines]
+        if len(set(workers)) > 1:
+            crossed.append(tid)
+    promoted = [t for t, rows in results.groupby("trial_id") if rows["epoch"].max() > 1]
+    assert promoted, "no trial was promoted"
+    assert crossed, "no trial resumed on another worker"
+    assert outcome["best_config"]["x"] == pytest.approx(0.3)
+
+    runs = task_runs(outcome["flow_run_id"])
+    assert runs and all(" on worker w" in (r.state.message or "") for r in runs
+                        if r.name.startswith("trial-") and r.state.is_completed())
+    client = MlflowClient(uri)
+    runs = client.search_runs([outcome["mlflow_experiment_id"]])
+    assert len([r for r in runs if "tunesmith.trial_id" in r.data.tags]) == len(points)
+
+
+def task_runs(flow_run_id: Any) -> list[Any]:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(flow_run_id))]))
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=runs)
+
+
+# -- faults --------------------------------------------------------------------------------------
+def running_on_both(backend: Any, events: list[TrialEvent]) -> bool:
+    return all(epochs(events, t) for t in (0, 1)) and all(
+        backend.trial_worker(t) for t in (0, 1))
+
+
+def test_a_killed_worker_fails_its_trial_and_the_other_goes_on(faults_cluster: Cluster,
+                                                               script: Path,
+                                                               tmp_path: Path) -> None:
+    root = tmp_path / "trials"
+    backend = make_backend(faults_cluster.address, str(script), root)
+    try:
+        for tid in (0, 1):
+            backend.start(Trial(tid, {"x": 0.1, "epochs": 40, "sleep": 0.1}))
+        events = collect(backend, lambda ev: running_on_both(backend, ev))
+        victim = backend.trial_worker(0).split()[0]
+        assert victim != backend.trial_worker(1).split()[0]
+        faults_cluster.kill_worker(victim)
+        events = collect(backend, lambda ev: ended(ev, 0) is not None)
+        failure = ended(events, 0)
+        assert failure.kind == EventKind.FAILED
+        assert f"worker {victim}" in failure.reason and "died" in failure.reason
+        more = collect(backend, lambda ev: len(epochs(ev, 1)) >= 3)
+        assert ended(more, 1) is None
+        assert not [p for p in wait_gone(root / "0")], "trial 0 outlived its worker"
+    finally:
+        backend.close()
+        faults_cluster.add_worker(victim, nthreads=1)
+    assert wait_gone(root) == []
+
+
+def test_a_requeued_trial_continues_from_its_checkpoint_on_another_worker(
+        faults_cluster: Cluster, script: Path, tmp_path: Path) -> None:
+    root = tmp_path / "trials"
+    backend = make_backend(faults_cluster.address, str(script), root, on_worker_death="requeue")
+    victim = None
+    try:
+        backend.start(Trial(0, {"x": 0.1, "epochs": 8, "sleep": 0.1}))
+        events = collect(backend, lambda ev: len(epochs(ev, 0)) >= 2
+                         and backend.trial_worker(0) is not None)
+        victim = backend.trial_worker(0).split()[0]
+        faults_cluster.kill_worker(victim)
+        events += collect(backend, lambda ev: ended(ev, 0) is not None)
+    finally:
+        backend.close()
+        if victim is not None:
+            faults_cluster.add_worker(victim, nthreads=1)
+    assert ended(events, 0).kind == EventKind.COMPLETED
+    seen = epochs(events, 0)
+    assert seen[-1] == 8 and seen.count(1) == 1, seen  # never started over
+    workers = [w for w, *_ in log_lines(root, 0)]
+    assert workers[0] == victim and workers[-1] != victim
+
+
+def test_a_killed_tuner_leaves_no_trial_on_any_worker(faults_cluster: Cluster, script: Path,
+                                                      tmp_path: Path) -> None:
+    root = tmp_path / "trials"
+    tuner = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_dask import make_backend
+        from hpo_core.trial import Trial
+        backend = make_backend({faults_cluster.address!r}, {str(script)!r}, __import__("pathlib").Path({str(root)!r}))
+        for tid in (0, 1):
+            backend.start(Trial(tid, {{"x": 0.1, "epochs": 400, "sleep": 0.1}}))
+        seen = set()
+        while True:
+            for event in backend.poll():
+                seen.add(event.trial_id)
+            if seen == {{0, 1}}:
+                print("running", flush=True)
+                seen.add(2)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", tuner], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"running\n"
+        assert len(trial_processes(root)) >= 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        left = wait_gone(root)
+        assert left == [], f"trial processes outlived the tuner: {left}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_resumed_experiment_ends_what_its_earlier_session_still_runs(
+        faults_cluster: Cluster, script: Path, tmp_path: Path) -> None:
+    root = tmp_path / "trials"
+    first = make_backend(faults_cluster.address, str(script), root)
+    second = None
+    try:
+        first.start(Trial(0, {"x": 0.1, "epochs": 400, "sleep": 0.1}))
+        collect(first, lambda ev: len(epochs(ev, 0)) >= 1)
+        # the first session is cut off (as a tuner whose network went away); a new one opens
+        second = make_backend(faults_cluster.address, str(script), root)
+        assert wait_gone(root) == []
+    finally:
+        for backend in (first, second):
+            if backend is not None:
+                backend.close()
+
+
+def test_losing_the_scheduler_fails_the_experiment_with_a_clear_message(
+        tmp_path: Path, script: Path) -> None:
+    from backends.dask import ClusterLostError
+
+    cluster = start_cluster(tmp_path / "cluster", {"l1": 0}, nthreads=1)
+    root = tmp_path / "trials"
+    try:
+        backend = make_backend(cluster.address, str(script), root)
+        backend.start(Trial(0, {"x": 0.1, "epochs": 400, "sleep": 0.1}))
+        collect(backend, lambda ev: len(epochs(ev, 0)) >= 1)
+        cluster.scheduler.kill()
+        cluster.scheduler.wait()
+        with pytest.raises(ClusterLostError, match="lost the Dask scheduler at tcp://127.0.0.1:"
+                                                   r"\d+ .*resume the experiment"):
+            collect(backend, lambda _: False, timeout=60)
+        backend.close()
+        assert wait_gone(root, timeout=30) == [], "trials outlived the lost scheduler"
+    finally:
+        cluster.stop()
