@@ -126,8 +126,11 @@ def build_backend(spec: ExperimentSpec, objective: Any = None) -> TrialBackend:
             f"spec.backend: {spec.backend!r} needs the module {module_name}, which is missing"
         ) from err
     cls = getattr(module, class_name)
-    _check_options(cls, spec.backend_options, ())
-    return cls(**spec.backend_options)
+    options = dict(spec.backend_options)
+    if spec.backend == "dask" and objective is not None:
+        options["entry_point"] = objective
+    _check_options(cls, options, ())
+    return cls(**options)
 
 
 def resolve_config_space(spec: ExperimentSpec, backend: TrialBackend) -> ConfigSpace:
