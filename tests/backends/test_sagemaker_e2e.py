@@ -86,10 +86,14 @@ def test_asha_experiment_on_sagemaker(aws, tmp_path, caplog, monkeypatch):
     assert trials[2].status == TrialStatus.FAILED
     assert "CUDA out of memory" in trials[2].failure_reason
     assert trials[2].failure_reason.startswith("training job sm-asha-")
-    # ASHA stopped trials at rungs: their jobs were stopped through StopTrainingJob
-    stopped = [t for t in trials.values() if t.status == TrialStatus.STOPPED]
-    assert len(stopped) == 7
-    early = [t for t in stopped if t.last_result["epoch"] < 9]
+    # ASHA stopped trials at rungs: their jobs were stopped through StopTrainingJob; a trial
+    # ASHA stops at max_t ran its course: completed, not stopped (issue 15)
+    ended = [t for t in trials.values()
+             if t.status in (TrialStatus.STOPPED, TrialStatus.COMPLETED)]
+    assert len(ended) == 7
+    assert all(t.last_result["epoch"] == 9 for t in ended if t.status == TrialStatus.COMPLETED)
+    early = [t for t in ended if t.last_result["epoch"] < 9]
+    assert all(t.status == TrialStatus.STOPPED for t in early)
     assert early and fake.calls["stop_training_job"] >= len(early)
     for trial in early:
         (job,) = fake.jobs_of(trial.trial_id)

@@ -38,7 +38,8 @@ def ranked_configs(path: Path) -> tuple[list[dict[str, Any]], list[float]]:
     """The configs of an experiment best first (each trial counting with its last report),
     and the first value each of them reported."""
     experiment = load_experiment(path)
-    last = experiment.trials().sort_values(experiment.metric, kind="stable")
+    last = experiment.results.groupby("trial_id", sort=True).tail(1)  # what transfer ranks by
+    last = last.sort_values(experiment.metric, kind="stable")
     firsts = experiment.results.groupby("trial_id").head(1).set_index("trial_id")
     configs = [experiment.state["trials"][str(int(t))]["config"] for t in last["trial_id"]]
     return configs, [float(firsts.loc[t, experiment.metric]) for t in last["trial_id"]]
