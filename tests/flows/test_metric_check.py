@@ -67,7 +67,8 @@ def test_simulated_backend_checks_the_metric_before_anything_runs(
     assert len(err) == 1 and err[0].startswith(
         "error: spec.metric: 'Train/val_cross_entropi' is not reported by blackbox"), err
     assert "'Train/val_cross_entropy'" in err[0]
-    assert not (tmp_path / "exp" / "sim-typo").exists()
+    store = tmp_path / "exp" / "sim-typo"  # at most the lock's folder: nothing ran
+    assert not any((store / name).exists() for name in ("spec.json", "state.json", "trials"))
 
 
 @pytest.mark.usefixtures("prefect_harness")
