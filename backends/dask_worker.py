@@ -11,7 +11,8 @@ events to the segment tasks, which forward each report to the tuner at once with
 
 The task ends the trial on its host as soon as its Dask task is cancelled: the tuner cancels
 it to stop or pause the trial, and the scheduler cancels it when the tuner's client is gone (a
-killed tuner), so no trial outlives the tuner. A worker that dies takes its trials with it
+killed tuner), so no trial outlives the tuner. It also ends it when the worker starts closing
+(it closes when it loses its scheduler). A worker that dies takes its trials with it
 (PDEATHSIG, the watchdog).
 """
 
@@ -194,6 +195,9 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
                 state = worker.state.tasks.get(key)
                 if state is None or state.state not in ("executing", "long-running"):
                     ended = {"outcome": "cancelled", "reason": "the task was cancelled"}
+                elif worker.status.name not in ("running", "paused"):
+                    # closing: it lost its scheduler (or is told to go); its trials go first
+                    ended = {"outcome": "cancelled", "reason": f"the worker is {worker.status.name}"}
     finally:
         host.end(tid, events, stop=ended is None or ended["outcome"] == "cancelled")
     ended["reports"] = reports

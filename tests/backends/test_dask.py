@@ -374,6 +374,6 @@ def test_losing_the_scheduler_fails_the_experiment_with_a_clear_message(
                                                    r"\d+ .*resume the experiment"):
             collect(backend, lambda _: False, timeout=60)
         backend.close()
-        assert wait_gone(root, timeout=30) == [], "trials outlived the lost scheduler"
+        assert wait_gone(root) == [], "trials outlived the lost scheduler"
     finally:
         cluster.stop()
