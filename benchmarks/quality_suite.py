@@ -160,7 +160,7 @@ def run_suite(args: argparse.Namespace, methods: list[str], peers: list[str], ta
                     key=lambda c: -cost.get(c[1], 0))
     with tempfile.TemporaryDirectory(prefix="quality-suite-") as folder, \
             ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             now = time.perf_counter()
             if done and now + slowest > deadline:
                 print(f"seed {seed}: not started, the slowest seed took {slowest:.0f}s and "
@@ -235,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--peers", default=",".join(PEERS),
                         help="Syne Tune methods, some of " + ",".join(PEER_CHOICES))
     parser.add_argument("--seeds", type=int, default=10, help="at most this many seeds")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed, first-seed + 1, ... (to add seeds to saved runs)")
     parser.add_argument("--minutes", type=float, default=60.0,
                         help="wall-clock budget: no seed starts that would not fit")
     parser.add_argument("--budget", type=float, default=7200.0, help="simulated s per run")
