@@ -29,11 +29,13 @@ member of the tree found by parentage or by token.
 from __future__ import annotations
 
 import ctypes
+import errno
 import itertools
 import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,13 +84,14 @@ def become_subreaper() -> bool:
     return _prctl is not None and _prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-# Run first in the child (`python -I -S -c`, milliseconds): unblock every signal, ask for
-# `sig` when the parent dies, give up if it already has, then become the real command. A
-# pre-exec function would do the same in the forked tuner, but forbids vfork: a launch from a
-# tuner with Prefect, MLflow and pandas loaded took ~30 ms instead of ~3 ms, all of it blocking.
+# Run first in the child: ask for `sig` when the parent dies, then become the real command.
+# util-linux's `setpriv --pdeathsig` does it in ~5 ms; without it, this Python trampoline
+# (`python -I -S -c`, ~60 ms) also gives up if the parent is already gone. (Between the fork
+# and the prctl, the watchdog covers a tuner's death: the token is already in the
+# environment.) A pre-exec function would do the same in the forked tuner but forbids vfork:
+# with Prefect, MLflow and pandas loaded, a launch took ~30-40 ms of the tuner's own time.
 _TRAMPOLINE = """\
-import ctypes, os, signal, sys
-signal.pthread_sigmask(signal.SIG_SETMASK, ())
+import ctypes, os, sys
 ctypes.CDLL(None).prctl(1, int(sys.argv[2]), 0, 0, 0)
 if os.getppid() != int(sys.argv[1]):
     os._exit(1)
@@ -100,10 +103,28 @@ except OSError as err:
 """
 
 
+def _setpriv() -> str | None:
+    """util-linux's setpriv, if it takes --pdeathsig (checked once)."""
+    path = shutil.which("setpriv")
+    if path is None:
+        return None
+    try:
+        ok = subprocess.run([path, "--pdeathsig", "KILL", "--", "true"], timeout=10,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if ok else None
+
+
 def _with_death_signal(args: Sequence[str], sig: int) -> list[str]:
-    """`args` behind the trampoline (Linux), or as they are."""
+    """`args` behind setpriv or the trampoline (Linux), or as they are."""
     if _prctl is None:
         return list(args)
+    if _state.setpriv is None:
+        _state.setpriv = _setpriv() or ""
+    if _state.setpriv:
+        return [_state.setpriv, "--pdeathsig", signal.Signals(sig).name.removeprefix("SIG"),
+                "--", *args]
     return [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(os.getpid()), str(int(sig)),
             *args]
 
@@ -293,6 +314,7 @@ class _State:
         self.watchdog_fd: int | None = None
         self.subreaper = False
         self.live_tokens: set[str] = set()  # trees launched here and not forgotten
+        self.setpriv: str | None = None  # its path, "" when unusable, None until checked
         self.host = socket.gethostname()
         self.me = psutil.Process()
 
@@ -315,6 +337,9 @@ class _State:
         return box[0]
 
     def _serve(self) -> None:
+        # A child starts with the signal mask of the thread that forked it, and a thread with
+        # that of the thread that started it: a trial with SIGTERM blocked would ignore stop.
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         while True:
             fn, box, done = self.requests.get()
             try:
@@ -388,6 +413,9 @@ def launch(
     token = f"{_state.session}.{next(_state.counter)}"
     child_env = dict(os.environ if env is None else env)
     child_env[TOKEN_ENV] = token
+    if args and shutil.which(args[0], path=child_env.get("PATH", os.defpath)) is None:
+        # as Popen would raise it (the command runs behind setpriv or a trampoline)
+        raise FileNotFoundError(errno.ENOENT, "no such executable", args[0])
 
     def start() -> subprocess.Popen[bytes]:
         _state.start_watchdog()

@@ -64,7 +64,8 @@ def test_a_tree_is_ended_whole_setsid_and_double_forks_included(tmp_path, marker
     tree = processes.launch([sys.executable, "-c", SPAWNS, marker], stdout=subprocess.PIPE,
                             record_dir=tmp_path / "records")
     json.loads(tree.popen.stdout.readline())
-    wait_for(lambda: len(marked(marker)) == 3)
+    wait_for(lambda: len(marked(marker)) == 3  # and the middle of the double fork is gone:
+             and sum(SPAWNS in p.info["cmdline"] for p in marked(marker)) == 1)
     record = processes.ProcessRecord.read(tmp_path / "records" / f"{tree.token}.json")
     assert (record.pid, record.pgid, record.owner_pid) == (tree.pid, tree.pid, os.getpid())
     assert {p.pid for p in tree.members()} == {p.pid for p in marked(marker)} - {tree.pid}
