@@ -41,10 +41,20 @@ def marked(marker: str) -> list[psutil.Process]:
     return found
 
 
-def wait_for(condition, timeout: float, what: str, log: Path | None = None) -> None:
+def cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:  # exited meanwhile
+        return []
+
+
+def wait_for(condition, timeout: float, what, log: Path | None = None) -> None:
+    """Wait until `condition()`; else fail with `what` (a string, or a callable giving one)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"{what}; " + (log.read_text()[-3000:] if log else "")
+        if time.monotonic() >= deadline:
+            message = what() if callable(what) else what
+            pytest.fail(f"{message}; " + (log.read_text()[-3000:] if log else ""))
         time.sleep(0.1)
 
 
@@ -70,7 +80,7 @@ def start_cli(tmp_path: Path, marker: str, *options: str) -> subprocess.Popen:
 def trials_running(cli: subprocess.Popen, script: Path) -> int:
     """Trial processes of `cli` that run `script`, past their launch."""
     try:
-        return sum(str(script) in p.cmdline()[1:2]
+        return sum(str(script) in cmdline(p)[1:2]
                    for p in psutil.Process(cli.pid).children(recursive=True))
     except psutil.Error:
         return 0
@@ -88,7 +98,7 @@ def test_a_signalled_run_leaves_no_process(tmp_path: Path, sig: int, flow: bool)
         wait_for(lambda: trials_running(cli, tmp_path / "train.py") == 2, 150,
                  "the trials never started", log)
         if flow:
-            servers = [p for p in marked(marker) if "server" in p.cmdline()]
+            servers = [p for p in marked(marker) if "server" in cmdline(p)]
             assert len(servers) == 1, "no Prefect server of the run's own"
         cli.send_signal(sig)
         cli.wait(timeout=60)
@@ -97,7 +107,7 @@ def test_a_signalled_run_leaves_no_process(tmp_path: Path, sig: int, flow: bool)
             cli.kill()
             cli.wait()
     wait_for(lambda: not marked(marker), 15,
-             f"left running: {[p.cmdline() for p in marked(marker)]}", log)
+             lambda: f"left running: {[cmdline(p) for p in marked(marker)]}", log)
     if sig != signal.SIGKILL:
         assert cli.returncode == 128 + sig, log.read_text()[-3000:]
         assert f"interrupted by {signal.Signals(sig).name}" in log.read_text()
