@@ -413,7 +413,10 @@ def launch(
     token = f"{_state.session}.{next(_state.counter)}"
     child_env = dict(os.environ if env is None else env)
     child_env[TOKEN_ENV] = token
-    if args and shutil.which(args[0], path=child_env.get("PATH", os.defpath)) is None:
+    command = args[0] if args else ""
+    if cwd is not None and os.sep in command and not os.path.isabs(command):
+        command = os.path.join(cwd, command)  # relative to the child's folder, as for Popen
+    if args and shutil.which(command, path=child_env.get("PATH", os.defpath)) is None:
         # as Popen would raise it (the command runs behind setpriv or a trampoline)
         raise FileNotFoundError(errno.ENOENT, "no such executable", args[0])
 
