@@ -286,6 +286,10 @@ class DaskBackend(TrialBackend):
             segment.ending, segment.ending_since = future.result(), time.monotonic()
             return
         if future.status == "cancelled":
+            why = getattr(getattr(future, "_state", None), "exception", None)
+            if "connection-lost" in str(getattr(why, "reason", "")) \
+                    or self.client.status != "running":
+                raise self._lost()  # the scheduler dropped this session's work
             reason = "its Dask task was cancelled outside the tuner"
         else:
             error = future.exception()
@@ -347,10 +351,13 @@ class DaskBackend(TrialBackend):
             self._lost_since = time.monotonic()
         if time.monotonic() - self._lost_since >= SCHEDULER_LOSS_TIMEOUT \
                 or self.client.status in ("closed", "closing"):
-            raise ClusterLostError(
-                f"lost the Dask scheduler at {self.address} (client {self.client.status}); its "
-                "trials ended with it. The store keeps every finished trial: resume the "
-                "experiment (tunesmith resume <name>) once the cluster is back")
+            raise self._lost()
+
+    def _lost(self) -> ClusterLostError:
+        return ClusterLostError(
+            f"lost the Dask scheduler at {self.address} (client {self.client.status}); its "
+            "trials ended with it. The store keeps every report so far: resume the "
+            "experiment (tunesmith resume <name>) once the cluster is back")
 
     def _close_client(self) -> None:
         if self._owns_client:

@@ -377,3 +377,63 @@ def test_losing_the_scheduler_fails_the_experiment_with_a_clear_message(
         assert wait_gone(root) == [], "trials outlived the lost scheduler"
     finally:
         cluster.stop()
+
+
+def test_an_experiment_cut_off_from_its_scheduler_resumes_on_a_new_cluster(
+        tmp_path: Path, script: Path) -> None:
+    import threading
+
+    from backends.dask import ClusterLostError
+    from flows.runner import build_tuner
+    from hpo_core.spec import ExperimentSpec
+    from hpo_core.store import load_experiment
+
+    def spec(address: str) -> ExperimentSpec:
+        return ExperimentSpec.from_dict({
+            "name": "cut-off", "metric": "loss", "scheduler": "random",
+            "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 30,
+                             "sleep": 0.1},
+            "backend": "dask", "backend_options": {"address": address, "entry_point": str(script)},
+            "stop": {"max_trials_started": 2}, "n_workers": 2, "seed": 0,
+            "results_root": str(tmp_path / "experiments")})
+
+    first = start_cluster(tmp_path / "first", {"a1": 0, "a2": 0}, nthreads=1)
+    try:
+        tuner = build_tuner(spec(first.address))
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                tuner.run()
+            except BaseException as err:  # noqa: BLE001 - checked below
+                errors.append(err)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        root = tuner.store.path / "trials"
+        deadline = time.monotonic() + 30
+        while min((len(log_lines(root, t)) for t in (0, 1)), default=0) < 3:
+            assert time.monotonic() < deadline and thread.is_alive(), errors
+            time.sleep(0.1)
+        first.scheduler.kill()
+        first.scheduler.wait()
+        thread.join(timeout=30)
+        assert len(errors) == 1 and isinstance(errors[0], ClusterLostError), errors
+        tuner.backend.close()
+    finally:
+        first.stop()
+    assert wait_gone(root) == []
+    second = start_cluster(tmp_path / "second", {"b1": 0, "b2": 0}, nthreads=1)
+    try:
+        tuner = build_tuner(spec(second.address))
+        tuner.run()
+        tuner.backend.close()
+    finally:
+        second.stop()
+    results = load_experiment(tuner.store.path).results
+    for tid in (0, 1):
+        ran = [int(e) for _, _, e, *_ in log_lines(root, tid)]
+        # continued from its checkpoint: no epoch twice (the one it was killed in may have saved
+        # its checkpoint but not its log line)
+        assert ran == sorted(set(ran)) and ran[0] == 1 and ran[-1] == 30, ran
+        assert results[results["trial_id"] == tid]["epoch"].max() == 30
