@@ -28,14 +28,18 @@ def validate_name(name: str, field: str = "name") -> str:
     return name
 
 
-def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
+def atomic_write_text(path: Path, text: str, durable: bool = False,
+                      mode: int | None = None) -> None:
     """Write a file so that readers see the old or the new content, never a partial one.
 
     Atomic against a killed process (rename). With `durable`, the file and its folder are also
-    fsynced, so the new content survives a power loss once this returns."""
+    fsynced, so the new content survives a power loss once this returns. `mode`: its
+    permissions (default: readable by the owner only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        if mode is not None:  # mkstemp's files are private (0600)
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             if durable:

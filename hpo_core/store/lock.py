@@ -133,9 +133,16 @@ def _guard(folder: Path):
 
 
 def read_lock(folder: Path) -> dict[str, Any] | None:
-    """The lock file's content (None: no lock, or unreadable)."""
+    """The lock file's content (None: no lock, or not a lock: it is written atomically, so it
+    is never cut short). A lock this process may not read counts as held by someone else."""
+    path = Path(folder) / LOCK_FILE
     try:
-        data = json.loads((Path(folder) / LOCK_FILE).read_text())
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise ExperimentLockedError(f"experiment {Path(folder).name!r} is locked by another "
+                                    f"user ({path} is not readable)") from None
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -209,7 +216,7 @@ class ExperimentLock:
             logger.debug("releasing the lock of %s: %s", self.name, err)
 
     def _write(self) -> None:
-        atomic_write_text(self.path, json.dumps(self.holder.to_dict(time.time())))
+        atomic_write_text(self.path, json.dumps(self.holder.to_dict(time.time())), mode=0o644)
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
