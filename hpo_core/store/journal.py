@@ -100,7 +100,7 @@ class Journal:
                 try:
                     records.append(json.loads(line))
                 except ValueError:
-                    logger.warning("journal segment %s: skipping a line cut short", segment)
+                    logger.info("journal segment %s: skipping a line cut short", segment)
             records.append({"end": segment})
         return records
 
