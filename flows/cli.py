@@ -92,10 +92,6 @@ def _run_flow(spec: ExperimentSpec) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # Prefect's temporary server can take over 30 s to start on a busy 2-core machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    if spec.backend == "simulated":  # its metric and options are checked before any flow runs
-        from backends.factory import build_backend
-
-        build_backend(spec)
     from flows._prefect_server import start_prefect_server
 
     start_prefect_server()
@@ -139,6 +135,11 @@ def _signals_as_exceptions() -> Iterator[None]:
 
 
 def _run(spec: ExperimentSpec, use_flow: bool) -> int:
+    if use_flow and spec.backend == "simulated":
+        # its metric and options are checked before any flow runs (or any folder is made)
+        from backends.factory import build_backend
+
+        build_backend(spec)
     lock = experiment_lock(spec.experiment_path)
     lock.acquire()  # a second run of the experiment refuses here, before Prefect starts
     try:
