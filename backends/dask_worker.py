@@ -35,7 +35,7 @@ WORKER_ENV = "TUNESMITH_DASK_WORKER"
 #: seconds between two looks at the task's state (a stop reaches the trial within this)
 CHECK_EVERY = 0.05
 #: a host without segments for this long closes its backend (its worker processes)
-IDLE_CLOSE = 300.0
+IDLE_CLOSE = 60.0
 
 _HOSTS: dict[str, _Host] = {}  # by session of the tuner
 _HOSTS_LOCK = threading.Lock()

@@ -159,7 +159,7 @@ def sagemaker_harness(url: str, tmp_path: Path, poll_interval: float) -> Harness
                                      if job.status not in FINAL_STATUSES])
 
 
-def dask_harness(address: str, tmp_path: Path, poll_interval: float, function: bool) -> Harness:
+def dask_harness(cluster: Any, tmp_path: Path, poll_interval: float, function: bool) -> Harness:
     from backends.dask import DaskBackend
 
     if function:
@@ -170,16 +170,23 @@ def dask_harness(address: str, tmp_path: Path, poll_interval: float, function: b
         script = tmp_path / "program.py"
         script.write_text(PROGRAM)
         entry_point = marker = str(script)
-    backend = DaskBackend(entry_point, address=address, poll_interval=poll_interval,
+    backend = DaskBackend(entry_point, address=cluster.address, poll_interval=poll_interval,
                           stop_grace_period=2.0)
     backend.set_trial_root(tmp_path / "trials")
 
-    def leftovers() -> list[str]:  # trial processes on the workers (not our children)
+    def leftovers() -> list[str]:  # trial processes under the cluster's worker processes
         left = []
-        for proc in psutil.process_iter(["cmdline"]):
-            cmdline = proc.info["cmdline"] or []
-            if marker in cmdline and "_watchdog.py" not in " ".join(cmdline):
-                left.append(f"pid {proc.pid}")
+        for worker in cluster.workers.values():
+            try:
+                children = psutil.Process(worker.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+            for proc in children:
+                try:
+                    if marker in proc.cmdline():
+                        left.append(f"pid {proc.pid} ({proc.status()})")
+                except psutil.NoSuchProcess:
+                    pass
         return left
 
     return Harness(backend, leftovers)
@@ -204,7 +211,7 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
         elif request.param == "function":
             harness = function_harness(tmp_path, poll_interval)
         elif request.param.startswith("dask"):
-            harness = dask_harness(request.getfixturevalue("dask_cluster").address, tmp_path,
+            harness = dask_harness(request.getfixturevalue("dask_cluster"), tmp_path,
                                    poll_interval, request.param == "dask-function")
         else:
             harness = sagemaker_harness(request.getfixturevalue("moto_url"), tmp_path,
