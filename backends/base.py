@@ -80,6 +80,10 @@ class TrialBackend(ABC):
     def close(self) -> None:
         """Release everything; running trials are ended."""
 
+    def max_n_workers(self) -> int:
+        """The most trials this backend can run at once (a spec asking for more is refused)."""
+        return 256
+
     def state_dict(self) -> dict[str, Any]:
         """State needed to continue after a crash (JSON-serializable)."""
         return {}

@@ -48,6 +48,7 @@ from backends.local import (
 )
 from backends.objectives import Objective, objective_from
 from hpo_core.report import DISTRIBUTED_ENV
+from hpo_core.secrets import resolve
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
@@ -363,7 +364,8 @@ class FunctionBackend(TrialBackend):
         stderr = folder / "stderr"
         offset = stderr.stat().st_size if stderr.exists() else 0
         self._tokens += 1
-        message = {"run": self._tokens, "trial_id": tid, "config": trial.config,
+        message = {"run": self._tokens, "trial_id": tid,
+                   "config": resolve(trial.config, "config"),  # secret references: this trial only
                    "trial_dir": str(folder), "checkpoint_dir": str(self.checkpoint_dir(tid)),
                    "config_path": str(folder / "config.json")}
         for attempt in range(2):  # an idle worker may have died since it joined the pool

@@ -53,6 +53,7 @@ from hpo_core.report import (
     ReportParser,
     config_args,
 )
+from hpo_core.secrets import is_reference, resolve
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class _Run:
     stderr_path: Path
     stderr_offset: int
     gpu_key: tuple[int, int] | None = None  # its assignment in the GPU rotation
+    private_config: Path | None = None  # its config with secrets resolved, removed at its end
     num_reports: int = 0
     cancelled: bool = False  # stopped, paused or timed out: its later events are dropped
     kill_at: float | None = None  # SIGTERM sent; SIGKILL at this monotonic time
@@ -127,7 +129,7 @@ class LocalBackend(TrialBackend):
         self.syne_tune_compat = bool(syne_tune_compat)
         if env is not None and not isinstance(env, Mapping):
             raise ValueError(f"backend_options.env: must be a mapping of names to values, got {env!r}")
-        self.env = {str(k): str(v) for k, v in (env or {}).items()}
+        self.env = {str(k): v if is_reference(v) else str(v) for k, v in (env or {}).items()}
         self.rotation, self.hide_gpus = _gpu_setup(gpus, gpus_per_trial)
         self._t0 = time.monotonic()
         self._queue: queue.SimpleQueue[tuple[str, _Run, Any, float]] = queue.SimpleQueue()
@@ -149,6 +151,11 @@ class LocalBackend(TrialBackend):
         if self.rotation is not None and self.rotation.num_slots > 0:
             return self.rotation.num_slots
         return _cpu_count()
+
+    def max_n_workers(self) -> int:
+        """Processes this machine can hold at once: 8 per CPU (at least 64), or 4 per GPU slot."""
+        slots = self.rotation.num_slots if self.rotation is not None else 0
+        return max(64, 8 * _cpu_count(), 4 * slots)
 
     def start(self, trial: Trial) -> None:
         checkpoint = self.checkpoint_dir(trial.trial_id)
@@ -252,14 +259,19 @@ class LocalBackend(TrialBackend):
         tid = trial.trial_id
         folder = self.trial_dir(tid)
         checkpoint = self.checkpoint_dir(tid)
-        args = config_args(trial.config)
+        config = resolve(trial.config, "config")  # secret references: this trial only
+        args = config_args(config)
         if self.syne_tune_compat:
             args += ["--st_checkpoint_dir", str(checkpoint),
                      "--st_config_json_filename", str(folder / "config.json")]
         env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
         env.setdefault("PYTHONUNBUFFERED", "1")
-        env.update(self.env)
+        env.update(resolve(self.env, "backend_options.env"))
         env[CONFIG_ENV] = str(folder / "config.json")
+        private_config = None
+        if config != trial.config:  # the store's config.json keeps the references
+            private_config = _private_json(config)
+            env[CONFIG_ENV] = str(private_config)
         env[CHECKPOINT_ENV] = str(checkpoint)
         env[TRIAL_ID_ENV] = str(tid)
         gpu_key = None
@@ -277,6 +289,8 @@ class LocalBackend(TrialBackend):
                                         stderr=stderr, record_dir=folder / "processes",
                                         label=f"trial {tid}")
             except OSError as err:
+                if private_config is not None:
+                    private_config.unlink(missing_ok=True)
                 if gpu_key is not None:
                     self.rotation.release(gpu_key)  # type: ignore[union-attr]
                 self._early.append(TrialEvent(EventKind.FAILED, tid, self.now(),
@@ -286,7 +300,7 @@ class LocalBackend(TrialBackend):
         deadline = None
         if self.timeout is not None:
             deadline = now + max(0.0, self.timeout - self._elapsed.get(tid, 0.0))
-        run = _Run(tid, tree, now, deadline, stderr_path, offset, gpu_key)
+        run = _Run(tid, tree, now, deadline, stderr_path, offset, gpu_key, private_config)
         run.thread = threading.Thread(target=self._read_output, args=(run, folder / "stdout"),
                                       name=f"trial-{tid}-stdout", daemon=True)
         self._active[tid] = run
@@ -377,6 +391,8 @@ class LocalBackend(TrialBackend):
         self._elapsed[tid] = self._elapsed.get(tid, 0.0) + time.monotonic() - run.started
         self._reported[tid] = self._reported.get(tid, 0) + run.num_reports
         self._release_gpus(run)
+        if run.private_config is not None:
+            run.private_config.unlink(missing_ok=True)
         self._terminate(run)  # children the script left behind
         if run.cancelled or self._active.get(tid) is not run:
             return
@@ -537,6 +553,14 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
+
+
+def _private_json(data: Any) -> Path:
+    """`data` as a JSON file that only this user can read, outside the experiment store."""
+    fd, name = tempfile.mkstemp(prefix="tunesmith-config-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, default=_json_default)
+    return Path(name)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -42,7 +42,6 @@ from backends.base import TrialBackend
 from backends.sagemaker_jobs import (
     ROLE_ARN_PATTERN,
     JobSettings,
-    Redactor,
     digest,
     job_name,
     name_prefix,
@@ -53,6 +52,7 @@ from backends.sagemaker_jobs import (
 )
 from backends.sagemaker_logs import LOG_GROUP, LogReader, LogTail
 from hpo_core.report import ReportParser
+from hpo_core.secrets import mask_text, mask_values, remember
 from hpo_core.store import atomic_write_text
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
@@ -212,7 +212,7 @@ class SageMakerBackend(TrialBackend):
         if not isinstance(role, str) or not role:
             raise ValueError("backend_options.role: the SageMaker execution role is required")
         self._secrets = resolve_secrets(secret_hyperparameters)
-        self._redact = Redactor(self._secrets.values())
+        remember(v for v in self._secrets.values() if isinstance(v, str))
         self._source_dir, entry_point = _source_layout(entry_point, source_dir)
         self._bundle_reporter = bundle_reporter
         self._clients = self._make_clients(clients, boto_session, region, endpoint_url)
@@ -377,6 +377,10 @@ class SageMakerBackend(TrialBackend):
         return call_with_retry(fn, self._backoff, self._retry_attempts, sleep=self._sleep, **kwargs)
 
     # -- the TrialBackend contract ---------------------------------------------------------------
+    def max_n_workers(self) -> int:
+        """Far above AWS's default quotas of concurrent training jobs; the quota is the limit."""
+        return 1000
+
     def now(self) -> float:
         return time.monotonic() - self._t0
 
@@ -447,7 +451,7 @@ class SageMakerBackend(TrialBackend):
                            self.close_timeout, ", ".join(left))
 
     def state_dict(self) -> dict[str, Any]:
-        return self._redact.value({
+        return mask_values({
             "token": self._token,
             "experiment": self._experiment,
             "trials": {str(k): run.to_dict() for k, run in self._trials.items()},
@@ -537,12 +541,12 @@ class SageMakerBackend(TrialBackend):
         run.create_failures += 1
         run.next_try = self.now() + delay
         logger.warning("trial %s: cannot create a job yet (%s); trying again in %.1fs",
-                       run.trial_id, self._redact.text(why), delay)
+                       run.trial_id, mask_text(why), delay)
 
     def _fail_pending(self, run: _TrialRun, reason: str) -> None:
         run.pending, run.pending_name, run.want = False, None, "done"
         self._queued.append(TrialEvent(EventKind.FAILED, run.trial_id, self.now(),
-                                       reason=self._redact.text(reason)))
+                                       reason=mask_text(reason)))
 
     def _copy_checkpoint(self, run: _TrialRun) -> bool:
         """Seed the trial's checkpoint prefix with a copy of another trial's (PBT); False to
@@ -668,7 +672,7 @@ class SageMakerBackend(TrialBackend):
         job.status = info["TrainingJobStatus"]
         job.secondary_status = info.get("SecondaryStatus")
         reason = info.get("FailureReason")
-        job.failure_reason = None if reason is None else self._redact.text(reason)
+        job.failure_reason = None if reason is None else mask_text(reason)
         start, end = info.get("TrainingStartTime"), info.get("TrainingEndTime")
         if start is not None:
             job.training_start = start.timestamp()
@@ -705,7 +709,7 @@ class SageMakerBackend(TrialBackend):
         for timestamp, message in self._logs.read(job.tail, final=final):
             if job.first_log_time is None:
                 job.first_log_time = timestamp
-            lines.append(self._redact.text(message))
+            lines.append(mask_text(message))
             for metrics in job.parser.feed(message + "\n"):
                 events.append(self._result(job, run, metrics, timestamp))
         if final:
@@ -717,7 +721,7 @@ class SageMakerBackend(TrialBackend):
 
     def _result(self, job: _Job, run: _TrialRun, metrics: dict[str, Any],
                 timestamp: float | None) -> TrialEvent:
-        metrics = self._redact.value(metrics)
+        metrics = mask_values(metrics)
         if self.hourly_price is not None and self.cost_attr not in metrics:
             start = job.training_start or job.first_log_time
             elapsed = (timestamp - start) if timestamp is not None and start is not None else 0.0
@@ -753,7 +757,7 @@ class SageMakerBackend(TrialBackend):
             reason = (f"training job {job.name} was stopped outside tunesmith "
                       f"({job.secondary_status or 'Stopped'})")
         return [TrialEvent(EventKind.FAILED, run.trial_id, self.now(),
-                           reason=self._redact.text(reason), extra={"job_name": job.name})]
+                           reason=mask_text(reason), extra={"job_name": job.name})]
 
     # -- files -----------------------------------------------------------------------------------
     def _append_output(self, job: _Job, lines: list[str]) -> None:
@@ -782,7 +786,7 @@ class SageMakerBackend(TrialBackend):
             ],
         }
         path = self.trial_dir(run.trial_id) / "sagemaker.json"
-        atomic_write_text(path, json.dumps(self._redact.value(record), indent=1))
+        atomic_write_text(path, json.dumps(mask_values(record), indent=1))
 
 
 def _table_price(instance_type: str) -> float | None:

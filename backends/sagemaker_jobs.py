@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_core.report import CHECKPOINT_ENV, TRIAL_ID_ENV
+from hpo_core.secrets import is_reference, resolve
 
 JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 MAX_JOB_NAME = 63
@@ -30,7 +31,6 @@ ENV_NAME_PATTERN = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
 ROLE_ARN_PATTERN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
 ROLE_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,64}$")
 SOURCE_EXCLUDES = {"__pycache__", ".git", ".ipynb_checkpoints", ".venv", ".mypy_cache", ".ruff_cache"}
-MASK = "***"
 
 
 def name_prefix(experiment: str) -> str:
@@ -107,7 +107,8 @@ def resolve_secrets(
     environ = os.environ if environ is None else environ
     field_name = "backend_options.secret_hyperparameters"
     if isinstance(secret_hyperparameters, Mapping):
-        secrets = {str(k): str(v) for k, v in secret_hyperparameters.items()}
+        secrets = {str(k): v if is_reference(v) else str(v)
+                   for k, v in secret_hyperparameters.items()}  # references: resolved at launch
     elif isinstance(secret_hyperparameters, str):
         raise ValueError(f"{field_name}: must be a list of names or a mapping, got a string")
     else:
@@ -126,29 +127,6 @@ def resolve_secrets(
         if not value:
             raise ValueError(f"{field_name}: the value of {name!r} is empty")
     return secrets
-
-
-class Redactor:
-    """Replaces secret values with '***' in text and in nested JSON-like values."""
-
-    def __init__(self, secrets: Iterable[str] = ()):
-        self._values = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def text(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, MASK)
-        return text
-
-    def value(self, value: Any) -> Any:
-        if not self._values:
-            return value
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, Mapping):
-            return {k: self.value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.value(v) for v in value]
-        return value
 
 
 @dataclass
@@ -222,10 +200,14 @@ class JobSettings:
         trial_id: int,
         config: Mapping[str, Any],
         source_uri: str | None,
-        secrets: Mapping[str, str],
+        secrets: Mapping[str, Any],
         region: str | None,
     ) -> dict[str, Any]:
         """The CreateTrainingJob request of one job of trial `trial_id`."""
+        # references in the config reach the job as environment variables, resolved now
+        secrets = {**resolve(dict(secrets), "backend_options.secret_hyperparameters"), **resolve(
+            {k: v for k, v in config.items() if is_reference(v)}, "config")}
+        config = {k: v for k, v in config.items() if not is_reference(v)}
         clash = sorted(set(secrets) & (set(config) | set(self.hyperparameters)))
         if clash:
             raise ValueError(
@@ -245,7 +227,7 @@ class JobSettings:
             if region:
                 hyperparameters["sagemaker_region"] = encode_hyperparameter(region)
         environment = {
-            **self.environment,
+            **resolve(self.environment, "backend_options.environment"),
             TRIAL_ID_ENV: str(int(trial_id)),
             CHECKPOINT_ENV: CHECKPOINT_LOCAL_PATH,
             **secrets,

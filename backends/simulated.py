@@ -212,6 +212,10 @@ class SimulatedBackend(TrialBackend):
             return [TrialEvent(EventKind.COMPLETED, trial_id, time)]
         return []
 
+    def max_n_workers(self) -> int:
+        """Simulated trials cost an event each: thousands at once are fine."""
+        return 4096
+
     def now(self) -> float:
         return self._clock
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from flows._mlflow_bulk import BulkRunWriter, ChildRun, MetricPoint, bulk_store
 from flows._trial_logs import TrialLogs, upload_trial_logs
-from flows.redaction import redact, scrub
+from hpo_core.secrets import mask_text, redact
 from hpo_core.store import atomic_write_text
 from hpo_core.trial_value import TrialValue, best_report
 
@@ -343,7 +343,7 @@ class MlflowWriter(threading.Thread):
         if seg.best is not None:
             tags[BEST_STEP_TAG] = str(seg.best.step)
         if seg.failure_reason:
-            tags[FAILURE_TAG] = _clip(scrub(seg.failure_reason), MAX_TAG_VALUE)
+            tags[FAILURE_TAG] = _clip(mask_text(seg.failure_reason), MAX_TAG_VALUE)
         return tags
 
     def _write_bulk(self, segments: list[Segment]) -> None:

@@ -20,10 +20,11 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
-from prefect.states import Completed, State
+from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
 from backends.base import TrialBackend
+from hpo_core.secrets import is_reference, mask_text, one_line, redact
 from hpo_core.trial import EventKind, Trial, TrialEvent, TrialStatus
 from hpo_core.trial_value import format_value
 
@@ -56,7 +57,7 @@ class _Segment:
 def _retry_infrastructure_errors(_task: Any, _task_run: Any, state: State) -> bool:
     try:
         state.result()
-    except TrialFailed:
+    except (TrialFailed, TypeError, ValueError):  # the trial's own failure, or a user error
         return False
     except Exception:  # noqa: BLE001 - launch errors (OSError, throttling, ...) are retried
         return True
@@ -75,8 +76,9 @@ def trial_segment(backend: PrefectTrialBackend, trial: Trial, segment: _Segment)
     where = _await_worker(backend.inner, trial.trial_id, segment)
     segment.done.wait()
     on = f" on worker {where}" if where else ""
-    if segment.outcome == "failed":
-        raise TrialFailed(f"trial {trial.trial_id} failed{on}: {segment.reason}")
+    if segment.outcome == "failed":  # a state, not a raise: no traceback of ours in the logs
+        message = one_line(f"trial {trial.trial_id} failed{on}: {segment.reason}")
+        return Failed(data=TrialFailed(message), message=message)
     outcome = segment.outcome or "completed"
     if outcome == "stopped" and trial.status == TrialStatus.COMPLETED:
         outcome = "completed"  # stopped by the scheduler at max_t: it ran its course
@@ -109,14 +111,17 @@ def segment_message(trial: Trial, outcome: str) -> str:
 
 
 def task_run_name(trial: Trial, action: str) -> str:
-    """`trial-3 lr=0.01 batch_size=64` (with `resume` for a resumed segment), at most 120 chars."""
-    config = " ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
+    """`trial-3 lr=0.01 batch_size=64` (with `resume` for a resumed segment), at most 120 chars;
+    secrets masked (`hpo_core.secrets.redact`)."""
+    config = " ".join(f"{k}={_short(v)}" for k, v in redact(trial.config).items())
     head = f"trial-{trial.trial_id}" + (" resume" if action == "resume" else "")
     name = f"{head} {config}".strip()
     return name if len(name) <= 120 else name[:117] + "..."
 
 
 def _short(value: Any) -> str:
+    if is_reference(value):
+        return f"<{value['secret']}>"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
@@ -152,6 +157,9 @@ class PrefectTrialBackend(TrialBackend):
 
     def now(self) -> float:
         return self.inner.now()
+
+    def max_n_workers(self) -> int:
+        return self.inner.max_n_workers()
 
     def state_dict(self) -> dict[str, Any]:
         with self._lock:
@@ -236,7 +244,8 @@ class PrefectTrialBackend(TrialBackend):
         """A task that ended before its segment did: its launch failed for good."""
         if segment.done.is_set():
             return
-        reason = f"infrastructure error, retries exhausted: {segment.launch_error or 'unknown'}"
+        reason = mask_text("infrastructure error, retries exhausted: "
+                           f"{segment.launch_error or 'unknown'}")
         if segment.end("failed", reason):
             with self._lock:
                 self._failed_launches.append(TrialEvent(

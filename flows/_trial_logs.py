@@ -3,9 +3,9 @@
 Real backends keep each trial's output in `trials/<id>/stdout` and `stderr` of the experiment
 store. At the end of each segment of the trial (completed, failed, stopped or paused), the last
 `MAX_LOG_BYTES` of each file go to the child run, so a failed trial's traceback is one click away
-in the MLflow UI. The copy masks what must not reach MLflow: training scripts often print their
-config, so it masks the values of the trial's secret-named hyperparameters, plus URL passwords
-and AWS access key ids.
+in the MLflow UI. The copy is masked by `hpo_core.secrets.mask_text` (training scripts often
+print their config): the trial's secret-named hyperparameters, every known secret value, URL
+passwords and AWS access key ids.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.redaction import REDACTED, scrub
+from hpo_core.secrets import MIN_VALUE_CHARS, mask_text
 
 LOG_FILES = ("stdout", "stderr")
 MAX_LOG_BYTES = 2 * 1024 * 1024
-MIN_SECRET_CHARS = 4  # shorter values would mask ordinary text
 
 
 @dataclass
@@ -37,7 +36,7 @@ def find_trial_logs(trial_dir: Path, secrets: Iterable[Any]) -> TrialLogs | None
              if (trial_dir / name).is_file() and (trial_dir / name).stat().st_size > 0]
     if not files:
         return None
-    values = {str(s) for s in secrets if s is not None and len(str(s)) >= MIN_SECRET_CHARS}
+    values = {str(s) for s in secrets if s is not None and len(str(s)) >= MIN_VALUE_CHARS}
     return TrialLogs(files, sorted(values, key=len, reverse=True))
 
 
@@ -45,7 +44,7 @@ def upload_trial_logs(client: Any, run_id: str, logs: TrialLogs) -> None:
     """Log masked tails of the files under `logs/` of the run."""
     with tempfile.TemporaryDirectory(prefix="tunesmith-logs-") as folder:
         for path in logs.files:
-            Path(folder, f"{path.name}.txt").write_text(_mask(_tail(path), logs.secrets))
+            Path(folder, f"{path.name}.txt").write_text(mask_text(_tail(path), logs.secrets))
         client.log_artifacts(run_id, folder, "logs")
 
 
@@ -60,8 +59,3 @@ def _tail(path: Path) -> str:
     left_out = size - MAX_LOG_BYTES
     return f"[... the first {left_out} bytes are left out ...]\n" + text.split("\n", 1)[-1]
 
-
-def _mask(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return scrub(text)

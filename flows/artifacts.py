@@ -25,6 +25,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from hpo_core.secrets import one_line, redact, spec_secret_names
 from hpo_core.store import CONFIG_PREFIX, Experiment
 from hpo_core.trial import Trial, counts_text, trial_counts
 from hpo_core.trial_value import format_value
@@ -131,8 +132,9 @@ def leaderboard(experiment: Experiment, top: int = 10) -> list[dict[str, Any]]:
             step: _whole(_plain(row["best_step"])),
             "num_reports": int(row["num_reports"]),
         }
-        for column in experiment.config_columns:
-            entry[column[len(CONFIG_PREFIX):]] = _rounded(_plain(row[column]))
+        config = {c[len(CONFIG_PREFIX):]: _rounded(_plain(row[c]))
+                  for c in experiment.config_columns}
+        entry.update(redact(config, spec_secret_names(experiment.spec)))
         rows.append(entry)
     return rows
 
@@ -172,6 +174,8 @@ def summary_markdown(name: str, experiment: Experiment, outcome: Mapping[str, An
         f"**Trials:** {counts_text(counts)}; {counts.get('results', 0)} reports; "
         f"ended: {outcome.get('reason')}",
         "",
+        *([f"**Last failure:** {one_line(outcome['last_failure'])}", ""]
+          if outcome.get("last_failure") else []),
         f"**Method:** {outcome.get('scheduler')} on the {outcome.get('backend')} backend; "
         f"results in `{outcome.get('store_path')}`",
         "",

@@ -5,6 +5,9 @@ given, in which case the bare tuner runs the experiment and only the on-disk sto
 Without a `PREFECT_API_URL`, a flow run starts a Prefect server of its own that ends with it
 (`flows._prefect_server`). SIGTERM and SIGHUP end a run as Ctrl-C does: its trials are ended,
 its state saved (exit status 128 + the signal's number).
+The spec is checked whole (backend and scheduler options included) before Prefect starts.
+A user error (`flows.failures.user_error`) is one `error:` line and exit code 2; so is an
+experiment that ended with too many failed trials or with every trial failed.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from flows.failures import user_error
+from hpo_core.secrets import MASK, is_secret_name, mask_logs, one_line, redact, spec_secret_names
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import (
     CONFIG_PREFIX,
-    ExperimentLockedError,
+    Experiment,
     StoreError,
     experiment_lock,
     load_experiment,
@@ -60,7 +65,8 @@ def _print_summary(spec: ExperimentSpec, extra: dict[str, Any] | None = None) ->
         print(f"best {experiment.metric} ({experiment.mode}): "
               f"{format_value(experiment.best_value())}  (trial {best_id}, "
               f"{_step_name(experiment)} {format_value(row['best_step'])})")
-        for name, value in (experiment.best_config() or {}).items():
+        best = redact(experiment.best_config() or {}, spec_secret_names(experiment.spec))
+        for name, value in best.items():
             print(f"  {name} = {format_value(value)}")
     print(f"results      {experiment.path.resolve()}")
     for key, value in (extra or {}).items():
@@ -78,6 +84,7 @@ def _step_name(experiment: Any) -> str:
 
 
 def _run_bare(spec: ExperimentSpec) -> None:
+    from flows.failures import check_outcome
     from flows.runner import build_tuner
     from flows.status import StatusView
 
@@ -85,6 +92,12 @@ def _run_bare(spec: ExperimentSpec) -> None:
     result = tuner.run()
     print(f"ended: {result.reason}")
     _print_summary(spec)
+    status = tuner.status
+    failed = [t for t in tuner.trials.values() if t.failure_reason]
+    check_outcome({"experiment": spec.name, "counts": {
+        "trials": len(tuner.trials), "failed": status.num_trials_failed},
+        "last_failure": f"trial {failed[-1].trial_id}: {failed[-1].failure_reason}"
+        if failed else None})
 
 
 def _run_flow(spec: ExperimentSpec) -> None:
@@ -135,11 +148,11 @@ def _signals_as_exceptions() -> Iterator[None]:
 
 
 def _run(spec: ExperimentSpec, use_flow: bool) -> int:
-    if use_flow and spec.backend == "simulated":
-        # its metric and options are checked before any flow runs (or any folder is made)
-        from backends.factory import build_backend
+    from flows.runner import check_spec
 
-        build_backend(spec)
+    # the backend (a simulated spec's metric too), the method and the store are checked before
+    # any flow runs or any folder is made
+    check_spec(spec)
     lock = experiment_lock(spec.experiment_path)
     lock.acquire()  # a second run of the experiment refuses here, before Prefect starts
     try:
@@ -163,7 +176,8 @@ def _list(root: Path) -> int:
     if not root.is_dir():
         print(f"no experiments under {root}")
         return 0
-    print(f"{'experiment':<32} {'trials':>7} {'best':>10}  {'ended':<5} {'trial':>6}  metric")
+    print(f"{'experiment':<32} {'trials':>7} {'best':>10}  {'ended':<5} {'trial':>6} "
+          f"{'failed':>6}  metric")
     for path in sorted(p for p in root.iterdir() if (p / "spec.json").exists()):
         experiment = load_experiment(path)
         best_id = experiment.best_trial_id() if experiment.metrics else None
@@ -171,8 +185,10 @@ def _list(root: Path) -> int:
         metric = experiment.metric if experiment.metrics else "-"
         ended = "yes" if (experiment.state or {}).get("end_reason") else "no"
         trial = "-" if best_id is None else str(best_id)
-        print(f"{path.name:<32} {experiment.num_trials():>7} {best:>10}  {ended:<5} {trial:>6}  "
-              f"{metric}")
+        trials = experiment.trials()
+        failed = 0 if trials.empty else int((trials["status"] == "failed").sum())
+        print(f"{path.name:<32} {experiment.num_trials():>7} {best:>10}  {ended:<5} {trial:>6} "
+              f"{failed:>6}  {metric}")
     return 0
 
 
@@ -181,13 +197,24 @@ def _show(root: Path, name: str, top: int) -> int:
     experiment = load_experiment(path)
     trials = experiment.trials()
     print(f"experiment {name}: {_counts(experiment, trials)}; results in {path}")
-    reason = (experiment.state or {}).get("end_reason")
-    print(f"ended: {reason}" if reason else
-          f"not ended (running now, or interrupted): `tunesmith resume {name}` continues it")
+    print(_how_it_ended(experiment, root, name))
     if trials.empty:
         return 0
+    failed = trials[trials["status"] == "failed"]
+    if not failed.empty and "failure_reason" in failed.columns:
+        last = failed.iloc[-1]
+        print(f"last failure: trial {int(last['trial_id'])}: {one_line(last['failure_reason'])}")
     metric = experiment.metric
-    ranked = experiment.ranked().dropna(subset=[metric]).head(top)
+    ranked = experiment.ranked()
+    ranked = ranked.dropna(subset=[metric]).head(top) if metric in ranked.columns \
+        else ranked.iloc[0:0]  # failed trials have no value
+    if ranked.empty:
+        print(f"no trial that did not fail reported {metric}")
+        return 0
+    names = spec_secret_names(experiment.spec)
+    for column in experiment.config_columns:
+        if is_secret_name(column[len(CONFIG_PREFIX):], names):
+            ranked[column] = MASK
     step = _step_name(experiment)
     table = ranked.rename(columns={"best_step": f"at {step}", "num_reports": "reports"})
     table = table.rename(columns={c: c[len(CONFIG_PREFIX):] for c in experiment.config_columns})
@@ -197,6 +224,27 @@ def _show(root: Path, name: str, top: int) -> int:
     print(table.to_string(index=False, formatters={c: format_value for c in table.columns}))
     print(f"trajectory plot: {experiment.plot_trajectory()}")
     return 0
+
+
+def _how_it_ended(experiment: Experiment, root: Path, name: str) -> str:
+    """Why it ended; or whether (and how) it can be resumed."""
+    state = experiment.state or {}
+    reason = state.get("end_reason")
+    if reason and str(reason).startswith("too many failures"):
+        return (f"ended: {reason}. To go on, raise max_failures in the spec (null: no limit) "
+                "and run it again")
+    if reason:
+        return f"ended: {reason}"
+    if not state:
+        return "not started: no state was saved, so there is nothing to resume"
+    try:
+        from flows.runner import check_spec
+
+        check_spec(ExperimentSpec.from_file(experiment.path / "spec.json"))
+    except Exception as err:  # noqa: BLE001 - any reason it cannot run is shown, in one line
+        return f"not ended, and it cannot be resumed as it is: {one_line(str(err))}"
+    return (f"not ended (running now, or interrupted): `tunesmith resume {name}` continues it"
+            + (f" (with --results-root {root})" if str(root) != "experiments" else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    mask_logs()
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("run", "demo", "resume"):
@@ -249,12 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return _list(Path(args.results_root))
         return _show(Path(args.results_root), args.name, args.top)
-    except (ValueError, FileNotFoundError, ExperimentLockedError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except StoreError as err:  # e.g. a full disk: the store resumes once there is room
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except Exception as err:
+        message = user_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

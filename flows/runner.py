@@ -1,6 +1,8 @@
 """From an ExperimentSpec to a ready Tuner: backend, config space, scheduler, store.
 
-Shared by the `tune` flow and the `tunesmith` CLI; imports no Prefect or MLflow.
+Shared by the `tune` flow and the `tunesmith` CLI; imports no Prefect or MLflow. `check_spec`
+builds the same parts once, so a spec the backend or scheduler refuses fails before Prefect or
+any trial starts.
 """
 
 from __future__ import annotations
@@ -8,10 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+import flows.secret_blocks  # noqa: F401 - registers the resolver of `prefect:` references
 from backends.base import TrialBackend
 from backends.factory import build_backend, default_scheduler_options, resolve_config_space
 from hpo_core.methods import build_scheduler
 from hpo_core.schedulers.base import Scheduler
+from hpo_core.secrets import one_line
 from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store import ExperimentStore
 from hpo_core.tuner import Tuner, TunerCallback
@@ -43,11 +47,30 @@ def open_store(spec: ExperimentSpec) -> ExperimentStore:
 
 
 def resolve_n_workers(spec: ExperimentSpec, backend: TrialBackend) -> int:
-    """`spec.n_workers`, or for "auto" the backend's default (GPU slots, else CPU count)."""
+    """`spec.n_workers`, or for "auto" the backend's default (GPU slots, else CPU count); at
+    most what the backend can run at once."""
     if spec.n_workers != "auto":
-        return int(spec.n_workers)
-    default = getattr(backend, "default_n_workers", None)
-    return int(default()) if callable(default) else os.cpu_count() or 1
+        n_workers = int(spec.n_workers)
+    else:
+        default = getattr(backend, "default_n_workers", None)
+        n_workers = int(default()) if callable(default) else os.cpu_count() or 1
+    limit = backend.max_n_workers()
+    if n_workers > limit:
+        raise SpecError(f"spec.n_workers: the {spec.backend} backend runs at most {limit} "
+                        f"trials at once, got {n_workers}")
+    return n_workers
+
+
+def check_spec(spec: ExperimentSpec) -> None:
+    """Everything the backend and the scheduler check, before any flow or trial starts: the
+    backend's options (an entry point that exists, known options, a known blackbox), the
+    config space, the scheduler's options and `n_workers`. Raises SpecError."""
+    backend = _build_backend(spec)
+    try:
+        _build_scheduler(spec, backend)
+        resolve_n_workers(spec, backend)
+    finally:
+        backend.close()
 
 
 def build_tuner(
@@ -60,13 +83,9 @@ def build_tuner(
 
     `scheduler`: a ready method object to use instead of building `spec.scheduler` (the
     Python API passes one when it was given an object)."""
-    backend = backend or build_backend(spec)
+    backend = backend or _build_backend(spec)
     if scheduler is None:
-        config_space = resolve_config_space(spec, backend)
-        options = {**default_scheduler_options(spec, backend), **spec.scheduler_options}
-        scheduler = build_scheduler(
-            spec.scheduler, config_space, spec.metric, spec.mode, spec.seed, options
-        )
+        scheduler = _build_scheduler(spec, backend)
     return Tuner(
         scheduler,
         backend,
@@ -76,3 +95,35 @@ def build_tuner(
         max_failures=spec.max_failures,
         store=open_store(spec),
     )
+
+
+def _build_backend(spec: ExperimentSpec) -> TrialBackend:
+    try:
+        return build_backend(spec)
+    except SpecError:
+        raise
+    except (TypeError, ValueError, OSError) as err:
+        raise SpecError(_named("spec.backend_options", err)) from None
+
+
+def _build_scheduler(spec: ExperimentSpec, backend: TrialBackend) -> Scheduler:
+    config_space = resolve_config_space(spec, backend)
+    options = {**default_scheduler_options(spec, backend), **spec.scheduler_options}
+    try:
+        return build_scheduler(
+            spec.scheduler, config_space, spec.metric, spec.mode, spec.seed, options
+        )
+    except SpecError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise SpecError(_named("spec.scheduler_options", err)) from None
+
+
+def _named(field: str, err: Exception) -> str:
+    """The error as one line that names the field (once)."""
+    text = one_line(str(err)) or type(err).__name__
+    if text.startswith("spec."):
+        return text
+    if text.startswith(("backend_options.", "scheduler_options.")):
+        return f"spec.{text}"
+    return f"{field}: {text}"

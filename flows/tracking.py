@@ -21,11 +21,15 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+import pandas as pd
 
 from flows._mlflow_writer import (
     BEST_CONFIG_TAG,
@@ -39,9 +43,16 @@ from flows._mlflow_writer import (
     now_ms,
 )
 from flows._trial_logs import TrialLogs, find_trial_logs
-from flows.redaction import is_secret_name, redact, redact_value, spec_secret_names
+from hpo_core.secrets import (
+    MASK,
+    is_reference,
+    is_secret_name,
+    mask_text,
+    redact,
+    spec_secret_names,
+)
 from hpo_core.spec import ExperimentSpec
-from hpo_core.store import RESULTS_FILE, dumps
+from hpo_core.store import CONFIG_PREFIX, RESULTS_FILE, dumps
 from hpo_core.trial import Decision, Trial, TrialResult, counts_text, trial_counts
 from hpo_core.trial_value import (
     TrialValue,
@@ -170,6 +181,7 @@ class MlflowTracker(TunerCallback):
         self._metric = spec.metric if isinstance(spec.metric, str) else spec.metric[0]
         self._mode = spec.mode if isinstance(spec.mode, str) else spec.mode[0]
         self._resource_attr: str | None = None
+        self._folder: Path | None = None  # masked copies waiting for the writer
         if urlparse(self.tracking_uri).scheme in ("http", "https"):
             for name, value in HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
@@ -284,10 +296,12 @@ class MlflowTracker(TunerCallback):
         tags = {"tunesmith.end_reason": result.reason}
         if result.best_config is not None and result.best_value is not None:
             metrics[f"best_{metric}"] = float(result.best_value)
-            tags[BEST_CONFIG_TAG] = json.dumps(redact_value(result.best_config), default=str)
+            tags[BEST_CONFIG_TAG] = json.dumps(redact(result.best_config, self._secret_names), default=str)
             tags[BEST_VALUE_TAG] = repr(float(result.best_value))
             tags["tunesmith.best_trial_id"] = str(result.best_trial_id)
-        artifacts = [Path(tuner.store.path) / RESULTS_FILE] if tuner.store is not None else []
+        results = Path(tuner.store.path) / RESULTS_FILE if tuner.store is not None else None
+        artifacts = [self._masked_copy(results)] if results is not None and results.exists() \
+            else []
         self._records.put(Finish(_run_status(tuner), tags, metrics, artifacts,
                                  note=self._note(tuner, counts),
                                  best_trial_id=result.best_trial_id))
@@ -307,9 +321,9 @@ class MlflowTracker(TunerCallback):
                       f"[trial {result.best_trial_id}]({{best_run_url}}){step}.", "",
                       "| hyperparameter | value |", "|---|---|",
                       *[f"| {k} | {format_value(v)} |"
-                        for k, v in redact_value(result.best_config).items()], ""]
+                        for k, v in redact(result.best_config, self._secret_names).items()], ""]
         lines += [f"Trials: {counts_text(counts)}; {counts['results']} reports. "
-                  f"Ended: {result.reason}.", ""]
+                  f"Ended: {mask_text(result.reason)}.", ""]
         prefect_url = self.tags.get("prefect.flow_run_url")
         if prefect_url:
             lines += [f"Prefect flow run: [{self.tags.get('prefect.flow_run_id', prefect_url)}]"
@@ -329,6 +343,8 @@ class MlflowTracker(TunerCallback):
             return True
         self._records.put(STOP)
         writer.join(timeout)
+        if self._folder is not None and not writer.is_alive():
+            shutil.rmtree(self._folder, ignore_errors=True)
         if writer.is_alive():
             self._on_disable(f"MLflow writes still pending after {timeout}s; "
                              "the rest is dropped (the experiment store has everything)")
@@ -336,6 +352,20 @@ class MlflowTracker(TunerCallback):
         return True
 
     # -- internals -----------------------------------------------------------------------------
+    def _masked_copy(self, results: Path) -> Path:
+        """results.parquet as MLflow gets it: secret config columns masked, text masked."""
+        frame = pd.read_parquet(results)
+        for column in frame.columns:
+            name = column[len(CONFIG_PREFIX):] if column.startswith(CONFIG_PREFIX) else None
+            if name is not None and is_secret_name(name, self._secret_names):
+                frame[column] = [v if _is_reference_text(v) else MASK for v in frame[column]]
+            elif frame[column].dtype == object:
+                frame[column] = [mask_text(v) if isinstance(v, str) else v for v in frame[column]]
+        self._folder = self._folder or Path(tempfile.mkdtemp(prefix="tunesmith-mlflow-"))
+        target = self._folder / RESULTS_FILE
+        frame.to_parquet(target, index=False)
+        return target
+
     def _segment(self, trial: Trial, end: bool) -> None:
         reports = self._pending.pop(trial.trial_id, [])
         if not self._enabled:
@@ -382,6 +412,14 @@ def _restored_best(rows: list[Mapping[str, Any]], metric: str, mode: str,
 def _run_status(tuner: Tuner) -> str:
     """The parent run's MLflow status: FINISHED, FAILED (an error) or KILLED (a signal,
     Ctrl-C, a cancellation)."""
-    if tuner.end_reason:
-        return "FINISHED"
-    return "FAILED" if isinstance(tuner.interruption, Exception) else "KILLED"
+    if isinstance(tuner.interruption, Exception):  # an error, or too many failed trials
+        return "FAILED"
+    return "FINISHED" if tuner.end_reason else "KILLED"
+
+
+def _is_reference_text(value: Any) -> bool:
+    """A secret reference as results.parquet stores it (JSON text): it holds no secret."""
+    try:
+        return isinstance(value, str) and is_reference(json.loads(value))
+    except ValueError:
+        return False

@@ -8,8 +8,13 @@ overhead would dominate a simulated trial). The experiment is tracked in MLflow
 leaderboard table and a summary with the incumbent-trajectory plot.
 
 Running `tune` again on an experiment whose store holds a state resumes it: finished trials
-are kept, paused and interrupted ones continue, and the MLflow parent run is reused. So does
-the flow's own retry after an error.
+are kept, paused and interrupted ones continue, and the MLflow parent run is reused.
+
+The flow has no retries: a user error (a spec field, an option the backend or the scheduler
+refuses, too many failed trials, a full disk) ends it Failed with a one-line message
+(`flows.failures`), and an infrastructure error while launching a trial is retried by that
+trial's task. Secrets never reach Prefect: the flow-run parameters are stored masked
+(`hpo_core.secrets.redact`; the flow itself gets them whole), and every log record is masked.
 """
 
 # No `from __future__ import annotations` in flow modules: Prefect validates parameters from the
@@ -25,10 +30,10 @@ from typing import Any
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import Flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Completed
+from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from prefect.utilities.urls import url_for
@@ -36,22 +41,29 @@ from prefect.utilities.urls import url_for
 from backends.factory import build_backend
 from flows._prefect_backend import PrefectTrialBackend
 from flows.artifacts import ProgressArtifact, publish_leaderboard, publish_summary
+from flows.failures import check_outcome, user_error
 from flows.runner import build_tuner
 from flows.status import StatusView, TrialLogLines, api_only
 from flows.tracking import MlflowTracker
+from hpo_core.secrets import mask_logs, redact, spec_secret_names
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import dumps, load_experiment
-from hpo_core.trial import counts_text, trial_counts
+from hpo_core.trial import TrialStatus, counts_text, trial_counts
 from hpo_core.trial_value import format_value
-from hpo_core.tuner import Tuner, TuningResult
+from hpo_core.tuner import TooManyFailuresError, Tuner, TuningResult
+
+mask_logs()
 
 SpecLike = ExperimentSpec | dict[str, Any] | str | Path
 
 
 @task(name="simulate", task_run_name="simulate", cache_policy=NO_CACHE, persist_result=False)
-def simulate(tuner: Tuner) -> TuningResult:
-    """The whole simulated experiment as one task."""
-    return tuner.run()
+def simulate(tuner: Tuner) -> TuningResult | TooManyFailuresError:
+    """The whole simulated experiment as one task (too many failures: a result, not a crash)."""
+    try:
+        return tuner.run()
+    except TooManyFailuresError as err:
+        return err
 
 
 def _flow_run_name() -> str:
@@ -62,8 +74,21 @@ def _flow_run_name() -> str:
         return f"experiment-{stamp}"
 
 
-@flow(name="tune", flow_run_name=_flow_run_name, task_runner=ThreadPoolTaskRunner(),
-      retries=1, retry_delay_seconds=2, persist_result=False)
+class MaskedFlow(Flow):
+    """A flow whose parameters are stored (in Prefect's database, its UI) with secrets masked."""
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        serialized = super().serialize_parameters(parameters)
+        spec = serialized.get("spec")
+        names = spec_secret_names(spec) if isinstance(spec, dict) else set()
+        return redact(serialized, names)
+
+    def with_options(self, **options: Any) -> "MaskedFlow":
+        new = super().with_options(**options)
+        new.__class__ = MaskedFlow
+        return new
+
+
 def tune(
     spec: SpecLike,
     tracking_uri: str | None = None,
@@ -95,6 +120,19 @@ def tune(
         The outcome: best config and value, counts, store path, MLflow run ids and UI command
         (the data of a Completed state whose message states the best value).
     """
+    try:
+        return _tune(spec, tracking_uri, track, mlflow_experiment, checkpoint_interval,
+                     leaderboard_size, objective, scheduler, status_view)
+    except Exception as err:
+        message = user_error(err)
+        if message is None:
+            raise
+        return Failed(data=err, message=message)  # one line, and no retry
+
+
+def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experiment: str | None,
+          checkpoint_interval: float, leaderboard_size: int, objective: Any,
+          scheduler: Any, status_view: bool) -> Any:
     logger = get_run_logger()
     threading.Thread(target=_import_matplotlib, daemon=True).start()  # for the plot at the end
     spec = ExperimentSpec.coerce(spec)
@@ -118,11 +156,27 @@ def tune(
                 tuner.n_workers)
     try:
         result = simulate(quote(tuner)) if backend.is_simulated else tuner.run()
+        if isinstance(result, TooManyFailuresError):
+            raise result
+    except TooManyFailuresError:
+        _report(spec, tuner, tuner.result(), tracker, run_id, resumed, leaderboard_size, logger)
+        raise
     except BaseException as err:
-        _close(tracker, logger)  # keep what was tracked; the retry resumes from the store
-        if isinstance(err, Exception):
+        _close(tracker, logger)  # keep what was tracked; a new run resumes from the store
+        if isinstance(err, Exception) and user_error(err) is None:
             logger.error("experiment %s failed: %s: %s", spec.name, type(err).__name__, err)
         raise
+    outcome = _report(spec, tuner, result, tracker, run_id, resumed, leaderboard_size, logger)
+    check_outcome(outcome)
+    # the message shows in the UI and with `--watch`
+    return Completed(message=_final_message(outcome), data=outcome)
+
+
+def _report(spec: ExperimentSpec, tuner: Tuner, result: TuningResult,
+            tracker: MlflowTracker | None, run_id: str | None, resumed: bool,
+            leaderboard_size: int, logger: Any) -> dict[str, Any]:
+    """The end of an experiment, however it ended: the plot, MLflow closed, the leaderboard
+    and summary artifacts, one log line; the outcome."""
     experiment = load_experiment(tuner.store.path)
     plot, curves = experiment.plot_trajectory(), experiment.plot_learning_curves()
     if tracker is not None:
@@ -133,9 +187,8 @@ def tune(
     outcome.update(_best_step(experiment, result.best_trial_id))
     publish_leaderboard(spec.name, experiment, leaderboard_size)
     publish_summary(spec.name, experiment, outcome, plot, curves)
-    message = _final_message(outcome)
-    logger.info("experiment %s: %s", spec.name, message)
-    return Completed(message=message, data=outcome)  # the message shows in UI and `--watch`
+    logger.info("experiment %s: %s", spec.name, _final_message(outcome))
+    return outcome
 
 
 def _final_message(outcome: dict[str, Any]) -> str:
@@ -178,6 +231,7 @@ def _close(tracker: MlflowTracker | None, logger: Any) -> None:
 def _outcome(spec: ExperimentSpec, tuner: Tuner, result: TuningResult,
              tracker: MlflowTracker | None, run_id: str | None, resumed: bool) -> dict[str, Any]:
     status = tuner.status
+    failed = [t for t in tuner.trials.values() if t.status == TrialStatus.FAILED]
     children = tracker.child_run_ids() if tracker else {}
     best_child = children.get(result.best_trial_id) if result.best_trial_id is not None else None
     outcome = {
@@ -187,10 +241,13 @@ def _outcome(spec: ExperimentSpec, tuner: Tuner, result: TuningResult,
         "reason": result.reason,
         "metric": tuner.scheduler.metric,
         "mode": tuner.scheduler.mode,
-        "best_config": result.best_config,
+        "best_config": None if result.best_config is None
+        else redact(result.best_config, spec_secret_names(spec.to_dict())),
         "best_value": result.best_value,
         "best_trial_id": result.best_trial_id,
         "counts": trial_counts((t.status for t in tuner.trials.values()), status.num_results),
+        "last_failure": f"trial {failed[-1].trial_id}: {failed[-1].failure_reason}"
+        if failed else None,
         "scheduler": spec.scheduler,
         "backend": spec.backend,
         "flow_run_id": run_id,
@@ -215,3 +272,7 @@ def run_tune(spec: SpecLike, tracking_uri: str | None = None, **options: Any) ->
     workers = spec.n_workers if isinstance(spec.n_workers, int) else 4 * (os.cpu_count() or 1)
     runner = ThreadPoolTaskRunner(max_workers=workers + 4)  # "auto": room for GPU slots
     return tune.with_options(task_runner=runner)(spec, tracking_uri=tracking_uri, **options)
+
+
+tune = MaskedFlow(tune, name="tune", flow_run_name=_flow_run_name,
+                  task_runner=ThreadPoolTaskRunner(), persist_result=False)

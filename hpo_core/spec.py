@@ -18,18 +18,22 @@ Example (YAML)::
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hpo_core.methods import check_scheduler_options
+from hpo_core.loading import LoadError, check_size, load_file
+from hpo_core.methods import METHODS, check_scheduler_options
+from hpo_core.secrets import SecretError, check_references, remember_spec
 from hpo_core.space import ConfigSpace
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import validate_name
 
 BACKENDS = ("simulated", "local", "sagemaker", "dask")
+DEFAULT_MAX_FAILURES = 10
+MAX_N_WORKERS = 10_000  # any backend; each backend has its own, lower bound
+FINITE_METHODS = ("grid",)  # methods that run dry by themselves: a stop limit is optional
 
 
 class SpecError(ValueError):
@@ -51,7 +55,7 @@ class ExperimentSpec:
     stop: dict[str, Any] = field(default_factory=dict)
     n_workers: int | str = 4  # or "auto": the backend's choice (GPU slots, else CPU count)
     seed: int = 0
-    max_failures: int | None = None
+    max_failures: int | None = DEFAULT_MAX_FAILURES  # None: no limit
     results_root: str = "experiments"
     tracking_uri: str | None = None
 
@@ -97,22 +101,35 @@ class ExperimentSpec:
             criterion = StoppingCriterion.from_dict(self.stop)
         except (TypeError, ValueError) as err:
             raise SpecError(f"spec.{err}") from None
-        if criterion.is_unbounded and self.scheduler in ("random", "fifo", "pbt"):
-            raise SpecError("spec.stop: set at least one limit (max_time, max_trials_started, ...)")
+        if criterion.is_unbounded and self.scheduler not in FINITE_METHODS:
+            info = METHODS.get(self.scheduler)
+            why = ("a multi-fidelity method starts new trials for as long as it runs"
+                   if info is not None and info.multi_fidelity
+                   else f"{self.scheduler!r} proposes new trials for as long as it runs")
+            raise SpecError(f"spec.stop: set at least one limit (max_time, max_trials_started, "
+                            f"max_trials_completed, ...): {why}")
         for name in ("n_workers", "seed"):
             value = getattr(self, name)
             if name == "n_workers" and value == "auto":
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise SpecError(f"spec.{name}: must be an integer, got {value!r}")
-        if self.n_workers != "auto" and self.n_workers < 1:
-            raise SpecError(f"spec.n_workers: must be at least 1, got {self.n_workers}")
+        if self.n_workers != "auto" and not 1 <= self.n_workers <= MAX_N_WORKERS:
+            raise SpecError(f"spec.n_workers: must be between 1 and {MAX_N_WORKERS}, "
+                            f"got {self.n_workers}")
         if self.max_failures is not None and (
             isinstance(self.max_failures, bool)
             or not isinstance(self.max_failures, int)
             or self.max_failures < 1
         ):
-            raise SpecError(f"spec.max_failures: must be a positive integer, got {self.max_failures!r}")
+            raise SpecError(f"spec.max_failures: must be a positive integer (or null: no limit), "
+                            f"got {self.max_failures!r}")
+        for name in ("config_space", "backend_options"):
+            try:
+                check_references(getattr(self, name), f"spec.{name}")
+            except SecretError as err:
+                raise SpecError(str(err)) from None
+        remember_spec({"config_space": self.config_space, "backend_options": self.backend_options})
 
     @property
     def stopping_criterion(self) -> StoppingCriterion:
@@ -129,6 +146,10 @@ class ExperimentSpec:
     def from_dict(cls, data: dict[str, Any]) -> ExperimentSpec:
         if not isinstance(data, dict):
             raise SpecError(f"spec: must be a mapping, got {type(data).__name__}")
+        try:
+            check_size(data)
+        except LoadError as err:
+            raise SpecError(str(err)) from None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -141,14 +162,10 @@ class ExperimentSpec:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ExperimentSpec:
         """Load a spec from a .yaml/.yml or .json file."""
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        try:
+            data = load_file(path)
+        except LoadError as err:
+            raise SpecError(str(err)) from None
         return cls.from_dict(data)
 
     @classmethod

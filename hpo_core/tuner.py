@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hpo_core.schedulers.base import Scheduler
+from hpo_core.secrets import mask_text, one_line
 from hpo_core.stopping import StoppingCriterion, TuningStatus
 from hpo_core.store.journal import StoreError
 from hpo_core.trial import Decision, EventKind, Trial, TrialEvent, TrialResult, TrialStatus
@@ -126,6 +127,7 @@ class Tuner:
         self.status = TuningStatus()
         self.best_trial_id: int | None = None
         self._best_min: float = math.inf  # best objective value, minimized
+        self._trial_best: dict[int, float] = {}  # each trial's best objective value, minimized
         self._running: set[int] = set()
         self._costs: dict[int, float] = {}
         self._next_trial_id = 0
@@ -222,6 +224,7 @@ class Tuner:
             "num_failures": self.status.num_trials_failed,
             "best_trial_id": self.best_trial_id,
             "best_value": None if self.best_trial_id is None else self._best_min,
+            "trial_best": {str(k): v for k, v in self._trial_best.items()},
             "costs": {str(k): v for k, v in self._costs.items()},
             "end_reason": self.end_reason,
             "trials": {str(tid): t.to_dict() for tid, t in self.trials.items()},
@@ -257,9 +260,10 @@ class Tuner:
             return reason
         if not replaying and self.max_failures is not None and \
                 self.status.num_trials_failed >= self.max_failures:
+            self.end_reason = (f"too many failures: {self.status.num_trials_failed} trials "
+                               f"failed (max_failures={self.max_failures})")
             raise TooManyFailuresError(
-                f"{self.status.num_trials_failed} trials failed (max_failures="
-                f"{self.max_failures}); last failure: {self._last_failure()}"
+                f"{self.end_reason}; last failure: {one_line(self._last_failure())}"
             )
         self._fill_workers()
         if not self._running and not replaying:
@@ -371,6 +375,8 @@ class Tuner:
         )
         if value is not None:
             objective = self._sign * float(value)
+            previous = self._trial_best.get(trial.trial_id, math.inf)
+            self._trial_best[trial.trial_id] = min(previous, objective)
             if objective < self._best_min:
                 self._best_min = objective
                 self.best_trial_id = trial.trial_id
@@ -430,12 +436,23 @@ class Tuner:
             self.status.num_trials_completed += 1
 
     def _fail(self, trial: Trial, reason: str, time: float) -> None:
-        trial.failure_reason = reason
-        logger.warning("trial %s failed: %s", trial.trial_id, reason)
+        trial.failure_reason = mask_text(reason)
+        logger.warning("trial %s failed: %s", trial.trial_id, one_line(trial.failure_reason))
+        if self._trial_best.pop(trial.trial_id, None) is not None \
+                and self.best_trial_id == trial.trial_id:
+            self._new_best()  # a failed trial is never the best
         self.status.num_trials_failed += 1
         self._finish(trial, TrialStatus.FAILED, time)
         self.scheduler.on_trial_error(trial)
         self._emit("on_trial_error", trial)
+
+    def _new_best(self) -> None:
+        """The best of the trials that did not fail."""
+        if not self._trial_best:
+            self.best_trial_id, self._best_min = None, math.inf
+            return
+        self.best_trial_id = min(self._trial_best, key=self._trial_best.__getitem__)
+        self._best_min = self._trial_best[self.best_trial_id]
 
     def _update_status(self) -> None:
         s = self.status
@@ -464,6 +481,7 @@ class Tuner:
         if state.get("best_value") is not None:
             self._best_min = float(state["best_value"])
         self._costs = {int(k): float(v) for k, v in state.get("costs", {}).items()}
+        self._trial_best = {int(k): float(v) for k, v in state.get("trial_best", {}).items()}
         self.scheduler.load_state_dict(state["scheduler"])
         if "backend" in state and hasattr(self.backend, "load_state_dict"):
             self.backend.load_state_dict(state["backend"])

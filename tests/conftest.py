@@ -34,5 +34,24 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def prefect_console(capfd: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
+    """capfd, with Prefect's console handlers writing to this test's stderr (they keep the
+    stream they were created with, which may be an earlier test's closed capture)."""
+    import logging
+    import sys
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    handlers = {h for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+                if isinstance(logger, logging.Logger) for h in logger.handlers
+                if isinstance(h, PrefectConsoleHandler)}
+    for stream in (sys.stderr, sys.__stderr__):
+        for handler in handlers:
+            handler.stream = handler.console.file = stream
+        if stream is sys.stderr:
+            yield capfd
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)

@@ -43,12 +43,19 @@ class Experiment:
     def config_columns(self) -> list[str]:
         return [c for c in self.results.columns if c.startswith(CONFIG_PREFIX)]
 
+    def failed_trial_ids(self) -> set[int]:
+        """Trials that failed (never the best, whatever they reported before)."""
+        return {int(k) for k, v in self.state.get("trials", {}).items()
+                if v.get("status") == "failed"}
+
     def _valid(self, metric: str | None = None) -> pd.DataFrame:
+        """Reports with a finite value of the metric, from trials that did not fail."""
         metric = metric or self.metric
         if self.results.empty or metric not in self.results.columns:
             return self.results.iloc[0:0]
         values = pd.to_numeric(self.results[metric], errors="coerce")
-        return self.results[np.isfinite(values)]
+        failed = self.results["trial_id"].isin(list(self.failed_trial_ids()))
+        return self.results[np.isfinite(values) & ~failed.to_numpy()]
 
     @property
     def resource_attr(self) -> str | None:
@@ -63,7 +70,10 @@ class Experiment:
             return {}
         values = {}
         resource_attr = self.resource_attr
+        failed = self.failed_trial_ids()  # never the best, whatever they reported
         for trial_id, group in self.results.groupby("trial_id", sort=True):
+            if int(trial_id) in failed:
+                continue
             best = best_report(group.to_dict(orient="records"), self.metric, self.mode,
                                resource_attr)
             if best is not None:
@@ -124,9 +134,10 @@ class Experiment:
 
     def trajectory(self) -> pd.DataFrame:
         """Incumbent over time: columns time, best (best value so far), trial_id (its trial)."""
-        valid = self._valid().sort_values("time", kind="stable")
+        valid = self._valid()
         if valid.empty:
             return pd.DataFrame(columns=["time", "best", "trial_id"])
+        valid = valid.sort_values("time", kind="stable")
         values = pd.to_numeric(valid[self.metric]).to_numpy()
         best = np.minimum.accumulate(values) if self.mode == "min" else np.maximum.accumulate(values)
         improved = np.r_[True, best[1:] != best[:-1]]
@@ -179,6 +190,9 @@ class Experiment:
                                   for t in frame["trial_id"].astype(int)]
             frame["best_time"] = [values[t].time if t in values else np.nan
                                   for t in frame["trial_id"].astype(int)]
+        reasons = {int(k): v.get("failure_reason") for k, v in state_trials.items()}
+        if any(reasons.values()):
+            frame["failure_reason"] = [reasons.get(int(i)) for i in frame["trial_id"]]
         frame["trial_id"] = frame["trial_id"].astype(int)
         return frame
 

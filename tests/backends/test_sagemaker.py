@@ -18,6 +18,7 @@ from backends.aws_pricing import TRAINING_PRICES_US_EAST_1, job_cost
 from backends.aws_retry import Backoff, call_with_retry
 from backends.sagemaker import SageMakerBackend, SageMakerSetupError
 from backends.sagemaker_jobs import JOB_NAME_PATTERN, job_name, name_prefix, package_source
+from hpo_core.secrets import MASK
 from hpo_core.trial import EventKind, Trial
 
 BUCKET = "tunesmith-test-bucket"
@@ -375,13 +376,13 @@ def test_secrets_never_reach_files_logs_or_events(aws, tmp_path, caplog, monkeyp
     assert all(r["Environment"]["hf_token"] == secret for r in fake.requests.values())
     assert all("hf_token" not in r["HyperParameters"] for r in fake.requests.values())
     written = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
-    assert "token=***" in written  # the script's careless line, masked
+    assert f"token={MASK}" in written  # the script's careless line, masked
     for text in (written, caplog.text, repr(events)):
         assert secret not in text
         assert "SecretKeyNeverWritten" not in text and "AKIATUNESMITHTEST01" not in text
         assert role not in text
     (failed,) = [e for e in events if e.kind == EventKind.FAILED]
-    assert failed.reason.endswith("bad token ***")
+    assert failed.reason.endswith(f"bad token {MASK}")
 
 
 @pytest.mark.filterwarnings("ignore")

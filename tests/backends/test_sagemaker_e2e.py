@@ -14,6 +14,7 @@ from backends.factory import build_backend
 from backends.sagemaker import SageMakerBackend
 from backends.sagemaker_jobs import JOB_NAME_PATTERN
 from flows.runner import build_tuner
+from hpo_core.secrets import MASK
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import load_experiment
 from hpo_core.trial import TrialStatus
@@ -128,7 +129,7 @@ def test_asha_experiment_on_sagemaker(aws, tmp_path, caplog, monkeypatch):
     # nothing the experiment wrote holds the secret, the role ARN or the credentials
     written = "".join(p.read_text(errors="replace") for p in (tmp_path / spec.name).rglob("*")
                       if p.is_file() and p.suffix != ".parquet")
-    assert "token=***" in written
+    assert f"token={MASK}" in written
     for text in (written, caplog.text, frame.to_csv()):
         assert SECRET not in text and role not in text
         assert "SecretKeyNeverWritten" not in text and "AKIATUNESMITHTEST01" not in text

@@ -204,7 +204,7 @@ def test_trial_output_reaches_mlflow_with_secrets_masked(tmp_path: Path) -> None
     assert "config:" in text and "[tunesmith]:" in text
     for secret in ("tok-Very-Secret-123", "AKIAABCDEFGHIJKLMNOP", "hunter22"):
         assert secret not in text
-    assert text.count("<redacted>") == 3
+    assert text.count("[redacted]") == 3
     stdout = Path(outcome["store_path"]) / "trials" / "0" / "stdout"
     assert "tok-Very-Secret-123" in stdout.read_text()  # the store keeps the real output
 

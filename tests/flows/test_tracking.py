@@ -10,43 +10,11 @@ from typing import Any
 
 import pytest
 
-from flows.redaction import REDACTED, redact, spec_secret_names
 from flows.runner import build_tuner
-from flows.tracking import MlflowTracker, flatten
+from flows.tracking import MlflowTracker
+from hpo_core.secrets import MASK as REDACTED
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import load_experiment
-
-
-def test_redact_masks_secret_names_and_secret_values() -> None:
-    params = {
-        "lr": 0.1, "max_tokens": 512, "monkey": 1, "batch_size": 32,
-        "api_key": "k1", "AWS_SECRET_ACCESS_KEY": "k2", "authToken": "k3", "db_password": "k4",
-        "hf-token": "k5", "credentials": {"user": "u", "pass": "k6"},
-        "nested": {"depth": 3, "private_key": "k7", "url": "postgres://me:k8@db:5432/x"},
-        "aws_id": "AKIAABCDEFGHIJKLMNOP", "names": ["ok", "https://u:k9@host/path"],
-    }
-    safe = redact(params)
-    assert {k: safe[k] for k in ("lr", "max_tokens", "monkey", "batch_size")} == \
-        {"lr": 0.1, "max_tokens": 512, "monkey": 1, "batch_size": 32}
-    for key in ("api_key", "AWS_SECRET_ACCESS_KEY", "authToken", "db_password", "hf-token",
-                "credentials"):
-        assert safe[key] == REDACTED, key
-    assert safe["nested"]["depth"] == 3 and safe["nested"]["private_key"] == REDACTED
-    assert safe["nested"]["url"] == f"postgres://me:{REDACTED}@db:5432/x"
-    assert safe["aws_id"] == REDACTED and safe["names"][1] == f"https://u:{REDACTED}@host/path"
-    assert not any(f"k{i}" in json.dumps(safe) for i in range(1, 10))
-    assert params["api_key"] == "k1"  # the input is left alone
-
-
-def test_spec_marked_secrets_and_flattening() -> None:
-    spec = {"backend_options": {"secret_hyperparameters": {"wandb_api": "s1"},
-                                "instance": "ml.m5.large"}}
-    names = spec_secret_names(spec)
-    assert names == {"wandb_api"}
-    assert redact({"wandb_api": "s1", "x": 1}, names) == {"wandb_api": REDACTED, "x": 1}
-    flat = flatten(redact(spec, names))
-    assert flat == {"backend_options.secret_hyperparameters": REDACTED,
-                    "backend_options.instance": "ml.m5.large"}
 
 
 def simulated_spec(root: Path, name: str, trials: int) -> ExperimentSpec:

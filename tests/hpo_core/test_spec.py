@@ -32,7 +32,7 @@ def test_a_good_spec_round_trips(tmp_path):
     assert ExperimentSpec.from_file(path) == s
     yaml_path = tmp_path / "spec.yaml"
     yaml_path.write_text("name: y\nmetric: [a, b]\nmode: [min, max]\nbackend: simulated\n"
-                         "scheduler: hyperband\nscheduler_options: {max_t: 5}\n")
+                         "scheduler: hyperband\nscheduler_options: {max_t: 5}\nstop: {max_time: 60}\n")
     loaded = ExperimentSpec.coerce(str(yaml_path))
     assert loaded.metric == ["a", "b"] and loaded.mode == ["min", "max"]
 
