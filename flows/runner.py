@@ -29,6 +29,18 @@ def open_store(spec: ExperimentSpec) -> ExperimentStore:
     process owns it); an existing one must belong to the same experiment."""
     store = ExperimentStore(spec.results_root, spec.name)
     store.lock()  # before anything is read for writing
+    _check_same_experiment(spec, store)
+    store.create()
+    store.write_spec(spec.to_dict())
+    return store
+
+
+def check_store(spec: ExperimentSpec) -> None:
+    """SpecError if the experiment's folder holds another experiment (reads only, no lock)."""
+    _check_same_experiment(spec, ExperimentStore(spec.results_root, spec.name))
+
+
+def _check_same_experiment(spec: ExperimentSpec, store: ExperimentStore) -> None:
     previous = store.read_spec() if store.path.exists() else None
     if previous is not None and store.has_state():
         current = spec.to_dict()
@@ -41,9 +53,6 @@ def open_store(spec: ExperimentSpec) -> ExperimentStore:
                 f"spec: experiment {spec.name!r} exists at {store.path} with different "
                 f"{', '.join(changed)}; use another name to start a new experiment"
             )
-    store.create()
-    store.write_spec(spec.to_dict())
-    return store
 
 
 def resolve_n_workers(spec: ExperimentSpec, backend: TrialBackend) -> int:
@@ -64,7 +73,9 @@ def resolve_n_workers(spec: ExperimentSpec, backend: TrialBackend) -> int:
 def check_spec(spec: ExperimentSpec) -> None:
     """Everything the backend and the scheduler check, before any flow or trial starts: the
     backend's options (an entry point that exists, known options, a known blackbox), the
-    config space, the scheduler's options and `n_workers`. Raises SpecError."""
+    config space, the scheduler's options, `n_workers`, an existing store of another
+    experiment under the same name. Raises SpecError."""
+    check_store(spec)
     backend = _build_backend(spec)
     try:
         _build_scheduler(spec, backend)

@@ -169,8 +169,35 @@ def remember(values: Iterable[Any]) -> None:
 
 
 def remember_spec(spec: Mapping[str, Any]) -> None:
-    """Remember the literal values a spec gives under secret-looking names, at any depth."""
-    remember(_secret_leaves(spec, spec_secret_names(spec), False))
+    """Remember the literal strings a spec gives under secret-looking names: fixed values and
+    choices in `config_space`, values anywhere in `backend_options` (not the names listed in
+    `secret_hyperparameters`)."""
+    names = spec_secret_names(spec)
+    values: list[str] = []
+    space = spec.get("config_space") or {}
+    for name, value in space.items() if isinstance(space, Mapping) else ():
+        if not is_secret_name(name, names) or is_reference(value):
+            continue
+        if isinstance(value, Mapping) and "type" in value:  # a domain: only its choices
+            value = value.get("categories") or []
+        values += _strings(value)
+    options = spec.get("backend_options") or {}
+    if isinstance(options, Mapping):
+        marked = options.get("secret_hyperparameters")
+        rest = {k: v for k, v in options.items()
+                if not (k == "secret_hyperparameters" and not isinstance(marked, Mapping))}
+        values += _secret_leaves(rest, names, False)
+    remember(values)
+
+
+def _strings(data: Any) -> list[str]:
+    if isinstance(data, str):
+        return [data]
+    if isinstance(data, list | tuple):
+        return [v for v in data if isinstance(v, str)]
+    if isinstance(data, Mapping):
+        return [v for item in data.values() for v in _strings(item)]
+    return []
 
 
 def _secret_leaves(data: Any, names: set[str], inside: bool) -> Iterable[str]:
@@ -182,8 +209,8 @@ def _secret_leaves(data: Any, names: set[str], inside: bool) -> Iterable[str]:
     elif isinstance(data, list | tuple):
         for v in data:
             yield from _secret_leaves(v, names, inside)
-    elif inside and isinstance(data, str | int | float) and not isinstance(data, bool):
-        yield str(data)
+    elif inside and isinstance(data, str):
+        yield data
 
 
 def credential_env_values(environ: Mapping[str, str] | None = None) -> set[str]:

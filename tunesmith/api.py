@@ -19,7 +19,7 @@ from backends.functions import WORKER_ENV
 from backends.objectives import PICKLED_ENTRY, Objective, is_function_entry, objective_from
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.space import ConfigSpace
-from hpo_core.spec import ExperimentSpec
+from hpo_core.spec import DEFAULT_MAX_FAILURES, ExperimentSpec
 from hpo_core.store import Experiment, load_experiment
 
 DEFAULT_STOP = {"max_trials_completed": 10}
@@ -82,7 +82,7 @@ def tune(
     n_workers: int | str = 4,
     name: str | None = None,
     seed: int = 0,
-    max_failures: int | None = None,
+    max_failures: int | None = DEFAULT_MAX_FAILURES,
     results_root: str | os.PathLike[str] = "experiments",
     flow: bool = True,
     tracking_uri: str | None = None,
@@ -106,6 +106,7 @@ def tune(
         n_workers: trials at once (or "auto").
         name: the experiment (its folder under `results_root`); default: the objective's name
             and the time. An existing experiment of that name is resumed.
+        max_failures: end the experiment once this many trials failed (None: no limit).
         flow: run as the Prefect `tune` flow tracked in MLflow (default), or bare.
         tracking_uri: MLflow tracking URI for flow runs (default `sqlite:///mlflow.db`).
     """

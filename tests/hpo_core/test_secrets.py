@@ -121,3 +121,14 @@ def test_json_is_read_with_limits():
     with pytest.raises(LoadError, match="nested deeper"):
         load_json("[" * 100 + "]" * 100)
     assert load_json('{"a": [1, {"b": null}]}') == {"a": [1, {"b": None}]}
+
+
+def test_a_spec_s_literal_secrets_are_remembered_but_not_its_words(monkeypatch):
+    monkeypatch.setattr(secrets, "_known", set())
+    secrets.remember_spec({
+        "config_space": {"api_key": "literal-key-1", "num_keys": 1000,
+                         "auth_mode": {"type": "choice", "categories": ["oauth-x1", "basic-x2"]}},
+        "backend_options": {"env": {"DB_PASSWORD": "pw-literal-2", "HOME_DIR": "/home/me"},
+                            "secret_hyperparameters": ["HF_TOKEN"]},
+    })
+    assert secrets._known == {"literal-key-1", "oauth-x1", "basic-x2", "pw-literal-2"}
