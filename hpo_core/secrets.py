@@ -213,12 +213,21 @@ def _secret_leaves(data: Any, names: set[str], inside: bool) -> Iterable[str]:
         yield data
 
 
+_secret_env_names: dict[str, bool] = {}  # each environment variable name seen: secret-looking?
+
+
 def credential_env_values(environ: Mapping[str, str] | None = None) -> set[str]:
     """Values of environment variables whose names look secret (AWS_SECRET_ACCESS_KEY, ...)."""
     environ = os.environ if environ is None else environ
-    return {value for name, value in list(environ.items())
-            if len(value) >= MIN_ENV_VALUE_CHARS and name not in NOT_CREDENTIALS
-            and is_secret_name(name)}
+    values = set()
+    for name, value in list(environ.items()):
+        secret = _secret_env_names.get(name)
+        if secret is None:
+            secret = _secret_env_names[name] = name not in NOT_CREDENTIALS \
+                and is_secret_name(name)
+        if secret and len(value) >= MIN_ENV_VALUE_CHARS:
+            values.add(value)
+    return values
 
 
 def known_values() -> list[str]:
