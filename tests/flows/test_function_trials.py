@@ -26,6 +26,12 @@ def objective(config):
         report(epoch=epoch, loss=(config["x"] - 0.3) ** 2 + 1 / epoch)
 
 
+def leaky(config):
+    report(epoch=1, loss=config["x"])
+    if config["x"] > 0.5:
+        raise PermissionError(f"the service refused token {config['api_token']}")
+
+
 def scaled(config, scale):
     for epoch in range(1, 3):
         report(epoch=epoch, loss=scale * config["x"] + 1 / epoch)
@@ -188,3 +194,35 @@ def test_the_python_api_runs_a_training_script_too(tmp_path):
     assert result.path.name.startswith("train-")
     assert result.experiment.spec["backend_options"]["entry_point"] == str(script)
     assert len(result.results) == 6 and result.best_value == result.results["loss"].min()
+
+
+def test_a_failed_trials_traceback_is_masked_in_its_record_and_mlflow(tmp_path, objective_module,
+                                                                       monkeypatch,
+                                                                       prefect_harness):
+    from mlflow import MlflowClient
+
+    from flows.tune import tune
+
+    token = "tok-5f8e2c91d7a4"
+    monkeypatch.setenv("FN_SERVICE_TOKEN", token)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = {
+        "name": "fn-masked", "metric": "loss", "scheduler": "random",
+        "scheduler_options": {"points_to_evaluate": [{"x": 0.9}, {"x": 0.1}]},
+        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0},
+                         "api_token": {"secret": "env:FN_SERVICE_TOKEN"}},
+        "backend": "local", "backend_options": {"entry_point": "fn_trials:leaky", "gpus": None},
+        "stop": {"max_trials_started": 2}, "n_workers": 1,
+        "results_root": str(tmp_path / "experiments"),
+    }
+    outcome = tune(spec, tracking_uri=uri)
+    state = json.loads((Path(outcome["store_path"]) / "state.json").read_text())
+    (reason,) = [t["failure_reason"] for t in state["trials"].values() if t["failure_reason"]]
+    assert "PermissionError: the service refused token" in reason and "fn_trials.py" in reason
+    assert token not in reason and "[redacted]" in reason
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("fn-masked")
+    (failed,) = [r for r in client.search_runs([exp.experiment_id])
+                 if "tunesmith.failure_reason" in r.data.tags]
+    assert token not in failed.data.tags["tunesmith.failure_reason"]
+    assert "PermissionError" in failed.data.tags["tunesmith.failure_reason"]
