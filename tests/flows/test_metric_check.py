@@ -4,6 +4,7 @@ a flow run's final state message says why it failed, or what the best value was.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from flows.cli import main
+from hpo_core.tuner import METRIC_CHECK_REPORTS
 
 SCRIPT = """
 import time
@@ -52,7 +54,11 @@ def test_local_backend_fails_fast_naming_the_metric_and_the_reported_keys(
     assert "Traceback" not in "\n".join(err)
     assert elapsed < 20  # the trials would train 40 epochs x 0.05 s each, 6 of them
     state = json.loads((tmp_path / "exp" / "typo" / "state.json").read_text())
-    assert all(t["num_results"] <= 3 for t in state["trials"].values())
+    # The check fires at the second report of the later of the first two trials (that report
+    # is not counted); the earlier one may have reported more meanwhile (a loaded machine
+    # starts the later one late) but neither ran its course and no third trial started.
+    counts = sorted(t["num_results"] for t in state["trials"].values())
+    assert len(counts) == 2 and counts[0] == METRIC_CHECK_REPORTS - 1 and counts[1] < 40, counts
 
 
 def test_simulated_backend_checks_the_metric_before_anything_runs(
@@ -99,5 +105,7 @@ def test_flow_run_final_state_says_why_it_failed_or_what_the_best_was(tmp_path: 
             id=FlowRunFilterId(any_=[done.state_details.flow_run_id])))
     messages = [t.state.message for t in tasks]
     completed = [m for m in messages if " completed; last report: epoch=40 val_loss=0.0" in m]
-    stopped = [m for m in messages if " stopped early; last report: epoch=" in m]
+    # a trial stopped when the experiment ended may not have reported yet: no "last report"
+    stopped = [m for m in messages
+               if re.fullmatch(r"trial \d+ stopped early(; last report: epoch=\d+ .*)?", m)]
     assert completed and len(completed) + len(stopped) == len(messages), messages
