@@ -93,7 +93,10 @@ def test_each_trial_segment_is_a_prefect_task(tmp_path: Path) -> None:
     statuses = {int(k): v["status"] for k, v in experiment.state["trials"].items()}
     assert statuses[0] == "failed" and outcome["counts"]["failed"] == 1
     best = experiment.results[experiment.results["trial_id"] == outcome["best_trial_id"]]
-    assert best["epoch"].tolist() == [1, 2, 3]  # paused at epoch 1, resumed from its checkpoint
+    # paused at epoch 1, resumed from its checkpoint (not from scratch: no epoch twice). The
+    # script may checkpoint epoch 2 before the pause's SIGTERM reaches it; its late report of
+    # epoch 2 is then dropped (the trial was paused) and the resumed segment starts at epoch 3.
+    assert best["epoch"].tolist() in ([1, 2, 3], [1, 3])
     assert outcome["best_config"]["x"] == pytest.approx(0.3)
 
     client = MlflowClient(uri)
