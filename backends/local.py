@@ -327,12 +327,20 @@ class LocalBackend(TrialBackend):
         """No GPU is free now, but one will be once a stopped or paused trial's process has
         exited, and the trials still running leave a slot. Starting at once would put two
         trials on one GPU until then, and the new one could run out of GPU memory. (A child
-        that left the trial's process group is not waited for.)"""
+        that left the trial's process group is not waited for.) A stopped run whose process
+        has exited frees its GPU here, before `poll()` sees its end: else the rotation would
+        still count it and the new trial could be given the GPU of a running one."""
         rotation = self.rotation
-        if rotation is None or rotation.free_slots() > 0 or len(self._active) >= rotation.num_slots:
+        if rotation is None:
             return False
-        return any(run.cancelled and run.gpu_key is not None and run.proc.poll() is None
-                   for run in self._live)
+        exiting = False
+        for run in self._live:
+            if run.cancelled and run.gpu_key is not None:
+                if run.proc.poll() is None:
+                    exiting = True
+                else:
+                    self._release_gpus(run)
+        return exiting and rotation.free_slots() == 0 and len(self._active) < rotation.num_slots
 
     def _launch_pending(self) -> None:
         for tid, trial in list(self._pending.items()):
@@ -416,8 +424,10 @@ class LocalBackend(TrialBackend):
                                  extra={"returncode": returncode}))
 
     def _release_gpus(self, run: _Run) -> None:
+        """Once per run (its end may come after `_waits_for_gpu` released them)."""
         if self.rotation is not None and run.gpu_key is not None:
             self.rotation.release(run.gpu_key)
+            run.gpu_key = None
 
     def _housekeeping(self, events: list[TrialEvent]) -> None:
         """Timeouts, SIGKILL escalation, and groups whose leader exited but whose output is
