@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -42,6 +43,16 @@ def start_tune(tmp_path: Path, spec: dict, **options: float) -> subprocess.Popen
         return subprocess.Popen(
             [sys.executable, "-c", code, str(spec_path), mlflow_uri(tmp_path), json.dumps(options)],
             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+
+
+def cmdline(proc: Any) -> list[str]:
+    """A psutil process's command line; [] for one that exited meanwhile (or a zombie)."""
+    import psutil
+
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
 
 
 def mlflow_uri(tmp_path: Path) -> str:
@@ -124,7 +135,7 @@ def test_sigterm_ends_the_trials_and_marks_the_parent_run_killed(tmp_path: Path)
             assert time.monotonic() < deadline, "no trial started"
             time.sleep(0.1)
             trials = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                      if str(script) in " ".join(p.cmdline())]
+                      if str(script) in " ".join(cmdline(p))]
         time.sleep(1.0)  # a report or two reach the tuner
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
