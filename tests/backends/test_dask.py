@@ -134,6 +134,7 @@ def test_the_cli_says_one_error_line_for_an_unreachable_scheduler(tmp_path: Path
 
     spec = {"name": "unreachable", "metric": "loss", "config_space": {"x": 0.1, "epochs": 1},
             "backend": "dask", "results_root": str(tmp_path / "experiments"),
+            "stop": {"max_trials_started": 1},
             "backend_options": {"address": f"tcp://127.0.0.1:{free_port()}",
                                 "entry_point": str(script), "connect_timeout": 1.0}}
     path = tmp_path / "spec.json"
