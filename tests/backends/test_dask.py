@@ -141,7 +141,8 @@ def test_the_cli_says_one_error_line_for_an_unreachable_scheduler(tmp_path: Path
     path.write_text(json.dumps(spec))
     assert main(["run", str(path), "--no-flow"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: backend_options.address: cannot reach")
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert "backend_options.address: cannot reach the Dask scheduler" in err[0]
     assert not (tmp_path / "experiments" / "unreachable" / "trials").exists()
 
 
