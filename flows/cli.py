@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         return _show(Path(args.results_root), args.name, args.top)
     except StoreError as err:  # e.g. a full disk: the store resumes once there is room
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     except Exception as err:
         message = user_error(err)
         if message is None:

@@ -272,7 +272,7 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_store_resumes(tmp_path, 
                               preexec_fn=cap, cwd=tmp_path)
 
     full = run(spec["stop"])
-    assert full.returncode == 1, full.stderr[-2000:]
+    assert full.returncode == 2, full.stderr[-2000:]
     assert full.stderr.strip().splitlines() == [full.stderr.strip()], full.stderr[-2000:]
     assert full.stderr.startswith("error: experiment store: no space left on device")
     kept = report_keys(load_experiment(root / "full").results, "epoch", "time", METRIC)
