@@ -45,6 +45,9 @@ class _Segment:
     reason: str | None = None
     launch_error: str | None = None
     future: PrefectFuture[Any] | None = None
+    # the trial's last report as of the poll that ended the segment: the tuner may not have
+    # applied that poll's reports to `trial.last_result` yet when the task writes its message
+    last_report: dict[str, Any] | None = None
 
     def end(self, outcome: str, reason: str | None = None) -> bool:
         if self.done.is_set():
@@ -82,7 +85,8 @@ def trial_segment(backend: PrefectTrialBackend, trial: Trial, segment: _Segment)
     outcome = segment.outcome or "completed"
     if outcome == "stopped" and trial.status == TrialStatus.COMPLETED:
         outcome = "completed"  # stopped by the scheduler at max_t: it ran its course
-    return Completed(message=segment_message(trial, outcome) + on,
+    report = segment.last_report if segment.last_report is not None else trial.last_result
+    return Completed(message=segment_message(trial.trial_id, outcome, report) + on,
                      name=STATE_NAMES.get(outcome, "Completed"))
 
 
@@ -100,10 +104,10 @@ def _await_worker(backend: TrialBackend, trial_id: int, segment: _Segment) -> st
     return worker_of(trial_id)
 
 
-def segment_message(trial: Trial, outcome: str) -> str:
+def segment_message(trial_id: int, outcome: str, last_report: dict[str, Any] | None) -> str:
     """`trial 3 stopped early; last report: epoch=9 val_loss=0.114` (the task's state message)."""
-    text = f"trial {trial.trial_id} {'stopped early' if outcome == 'stopped' else outcome}"
-    report = {k: v for k, v in (trial.last_result or {}).items()
+    text = f"trial {trial_id} {'stopped early' if outcome == 'stopped' else outcome}"
+    report = {k: v for k, v in (last_report or {}).items()
               if isinstance(v, int | float) and not isinstance(v, bool)}
     if report:
         text += "; last report: " + " ".join(f"{k}={format_value(v)}" for k, v in report.items())
@@ -200,7 +204,11 @@ class PrefectTrialBackend(TrialBackend):
             events, self._failed_launches = self._failed_launches, []
             events += self.inner.poll()
         for event in events:
-            if event.kind in (EventKind.COMPLETED, EventKind.FAILED):
+            if event.kind == EventKind.RESULT and event.metrics is not None:
+                segment = self._segments.get(event.trial_id)
+                if segment is not None and not segment.done.is_set():
+                    segment.last_report = event.metrics
+            elif event.kind in (EventKind.COMPLETED, EventKind.FAILED):
                 self._end(event.trial_id, event.kind.value, event.reason)
         return events
 

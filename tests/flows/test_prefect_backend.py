@@ -239,3 +239,43 @@ def test_asha_on_gpu_slots_through_the_flow(tmp_path: Path, caplog) -> None:
     assert not [r for r in caplog.records if "are shared" in r.getMessage()]
     paused = load_experiment(Path(outcome["store_path"])).state["trials"]
     assert sum(t["status"] == "paused" for t in paused.values()) >= 3  # GPUs changed hands
+
+
+def test_a_segment_message_holds_the_report_polled_with_the_end(tmp_path: Path) -> None:
+    """A poll can bring a trial's last reports and its end together; the task's message is
+    written before the tuner applies those reports, so it must take them from the poll."""
+    import time
+
+    from prefect import flow
+
+    from backends.local import LocalBackend
+    from flows._prefect_backend import PrefectTrialBackend
+    from hpo_core.trial import EventKind, Trial
+
+    script = tmp_path / "quick.py"
+    script.write_text("from hpo_core.report import report\n"
+                      "for epoch in (1, 2, 3):\n    report(epoch=epoch, loss=1.0 / epoch)\n")
+
+    @flow
+    def one_trial() -> str:
+        backend = PrefectTrialBackend(LocalBackend(str(script), gpus=None))
+        backend.set_trial_root(tmp_path / "trials")
+        trial = Trial(trial_id=0, config={})
+        try:
+            backend.start(trial)
+            kinds: list[EventKind] = []
+            deadline = time.monotonic() + 60
+            while EventKind.COMPLETED not in kinds:
+                assert time.monotonic() < deadline, kinds
+                time.sleep(0.5)  # let the script finish: its reports and end arrive in one poll
+                kinds += [event.kind for event in backend.poll()]
+            # the tuner never applied the reports here: trial.last_result is still None
+            segment = backend._segments[0]
+            assert segment.future is not None
+            segment.future.wait(timeout=30)
+            return str(segment.future.state.message)
+        finally:
+            backend.close()
+
+    message = one_trial()
+    assert message.startswith("trial 0 completed; last report: epoch=3 loss=0.3333"), message
