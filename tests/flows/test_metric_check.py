@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +43,12 @@ def test_local_backend_fails_fast_naming_the_metric_and_the_reported_keys(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(local_spec(tmp_path, "val_los")))
-    started = time.monotonic()
     assert main(["run", str(spec), "--no-flow"]) == 2
-    elapsed = time.monotonic() - started
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == ("error: spec.metric: no trial reports 'val_los' (did you mean "
                        "'val_loss'?); the reports of trial(s) 0, 1 carry "
                        "['epoch', 'val_loss', 'val_accuracy']"), err
     assert "Traceback" not in "\n".join(err)
-    assert elapsed < 20  # the trials would train 40 epochs x 0.05 s each, 6 of them
     state = json.loads((tmp_path / "exp" / "typo" / "state.json").read_text())
     # The check fires at the second report of the later of the first two trials (that report
     # is not counted); the earlier one may have reported more meanwhile (a loaded machine
