@@ -19,8 +19,10 @@ functions): the same process handling, GPU rotation and checkpoints as on one ho
   Dask run them again on another worker, from their checkpoints (`requeue`); the experiment
   goes on. Losing the scheduler fails the experiment with a message saying how to resume it.
   The tuner's death cancels its tasks (the scheduler drops a vanished client's work), which
-  ends every trial on every worker. A resumed experiment first ends whatever its earlier
-  session still runs on the workers.
+  ends every trial on every worker. A tuner gone silent without closing its connection (stopped,
+  frozen, its network dropped) stops renewing its lease on the workers, which end its trials
+  after `tuner_lease` seconds. A resumed experiment first ends whatever its earlier session
+  still runs on the workers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -48,6 +51,10 @@ ON_WORKER_DEATH = ("fail", "requeue")
 SCHEDULER_LOSS_TIMEOUT = 5.0
 #: seconds a segment's end waits for reports still on their way
 REPORTS_GRACE = 2.0
+#: default seconds the workers keep a tuner's trials running without hearing from it
+TUNER_LEASE = 30.0
+#: lease renewals per lease period
+RENEWALS_PER_LEASE = 5
 
 
 class ClusterLostError(RuntimeError):
@@ -84,6 +91,8 @@ class DaskBackend(TrialBackend):
             backends, applied on the workers (`python`: the workers' interpreter).
         poll_interval: longest wait of `poll()` when nothing happens.
         connect_timeout: seconds to reach the scheduler and find a worker.
+        tuner_lease: seconds a worker keeps this tuner's trials running without a renewal of
+            its lease (sent every `tuner_lease / 5` seconds); then it ends them.
     """
 
     def __init__(
@@ -102,6 +111,7 @@ class DaskBackend(TrialBackend):
         reuse_workers: bool = True,
         poll_interval: float = 0.1,
         connect_timeout: float = 10.0,
+        tuner_lease: float = TUNER_LEASE,
     ):
         super().__init__()
         if isinstance(gpus_per_trial, bool) or not isinstance(gpus_per_trial, int) \
@@ -126,6 +136,7 @@ class DaskBackend(TrialBackend):
             "python": python,
             "poll_interval": 0.05,
             "reuse_workers": bool(reuse_workers),
+            "tuner_lease": _lease(tuner_lease),
         }
         self._shared_root = trial_root
         self.client, self._owns_client = _connect(address, client, connect_timeout)
@@ -149,6 +160,10 @@ class DaskBackend(TrialBackend):
         self._closed = False
         self.client.subscribe_topic(self._topic, lambda event: self._queue.put(("event", event[1])))
         self.client.subscribe_topic("all", self._on_cluster_event)
+        self._stop_renewing = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name=f"tunesmith-lease-{self.session}",
+                                         daemon=True)
+        self._renewer.start()
 
     # -- contract ------------------------------------------------------------------------------
     def now(self) -> float:
@@ -222,6 +237,7 @@ class DaskBackend(TrialBackend):
         if self._closed:
             return
         self._closed = True
+        self._stop_renewing.set()
         futures = [s.future for s in self._segments.values()]
         self._segments.clear()
         self._by_key.clear()
@@ -233,6 +249,7 @@ class DaskBackend(TrialBackend):
         except Exception as err:  # noqa: BLE001 - a lost cluster: its workers end their trials
             logger.warning("could not close the trials on the Dask workers: %s", err)
         finally:
+            self._renewer.join(timeout=10)
             self._close_client()
 
     def trial_worker(self, trial_id: int) -> str | None:
@@ -241,6 +258,18 @@ class DaskBackend(TrialBackend):
         return self._ran_on.get(trial_id)
 
     # -- internals -----------------------------------------------------------------------------
+    def _renew(self) -> None:
+        """Renew this session's lease on every worker until closed (the lease thread)."""
+        every = self.options["tuner_lease"] / RENEWALS_PER_LEASE
+        while True:
+            try:
+                if self.client.status == "running":
+                    self.client.run(dask_worker.renew_lease, self.session, on_error="ignore")
+            except Exception as err:  # noqa: BLE001 - a lost scheduler: poll() reports it
+                logger.debug("renewing the tuner's lease on the Dask workers: %s", err)
+            if self._stop_renewing.wait(every):
+                return
+
     def _submit(self, trial: Trial, action: str) -> None:
         if self.trial_root is None:
             raise RuntimeError("the tuner has not set the trial root of this backend")
@@ -365,6 +394,13 @@ class DaskBackend(TrialBackend):
                 self.client.close(timeout=10)
             except Exception as err:  # noqa: BLE001 - closing after a loss
                 logger.info("closing the Dask client: %s", err)
+
+
+def _lease(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"backend_options.tuner_lease: must be a positive number of seconds, "
+                         f"got {value!r}")
+    return float(value)
 
 
 def _portable_entry_point(entry_point: Any) -> Any:

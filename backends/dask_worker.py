@@ -11,9 +11,13 @@ events to the segment tasks, which forward each report to the tuner at once with
 
 The task ends the trial on its host as soon as its Dask task is cancelled: the tuner cancels
 it to stop or pause the trial, and the scheduler cancels it when the tuner's client is gone (a
-killed tuner), so no trial outlives the tuner. It also ends it when the worker starts closing
-(it closes when it loses its scheduler). A worker that dies takes its trials with it
-(PDEATHSIG, the watchdog).
+killed tuner). It also ends it when the worker starts closing (it closes when it loses its
+scheduler). A worker that dies takes its trials with it (PDEATHSIG, the watchdog).
+
+A tuner can also go silent without closing its connection (the process stopped, its host or
+network frozen): the scheduler then keeps its tasks. So each tuner session holds a lease on
+every worker, which it renews (`renew_lease`, every `lease / 5` seconds); a host whose lease
+has not been renewed for `lease` seconds (on this worker's clock) ends all its trials.
 """
 
 from __future__ import annotations
@@ -39,20 +43,28 @@ IDLE_CLOSE = 60.0
 
 _HOSTS: dict[str, _Host] = {}  # by session of the tuner
 _HOSTS_LOCK = threading.Lock()
+#: the last lease renewal of each tuner session (monotonic; kept, so that a silent session's
+#: next segment finds its lease expired too)
+_RENEWED: dict[str, float] = {}
 
 
 class _Host:
     """This worker process's local backend for one tuner session, driven by one thread."""
 
-    def __init__(self, experiment: str, session: str, options: dict[str, Any], trial_root: str):
+    def __init__(self, experiment: str, session: str, options: dict[str, Any], trial_root: str,
+                 lease: float):
         self.experiment = experiment
         self.session = session
+        self.lease = lease
+        self.reason = "closed"  # why its segments ended, once closed
+        _RENEWED.setdefault(session, time.monotonic())
         self.inner = _local_backend(options)
         self.inner.set_trial_root(Path(trial_root))  # also ends what a dead session left here
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._segments: dict[int, queue.SimpleQueue[TrialEvent | None]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._done = False  # the pump has ended: no more segments
         self._idle_since = time.monotonic()
         self._thread = threading.Thread(target=self._pump, name=f"tunesmith-host-{session}",
                                         daemon=True)
@@ -61,6 +73,9 @@ class _Host:
     def begin(self, trial: Trial, action: str) -> queue.SimpleQueue[TrialEvent | None]:
         events: queue.SimpleQueue[TrialEvent | None] = queue.SimpleQueue()
         with self._lock:
+            if self._done:  # closed meanwhile (lease expired, idle): the segment ends at once
+                events.put(None)
+                return events
             old = self._segments.get(trial.trial_id)
             self._segments[trial.trial_id] = events
         if old is not None:  # the tuner paused it and resumed it here before its task saw that
@@ -103,10 +118,16 @@ class _Host:
                         target = self._segments.get(event.trial_id)
                     if target is not None:
                         target.put(event)
+                now = time.monotonic()
+                silent = now - _RENEWED.get(self.session, 0.0)
                 with self._lock:
-                    idle = not self._segments and \
-                        time.monotonic() - self._idle_since > IDLE_CLOSE
-                if idle:
+                    idle = not self._segments and now - self._idle_since > IDLE_CLOSE
+                if silent > self.lease:
+                    self.reason = (f"the tuner did not renew its lease for {silent:.0f} s "
+                                   f"(tuner_lease: {self.lease:g} s): its trials on this "
+                                   "worker were ended")
+                    logger.warning("tuner session %s: %s", self.session, self.reason)
+                if idle or silent > self.lease:
                     with _HOSTS_LOCK:
                         if _HOSTS.get(self.session) is self:
                             del _HOSTS[self.session]
@@ -114,6 +135,7 @@ class _Host:
         finally:
             self.inner.close()
             with self._lock:
+                self._done = True
                 for events in self._segments.values():
                     events.put(None)
 
@@ -151,12 +173,18 @@ def _local_backend(options: dict[str, Any]) -> Any:
     return LocalBackend(**options, **gpu_options)
 
 
-def _host(experiment: str, session: str, options: dict[str, Any], trial_root: str) -> _Host:
+def _host(experiment: str, session: str, options: dict[str, Any], trial_root: str,
+          lease: float) -> _Host:
     with _HOSTS_LOCK:
         host = _HOSTS.get(session)
         if host is None:
-            host = _HOSTS[session] = _Host(experiment, session, options, trial_root)
+            host = _HOSTS[session] = _Host(experiment, session, options, trial_root, lease)
         return host
+
+
+def renew_lease(session: str) -> None:
+    """The tuner of `session` is alive (run on every worker with `Client.run`)."""
+    _RENEWED[session] = time.monotonic()
 
 
 def run_segment(experiment: str, session: str, topic: str, segment: int, options: dict[str, Any],
@@ -169,7 +197,8 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
     key = worker.get_current_task()
     tid = trial.trial_id
     options = {**options, "env": {**options.get("env", {}), WORKER_ENV: str(worker.name)}}
-    host = _host(experiment, session, options, trial_root)
+    lease = float(options.pop("tuner_lease"))
+    host = _host(experiment, session, options, trial_root, lease)
     worker.log_event(topic, {"kind": "started", "trial": tid, "segment": segment,
                              "worker": worker.address, "name": str(worker.name)})
     events = host.begin(trial, action)
@@ -182,7 +211,7 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
             except queue.Empty:
                 event = False  # type: ignore[assignment]
             if event is None:
-                ended = {"outcome": "cancelled", "reason": "superseded or closed"}
+                ended = {"outcome": "cancelled", "reason": host.reason}
             elif event is not False:
                 if event.kind == EventKind.RESULT:
                     reports += 1

@@ -344,6 +344,53 @@ def test_a_killed_tuner_leaves_no_trial_on_any_worker(faults_cluster: Cluster, s
         proc.wait()
 
 
+def test_a_silent_tuner_loses_its_lease_and_its_trials_end_on_every_worker(
+        faults_cluster: Cluster, script: Path, tmp_path: Path) -> None:
+    """A tuner stopped with SIGSTOP keeps its connection open (as one whose network dropped
+    without a reset): the scheduler keeps its client and tasks; the workers' lease ends them."""
+    from distributed import Client
+
+    root = tmp_path / "trials"
+    lease = 3.0
+    tuner = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_dask import make_backend
+        from hpo_core.trial import Trial
+        backend = make_backend({faults_cluster.address!r}, {str(script)!r},
+                               __import__("pathlib").Path({str(root)!r}), tuner_lease={lease})
+        for tid in (0, 1):
+            backend.start(Trial(tid, {{"x": 0.1, "epochs": 400, "sleep": 0.1}}))
+        seen = set()
+        while True:
+            for event in backend.poll():
+                seen.add(event.trial_id)
+            if seen == {{0, 1}}:
+                print(backend.client.id, flush=True)
+                seen.add(2)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", tuner], stdout=subprocess.PIPE)
+    try:
+        client_id = proc.stdout.readline().decode().strip()
+        assert client_id, "the tuner did not start its trials"
+        running = trial_processes(root)
+        assert {p.environ()[CONFIG_ENV] for p in running} >= {
+            str(root / "0" / "config.json"), str(root / "1" / "config.json")}
+        os.kill(proc.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        left = wait_gone(root, timeout=lease + 15)
+        took = time.monotonic() - stopped
+        assert left == [], f"trial processes outlived the silent tuner's lease: {left}"
+        assert took >= lease - 0.5, f"ended after {took:.1f} s, before the lease expired"
+        with Client(faults_cluster.address, set_as_default=False) as client:
+            clients = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.clients))
+        assert client_id in clients, "the scheduler dropped the tuner: not a silent drop"
+    finally:
+        proc.kill()  # SIGKILL ends a stopped process too
+        proc.wait()
+    assert wait_gone(root) == []
+
+
 def test_a_resumed_experiment_ends_what_its_earlier_session_still_runs(
         faults_cluster: Cluster, script: Path, tmp_path: Path) -> None:
     root = tmp_path / "trials"
