@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from backends import dask_worker
-from backends.base import TrialBackend
 from backends.local import _command, _non_negative, _positive_or_none
 from backends.objectives import ObjectiveError, is_function_entry, objective_from
+from hpo_core.backend import TrialBackend, TrialContext
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ class DaskBackend(TrialBackend):
         tuner_lease: seconds a worker keeps this tuner's trials running without a renewal of
             its lease (sent every `tuner_lease / 5` seconds); then it ends them.
     """
+
+    distributed = True
 
     def __init__(
         self,
@@ -148,7 +150,7 @@ class DaskBackend(TrialBackend):
             self._close_client()
             raise
         self.session = uuid.uuid4().hex[:12]
-        self.experiment = self.session  # until set_trial_root names the experiment
+        self.experiment = self.session  # until set_context names the experiment
         self._topic = f"tunesmith-{self.session}"
         self._t0 = time.monotonic()
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -180,11 +182,11 @@ class DaskBackend(TrialBackend):
             total += slots
         return max(total, 1)
 
-    def set_trial_root(self, path: Path) -> None:
+    def set_context(self, context: TrialContext) -> None:
         """Also names the experiment (by its trials folder) and ends on every worker what an
         earlier session of it still runs."""
-        super().set_trial_root(path)
-        root = self._shared_root or str(Path(path).resolve())
+        super().set_context(context)
+        root = self._shared_root or str(context.root.resolve())
         self.options_root = root
         self.experiment = hashlib.sha1(root.encode()).hexdigest()[:16]
         ended = self.client.run(dask_worker.end_experiment, self.experiment, self.session)

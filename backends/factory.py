@@ -24,7 +24,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from backends.base import TrialBackend
+from hpo_core.backend import TrialBackend
 from hpo_core.methods import METHODS
 from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec, SpecError
@@ -134,21 +134,22 @@ def build_backend(spec: ExperimentSpec, objective: Any = None) -> TrialBackend:
 
 
 def resolve_config_space(spec: ExperimentSpec, backend: TrialBackend) -> ConfigSpace:
-    """The spec's config space, or the blackbox's when the spec leaves it empty."""
-    blackbox = getattr(backend, "blackbox", None)
+    """The spec's config space, or the backend's (a simulated blackbox's) when the spec leaves
+    it empty."""
+    implied = backend.config_space()
     if spec.config_space:
         space = ConfigSpace(spec.config_space)
-        if blackbox is not None:
-            missing = [n for n in blackbox.config_space.names if n not in space]
+        if implied is not None:
+            missing = [n for n in implied.names if n not in space]
             if missing:
                 raise SpecError(
-                    f"spec.config_space: the blackbox {blackbox.name!r} needs values for "
-                    f"{missing} (as domains or fixed values)"
+                    f"spec.config_space: the config space of the {spec.backend} backend "
+                    f"needs values for {missing} (as domains or fixed values)"
                 )
         return space
-    if blackbox is None:
+    if implied is None:
         raise SpecError(f"spec.config_space: required for the {spec.backend!r} backend")
-    return blackbox.config_space
+    return implied
 
 
 def default_scheduler_options(spec: ExperimentSpec, backend: TrialBackend) -> dict[str, Any]:
@@ -160,14 +161,14 @@ def default_scheduler_options(spec: ExperimentSpec, backend: TrialBackend) -> di
     """
     options = dict(spec.scheduler_options)
     info = METHODS.get(spec.scheduler)
-    fidelities = getattr(backend, "fidelity_values", None)
-    if info is None or not info.multi_fidelity or not fidelities:
+    fidelity = backend.fidelity()
+    if info is None or not info.multi_fidelity or fidelity is None or not fidelity.values:
         return options
     params = inspect.signature(info.load()).parameters
     defaults = {
-        "resource_attr": backend.fidelity_name,  # type: ignore[attr-defined]
-        "max_t": fidelities[-1],
-        "grace_period": fidelities[0],
+        "resource_attr": fidelity.name,
+        "max_t": fidelity.values[-1],
+        "grace_period": fidelity.values[0],
     }
     for key, value in defaults.items():
         if key in params and key not in options:

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from backends import processes
-from backends.base import TrialBackend
 from backends.local import (
     _cpu_count,
     _gpu_setup,
@@ -47,6 +46,7 @@ from backends.local import (
     stderr_tail,
 )
 from backends.objectives import Objective, objective_from
+from hpo_core.backend import TrialBackend, TrialContext
 from hpo_core.report import DISTRIBUTED_ENV
 from hpo_core.secrets import resolve
 from hpo_core.trial import EventKind, Trial, TrialEvent
@@ -153,20 +153,16 @@ class FunctionBackend(TrialBackend):
             return self.rotation.num_slots
         return _cpu_count()
 
-    def trial_dir(self, trial_id: int) -> Path:
-        self._root()
-        return super().trial_dir(trial_id)
-
-    def _root(self) -> Path:
-        if self.trial_root is None:
+    def _context(self) -> TrialContext:
+        if self.context is None:
             self.set_trial_root(Path(tempfile.mkdtemp(prefix="tunesmith-trials-")))
             logger.info("no trial root set: trial files go to %s", self.trial_root)
-        return self.trial_root  # type: ignore[return-value]
+        return super()._context()
 
     def start(self, trial: Trial) -> None:
         checkpoint = self.checkpoint_dir(trial.trial_id)
         if trial.checkpoint_from is not None:
-            source = self._root() / str(int(trial.checkpoint_from)) / "checkpoint"
+            source = self.checkpoint_dir(trial.checkpoint_from)
             copy_checkpoint(source, checkpoint, trial.checkpoint_from)
         config_path = self.trial_dir(trial.trial_id) / "config.json"
         if not config_path.exists():
@@ -235,11 +231,11 @@ class FunctionBackend(TrialBackend):
         self._workers.clear()
         self._idle.clear()
 
-    def set_trial_root(self, path: Path) -> None:
+    def set_context(self, context: TrialContext) -> None:
         """Also end what an earlier, killed session of this experiment left running (its
         workers' process records), before any worker starts here."""
-        super().set_trial_root(path)
-        ended = processes.reconcile(self.trial_root.glob("*/processes/*.json"))  # type: ignore[union-attr]
+        super().set_context(context)
+        ended = processes.reconcile(context.root.glob("*/processes/*.json"))
         if ended:
             logger.warning("ended %d trial workers an earlier session left", len(ended))
 
@@ -267,7 +263,7 @@ class FunctionBackend(TrialBackend):
             tree = processes.launch(
                 [self.python, "-m", WORKER_MODULE, str(into_r), str(out_w)], env=env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(into_r, out_w),
-                record_dir=self._root() / WORKERS_DIR / "processes",
+                record_dir=self._context().root / WORKERS_DIR / "processes",
                 label="function worker")
         except OSError:
             for fd in (into_r, into_w, out_r, out_w):

@@ -13,7 +13,7 @@ stdout is read for at most `DRAIN_SECONDS` more, then ended; a failed write of i
 (PDEATHSIG, a watchdog), and its children, `setsid` ones included, are found by the token they
 inherit. Stop, pause, timeouts and `close()` send SIGTERM to the whole tree, and SIGKILL once
 `stop_grace_period` has passed (checked in `poll()`, never blocking the tuner). Each run's
-process record lies in `trials/<id>/processes/` while it may be alive; `set_trial_root` ends
+process record lies in `trials/<id>/processes/` while it may be alive; `set_context` ends
 what the records of a killed session still name, before anything is launched. With GPUs, each trial gets `gpus_per_trial` of them
 through `CUDA_VISIBLE_DEVICES` (`backends.gpus`). A trial started while a stopped or paused
 trial is still exiting waits for that trial's GPU, unless the workers outnumber the GPU slots.
@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from backends import processes
-from backends.base import TrialBackend
 from backends.checkpoints import settled_copy
 from backends.gpus import GpuRotation, detect_gpus
+from hpo_core.backend import TrialBackend, TrialContext
 from hpo_core.report import (
     CHECKPOINT_ENV,
     CONFIG_ENV,
@@ -231,11 +231,11 @@ class LocalBackend(TrialBackend):
         self._live.clear()
         self._terminating.clear()
 
-    def set_trial_root(self, path: Path) -> None:
+    def set_context(self, context: TrialContext) -> None:
         """Also end what an earlier, killed session of this experiment left running (found
         through its process records), before any trial is launched here."""
-        super().set_trial_root(path)
-        ended = processes.reconcile(self.trial_root.glob("*/processes/*.json"))  # type: ignore[union-attr]
+        super().set_context(context)
+        ended = processes.reconcile(context.root.glob("*/processes/*.json"))
         if ended:
             logger.warning("ended the processes of %d trial runs an earlier session left",
                            len(ended))
@@ -248,11 +248,11 @@ class LocalBackend(TrialBackend):
         """Restore run times."""
         self._elapsed = {int(k): float(v) for k, v in state.get("elapsed", {}).items()}
 
-    def trial_dir(self, trial_id: int) -> Path:
-        if self.trial_root is None:
+    def _context(self) -> TrialContext:
+        if self.context is None:
             self.set_trial_root(Path(tempfile.mkdtemp(prefix="tunesmith-trials-")))
             logger.info("no trial root set: trial files go to %s", self.trial_root)
-        return super().trial_dir(trial_id)
+        return super()._context()
 
     # -- launching -----------------------------------------------------------------------------
     def _launch(self, trial: Trial) -> None:
@@ -353,7 +353,7 @@ class LocalBackend(TrialBackend):
         return max(runs, key=lambda r: r.started) if runs else None
 
     def _copy_checkpoint(self, source_id: int, target: Path) -> None:
-        copy_checkpoint(self.trial_root / str(int(source_id)) / "checkpoint", target, source_id)  # type: ignore[operator]
+        copy_checkpoint(self.checkpoint_dir(source_id), target, source_id)
 
     # -- the reader thread ---------------------------------------------------------------------
     def _read_output(self, run: _Run, stdout_path: Path) -> None:

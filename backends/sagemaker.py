@@ -38,7 +38,6 @@ from backends.aws_retry import (
     error_code,
     error_message,
 )
-from backends.base import TrialBackend
 from backends.sagemaker_jobs import (
     ROLE_ARN_PATTERN,
     JobSettings,
@@ -51,6 +50,7 @@ from backends.sagemaker_jobs import (
     resolve_secrets,
 )
 from backends.sagemaker_logs import LOG_GROUP, LogReader, LogTail
+from hpo_core.backend import TrialBackend
 from hpo_core.report import ReportParser
 from hpo_core.secrets import mask_text, mask_values, remember
 from hpo_core.store import atomic_write_text
@@ -343,13 +343,13 @@ class SageMakerBackend(TrialBackend):
     @property
     def experiment(self) -> str:
         if self._experiment is None:
-            if self.trial_root is None:
+            if self.context is None or self.context.experiment is None:
                 raise SageMakerSetupError(
-                    "backend_options.experiment: not set, and the backend has no trial root "
-                    "(run it through a Tuner with an experiment store, or set experiment)"
+                    "backend_options.experiment: not set, and the backend's trial context "
+                    "names no experiment (run it through a Tuner with an experiment store, or "
+                    "set experiment)"
                 )
-            root = self.trial_root
-            self._experiment = root.parent.name if root.name == "trials" else root.name
+            self._experiment = self.context.experiment
         return self._experiment
 
     @property

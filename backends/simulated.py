@@ -48,10 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import TrialBackend
 from backends.blackbox.blackbox import Blackbox, BlackboxError
 from backends.blackbox.surrogate import CurveSurrogate, NearestNeighbourSurrogate, TableLookup
 from backends.blackbox.yahpo import YahpoBlackbox
+from hpo_core.backend import ClockKind, Fidelity, TrialBackend
+from hpo_core.space import ConfigSpace
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 SURROGATES = ("nearest", None)
@@ -99,7 +100,7 @@ class SimulatedBackend(TrialBackend):
             doc).
     """
 
-    is_simulated = True
+    clock_kind = ClockKind.SIMULATED
     restores_running_trials = True
 
     def __init__(
@@ -167,6 +168,14 @@ class SimulatedBackend(TrialBackend):
     @property
     def max_fidelity(self) -> Any:
         return self.fidelity_values[-1]
+
+    def config_space(self) -> ConfigSpace:
+        """The blackbox's config space."""
+        return self.blackbox.config_space
+
+    def fidelity(self) -> Fidelity:
+        """The blackbox's fidelity, up to `max_fidelity`."""
+        return Fidelity(self.fidelity_name, list(self.fidelity_values))
 
     # -- the TrialBackend contract -------------------------------------------------------------
     def start(self, trial: Trial) -> None:

@@ -18,6 +18,7 @@ import tempfile
 import time
 from typing import Any
 
+from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.methods import build_scheduler
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore
@@ -29,10 +30,10 @@ SPACE = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0},
          "y": {"type": "loguniform", "lower": 1e-4, "upper": 1.0}}
 
 
-class InstantBackend:
+class InstantBackend(TrialBackend):
     """Each trial reports once and completes in the same poll, one trial per poll."""
 
-    is_simulated = True  # no trial folders: only the store's own files are written
+    clock_kind = ClockKind.SIMULATED  # no trial folders: only the store's own files are written
 
     def __init__(self) -> None:
         self.clock = 0.0

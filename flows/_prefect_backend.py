@@ -23,8 +23,9 @@ from prefect.futures import PrefectFuture
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
-from backends.base import TrialBackend
+from hpo_core.backend import Fidelity, TrialBackend, TrialContext
 from hpo_core.secrets import is_reference, mask_text, one_line, redact
+from hpo_core.space import ConfigSpace
 from hpo_core.trial import EventKind, Trial, TrialEvent, TrialStatus
 from hpo_core.trial_value import format_value
 
@@ -93,15 +94,14 @@ def trial_segment(backend: PrefectTrialBackend, trial: Trial, segment: _Segment)
 def _await_worker(backend: TrialBackend, trial_id: int, segment: _Segment) -> str | None:
     """For backends that run trials on other machines (`trial_worker`, the dask backend): the
     worker running this segment, logged in the task once it is known."""
-    worker_of = getattr(backend, "trial_worker", None)
-    if worker_of is None:
+    if not backend.distributed:
         return None
     while not segment.done.wait(0.05):
-        where = worker_of(trial_id)
+        where = backend.trial_worker(trial_id)
         if where:
             get_run_logger().info("trial %s runs on worker %s", trial_id, where)
             return where
-    return worker_of(trial_id)
+    return backend.trial_worker(trial_id)
 
 
 def segment_message(trial_id: int, outcome: str, last_report: dict[str, Any] | None) -> str:
@@ -138,12 +138,13 @@ class PrefectTrialBackend(TrialBackend):
         retry_delay_seconds: waits between those retries.
     """
 
-    is_simulated = False
-
     def __init__(self, backend: TrialBackend, retries: int = 2,
                  retry_delay_seconds: Sequence[float] | float = (2.0, 10.0)):
         super().__init__()
         self.inner = backend
+        self.clock_kind = backend.clock_kind
+        self.restores_running_trials = backend.restores_running_trials
+        self.distributed = backend.distributed
         self._lock = threading.RLock()
         self._contenders = 0
         self._counter = threading.Lock()
@@ -154,16 +155,28 @@ class PrefectTrialBackend(TrialBackend):
             retry_delay_seconds=retry_delay_seconds if isinstance(retry_delay_seconds, float | int)
             else list(retry_delay_seconds))
 
-    # -- delegation --------------------------------------------------------------------------
-    def set_trial_root(self, path: Any) -> None:
-        super().set_trial_root(path)
-        self.inner.set_trial_root(path)
+    # -- delegation: the wrapped backend's clock, files and capabilities ----------------------
+    def set_context(self, context: TrialContext) -> None:
+        super().set_context(context)
+        self.inner.set_context(context)
 
     def now(self) -> float:
         return self.inner.now()
 
+    def default_n_workers(self) -> int:
+        return self.inner.default_n_workers()
+
     def max_n_workers(self) -> int:
         return self.inner.max_n_workers()
+
+    def config_space(self) -> ConfigSpace | None:
+        return self.inner.config_space()
+
+    def fidelity(self) -> Fidelity | None:
+        return self.inner.fidelity()
+
+    def trial_worker(self, trial_id: int) -> str | None:
+        return self.inner.trial_worker(trial_id)
 
     def state_dict(self) -> dict[str, Any]:
         with self._lock:
@@ -172,11 +185,6 @@ class PrefectTrialBackend(TrialBackend):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with self._lock:
             self.inner.load_state_dict(state)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     # -- trials ------------------------------------------------------------------------------
     def start(self, trial: Trial) -> None:

@@ -7,12 +7,11 @@ any trial starts.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 import flows.secret_blocks  # noqa: F401 - registers the resolver of `prefect:` references
-from backends.base import TrialBackend
 from backends.factory import build_backend, default_scheduler_options, resolve_config_space
+from hpo_core.backend import TrialBackend
 from hpo_core.methods import build_scheduler
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.secrets import one_line
@@ -58,11 +57,7 @@ def _check_same_experiment(spec: ExperimentSpec, store: ExperimentStore) -> None
 def resolve_n_workers(spec: ExperimentSpec, backend: TrialBackend) -> int:
     """`spec.n_workers`, or for "auto" the backend's default (GPU slots, else CPU count); at
     most what the backend can run at once."""
-    if spec.n_workers != "auto":
-        n_workers = int(spec.n_workers)
-    else:
-        default = getattr(backend, "default_n_workers", None)
-        n_workers = int(default()) if callable(default) else os.cpu_count() or 1
+    n_workers = backend.default_n_workers() if spec.n_workers == "auto" else int(spec.n_workers)
     limit = backend.max_n_workers()
     if n_workers > limit:
         raise SpecError(f"spec.n_workers: the {spec.backend} backend runs at most {limit} "

@@ -43,6 +43,7 @@ from flows._mlflow_writer import (
     now_ms,
 )
 from flows._trial_logs import TrialLogs, find_trial_logs
+from hpo_core.backend import ClockKind
 from hpo_core.secrets import (
     MASK,
     is_reference,
@@ -218,7 +219,7 @@ class MlflowTracker(TunerCallback):
         secrets = spec_secret_names(spec)
         store = tuner.store
         store_path = Path(store.path).resolve() if store is not None else None
-        self._realtime = not getattr(tuner.backend, "is_simulated", False)
+        self._realtime = tuner.backend.clock_kind is ClockKind.WALL
         self._trials_path = Path(store.trials_path) if store is not None and self._realtime \
             else None
         self._secret_names = secrets
@@ -243,7 +244,7 @@ class MlflowTracker(TunerCallback):
             parent_params=spec_params(redact(spec, secrets)),
             spec_json=dumps(redact(spec, secrets)),
             store_path=store_path,
-            resource_attr=getattr(tuner.scheduler, "resource_attr", None) or "epoch",
+            resource_attr=tuner.scheduler.resource_attr or "epoch",
             metric=self._metric,
             mode=self._mode,
             ui_base=ui_base_url(self.tracking_uri),

@@ -45,6 +45,7 @@ from flows.failures import check_outcome, user_error
 from flows.runner import build_tuner
 from flows.status import StatusView, TrialLogLines, api_only
 from flows.tracking import MlflowTracker
+from hpo_core.backend import ClockKind
 from hpo_core.secrets import mask_logs, redact, spec_secret_names
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import dumps, load_experiment
@@ -146,7 +147,8 @@ def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experime
     views = [StatusView(), TrialLogLines(api_only(logger))] if status_view \
         else [TrialLogLines(logger)]
     callbacks = [c for c in (tracker, ProgressArtifact(spec.name), *views) if c is not None]
-    if not backend.is_simulated:
+    simulated = backend.clock_kind is ClockKind.SIMULATED
+    if not simulated:
         backend = PrefectTrialBackend(backend)
     tuner = build_tuner(spec, callbacks, backend, scheduler)
     tuner.checkpoint_interval = checkpoint_interval
@@ -155,7 +157,7 @@ def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experime
                 "resuming" if resumed else "starting", spec.name, spec.scheduler, spec.backend,
                 tuner.n_workers)
     try:
-        result = simulate(quote(tuner)) if backend.is_simulated else tuner.run()
+        result = simulate(quote(tuner)) if simulated else tuner.run()
         if isinstance(result, TooManyFailuresError):
             raise result
     except TooManyFailuresError:

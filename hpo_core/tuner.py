@@ -12,8 +12,9 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.secrets import mask_text, one_line
 from hpo_core.stopping import StoppingCriterion, TuningStatus
@@ -23,20 +24,6 @@ from hpo_core.trial import Decision, EventKind, Trial, TrialEvent, TrialResult, 
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-
-
-class Backend(Protocol):
-    """What the tuner needs of a backend (the full contract is `backends.base.TrialBackend`)."""
-
-    is_simulated: bool
-
-    def start(self, trial: Trial) -> None: ...
-    def pause(self, trial_id: int) -> None: ...
-    def resume(self, trial: Trial) -> None: ...
-    def stop(self, trial_id: int) -> None: ...
-    def poll(self) -> list[TrialEvent]: ...
-    def now(self) -> float: ...
-    def close(self) -> None: ...
 
 
 class TunerCallback:
@@ -105,7 +92,7 @@ class Tuner:
     def __init__(
         self,
         scheduler: Scheduler,
-        backend: Backend,
+        backend: TrialBackend,
         stop_criterion: StoppingCriterion,
         n_workers: int = 4,
         callbacks: Iterable[TunerCallback] = (),
@@ -133,14 +120,14 @@ class Tuner:
         self._next_trial_id = 0
         self._time_offset = 0.0
         #: the backend's state restores its running trials exactly (a simulation)
-        self._exact_backend = bool(getattr(backend, "restores_running_trials", False))
+        self._exact_backend = backend.restores_running_trials
         self._exact = self._exact_backend  # and the state was written by such a backend
         self._store_open = False  # the store is loaded and its journal open for this session
         self._event_index: int | None = None  # place of the event handled in its poll
         self._replay_batches: list[list[Any]] | None = None
         self._replay_starts: dict[int, list[Any]] = {}
         self._snapshot_n_workers: int | None = None
-        self._replay_live: Backend | None = None  # the real backend, while replaying
+        self._replay_live: TrialBackend | None = None  # the real backend, while replaying
         self._muted = False  # callbacks are not called while replaying
         #: trials relaunched after a crash -> last reported resource: earlier ones are dropped
         self._reported_upto: dict[int, float] = {}
@@ -180,8 +167,7 @@ class Tuner:
 
     def _open_store(self) -> None:
         store = self.store
-        if hasattr(self.backend, "set_trial_root"):
-            self.backend.set_trial_root(store.trials_path)
+        self.backend.set_context(store.trial_context())
         state = store.load_state()
         if state is not None:
             self._restore(state)
@@ -210,7 +196,7 @@ class Tuner:
         return self._time_offset + self.backend.now()
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
+        return {
             "version": STATE_VERSION,
             "metric": self.scheduler.metrics if len(self.scheduler.metrics) > 1 else self._metric,
             "mode": self.scheduler.modes if len(self.scheduler.modes) > 1 else self.scheduler.mode,
@@ -229,10 +215,8 @@ class Tuner:
             "end_reason": self.end_reason,
             "trials": {str(tid): t.to_dict() for tid, t in self.trials.items()},
             "scheduler": self.scheduler.state_dict(),
+            "backend": self.backend.state_dict(),
         }
-        if hasattr(self.backend, "state_dict"):
-            state["backend"] = self.backend.state_dict()
-        return state
 
     def save(self) -> None:
         """Snapshot the state into the store and wait until it is written."""
@@ -328,7 +312,7 @@ class Tuner:
         self.trials[trial.trial_id] = trial
         self._running.add(trial.trial_id)
         self.status.num_trials_started += 1
-        if self.store is not None and not getattr(self.backend, "is_simulated", False):
+        if self.store is not None and self.backend.clock_kind is ClockKind.WALL:
             self.store.write_trial_config(trial)
         if self._store_open:
             self.store.journal_start(trial)
@@ -483,7 +467,7 @@ class Tuner:
         self._costs = {int(k): float(v) for k, v in state.get("costs", {}).items()}
         self._trial_best = {int(k): float(v) for k, v in state.get("trial_best", {}).items()}
         self.scheduler.load_state_dict(state["scheduler"])
-        if "backend" in state and hasattr(self.backend, "load_state_dict"):
+        if "backend" in state:
             self.backend.load_state_dict(state["backend"])
         self._exact = self._exact_backend and bool(state.get("exact"))
         if self._exact:  # the backend runs the snapshot's running trials on its own clock
@@ -566,7 +550,7 @@ class Tuner:
     @property
     def _resource_attr(self) -> str:
         """What counts a trial's progress: the scheduler's resource, else `epoch`."""
-        return getattr(self.scheduler, "resource_attr", None) or "epoch"
+        return self.scheduler.resource_attr or "epoch"
 
     def _mark_relaunched(self, trial: Trial) -> None:
         """Its reports up to its last journaled resource (epoch) are repeats from now on."""
@@ -623,11 +607,9 @@ class Tuner:
                 logger.exception("callback %s.%s failed", type(callback).__name__, hook)
 
 
-class _ReplayBackend:
+class _ReplayBackend(TrialBackend):
     """Stands in for a real backend while the journal is replayed: launches nothing; its
     clock is the time of the last replayed poll."""
-
-    is_simulated = False
 
     def __init__(self, clock: float):
         self.clock = clock

@@ -33,6 +33,7 @@ from typing import Any
 
 import pandas as pd
 
+from hpo_core.backend import TrialContext
 from hpo_core.store.files import (
     CONFIG_PREFIX,
     RESULTS_FILE,
@@ -98,15 +99,13 @@ class ExperimentStore:
         path = self.path / SPEC_FILE
         return json.loads(path.read_text()) if path.exists() else None
 
-    def trial_dir(self, trial_id: int) -> Path:
-        path = self.trials_path / str(int(trial_id))
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def trial_context(self) -> TrialContext:
+        """Where this experiment's trials keep their files (handed to the backend)."""
+        return TrialContext(self.trials_path, experiment=self.name)
 
-    def checkpoint_dir(self, trial_id: int) -> Path:
-        path = self.trial_dir(trial_id) / "checkpoint"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def trial_dir(self, trial_id: int) -> Path:
+        """The trial's folder, created."""
+        return self.trial_context().trial_dir(trial_id)
 
     def write_trial_config(self, trial: Trial) -> Path:
         path = self.trial_dir(trial.trial_id) / "config.json"

@@ -26,12 +26,12 @@ import psutil
 import pytest
 from sagemaker_fake import FakeSageMaker, client, fresh_account, loss_of, serve_moto
 
-from backends.base import TrialBackend
 from backends.blackbox import blackbox_from_dataframe
 from backends.functions import FunctionBackend
 from backends.local import LocalBackend
 from backends.sagemaker import FINAL_STATUSES, SageMakerBackend
 from backends.simulated import SimulatedBackend
+from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 BACKENDS = ["simulated", "local", "function", "sagemaker", "dask", "dask-function"]
@@ -328,7 +328,7 @@ def test_pause_then_resume_continues_from_the_checkpoint(make):
     *epochs, last = sequence(after, 0)
     assert last == "completed" and epochs == list(range(epochs[0] if epochs else 5, 5))
     assert all(epoch >= 3 for epoch in epochs), "the resumed trial started over"
-    if backend.is_simulated:
+    if backend.clock_kind is ClockKind.SIMULATED:
         assert epochs == [3, 4]
     check_losses(after, trial)
 
@@ -381,7 +381,7 @@ def test_wake_ends_a_waiting_poll_early(make):
     assert backend.poll() == []
     elapsed = time.monotonic() - started
     timer.join()
-    if backend.is_simulated:
+    if backend.clock_kind is ClockKind.SIMULATED:
         assert elapsed < 0.1  # it never waits
     else:
         assert 0.15 <= elapsed < 2.5, elapsed  # waited for the wake-up, not the poll interval

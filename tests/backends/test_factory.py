@@ -9,6 +9,7 @@ from backends import factory
 from backends.blackbox import blackbox_from_dataframe
 from backends.factory import build_backend, default_scheduler_options, resolve_config_space
 from backends.simulated import SimulatedBackend
+from hpo_core.backend import ClockKind
 from hpo_core.methods import build_scheduler
 from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store import ExperimentStore
@@ -25,7 +26,7 @@ def spec(**fields) -> ExperimentSpec:
 
 def test_default_simulated_backend_replays_the_bundled_lcbench():
     backend = build_backend(spec(seed=5))
-    assert isinstance(backend, SimulatedBackend) and backend.is_simulated
+    assert isinstance(backend, SimulatedBackend) and backend.clock_kind is ClockKind.SIMULATED
     assert backend.blackbox.metadata["task"] == TASK and backend.seed == 5
     named = build_backend(spec(backend_options={"blackbox": "lcbench", "task": TASK,
                                                 "max_fidelity": 20}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.methods import build_scheduler
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore, load_experiment
@@ -9,11 +10,11 @@ from hpo_core.trial import EventKind, Trial, TrialEvent
 from hpo_core.tuner import Tuner
 
 
-class ScriptedBackend:
+class ScriptedBackend(TrialBackend):
     """Trial 0 reports the best loss and then fails; trial 1 reports a worse one and completes;
     trial 2 fails before reporting."""
 
-    is_simulated = True
+    clock_kind = ClockKind.SIMULATED
 
     def __init__(self) -> None:
         self.events: list[TrialEvent] = []

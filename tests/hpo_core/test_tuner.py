@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.methods import build_scheduler
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.stopping import StoppingCriterion
@@ -26,12 +27,12 @@ from hpo_core.tuner import TooManyFailuresError, Tuner, TunerCallback
 SPACE = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}}
 
 
-class CurveBackend:
+class CurveBackend(TrialBackend):
     """Simulated clock; trial reports loss = (x - 0.3)^2 + 1/epoch once per time unit.
 
     `fail_if(config)` makes a trial fail at its first epoch; `nan_if(config)` reports NaN."""
 
-    is_simulated = True
+    clock_kind = ClockKind.SIMULATED
 
     def __init__(self, epochs=5, fail_if=None, nan_if=None, crash_after_polls=None):
         self.epochs = epochs
@@ -322,7 +323,7 @@ def test_every_journaled_report_survives_a_kill_and_the_resume(tmp_path):
     """A wall-clock backend killed between snapshots: the rows after the last snapshot are in
     the journal; a reader sees them at once, and the resume keeps them (not re-expected)."""
     class WallBackend(CurveBackend):
-        is_simulated = False
+        clock_kind = ClockKind.WALL
 
     store = ExperimentStore(tmp_path, "journaled")
     criterion = StoppingCriterion(max_trials_completed=10)
@@ -358,7 +359,7 @@ def test_reports_a_relaunched_trial_repeats_are_dropped_also_after_a_second_kill
     epochs the journal holds; they are dropped, live and again when a second kill's journal
     is replayed, so no (trial, epoch) is ever recorded twice."""
     class LaggingBackend(CurveBackend):
-        is_simulated = False
+        clock_kind = ClockKind.WALL
 
         def resume(self, trial):
             super().start(trial)

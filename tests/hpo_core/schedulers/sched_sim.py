@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.searchers.random import RandomSearcher
 from hpo_core.space import ConfigSpace, choice, loguniform, randint, uniform
@@ -52,10 +53,10 @@ def last_epoch(trial_id: int, max_t: int) -> int:
     return 4 if trial_id % 7 == 5 else max_t
 
 
-class QuadraticBackend:
+class QuadraticBackend(TrialBackend):
     """A simulated backend: one event per epoch, ordered by a simulated clock."""
 
-    is_simulated = True
+    clock_kind = ClockKind.SIMULATED
 
     def __init__(self, space: ConfigSpace, metrics: Sequence[str] = ("loss",),
                  sign: float = 1.0, max_t: int = MAX_T):

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from backends.base import TrialBackend
+from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.methods import build_scheduler
 from hpo_core.schedulers.pbt import PopulationBasedTraining
 from hpo_core.space import ConfigSpace, choice, loguniform, ordinal, randint, uniform
@@ -25,7 +25,7 @@ class CheckpointBackend(TrialBackend):
     one epoch and the trial id to its lineage, writes it back and reports
     loss = (log10(lr) + 1)^2 + 1 / epoch (best lr: 0.1). Exploit copies the checkpoint folder."""
 
-    is_simulated = True
+    clock_kind = ClockKind.SIMULATED
 
     def __init__(self):
         super().__init__()
