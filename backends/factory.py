@@ -20,12 +20,12 @@ function workers instead: the options are those of `backends.functions.FunctionB
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from hpo_core.backend import TrialBackend
-from hpo_core.methods import METHODS
+from hpo_core.options import Keywords, check_options, keywords
+from hpo_core.registry import METHODS
 from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec, SpecError
 
@@ -41,18 +41,12 @@ BLACKBOX_KEYS = ("blackbox", "task", "path", "root")
 def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], reserved: tuple[str, ...],
                    extra: tuple[str, ...] = ()) -> None:
     """Unknown options and missing required ones are errors that name the option."""
-    params = inspect.signature(factory).parameters
-    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    for name, param in params.items():
-        if (name not in reserved and name != "self" and param.kind in keyword
-                and param.default is inspect.Parameter.empty and name not in options):
-            raise SpecError(f"spec.backend_options.{name}: required")
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = sorted({p for p in params if p not in reserved and p != "self"} | set(extra))
-    for key in options:
-        if key not in allowed:
-            raise SpecError(f"spec.backend_options.{key}: unknown option; expected some of {allowed}")
+    allowed = keywords(factory, leave_out=reserved)
+    allowed = Keywords(allowed.names | set(extra), allowed.required, allowed.open)
+    try:
+        check_options(options, allowed, "spec.backend_options", check_required=True)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
 
 
 def _simulated(spec: ExperimentSpec) -> TrialBackend:
@@ -164,7 +158,7 @@ def default_scheduler_options(spec: ExperimentSpec, backend: TrialBackend) -> di
     fidelity = backend.fidelity()
     if info is None or not info.multi_fidelity or fidelity is None or not fidelity.values:
         return options
-    params = inspect.signature(info.load()).parameters
+    params = info.option_names()
     defaults = {
         "resource_attr": fidelity.name,
         "max_t": fidelity.values[-1],

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpo_core.methods import build_searcher  # noqa: E402
+from hpo_core.searchers.registry import build_searcher  # noqa: E402
 from hpo_core.space import ConfigSpace, choice, loguniform, uniform  # noqa: E402
 
 SEARCHERS = {

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backends.blackbox import load_blackbox  # noqa: E402
 from backends.simulated import SimulatedBackend  # noqa: E402
-from hpo_core.methods import build_scheduler  # noqa: E402
+from hpo_core.registry import build_scheduler  # noqa: E402
 from hpo_core.stopping import StoppingCriterion  # noqa: E402
 from hpo_core.store import ExperimentStore  # noqa: E402
 from hpo_core.tuner import Tuner  # noqa: E402

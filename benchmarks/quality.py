@@ -32,7 +32,6 @@ best method, on cross-entropy>` (below 1: ours is better).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import math
@@ -73,9 +72,9 @@ GRID_POINTS = 400
 
 # -- runs -----------------------------------------------------------------------------------------
 def method_options(name: str, max_t: int) -> dict[str, Any]:
-    from hpo_core.methods import METHODS
+    from hpo_core.registry import METHODS
 
-    params = inspect.signature(METHODS[name].load()).parameters
+    params = METHODS[name].option_names()
     options: dict[str, Any] = {}
     if "max_t" in params:
         options["max_t"] = max_t
@@ -101,7 +100,7 @@ def run_ours(method: str, metric_key: str, seed: int, budget: float, workers: in
     """One tunesmith run: (time, value) of the reports within the budget that improved on the
     best value so far."""
     from backends.simulated import SimulatedBackend
-    from hpo_core.methods import build_scheduler
+    from hpo_core.registry import build_scheduler
     from hpo_core.stopping import StoppingCriterion
     from hpo_core.tuner import Tuner, TunerCallback
 
@@ -350,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"--from-json: the files have different budgets {sorted(budgets)}")
         runs, budget = [r for s in saved for r in s["runs"]], budgets.pop()
     else:
-        from hpo_core.methods import METHODS
+        from hpo_core.registry import METHODS
 
         methods = [m for m in args.methods.split(",") if m]
         bad = [m for m in methods if m not in PEERS and m not in METHODS]

@@ -71,7 +71,7 @@ def run_ours(method: str, task: str, seed: int, budget: float, workers: int) -> 
     """One tunesmith run: the reports within the budget that improved on the best so far."""
     from backends.blackbox import load_blackbox
     from backends.simulated import SimulatedBackend
-    from hpo_core.methods import METHODS, build_scheduler
+    from hpo_core.registry import METHODS, build_scheduler
     from hpo_core.stopping import StoppingCriterion
     from hpo_core.tuner import Tuner, TunerCallback
 
@@ -87,7 +87,7 @@ def run_ours(method: str, task: str, seed: int, budget: float, workers: int) -> 
                 times.append(float(result.time))
                 values.append(float(value))
 
-    params = inspect.signature(METHODS[method].load()).parameters
+    params = METHODS[method].option_names()
     fidelity = {"max_t": int(blackbox.max_fidelity), "resource_attr": blackbox.fidelity_name,
                 "grace_period": 1}
     options = {k: v for k, v in fidelity.items() if k in params}
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seeds = sorted({r["seed"] for r in runs})
         tasks = sorted({r["task"] for r in runs})
     else:
-        from hpo_core.methods import METHODS
+        from hpo_core.registry import METHODS
 
         methods = [m for m in args.methods.split(",") if m]
         peers = [p for p in args.peers.split(",") if p]

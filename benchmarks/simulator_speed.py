@@ -35,7 +35,7 @@ from _peers import ensure_syne_tune_python, syne_tune_env  # noqa: E402
 from backends.blackbox import load_blackbox  # noqa: E402
 from backends.blackbox.repository import find_blackbox  # noqa: E402
 from backends.simulated import SimulatedBackend  # noqa: E402
-from hpo_core.methods import build_scheduler  # noqa: E402
+from hpo_core.registry import build_scheduler  # noqa: E402
 from hpo_core.stopping import StoppingCriterion  # noqa: E402
 from hpo_core.store import ExperimentStore  # noqa: E402
 from hpo_core.tuner import Tuner  # noqa: E402

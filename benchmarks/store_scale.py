@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from hpo_core.backend import ClockKind, TrialBackend
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore
 from hpo_core.trial import EventKind, Trial, TrialEvent

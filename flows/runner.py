@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import flows.secret_blocks  # noqa: F401 - registers the resolver of `prefect:` references
 from backends.factory import build_backend, default_scheduler_options, resolve_config_space
 from hpo_core.backend import TrialBackend
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.secrets import one_line
 from hpo_core.spec import ExperimentSpec, SpecError

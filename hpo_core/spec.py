@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_core.loading import LoadError, check_size, load_file
-from hpo_core.methods import METHODS, check_scheduler_options
+from hpo_core.registry import METHODS, check_scheduler_options
 from hpo_core.secrets import SecretError, check_references, remember_spec
 from hpo_core.space import ConfigSpace
 from hpo_core.stopping import StoppingCriterion
@@ -33,7 +33,6 @@ from hpo_core.store import validate_name
 BACKENDS = ("simulated", "local", "sagemaker", "dask")
 DEFAULT_MAX_FAILURES = 10
 MAX_N_WORKERS = 10_000  # any backend; each backend has its own, lower bound
-FINITE_METHODS = ("grid",)  # methods that run dry by themselves: a stop limit is optional
 
 
 class SpecError(ValueError):
@@ -101,10 +100,10 @@ class ExperimentSpec:
             criterion = StoppingCriterion.from_dict(self.stop)
         except (TypeError, ValueError) as err:
             raise SpecError(f"spec.{err}") from None
-        if criterion.is_unbounded and self.scheduler not in FINITE_METHODS:
-            info = METHODS.get(self.scheduler)
+        info = METHODS[self.scheduler]
+        if criterion.is_unbounded and info.needs_stop_limit:
             why = ("a multi-fidelity method starts new trials for as long as it runs"
-                   if info is not None and info.multi_fidelity
+                   if info.multi_fidelity
                    else f"{self.scheduler!r} proposes new trials for as long as it runs")
             raise SpecError(f"spec.stop: set at least one limit (max_time, max_trials_started, "
                             f"max_trials_completed, ...): {why}")

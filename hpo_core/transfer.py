@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from hpo_core.schedulers.base import Scheduler
+from hpo_core.schedulers.fifo import fifo
 from hpo_core.space import Categorical, ConfigSpace, Domain, Float, Integer, Ordinal
 
 
@@ -216,8 +217,6 @@ def zero_shot(
 ) -> Scheduler:
     """FIFO: the zero-shot portfolio of earlier configs first (`num_configs` of them; by
     default until every earlier task's best is in), then `searcher` (a registry name)."""
-    from hpo_core.methods import fifo
-
     metric_name = metric if isinstance(metric, str) else metric[0]
     mode_name = mode if isinstance(mode, str) else mode[0]
     tasks = load_tasks(transfer_from, metric_name, mode_name)
@@ -238,11 +237,12 @@ def bounding_box(
     top_k: int = 3,
     scheduler: str = "random",
     scheduler_options: Mapping[str, Any] | None = None,
+    *,
+    build_method: Callable[..., Scheduler],
 ) -> Scheduler:
     """Method `scheduler` (with `scheduler_options`) on the bounding box of the `top_k` best
-    configs of each earlier task."""
-    from hpo_core.methods import build_scheduler
-
+    configs of each earlier task; `build_method` is the registry's `build_scheduler` (this
+    module does not import the registry that loads it)."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"scheduler_options.top_k: must be a positive integer, got {top_k!r}")
     if scheduler == "bounding_box":
@@ -251,4 +251,4 @@ def bounding_box(
     mode_name = mode if isinstance(mode, str) else mode[0]
     space = bounding_box_space(config_space, load_tasks(transfer_from, metric_name, mode_name),
                                top_k)
-    return build_scheduler(scheduler, space, metric, mode, seed, scheduler_options)
+    return build_method(scheduler, space, metric, mode, seed, scheduler_options)

@@ -98,7 +98,7 @@ def tune(
         config_space: names to domains (`uniform(...)`, `{"type": "uniform", ...}`) or fixed
             values.
         metric, mode: what to optimize ("min" or "max"; lists for multi-objective methods).
-        method: a method name (`asha`, `bo`, `random`, ...: `hpo_core.methods`) or a scheduler
+        method: a method name (`asha`, `bo`, `random`, ...: `hpo_core.registry`) or a scheduler
             object built over the same space, metric and mode.
         method_options: the method's options (`scheduler_options` of a spec).
         backend, backend_options: where trials run (`local`: this machine, CPUs and GPUs).
@@ -178,7 +178,7 @@ def _default_name(label: str) -> str:
 
 def _method_name(scheduler: Scheduler) -> str:
     """The registry name of a scheduler object's class (recorded in spec.json)."""
-    from hpo_core.methods import METHODS
+    from hpo_core.registry import METHODS
 
     for info in METHODS.values():
         target = info.load()
@@ -189,7 +189,7 @@ def _method_name(scheduler: Scheduler) -> str:
     if isinstance(scheduler, FIFOScheduler):
         return "fifo"
     raise ValueError(f"method: {type(scheduler).__name__} is not a registered method; "
-                     "register it (hpo_core.methods.register_method) or pass a method name")
+                     "register it (hpo_core.registry.register_method) or pass a method name")
 
 
 def _check_scheduler(scheduler: Scheduler, spec: ExperimentSpec) -> None:

@@ -31,20 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from hpo_core.methods import searcher_from_option
 from hpo_core.schedulers.base import Scheduler
+from hpo_core.schedulers.fidelity import FidelityOptions
 from hpo_core.schedulers.rungs import (
     Rung,
     bracket_levels,
-    check_fidelity_options,
-    check_max_resource_attr,
-    check_resource_attr,
     hyperband_bracket_weights,
     num_continuing,
     rank_by_value,
     resource_of,
 )
 from hpo_core.searchers.base import Searcher
+from hpo_core.searchers.registry import searcher_from_option
 from hpo_core.space import ConfigSpace, as_config_space
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 
@@ -53,16 +51,12 @@ class ASHA(Scheduler):
     """Asynchronous successive halving that stops trials outside the top 1/eta of a rung.
 
     Args:
-        max_t: the maximum resource (e.g. the last epoch); a trial reaching it is done.
-        resource_attr: the reported fidelity (e.g. "epoch"); every report must carry it.
-        grace_period: the first rung level (the least resource a trial gets).
-        reduction_factor: eta; a rung keeps its top 1/eta, and levels grow by eta.
+        fidelity: max_t, resource_attr, grace_period, reduction_factor, max_resource_attr
+            (see `FidelityOptions`); a trial reaching max_t is done.
         brackets: number of brackets (1: plain ASHA; more: asynchronous Hyperband).
-        searcher: a searcher registry name (see `hpo_core.methods`) or a Searcher instance.
+        searcher: a searcher registry name (see `hpo_core.searchers.registry`) or a Searcher.
         searcher_options: options of the searcher when it is given by name.
         points_to_evaluate: configs to try first (when the searcher is given by name).
-        max_resource_attr: a fixed config entry (e.g. "epochs") set in each trial's config to
-            the resource its segment should train to (see the module docstring).
 
     The searcher gets `on_result` at each rung level reached (every report if its
     `uses_intermediate_results` is True), `on_trial_start` for a new trial, `on_trial_end` when a
@@ -76,27 +70,22 @@ class ASHA(Scheduler):
         mode: str | Sequence[str] = "min",
         seed: int | None = None,
         *,
-        max_t: float,
-        resource_attr: str = "epoch",
-        grace_period: float = 1,
-        reduction_factor: float = 3,
+        fidelity: FidelityOptions,
         brackets: int = 1,
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
-        max_resource_attr: str | None = None,
     ):
         config_space = as_config_space(config_space)
         super().__init__(config_space, metric, mode, seed)
-        self.max_resource_attr = check_max_resource_attr(max_resource_attr, config_space)
-        check_fidelity_options(max_t, grace_period, reduction_factor)
-        check_resource_attr(resource_attr)
-        self.max_t = max_t
-        self.resource_attr = resource_attr
-        self.grace_period = grace_period
-        self.reduction_factor = reduction_factor
+        self.max_resource_attr = fidelity.entry_in(config_space)
+        self.max_t = fidelity.max_t
+        self.resource_attr = fidelity.resource_attr
+        self.grace_period = fidelity.grace_period
+        self.reduction_factor = fidelity.reduction_factor
         #: rung levels per bracket; `levels[b][-1] == max_t`
-        self.levels = bracket_levels(grace_period, reduction_factor, max_t, brackets)
+        self.levels = bracket_levels(self.grace_period, self.reduction_factor, self.max_t,
+                                     brackets)
         self.rungs: list[list[Rung]] = [[Rung(level) for level in lv] for lv in self.levels]
         self.searcher = searcher_from_option(searcher, config_space, seed, searcher_options,
                                               points_to_evaluate)
@@ -237,9 +226,3 @@ class ASHA(Scheduler):
         self._unfed = {int(t) for t in state["unfed"]}
         self._planned = {int(t): int(b) for t, b in state.get("planned", [])}
         self._configs = {int(t): dict(c) for t, c in state.get("configs", {}).items()}
-
-    def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "resource_attr": self.resource_attr, "max_t": self.max_t,
-                "grace_period": self.grace_period, "reduction_factor": self.reduction_factor,
-                "brackets": len(self.levels), "searcher": type(self.searcher).__name__,
-                "max_resource_attr": self.max_resource_attr}

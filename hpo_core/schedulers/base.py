@@ -136,7 +136,3 @@ class Scheduler(ABC):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
-
-    def metadata(self) -> dict[str, Any]:
-        """What describes this scheduler in logs and trackers."""
-        return {"scheduler": type(self).__name__, "metric": self.metrics, "mode": self.modes}

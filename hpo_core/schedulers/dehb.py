@@ -27,13 +27,8 @@ from typing import Any
 import numpy as np
 
 from hpo_core.schedulers.base import Scheduler
-from hpo_core.schedulers.rungs import (
-    check_fidelity_options,
-    check_max_resource_attr,
-    check_resource_attr,
-    resource_of,
-    rung_levels,
-)
+from hpo_core.schedulers.fidelity import FidelityOptions
+from hpo_core.schedulers.rungs import resource_of, rung_levels
 from hpo_core.space import ConfigSpace
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 
@@ -73,15 +68,11 @@ class DEHB(Scheduler):
     """Differential evolution Hyperband.
 
     Args:
-        max_t: the maximum resource; trials reaching it are done.
-        resource_attr: the reported fidelity (e.g. "epoch").
-        grace_period: the lowest rung level.
-        reduction_factor: eta (rung levels grow by it; a stage keeps its top 1/eta).
+        fidelity: max_t, resource_attr, grace_period, reduction_factor, max_resource_attr
+            (see `FidelityOptions`; max_resource_attr is set to the level of a job's rung).
         mutation_factor: DE's F, the scale of the difference vector.
         crossover_prob: DE's CR, the chance each coordinate comes from the mutant.
         points_to_evaluate: configs of the first random stage, used first.
-        max_resource_attr: a fixed config entry (e.g. "epochs") set in each trial's config to
-            the level of its job's rung: how far the segment about to run should train.
     """
 
     def __init__(
@@ -91,34 +82,28 @@ class DEHB(Scheduler):
         mode: str | Sequence[str] = "min",
         seed: int | None = None,
         *,
-        max_t: float,
-        resource_attr: str = "epoch",
-        grace_period: float = 1,
-        reduction_factor: float = 3,
+        fidelity: FidelityOptions,
         mutation_factor: float = 0.5,
         crossover_prob: float = 0.5,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
-        max_resource_attr: str | None = None,
     ):
         super().__init__(config_space, metric, mode, seed)
-        self.max_resource_attr = check_max_resource_attr(max_resource_attr, self.config_space)
+        self.max_resource_attr = fidelity.entry_in(self.config_space)
         self._configs: dict[int, dict[str, Any]] = {}  # kept with max_resource_attr
-        check_fidelity_options(max_t, grace_period, reduction_factor)
-        check_resource_attr(resource_attr)
         if not 0 < mutation_factor <= 2:
             raise ValueError(f"mutation_factor: must be in (0, 2], got {mutation_factor}")
         if not 0 <= crossover_prob <= 1:
             raise ValueError(f"crossover_prob: must be in [0, 1], got {crossover_prob}")
         if self.config_space.ndim == 0:
             raise ValueError("config_space: DEHB needs at least one searched hyperparameter")
-        self.max_t = max_t
-        self.resource_attr = resource_attr
-        self.reduction_factor = reduction_factor
+        self.max_t = fidelity.max_t
+        self.resource_attr = fidelity.resource_attr
+        self.reduction_factor = fidelity.reduction_factor
         self.mutation_factor = float(mutation_factor)
         self.crossover_prob = float(crossover_prob)
-        self.levels = rung_levels(grace_period, reduction_factor, max_t)
+        self.levels = rung_levels(fidelity.grace_period, self.reduction_factor, self.max_t)
         top = len(self.levels) - 1
-        self.pop_size = [max(1, int(reduction_factor ** (top - k))) for k in range(top + 1)]
+        self.pop_size = [max(1, int(self.reduction_factor ** (top - k))) for k in range(top + 1)]
         self._initial = [self.config_space.encode(self.config_space.cast(dict(p))).tolist()
                          for p in points_to_evaluate or []]
         self.population: list[list[tuple[list[float], float]]] = [[] for _ in self.levels]

@@ -1,4 +1,8 @@
-"""FIFO: every trial runs to the end; a searcher picks the configs."""
+"""FIFO: every trial runs to the end; a searcher picks the configs.
+
+`fifo` is the factory of the registry's FIFO methods (`random`, `grid`, `bo`, `tpe`, `rea`, ...:
+FIFO with that searcher; see `hpo_core.registry`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from typing import Any
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.searchers.base import Searcher
 from hpo_core.searchers.random import RandomSearcher
-from hpo_core.space import ConfigSpace
+from hpo_core.searchers.registry import searcher_from_option
+from hpo_core.space import ConfigSpace, as_config_space
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 
 
@@ -68,3 +73,23 @@ class FIFOScheduler(Scheduler):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.searcher.load_state_dict(state["searcher"])
+
+
+def fifo(
+    config_space: ConfigSpace | Mapping[str, Any],
+    metric: str | Sequence[str],
+    mode: str | Sequence[str] = "min",
+    seed: int | None = None,
+    searcher: str | Searcher = "random",
+    searcher_options: Mapping[str, Any] | None = None,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+    resource_attr: str | None = None,
+) -> FIFOScheduler:
+    """FIFO with `searcher` (a registry name, with `searcher_options`, or a Searcher)."""
+    config_space = as_config_space(config_space)
+    return FIFOScheduler(
+        config_space, metric, mode, seed,
+        searcher=searcher_from_option(searcher, config_space, seed, searcher_options,
+                                      points_to_evaluate),
+        resource_attr=resource_attr,
+    )

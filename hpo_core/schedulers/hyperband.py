@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hpo_core.schedulers.fidelity import FidelityOptions
 from hpo_core.schedulers.rungs import bracket_levels, rung_levels
 from hpo_core.schedulers.successive_halving import SyncSuccessiveHalving, bracket_sizes
 from hpo_core.searchers.base import Searcher
@@ -32,28 +33,19 @@ class SyncHyperband(SyncSuccessiveHalving):
         mode: str | Sequence[str] = "min",
         seed: int | None = None,
         *,
-        max_t: float,
-        resource_attr: str = "epoch",
-        grace_period: float = 1,
-        reduction_factor: float = 3,
+        fidelity: FidelityOptions,
         brackets: int | None = None,
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
-        max_resource_attr: str | None = None,
     ):
-        super().__init__(config_space, metric, mode, seed, max_t=max_t,
-                         resource_attr=resource_attr, grace_period=grace_period,
-                         reduction_factor=reduction_factor, searcher=searcher,
-                         searcher_options=searcher_options, points_to_evaluate=points_to_evaluate,
-                         max_resource_attr=max_resource_attr)
+        super().__init__(config_space, metric, mode, seed, fidelity=fidelity, searcher=searcher,
+                         searcher_options=searcher_options, points_to_evaluate=points_to_evaluate)
         if brackets is None:
-            brackets = len(rung_levels(grace_period, reduction_factor, max_t))
-        self.all_levels = bracket_levels(grace_period, reduction_factor, max_t, brackets)
+            brackets = len(rung_levels(self.grace_period, self.reduction_factor, self.max_t))
+        self.all_levels = bracket_levels(self.grace_period, self.reduction_factor, self.max_t,
+                                         brackets)
 
     def _bracket_shape(self, index: int) -> tuple[list[float], list[int]]:
         levels = self.all_levels[index % len(self.all_levels)]
         return levels, bracket_sizes(len(levels), len(self.all_levels[0]), self.reduction_factor)
-
-    def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "brackets": len(self.all_levels)}

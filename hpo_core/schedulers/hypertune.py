@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from hpo_core.schedulers.asha import ASHA
-from hpo_core.schedulers.rungs import check_fidelity_options, rung_levels
+from hpo_core.schedulers.fidelity import FidelityOptions
+from hpo_core.schedulers.rungs import rung_levels
 from hpo_core.searchers.base import Searcher
 from hpo_core.space import ConfigSpace
 from hpo_core.trial import Trial
@@ -70,10 +71,7 @@ class HyperTune(ASHA):
         mode: str | Sequence[str] = "min",
         seed: int | None = None,
         *,
-        max_t: float,
-        resource_attr: str = "epoch",
-        grace_period: float = 1,
-        reduction_factor: float = 3,
+        fidelity: FidelityOptions,
         brackets: int | None = None,
         num_samples: int = 50,
         min_top_observations: int = 5,
@@ -82,17 +80,13 @@ class HyperTune(ASHA):
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
-        max_resource_attr: str | None = None,
     ):
         if brackets is None:
-            check_fidelity_options(max_t, grace_period, reduction_factor)
-            brackets = len(rung_levels(grace_period, reduction_factor, max_t))
-        super().__init__(config_space, metric, mode, seed, max_t=max_t,
-                         resource_attr=resource_attr, grace_period=grace_period,
-                         reduction_factor=reduction_factor, brackets=brackets,
+            brackets = len(rung_levels(fidelity.grace_period, fidelity.reduction_factor,
+                                       fidelity.max_t))
+        super().__init__(config_space, metric, mode, seed, fidelity=fidelity, brackets=brackets,
                          searcher=searcher, searcher_options=searcher_options,
-                         points_to_evaluate=points_to_evaluate,
-                         max_resource_attr=max_resource_attr)
+                         points_to_evaluate=points_to_evaluate)
         if num_samples < 1:
             raise ValueError(f"num_samples: must be at least 1, got {num_samples}")
         if min_top_observations < 3:
@@ -175,6 +169,3 @@ class HyperTune(ASHA):
         self._encoded = {int(t): list(v) for t, v in state["encoded"]}
         self._distribution = state["distribution"]
         self._fitted_on = int(state["fitted_on"])
-
-    def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "bracket_distribution": self._distribution}

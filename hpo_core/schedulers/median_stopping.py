@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from hpo_core.methods import searcher_from_option
+from hpo_core.schedulers.fidelity import check_resource_attr
 from hpo_core.schedulers.fifo import FIFOScheduler
-from hpo_core.schedulers.rungs import check_resource_attr
 from hpo_core.searchers.base import Searcher
+from hpo_core.searchers.registry import searcher_from_option
 from hpo_core.space import ConfigSpace, as_config_space
 from hpo_core.trial import Decision, Trial, TrialResult
 
@@ -26,7 +26,7 @@ class MedianStoppingRule(FIFOScheduler):
     """Stops trials whose best value is worse than the median of the others' running averages.
 
     Args:
-        searcher: a searcher registry name (see `hpo_core.methods`) or a Searcher instance.
+        searcher: a searcher registry name (see `hpo_core.searchers.registry`) or a Searcher.
         searcher_options: options of the searcher when it is given by name.
         points_to_evaluate: configs to try first (when the searcher is given by name).
         resource_attr: the reported fidelity (e.g. "epoch"); required.

@@ -25,6 +25,7 @@ from hpo_core.multiobjective import (
 )
 from hpo_core.pareto_fronts import ParetoFronts
 from hpo_core.schedulers.asha import ASHA
+from hpo_core.schedulers.fidelity import FidelityOptions
 from hpo_core.schedulers.rungs import num_continuing
 from hpo_core.searchers.base import Searcher
 from hpo_core.space import ConfigSpace
@@ -47,25 +48,18 @@ class MOASHA(ASHA):
         mode: str | Sequence[str] = "min",
         seed: int | None = None,
         *,
-        max_t: float,
-        resource_attr: str = "epoch",
-        grace_period: float = 1,
-        reduction_factor: float = 3,
+        fidelity: FidelityOptions,
         brackets: int = 1,
         rank_by: str = "epsnet",
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
-        max_resource_attr: str | None = None,
     ):
         if rank_by not in RANKINGS:
             raise ValueError(f"rank_by: expected one of {sorted(RANKINGS)}, got {rank_by!r}")
-        super().__init__(config_space, metric, mode, seed, max_t=max_t,
-                         resource_attr=resource_attr, grace_period=grace_period,
-                         reduction_factor=reduction_factor, brackets=brackets,
+        super().__init__(config_space, metric, mode, seed, fidelity=fidelity, brackets=brackets,
                          searcher=searcher, searcher_options=searcher_options,
-                         points_to_evaluate=points_to_evaluate,
-                         max_resource_attr=max_resource_attr)
+                         points_to_evaluate=points_to_evaluate)
         self.rank_by = rank_by
         self._fronts: dict[tuple[int, int], ParetoFronts] = {}  # per rung, built lazily
 
@@ -116,6 +110,3 @@ class MOASHA(ASHA):
             return []
         order = RANKINGS[self.rank_by]([v for _, v in entries])
         return [entries[i][0] for i in order]
-
-    def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "rank_by": self.rank_by}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hpo_core.schedulers.asha_promotion import PromotionASHA
+from hpo_core.schedulers.fidelity import FidelityOptions
 from hpo_core.searchers.base import Searcher
 from hpo_core.space import ConfigSpace
 from hpo_core.trial import Decision, Trial, TrialResult
@@ -48,22 +49,16 @@ class PASHA(PromotionASHA):
         mode: str | Sequence[str] = "min",
         seed: int | None = None,
         *,
-        max_t: float,
-        resource_attr: str = "epoch",
-        grace_period: float = 1,
-        reduction_factor: float = 3,
+        fidelity: FidelityOptions,
         epsilon: float | None = None,
         epsilon_quantile: float = 0.9,
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
-        max_resource_attr: str | None = None,
     ):
-        super().__init__(config_space, metric, mode, seed, max_t=max_t,
-                         resource_attr=resource_attr, grace_period=grace_period,
-                         reduction_factor=reduction_factor, brackets=1, searcher=searcher,
-                         searcher_options=searcher_options, points_to_evaluate=points_to_evaluate,
-                         max_resource_attr=max_resource_attr)
+        super().__init__(config_space, metric, mode, seed, fidelity=fidelity, brackets=1,
+                         searcher=searcher, searcher_options=searcher_options,
+                         points_to_evaluate=points_to_evaluate)
         if epsilon is not None and not epsilon >= 0:
             raise ValueError(f"epsilon: must be >= 0 or None, got {epsilon}")
         if not 0 <= epsilon_quantile <= 1:
@@ -132,6 +127,3 @@ class PASHA(PromotionASHA):
         self.top_rung = int(state["top_rung"])
         self._last = {int(t): (float(r), float(v)) for t, r, v in state["last"]}
         self._deltas = [list(map(float, d)) for d in state["deltas"]]
-
-    def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "max_resource": self.max_resource}

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hpo_core.schedulers.base import Scheduler
-from hpo_core.schedulers.rungs import check_resource_attr
+from hpo_core.schedulers.fidelity import check_resource_attr
 from hpo_core.space import Categorical, ConfigSpace, Float, Integer
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 

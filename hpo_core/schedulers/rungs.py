@@ -16,40 +16,6 @@ from typing import Any
 import numpy as np
 
 
-def check_fidelity_options(max_t: Any, grace_period: Any, reduction_factor: Any) -> None:
-    """Raise ValueError naming the option if the rung geometry is invalid."""
-    for name, value in (("max_t", max_t), ("grace_period", grace_period)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{name}: must be a positive number, got {value!r}")
-    if grace_period > max_t:
-        raise ValueError(f"grace_period: {grace_period} is above max_t {max_t}")
-    if (isinstance(reduction_factor, bool) or not isinstance(reduction_factor, int | float)
-            or not reduction_factor >= 2):
-        raise ValueError(f"reduction_factor: must be a number >= 2, got {reduction_factor!r}")
-
-
-def check_resource_attr(resource_attr: Any) -> None:
-    """Raise ValueError unless `resource_attr` names a reported metric (the fidelity)."""
-    if not isinstance(resource_attr, str) or not resource_attr:
-        raise ValueError(f"resource_attr: must be a metric name, got {resource_attr!r}")
-
-
-def check_max_resource_attr(name: Any, config_space: Any) -> str | None:
-    """Raise ValueError unless `name` is None or a fixed entry of the config space (the
-    scheduler sets it per trial, so it must not be searched)."""
-    if name is None:
-        return None
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"max_resource_attr: must be a config entry name, got {name!r}")
-    if name in config_space.domains:
-        raise ValueError(f"max_resource_attr: {name!r} is searched; make it a fixed value "
-                         "(the maximum resource): the scheduler sets it per trial")
-    if name not in config_space.fixed:
-        raise ValueError(f"max_resource_attr: {name!r} is not in the config space; add it as a "
-                         "fixed value (the maximum resource)")
-    return name
-
-
 def rung_levels(grace_period: float, reduction_factor: float, max_t: float) -> list[float]:
     """`grace_period * reduction_factor**j` for every j with a level below `max_t`, then `max_t`."""
     levels: list[float] = []

@@ -18,17 +18,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hpo_core.methods import searcher_from_option
 from hpo_core.schedulers.base import Scheduler
-from hpo_core.schedulers.rungs import (
-    bracket_levels,
-    check_fidelity_options,
-    check_max_resource_attr,
-    check_resource_attr,
-    rank_by_value,
-    resource_of,
-)
+from hpo_core.schedulers.fidelity import FidelityOptions
+from hpo_core.schedulers.rungs import bracket_levels, rank_by_value, resource_of
 from hpo_core.searchers.base import Searcher
+from hpo_core.searchers.registry import searcher_from_option
 from hpo_core.space import ConfigSpace, as_config_space
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 
@@ -108,15 +102,12 @@ class SyncSuccessiveHalving(Scheduler):
     """Synchronous successive halving, bracket after bracket (several at once if workers idle).
 
     Args:
-        max_t: the maximum resource (e.g. the last epoch).
-        resource_attr: the reported fidelity (e.g. "epoch"); every report must carry it.
-        grace_period: the first rung level (minimum resource).
-        reduction_factor: eta; each rung keeps the top 1/eta, and levels grow by eta.
-        searcher: a searcher registry name (see `hpo_core.methods`) or a Searcher instance.
+        fidelity: max_t, resource_attr, grace_period, reduction_factor, max_resource_attr
+            (see `FidelityOptions`; max_resource_attr is set to the level of a trial's rung:
+            how far the segment about to run should train).
+        searcher: a searcher registry name (see `hpo_core.searchers.registry`) or a Searcher.
         searcher_options: options of the searcher when it is given by name.
         points_to_evaluate: configs to try first (when the searcher is given by name).
-        max_resource_attr: a fixed config entry (e.g. "epochs") set in each trial's config to
-            the level of its rung: how far the segment about to run should train.
 
     A bracket with s + 1 levels starts eta**s trials. The searcher is fed as in `ASHA`. Subclass
     hook: `_bracket_shape(index)` gives the levels and rung sizes of the index-th bracket opened.
@@ -129,29 +120,23 @@ class SyncSuccessiveHalving(Scheduler):
         mode: str | Sequence[str] = "min",
         seed: int | None = None,
         *,
-        max_t: float,
-        resource_attr: str = "epoch",
-        grace_period: float = 1,
-        reduction_factor: float = 3,
+        fidelity: FidelityOptions,
         searcher: str | Searcher = "random",
         searcher_options: Mapping[str, Any] | None = None,
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
-        max_resource_attr: str | None = None,
     ):
         config_space = as_config_space(config_space)
         super().__init__(config_space, metric, mode, seed)
-        self.max_resource_attr = check_max_resource_attr(max_resource_attr, config_space)
+        self.max_resource_attr = fidelity.entry_in(config_space)
         self._configs: dict[int, dict[str, Any]] = {}  # kept with max_resource_attr
-        check_fidelity_options(max_t, grace_period, reduction_factor)
-        check_resource_attr(resource_attr)
-        self.max_t = max_t
-        self.resource_attr = resource_attr
-        self.grace_period = grace_period
-        self.reduction_factor = reduction_factor
+        self.max_t = fidelity.max_t
+        self.resource_attr = fidelity.resource_attr
+        self.grace_period = fidelity.grace_period
+        self.reduction_factor = fidelity.reduction_factor
         self.searcher = searcher_from_option(searcher, config_space, seed, searcher_options,
                                               points_to_evaluate)
         #: the rung levels of every bracket shape this scheduler may open (longest first)
-        self.all_levels = bracket_levels(grace_period, reduction_factor, max_t, 1)
+        self.all_levels = bracket_levels(self.grace_period, self.reduction_factor, self.max_t, 1)
         self.brackets: dict[int, SHBracket] = {}  # open brackets by index, oldest first
         self._num_opened = 0
         self._bracket_of: dict[int, int] = {}
@@ -271,8 +256,3 @@ class SyncSuccessiveHalving(Scheduler):
         self._num_opened = int(state["num_opened"])
         self._bracket_of = {int(t): int(i) for t, i in state["bracket_of"]}
         self._configs = {int(t): dict(c) for t, c in state.get("configs", {}).items()}
-
-    def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "resource_attr": self.resource_attr, "max_t": self.max_t,
-                "grace_period": self.grace_period, "reduction_factor": self.reduction_factor,
-                "searcher": type(self.searcher).__name__}

@@ -40,7 +40,6 @@ from scipy.optimize import minimize
 
 from hpo_core.models.encoding import EncodedSpace
 from hpo_core.models.threads import single_threaded_blas
-from hpo_core.schedulers.base import Scheduler
 from hpo_core.searchers.base import Searcher
 from hpo_core.space import ConfigSpace
 
@@ -258,23 +257,3 @@ class BORESearcher(Searcher):
         super().load_state_dict(state)
         self._observations = {int(t): (dict(c), float(v)) for t, c, v in state["observations"]}
         self._seen = set(state["seen"])
-
-
-def bore(
-    config_space: ConfigSpace,
-    metric: str | Sequence[str],
-    mode: str | Sequence[str] = "min",
-    seed: int | None = None,
-    gamma: float = 0.25,
-    classifier: str = "logreg",
-    num_init_random: int | None = None,
-    random_fraction: float = 0.1,
-    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
-) -> Scheduler:
-    """FIFO with the BORE searcher (the method `bore` of the registry)."""
-    from hpo_core.schedulers.fifo import FIFOScheduler
-
-    searcher = BORESearcher(config_space, seed, points_to_evaluate, gamma=gamma,
-                            classifier=classifier, num_init_random=num_init_random,
-                            random_fraction=random_fraction)
-    return FIFOScheduler(config_space, metric, mode, seed, searcher=searcher)

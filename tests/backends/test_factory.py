@@ -10,7 +10,7 @@ from backends.blackbox import blackbox_from_dataframe
 from backends.factory import build_backend, default_scheduler_options, resolve_config_space
 from backends.simulated import SimulatedBackend
 from hpo_core.backend import ClockKind
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store import ExperimentStore
 from hpo_core.tuner import Tuner

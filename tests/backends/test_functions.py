@@ -18,7 +18,7 @@ import pytest
 from backends.factory import build_backend
 from backends.functions import FunctionBackend
 from backends.objectives import ObjectiveError, objective_from
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore, load_experiment
@@ -366,7 +366,7 @@ def test_a_missing_import_in_the_objective_fails_the_trial_with_its_traceback(tm
 TUNER = """\
 import sys
 from backends.functions import FunctionBackend
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.tuner import Tuner
 

@@ -16,7 +16,7 @@ import pytest
 
 from backends import processes
 from backends.local import LocalBackend
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.spec import ExperimentSpec
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore, load_experiment

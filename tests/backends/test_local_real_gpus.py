@@ -19,7 +19,7 @@ import pytest
 
 from backends.gpus import detect_gpus
 from backends.local import LocalBackend
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore, load_experiment
 from hpo_core.tuner import Tuner

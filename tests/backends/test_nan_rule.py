@@ -12,7 +12,7 @@ import pytest
 from backends.blackbox import blackbox_from_dataframe
 from backends.local import LocalBackend
 from backends.simulated import SimulatedBackend
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.trial import TrialStatus
 from hpo_core.tuner import TooManyFailuresError, Tuner

@@ -9,7 +9,7 @@ import pytest
 
 from backends.blackbox import blackbox_from_dataframe, load_blackbox
 from backends.simulated import SimulatedBackend
-from hpo_core.methods import METHODS, build_scheduler
+from hpo_core.registry import METHODS, build_scheduler
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore, load_experiment
 from hpo_core.trial import EventKind, Trial

@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 
 from backends.local import LocalBackend
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore, load_experiment
 from hpo_core.trial import TrialStatus

@@ -120,7 +120,7 @@ def test_the_python_api_with_a_pickled_objective_and_a_scheduler_object(tmp_path
     """Both objects go through the `tune` flow as they are (flow parameters in this process)."""
     import fn_trials
 
-    from hpo_core.methods import build_scheduler
+    from hpo_core.registry import build_scheduler
     from tunesmith import tune
 
     space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}}

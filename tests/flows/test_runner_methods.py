@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
 
 from flows.runner import build_tuner
-from hpo_core.methods import METHODS
+from hpo_core.registry import METHODS
 from hpo_core.spec import ExperimentSpec
 
 
@@ -33,7 +32,7 @@ def lcbench_spec(name: str, scheduler: str, root: Any, options: dict[str, Any] |
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_each_method_runs_from_a_spec(name, tmp_path):
     options = {}
-    if "transfer_from" in inspect.signature(METHODS[name].load()).parameters:
+    if METHODS[name].transfer:
         # transfer methods learn from an earlier experiment in the store
         build_tuner(lcbench_spec("earlier", "random", tmp_path, max_results=60)).run()
         options = {"transfer_from": [str(tmp_path / "earlier")]}

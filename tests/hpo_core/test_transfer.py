@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.space import ConfigSpace, choice, loguniform, ordinal, randint, uniform
 from hpo_core.transfer import Task, bounding_box_space, load_tasks, zero_shot_portfolio
 

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from hpo_core.backend import ClockKind, TrialBackend
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore, load_experiment

@@ -19,6 +19,7 @@ import numpy as np
 
 from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.schedulers.base import Scheduler
+from hpo_core.schedulers.fidelity import FidelityOptions
 from hpo_core.searchers.random import RandomSearcher
 from hpo_core.space import ConfigSpace, choice, loguniform, randint, uniform
 from hpo_core.stopping import StoppingCriterion
@@ -156,6 +157,14 @@ def run_simulation(scheduler: Scheduler, max_results: int = 45, n_workers: int =
                   n_workers=n_workers, callbacks=[trace])
     result = tuner.run()
     return tuner, result, trace
+
+
+def with_fidelity(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat scheduler options (as a spec gives them) with the fidelity ones gathered into
+    `fidelity=`, for building a rung-based scheduler directly."""
+    names = FidelityOptions.names()
+    return {**{k: v for k, v in options.items() if k not in names},
+            "fidelity": FidelityOptions(**{k: v for k, v in options.items() if k in names})}
 
 
 class Driver:

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from sched_sim import Driver, RecordingSearcher, make_space
+from sched_sim import Driver, RecordingSearcher, make_space, with_fidelity
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.schedulers.asha import ASHA
 from hpo_core.schedulers.asha_promotion import PromotionASHA
 from hpo_core.schedulers.rungs import (
@@ -26,7 +26,7 @@ SPACE = make_space()
 
 def asha(cls=ASHA, mode="min", **options):
     options = {"max_t": 9, "grace_period": 1, "reduction_factor": 3, **options}
-    return cls(SPACE, "loss", mode, 0, **options)
+    return cls(SPACE, "loss", mode, 0, **with_fidelity(options))
 
 
 def test_rung_levels_and_counts():
@@ -231,7 +231,7 @@ def test_registry_builds_both_variants_and_checks_options():
 ])
 def test_bad_options_name_the_field(options, field):
     with pytest.raises(ValueError, match=field):
-        ASHA(SPACE, "loss", **options)
+        build_scheduler("asha", SPACE, "loss", options=options)
 
 
 def test_report_without_the_resource_names_resource_attr():

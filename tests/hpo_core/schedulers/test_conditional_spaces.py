@@ -3,13 +3,11 @@ every config valid), except the Optuna adapter, which says it does not handle on
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import pytest
 from sched_sim import MAX_T, run_simulation
 
-from hpo_core.methods import METHODS, build_scheduler, method_names
+from hpo_core.registry import METHODS, build_scheduler, method_names
 from hpo_core.space import ConfigSpace, choice, randint, uniform, when
 
 SPACE = ConfigSpace({"opt": choice(["sgd", "adam"]), "momentum": when(uniform(0, 1), opt="sgd"),
@@ -22,7 +20,7 @@ UNSUPPORTED = {"optuna"}
 
 
 def options_for(name: str) -> dict:
-    params = inspect.signature(METHODS[name].load()).parameters
+    params = METHODS[name].option_names()
     candidates = {"max_t": MAX_T, "resource_attr": "epoch", "transfer_from": EARLIER,
                   "num_points": 3}
     return {k: v for k, v in candidates.items() if k in params}

@@ -1,14 +1,13 @@
 """The scheduler contract: every method of the registry passes these checks.
 
-Methods are read from `hpo_core.methods.METHODS` when the tests are collected, so a newly
-registered method is checked without touching this file. A method whose factory takes `max_t` or
+Methods are read from `hpo_core.registry.METHODS` when the tests are collected, so a newly
+registered method is checked without touching this file. A method that takes `max_t` or
 `resource_attr` gets them filled in; anything else it needs goes into `OPTIONS`.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from sched_sim import MAX_T, losses, make_space, run_simulation
 
-from hpo_core.methods import METHODS, build_scheduler, method_names
+from hpo_core.registry import METHODS, build_scheduler, method_names
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.trial import Decision, Trial, TrialResult, TrialStatus
 
@@ -43,7 +42,7 @@ NAMES = method_names()
 
 
 def options_for(name: str) -> dict[str, Any]:
-    params = inspect.signature(METHODS[name].load()).parameters
+    params = METHODS[name].option_names()
     options: dict[str, Any] = {}
     if "max_t" in params:
         options["max_t"] = MAX_T

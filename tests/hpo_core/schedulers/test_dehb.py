@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sched_sim import MAX_T, make_space, run_simulation
+from sched_sim import MAX_T, make_space, run_simulation, with_fidelity
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.schedulers.dehb import DEHB, _Bracket, _Job
 from hpo_core.trial import Decision
 
@@ -14,7 +14,7 @@ SPACE = make_space()
 
 
 def make(**options) -> DEHB:
-    return DEHB(SPACE, "loss", seed=0, **{"max_t": 27, **options})
+    return DEHB(SPACE, "loss", seed=0, **with_fidelity({"max_t": 27, **options}))
 
 
 def test_mutation_and_crossover_stay_within_bounds():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpo_core.methods import build_scheduler
 from hpo_core.models.ehvi import MonteCarloEHVI, ehvi_2d
 from hpo_core.multiobjective import hypervolume
+from hpo_core.registry import build_scheduler
 from hpo_core.space import ConfigSpace, uniform
 from hpo_core.trial import Trial, TrialResult, TrialStatus
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sched_sim import run_simulation
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.space import ConfigSpace, choice, loguniform, randint
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sched_sim import Driver, make_space
+from sched_sim import Driver, make_space, with_fidelity
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.schedulers.hyperband import SyncHyperband
 from hpo_core.trial import Decision
 
@@ -14,8 +14,8 @@ SPACE = make_space()
 
 
 def hyperband(**options):
-    return SyncHyperband(SPACE, "loss", "min", 0,
-                         **{"max_t": 9, "grace_period": 1, "reduction_factor": 3, **options})
+    return SyncHyperband(SPACE, "loss", "min", 0, **with_fidelity(
+        {"max_t": 9, "grace_period": 1, "reduction_factor": 3, **options}))
 
 
 def test_brackets_open_round_robin_with_hyperband_sizes():

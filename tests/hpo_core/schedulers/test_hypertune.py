@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sched_sim import make_space, run_simulation
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
+from hpo_core.schedulers.fidelity import FidelityOptions
 from hpo_core.schedulers.hypertune import HyperTune, discordance, loo_knn_predictions
 from hpo_core.schedulers.rungs import hyperband_bracket_weights
 
@@ -35,7 +36,8 @@ def fill(ht: HyperTune, level_columns: dict[int, np.ndarray], top: np.ndarray) -
 
 
 def test_distribution_moves_to_the_bracket_whose_first_level_ranks_like_the_top():
-    ht = HyperTune(SPACE, "loss", seed=0, max_t=9, num_samples=40, exploration=0.0)
+    ht = HyperTune(SPACE, "loss", seed=0, fidelity=FidelityOptions(max_t=9), num_samples=40,
+                   exploration=0.0)
     assert ht.levels == [[1, 3, 9], [3, 9], [9]]
     # before enough trials reached the top: Hyperband's shares
     assert np.allclose(ht.bracket_probabilities(), hyperband_bracket_weights(ht.levels, 3))
@@ -46,7 +48,8 @@ def test_distribution_moves_to_the_bracket_whose_first_level_ranks_like_the_top(
     assert p.sum() == pytest.approx(1.0)
     assert p[0] > 0.9
     # the same data, but the first level ranks backwards and the second one perfectly
-    ht2 = HyperTune(SPACE, "loss", seed=0, max_t=9, num_samples=40, exploration=0.2)
+    ht2 = HyperTune(SPACE, "loss", seed=0, fidelity=FidelityOptions(max_t=9), num_samples=40,
+                    exploration=0.2)
     fill(ht2, {0: -top, 1: top + 100}, top)
     p2 = ht2.bracket_probabilities()
     assert np.argmax(p2) == 1 and p2[1] > 0.8
@@ -60,5 +63,5 @@ def test_runs_and_learns_a_distribution_in_a_simulation():
                          {"max_t": 9, "min_top_observations": 3})
     _, result, _ = run_simulation(ht, max_results=250)
     assert result.reason.startswith("max_results")
-    assert ht.metadata()["bracket_distribution"] is not None
+    assert ht._distribution is not None
     assert len(ht.levels) == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.trial import Decision, Trial, TrialResult
 
 SPACE = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 27}

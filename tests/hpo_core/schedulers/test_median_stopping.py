@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sched_sim import make_space, run_simulation
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.schedulers.median_stopping import MedianStoppingRule
 from hpo_core.trial import Decision, Trial, TrialResult, TrialStatus
 

@@ -6,7 +6,7 @@ import json
 
 from sched_sim import make_space, run_simulation
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.schedulers.mo_rea import MORegularizedEvolution
 
 SPACE = make_space()

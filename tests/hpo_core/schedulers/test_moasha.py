@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sched_sim import QuadraticBackend, make_space
 
-from hpo_core.methods import build_scheduler
 from hpo_core.multiobjective import nondominated_sort
+from hpo_core.registry import build_scheduler
+from hpo_core.schedulers.fidelity import FidelityOptions
 from hpo_core.schedulers.moasha import MOASHA
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore, load_experiment
@@ -21,18 +22,19 @@ METRICS = ["loss", "loss2"]
 
 
 def test_rung_ranking_by_fronts():
-    moasha = MOASHA(SPACE, METRICS, seed=0, max_t=9)
+    moasha = MOASHA(SPACE, METRICS, seed=0, fidelity=FidelityOptions(max_t=9))
     entries = [(10, [1.0, 5.0]), (11, [2.0, 3.0]), (12, [4.0, 1.0]), (13, [3.0, 4.0]),
                (14, [5.0, 2.0]), (15, [6.0, 6.0])]
     order = moasha._rank(entries)
     assert set(order[:3]) == {10, 11, 12} and order[-1] == 15
-    assert set(MOASHA(SPACE, METRICS, max_t=9, rank_by="nsga2")._rank(entries)[:3]) == {10, 11, 12}
+    nsga2 = MOASHA(SPACE, METRICS, fidelity=FidelityOptions(max_t=9), rank_by="nsga2")
+    assert set(nsga2._rank(entries)[:3]) == {10, 11, 12}
     with pytest.raises(ValueError, match="rank_by"):
-        MOASHA(SPACE, METRICS, max_t=9, rank_by="hv")
+        MOASHA(SPACE, METRICS, fidelity=FidelityOptions(max_t=9), rank_by="hv")
 
 
 def test_decisions_at_a_rung():
-    moasha = MOASHA(SPACE, METRICS, seed=0, max_t=9)
+    moasha = MOASHA(SPACE, METRICS, seed=0, fidelity=FidelityOptions(max_t=9))
 
     def report(tid, values):
         trial = Trial(tid, SPACE.sample(moasha.rng), TrialStatus.RUNNING)
@@ -79,7 +81,7 @@ def _feed(moasha, values, first_id=0):
 @pytest.mark.parametrize("rank_by", ["epsnet", "nsga2"])
 def test_incremental_decisions_equal_ranking_the_whole_rung(rank_by):
     rng = np.random.default_rng(3)
-    moasha = MOASHA(SPACE, METRICS, seed=0, max_t=9, rank_by=rank_by)
+    moasha = MOASHA(SPACE, METRICS, seed=0, fidelity=FidelityOptions(max_t=9), rank_by=rank_by)
     values = np.where(rng.random((300, 1)) < 0.5, rng.random((300, 2)),
                       rng.integers(0, 12, (300, 2)))  # half with ties
     for tid, decision in enumerate(_feed(moasha, values)):
@@ -88,7 +90,7 @@ def test_incremental_decisions_equal_ranking_the_whole_rung(rank_by):
         expected = Decision.CONTINUE if tid in moasha._rank(entries)[:keep] else Decision.STOP
         assert decision == expected, tid
     # after a state round trip the rung caches are rebuilt and decide the same way
-    again = MOASHA(SPACE, METRICS, seed=0, max_t=9, rank_by=rank_by)
+    again = MOASHA(SPACE, METRICS, seed=0, fidelity=FidelityOptions(max_t=9), rank_by=rank_by)
     again.load_state_dict(moasha.state_dict())
     more = rng.random((40, 2))
     assert _feed(again, more, 300) == _feed(moasha, more, 300)
@@ -103,7 +105,7 @@ def test_work_per_decision_is_bounded_by_the_fronts_not_the_pairs(shape):
     first = rng.random(8000)
     second = rng.random(8000) if shape == "independent" else first + 0.3 * rng.random(8000)
     values = np.column_stack([first, second])
-    moasha = MOASHA(SPACE, METRICS, seed=0, max_t=9)
+    moasha = MOASHA(SPACE, METRICS, seed=0, fidelity=FidelityOptions(max_t=9))
     for n in (1000, 8000):
         start = len(moasha.rungs[0][0])
         _feed(moasha, values[start:n - 200], start)

@@ -7,7 +7,7 @@ import math
 import pytest
 from sched_sim import make_space, run_simulation
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.searchers.gp_multifidelity import MultiFidelityGPSearcher
 
 SPACE = make_space()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sched_sim import QuadraticBackend
 
-from hpo_core.methods import build_scheduler, build_searcher
+from hpo_core.registry import build_scheduler
+from hpo_core.searchers.registry import build_searcher
 from hpo_core.space import ConfigSpace, choice, lograndint, ordinal, uniform
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.trial import TrialStatus

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sched_sim import make_space, run_simulation
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
+from hpo_core.schedulers.fidelity import FidelityOptions
 from hpo_core.schedulers.pasha import PASHA, has_inversion
 from hpo_core.trial import Decision, Trial, TrialResult, TrialStatus
 
@@ -40,7 +41,8 @@ def test_inversions_beyond_epsilon():
 
 
 def test_max_resource_grows_only_when_rankings_disagree():
-    pasha = PASHA(SPACE, "loss", seed=0, max_t=27, epsilon=0.0)  # levels 1, 3, 9, 27
+    # levels 1, 3, 9, 27
+    pasha = PASHA(SPACE, "loss", seed=0, fidelity=FidelityOptions(max_t=27), epsilon=0.0)
     assert pasha.max_resource == 3
     trials = [add(pasha, t) for t in range(6)]
     for t, trial in enumerate(trials):  # values 0, 1, ..., 5 at epoch 1
@@ -63,7 +65,8 @@ def test_max_resource_grows_only_when_rankings_disagree():
 
 
 def test_auto_epsilon_ignores_noise_sized_inversions():
-    pasha = PASHA(SPACE, "loss", seed=0, max_t=27, epsilon_quantile=0.9)
+    pasha = PASHA(SPACE, "loss", seed=0, fidelity=FidelityOptions(max_t=27),
+                  epsilon_quantile=0.9)
     a, b, c = (add(pasha, t) for t in range(3))
     # report changes between epochs 1 and 3 of about 0.3 set epsilon
     for trial, values in ((a, (1.0, 1.3, 1.0)), (b, (1.1, 0.8, 1.1)), (c, (5.0, 5.3, 5.0))):
@@ -85,4 +88,3 @@ def test_runs_in_a_simulation_and_records_its_max_resource():
     _, result, _ = run_simulation(pasha, max_results=120)
     assert result.reason.startswith("max_results")
     assert pasha.max_resource in (3, 9)
-    assert pasha.metadata()["max_resource"] == pasha.max_resource

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from hpo_core.backend import ClockKind, TrialBackend
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.schedulers.pbt import PopulationBasedTraining
 from hpo_core.space import ConfigSpace, choice, loguniform, ordinal, randint, uniform
 from hpo_core.stopping import StoppingCriterion

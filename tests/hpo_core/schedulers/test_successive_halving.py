@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sched_sim import Driver, RecordingSearcher, make_space
+from sched_sim import Driver, RecordingSearcher, make_space, with_fidelity
 
 from hpo_core.schedulers.successive_halving import SyncSuccessiveHalving, bracket_sizes
 from hpo_core.trial import Decision
@@ -16,9 +16,8 @@ RUNG0 = [5.0, 3.0, 4.0, 6.0, 3.5, 4.5, 1.0, 3.9, 3.2]  # values of trials 0..8 a
 
 
 def sh(mode="min", **options):
-    return SyncSuccessiveHalving(SPACE, "loss", mode, 0,
-                                 **{"max_t": 9, "grace_period": 1, "reduction_factor": 3,
-                                    **options})
+    return SyncSuccessiveHalving(SPACE, "loss", mode, 0, **with_fidelity(
+        {"max_t": 9, "grace_period": 1, "reduction_factor": 3, **options}))
 
 
 def test_bracket_sizes():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.searchers.bore import BORESearcher
 from hpo_core.searchers.random import RandomSearcher
 from hpo_core.space import ConfigSpace, uniform

@@ -9,11 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from hpo_core.methods import build_scheduler, build_searcher
+from hpo_core.registry import build_scheduler
 from hpo_core.schedulers.fifo import FIFOScheduler
 from hpo_core.searchers.gp import GPSearcher
 from hpo_core.searchers.gp_multifidelity import MultiFidelityGPSearcher
 from hpo_core.searchers.random import RandomSearcher
+from hpo_core.searchers.registry import build_searcher
 from hpo_core.space import ConfigSpace, choice, lograndint, loguniform, ordinal, randint, uniform
 from hpo_core.trial import Trial, TrialResult, TrialStatus
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from hpo_core.methods import build_scheduler
 from hpo_core.models.encoding import EncodedSpace
+from hpo_core.registry import build_scheduler
 from hpo_core.searchers.kde import KDESearcher, _ProductKDE
 from hpo_core.searchers.random import RandomSearcher
 from hpo_core.space import ConfigSpace, choice, randint, uniform

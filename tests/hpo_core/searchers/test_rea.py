@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.searchers.random import RandomSearcher
 from hpo_core.searchers.rea import REASearcher
 from hpo_core.space import ConfigSpace, choice, lograndint, loguniform, ordinal, randint, uniform
