@@ -340,8 +340,7 @@ class DaskBackend(TrialBackend):
                 self._drop(segment)
                 events.append(TrialEvent(EventKind.COMPLETED, segment.trial_id, self.now()))
             else:
-                self._fail(segment, ending.get("reason") or ending["outcome"], events,
-                           ending.get("extra"))
+                self._fail(segment, ending.get("reason") or ending["outcome"], events)
 
     def _on_cluster_event(self, event: tuple[float, Any]) -> None:
         message = event[1]
@@ -360,14 +359,11 @@ class DaskBackend(TrialBackend):
                                segment.trial_id, where)
                 continue
             segment.future.cancel()
-            self._fail(segment, f"{where} died while running it", events,
-                       {"worker_died": True})
+            self._fail(segment, f"{where} died while running it", events)
 
-    def _fail(self, segment: _Segment, reason: str, events: list[TrialEvent],
-              extra: dict[str, Any] | None = None) -> None:
+    def _fail(self, segment: _Segment, reason: str, events: list[TrialEvent]) -> None:
         self._drop(segment)
-        events.append(TrialEvent(EventKind.FAILED, segment.trial_id, self.now(), reason=reason,
-                                 extra=extra or {}))
+        events.append(TrialEvent(EventKind.FAILED, segment.trial_id, self.now(), reason=reason))
 
     def _drop(self, segment: _Segment) -> None:
         if self._segments.get(segment.trial_id) is segment:

@@ -190,7 +190,7 @@ def renew_lease(session: str) -> None:
 def run_segment(experiment: str, session: str, topic: str, segment: int, options: dict[str, Any],
                 trial_root: str, trial: Trial, action: str) -> dict[str, Any]:
     """Run one segment of `trial` on this worker (the Dask task); returns how it ended:
-    `{"outcome": "completed" | "failed" | "cancelled", "reason", "reports", "extra"}`."""
+    `{"outcome": "completed" | "failed" | "cancelled", "reason", "reports"}`."""
     from distributed import get_worker
 
     worker = get_worker()
@@ -218,8 +218,7 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
                     worker.log_event(topic, {"kind": "result", "trial": tid, "segment": segment,
                                              "metrics": _plain(event.metrics)})
                 elif event.kind in (EventKind.COMPLETED, EventKind.FAILED):
-                    ended = {"outcome": event.kind.value, "reason": event.reason,
-                             "extra": _plain(event.extra or {})}
+                    ended = {"outcome": event.kind.value, "reason": event.reason}
             if ended is None:
                 state = worker.state.tasks.get(key)
                 if state is None or state.state not in ("executing", "long-running"):

@@ -514,8 +514,7 @@ class FunctionBackend(TrialBackend):
                 del self._active[tid]
                 self._cancel(run)
                 events.append(TrialEvent(EventKind.FAILED, tid, self.now(),
-                                         reason=f"timed out after {self.timeout:g}s",
-                                         extra={"timeout": True}))
+                                         reason=f"timed out after {self.timeout:g}s"))
 
     def _stderr_tail(self, run: _Run) -> str:
         return stderr_tail(self.trial_dir(run.trial_id) / "stderr", run.stderr_offset)

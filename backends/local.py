@@ -406,8 +406,7 @@ class LocalBackend(TrialBackend):
             return
         del self._active[tid]
         if run.error is not None:
-            events.append(TrialEvent(EventKind.FAILED, tid, t, reason=run.error,
-                                     extra={"returncode": returncode}))
+            events.append(TrialEvent(EventKind.FAILED, tid, t, reason=run.error))
             return
         if returncode == 0 and self._reported[tid] > 0:
             events.append(TrialEvent(EventKind.COMPLETED, tid, t))
@@ -420,8 +419,7 @@ class LocalBackend(TrialBackend):
             reason = f"killed by signal {_signal_name(-returncode)}"
         else:
             reason = f"exited with code {returncode}"
-        events.append(TrialEvent(EventKind.FAILED, tid, t, reason=reason + self._stderr_tail(run),
-                                 extra={"returncode": returncode}))
+        events.append(TrialEvent(EventKind.FAILED, tid, t, reason=reason + self._stderr_tail(run)))
 
     def _release_gpus(self, run: _Run) -> None:
         """Once per run (its end may come after `_waits_for_gpu` released them)."""
@@ -439,8 +437,7 @@ class LocalBackend(TrialBackend):
                 run.cancelled = True
                 self._terminate(run)
                 reason = f"timed out after {self.timeout:g}s" + self._stderr_tail(run)
-                events.append(TrialEvent(EventKind.FAILED, tid, self.now(), reason=reason,
-                                         extra={"timeout": True}))
+                events.append(TrialEvent(EventKind.FAILED, tid, self.now(), reason=reason))
             elif run.kill_at is None and not run.done.is_set() and run.proc.poll() is not None:
                 self._terminate(run)
         for run in list(self._terminating):

@@ -727,8 +727,7 @@ class SageMakerBackend(TrialBackend):
             elapsed = (timestamp - start) if timestamp is not None and start is not None else 0.0
             metrics[self.cost_attr] = run.cost_done + job_cost(
                 elapsed, self.settings.instance_count, self.hourly_price)
-        return TrialEvent(EventKind.RESULT, job.trial_id, self.now(), metrics=metrics,
-                          extra={"job_name": job.name})
+        return TrialEvent(EventKind.RESULT, job.trial_id, self.now(), metrics=metrics)
 
     def _finish(self, job: _Job, run: _TrialRun, following: bool,
                 results: list[TrialEvent]) -> list[TrialEvent]:
@@ -750,14 +749,14 @@ class SageMakerBackend(TrialBackend):
                     results[-1].metrics[self.cost_attr] = run.cost_done
             logger.info("trial %s: job %s completed", run.trial_id, job.name)
             return [TrialEvent(EventKind.COMPLETED, run.trial_id, self.now(),
-                               metrics=final_metrics or None, extra={"job_name": job.name})]
+                               metrics=final_metrics or None)]
         if job.status == "Failed":
             reason = f"training job {job.name} failed: {job.failure_reason or 'no reason given'}"
         else:
             reason = (f"training job {job.name} was stopped outside tunesmith "
                       f"({job.secondary_status or 'Stopped'})")
         return [TrialEvent(EventKind.FAILED, run.trial_id, self.now(),
-                           reason=mask_text(reason), extra={"job_name": job.name})]
+                           reason=mask_text(reason))]
 
     # -- files -----------------------------------------------------------------------------------
     def _append_output(self, job: _Job, lines: list[str]) -> None:

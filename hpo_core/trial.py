@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 
 class TrialStatus(str, Enum):
-    """Life cycle of a trial. PAUSED trials may be resumed; the others in FINAL are over."""
+    """Life cycle of a trial. PAUSED trials may be resumed; STOPPED, COMPLETED and FAILED ones are
+    over."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -18,10 +19,6 @@ class TrialStatus(str, Enum):
     STOPPED = "stopped"
     COMPLETED = "completed"
     FAILED = "failed"
-
-    @property
-    def is_final(self) -> bool:
-        return self in (TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED)
 
 
 def trial_counts(statuses: Iterable[TrialStatus | str], num_results: int) -> dict[str, int]:
@@ -148,4 +145,3 @@ class TrialEvent:
     time: float
     metrics: dict[str, Any] | None = None
     reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -520,8 +520,8 @@ class Tuner:
         batch = self._replay_batches.pop(0)["b"]  # type: ignore[union-attr]
         self._replay_session_records()
         events = [TrialEvent(EventKind(kind), tid, time - self._time_offset, metrics=metrics,
-                             reason=reason, extra=extra or {})
-                  for kind, tid, time, metrics, reason, extra in batch]
+                             reason=reason)
+                  for kind, tid, time, metrics, reason, *_ in batch]
         if isinstance(self.backend, _ReplayBackend):
             self.backend.clock = max([self.backend.clock, *(e.time for e in events)])
             return events

@@ -340,7 +340,7 @@ def _with_journal(state: dict[str, Any], rows: list[dict[str, Any]],
     pending: list[list[Any]] | None = None
 
     def settle(decisions: dict[int, list[Any]] | None) -> None:
-        for index, (kind, tid, time, metrics, reason, _) in enumerate(pending or []):
+        for index, (kind, tid, time, metrics, reason, *_) in enumerate(pending or []):
             trial = trials.get(str(tid))
             if kind != "result":
                 if trial is not None:

@@ -4,9 +4,9 @@
 
 * `{"n": n_workers}`: a session began (its first record), with this many workers;
 * `{"s": [trial_id, config, checkpoint_from]}`: a new trial, written before it starts;
-* `{"b": [[kind, trial_id, time, metrics, reason, extra], ...]}`: one batch of backend
-  events (one `poll()`), written before the scheduler sees any of them; `time` is the
-  experiment's time;
+* `{"b": [[kind, trial_id, time, metrics, reason], ...]}`: one batch of backend events (one
+  `poll()`), written before the scheduler sees any of them; `time` is the experiment's time
+  (journals written before 2026-11-30 have a sixth, unused entry per event);
 * `{"d": [[index, status, decision], ...]}`: what became of the previous batch's reports
   (written in front of the next record; a resume recomputes it, readers use it).
 

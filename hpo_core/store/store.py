@@ -344,7 +344,7 @@ class _SnapshotWriter(threading.Thread):
 def event_record(event: TrialEvent, time_offset: float) -> list[Any]:
     """A backend event as the journal keeps it (experiment time)."""
     return [event.kind.value, event.trial_id, time_offset + event.time, event.metrics,
-            event.reason, event.extra or None]
+            event.reason]
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:

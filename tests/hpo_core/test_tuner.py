@@ -354,6 +354,33 @@ def test_every_journaled_report_survives_a_kill_and_the_resume(tmp_path):
     assert len(list((store.path / "journal").iterdir())) <= 1, "covered segments are removed"
 
 
+def test_a_journal_written_with_the_old_sixth_event_entry_is_read_and_replayed(tmp_path):
+    """Journals written before 2026-11-30 carry a sixth (unused) entry per backend event."""
+    class WallBackend(CurveBackend):
+        clock_kind = ClockKind.WALL
+
+    store = ExperimentStore(tmp_path, "old-journal")
+    criterion = StoppingCriterion(max_trials_completed=6)
+    first = Tuner(random_scheduler(seed=3), WallBackend(crash_after_polls=15), criterion,
+                  n_workers=2, store=store, checkpoint_interval=1e9)
+    first._shutdown = lambda finished: first.store.close()  # a SIGKILL (see above)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    seen = {(r["trial_id"], r["epoch"]) for r in store.rows()}
+    for segment in (store.path / "journal").iterdir():
+        records = [json.loads(line) for line in segment.read_text().splitlines()]
+        for record in records:
+            for event in record.get("b", []):
+                event.append(None)
+        segment.write_text("".join(json.dumps(r) + "\n" for r in records))
+    killed = load_experiment(store.path).results
+    assert set(zip(killed.trial_id, killed.epoch, strict=True)) == seen
+    Tuner(random_scheduler(seed=3), WallBackend(), criterion, n_workers=2,
+          store=ExperimentStore(tmp_path, "old-journal"), checkpoint_interval=1e9).run()
+    frame = load_experiment(store.path).results
+    assert seen <= set(zip(frame.trial_id, frame.epoch, strict=True))
+
+
 def test_reports_a_relaunched_trial_repeats_are_dropped_also_after_a_second_kill(tmp_path):
     """Checkpoints two epochs behind the reports: a trial relaunched after a kill reports
     epochs the journal holds; they are dropped, live and again when a second kill's journal
