@@ -90,18 +90,26 @@ def epsilon_net_front(front: np.ndarray | list, lower: np.ndarray, upper: np.nda
     count = n if count is None else max(0, min(int(count), n))
     if count == 0:
         return np.zeros(0, dtype=int)
-    members = list(range(n))
-    chosen = members.pop(int(np.argmin(scaled.sum(axis=1))))
+    chosen = int(np.argmin(scaled.sum(axis=1)))
     order = [chosen]
-    nearest = np.linalg.norm(scaled[members] - scaled[chosen], axis=1)
+    # each point's distance to the nearest chosen one; chosen points at -inf, never picked
+    # again (argmax then takes the earliest unchosen row among equals, as ties require)
+    nearest = _distances(scaled, chosen)
+    nearest[chosen] = -np.inf
     while len(order) < count:
-        k = int(np.argmax(nearest))
-        chosen = members.pop(k)
-        nearest = np.delete(nearest, k)
+        chosen = int(nearest.argmax())
         order.append(chosen)
-        if members:
-            nearest = np.minimum(nearest, np.linalg.norm(scaled[members] - scaled[chosen], axis=1))
+        np.minimum(nearest, _distances(scaled, chosen), out=nearest)
+        nearest[order] = -np.inf
     return np.asarray(order, dtype=int)
+
+
+def _distances(points: np.ndarray, i: int) -> np.ndarray:
+    """Euclidean distance of every row to row `i` (what `np.linalg.norm(..., axis=1)` gives,
+    without its overhead)."""
+    d = points - points[i]
+    d *= d
+    return np.sqrt(np.add.reduce(d, axis=1))
 
 
 def epsilon_net_order(points: np.ndarray | list) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -60,58 +61,24 @@ class _Front:
         self.values.append(p)
 
 
-class _Front2D(_Front):
-    """A two-objective front: sorted by the first objective, so the second one decreases."""
+class _Front2D:
+    """A two-objective front: sorted by the first objective (`xs`), so the second one
+    decreases (`neg_ys`, its negation, does not). `ParetoFronts._add_2d` works on the lists
+    directly (the hot path of a decision)."""
+
+    __slots__ = ("ids", "xs", "neg_ys")
 
     def __init__(self) -> None:
-        super().__init__()
+        self.ids: list[int] = []
         self.xs: list[float] = []
         self.neg_ys: list[float] = []  # non-decreasing along the front
 
-    def dominates(self, p: tuple[float, ...], counter: list[int]) -> bool:
-        # the member with the largest x <= p's x has the smallest y of those members
-        counter[0] += len(self.xs).bit_length() or 1
-        i = bisect.bisect_right(self.xs, p[0]) - 1
-        if i < 0:
-            return False
-        x, y = self.xs[i], -self.neg_ys[i]
-        return y <= p[1] and (x < p[0] or y < p[1])
+    def __len__(self) -> int:
+        return len(self.ids)
 
-    def _dominated_range(self, p: tuple[float, ...], counter: list[int]) -> range:
-        counter[0] += 2 * (len(self.xs).bit_length() or 1)
-        lo = bisect.bisect_left(self.xs, p[0])
-        hi = bisect.bisect_right(self.neg_ys, -p[1])  # members with y >= p's y
-        while lo < hi and self.xs[lo] == p[0] and self.neg_ys[lo] == -p[1]:
-            lo += 1  # equal points do not dominate each other
-        return range(lo, max(lo, hi))
-
-    def take_dominated(self, points: Sequence[tuple[float, ...]], counter: list[int]
-                       ) -> list[tuple[int, tuple[float, ...]]]:
-        if not self.xs or not points:
-            return []
-        ranges = sorted((r for p in points if (r := self._dominated_range(p, counter))),
-                        key=lambda r: r.start)
-        if not ranges:
-            return []
-        spans: list[list[int]] = []  # the union of the ranges, as disjoint [start, stop)
-        for r in ranges:
-            if spans and r.start <= spans[-1][1]:
-                spans[-1][1] = max(spans[-1][1], r.stop)
-            else:
-                spans.append([r.start, r.stop])
-        out = [(self.ids[i], self.values[i]) for a, b in spans for i in range(a, b)]
-        for a, b in reversed(spans):
-            for column in (self.ids, self.values, self.xs, self.neg_ys):
-                del column[a:b]
-        return out
-
-    def insert(self, trial_id: int, p: tuple[float, ...], counter: list[int]) -> None:
-        counter[0] += len(self.xs).bit_length() or 1
-        i = bisect.bisect_right(self.xs, p[0])
-        self.xs.insert(i, p[0])
-        self.neg_ys.insert(i, -p[1])
-        self.ids.insert(i, trial_id)
-        self.values.insert(i, p)
+    @property
+    def values(self) -> list[tuple[float, float]]:
+        return [(x, -ny) for x, ny in zip(self.xs, self.neg_ys, strict=True)]
 
 
 class _Sizes:
@@ -147,6 +114,10 @@ class _Sizes:
         return total
 
 
+def _start(span: list[int]) -> int:
+    return span[0]
+
+
 class ParetoFronts:
     """The non-dominated fronts of the points added so far (objectives to minimize).
 
@@ -155,8 +126,7 @@ class ParetoFronts:
 
     def __init__(self, num_objectives: int):
         self.num_objectives = int(num_objectives)
-        self._front_type = _Front2D if self.num_objectives == 2 else _Front
-        self._fronts: list[_Front] = []
+        self._fronts: list[_Front] | list[_Front2D] = []
         self._sizes = _Sizes()
         self._arrival: dict[int, int] = {}
         self._lower = [math.inf] * self.num_objectives
@@ -203,25 +173,98 @@ class ParetoFronts:
         if all(map(math.isfinite, p)):
             self._lower = list(map(min, self._lower, p))
             self._upper = list(map(max, self._upper, p))
-        lo, hi = 0, len(self._fronts)  # first front that does not dominate p
+        if self.num_objectives == 2:
+            return self._add_2d(trial_id, p[0], p[1])
+        fronts = cast(list[_Front], self._fronts)
+        lo, hi = 0, len(fronts)  # first front that does not dominate p
         while lo < hi:
             mid = (lo + hi) // 2
-            if self._fronts[mid].dominates(p, self._counter):
+            if fronts[mid].dominates(p, self._counter):
                 lo = mid + 1
             else:
                 hi = mid
         moved = [(trial_id, p)]
         front = lo
         while moved:
-            if front == len(self._fronts):
-                self._fronts.append(self._front_type())
+            if front == len(fronts):
+                fronts.append(_Front())
                 self._sizes.append()
-            target = self._fronts[front]
+            target = fronts[front]
             pushed = target.take_dominated([v for _, v in moved], self._counter)
             for tid, v in moved:
                 target.insert(tid, v, self._counter)
             self._sizes.add(front, len(moved) - len(pushed))
             moved, front = pushed, front + 1
+        return lo
+
+    def _add_2d(self, trial_id: int, x: float, y: float) -> int:
+        """`add` with two objectives: each front a staircase, searched by bisection.
+
+        The first front that does not dominate (x, y) is found by bisection over the fronts
+        (a front dominates the point iff its member with the largest first objective <= x has
+        a second objective <= y). There the point goes in, and the members it dominates (a
+        contiguous run of the staircase) move one front down, where they push the members
+        they dominate (a union of such runs) further down, and so on."""
+        fronts = cast(list[_Front2D], self._fronts)
+        counter = self._counter
+        lo, hi = 0, len(fronts)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            f = fronts[mid]
+            xs = f.xs
+            counter[0] += len(xs).bit_length() or 1
+            i = bisect.bisect_right(xs, x) - 1
+            if i >= 0 and (fy := -f.neg_ys[i]) <= y and (xs[i] < x or fy < y):
+                lo = mid + 1
+            else:
+                hi = mid
+        sizes = self._sizes
+        moved_ids, moved_xs, moved_ys = [trial_id], [x], [y]
+        front = lo
+        while moved_ids:
+            if front == len(fronts):
+                fronts.append(_Front2D())
+                sizes.append()
+            f = fronts[front]
+            ids, xs, neg_ys = f.ids, f.xs, f.neg_ys
+            pushed_ids: list[int] = []
+            pushed_xs: list[float] = []
+            pushed_ys: list[float] = []
+            if xs:
+                bits = len(xs).bit_length()
+                spans: list[list[int]] = []  # dominated runs [start, stop), by start
+                for mx, my in zip(moved_xs, moved_ys, strict=True):
+                    counter[0] += 2 * bits
+                    a = bisect.bisect_left(xs, mx)  # members with x >= mx ...
+                    b = bisect.bisect_right(neg_ys, -my)  # ... and y >= my
+                    while a < b and xs[a] == mx and neg_ys[a] == -my:
+                        a += 1  # equal points do not dominate each other
+                    if a < b:
+                        spans.append([a, b])
+                if spans:
+                    spans.sort(key=_start)
+                    merged = [spans[0]]
+                    for span in spans[1:]:
+                        last = merged[-1]
+                        if span[0] <= last[1]:
+                            last[1] = max(last[1], span[1])
+                        else:
+                            merged.append(span)
+                    for a, b in merged:
+                        pushed_ids += ids[a:b]
+                        pushed_xs += xs[a:b]
+                        pushed_ys += [-v for v in neg_ys[a:b]]
+                    for a, b in reversed(merged):
+                        del ids[a:b], xs[a:b], neg_ys[a:b]
+            for tid, mx, my in zip(moved_ids, moved_xs, moved_ys, strict=True):
+                counter[0] += len(xs).bit_length() or 1
+                i = bisect.bisect_right(xs, mx)
+                xs.insert(i, mx)
+                neg_ys.insert(i, -my)
+                ids.insert(i, tid)
+            sizes.add(front, len(moved_ids) - len(pushed_ids))
+            moved_ids, moved_xs, moved_ys = pushed_ids, pushed_xs, pushed_ys
+            front += 1
         return lo
 
     def size(self, front: int) -> int:
@@ -234,8 +277,9 @@ class ParetoFronts:
     def members(self, front: int) -> tuple[list[int], np.ndarray]:
         """The ids and values (rows) of one front, in arrival order."""
         f = self._fronts[front]
-        order = sorted(range(len(f.ids)), key=lambda i: self._arrival[f.ids[i]])
-        return [f.ids[i] for i in order], np.asarray([f.values[i] for i in order], dtype=float)
+        ids, values, arrival = f.ids, f.values, self._arrival
+        order = sorted(range(len(ids)), key=lambda i: arrival[ids[i]])
+        return [ids[i] for i in order], np.asarray([values[i] for i in order], dtype=float)
 
     def fronts(self) -> list[list[int]]:
         """Every front's ids in arrival order, front 0 first."""

@@ -12,6 +12,7 @@ A decision does not sort the rung again: each rung keeps its fronts up to date p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -102,8 +103,17 @@ class MOASHA(ASHA):
         return Decision.CONTINUE if tid in {ids[i] for i in order} else Decision.STOP
 
     def _value(self, metrics: Mapping[str, Any]) -> Any:
-        values = self.objectives(metrics)
-        return None if values is None else values.tolist()
+        """`objectives(metrics)` as a list (computed without numpy: it runs on every report)."""
+        values = []
+        for name, sign in zip(self.metrics, self._signs, strict=True):
+            try:
+                value = float(metrics.get(name))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return None
+            if not math.isfinite(value):
+                return None
+            values.append(sign * value)
+        return values
 
     def _rank(self, entries: Sequence[tuple[int, Any]]) -> list[int]:
         if not entries:
