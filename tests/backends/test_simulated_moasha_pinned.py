@@ -13,7 +13,7 @@ import pytest
 
 from backends.blackbox import load_blackbox
 from backends.simulated import SimulatedBackend
-from hpo_core.methods import build_scheduler
+from hpo_core.registry import build_scheduler
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore
 from hpo_core.trial import Decision, Trial, TrialResult
