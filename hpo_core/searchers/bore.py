@@ -40,7 +40,7 @@ from scipy.optimize import minimize
 
 from hpo_core.models.encoding import EncodedSpace
 from hpo_core.models.threads import single_threaded_blas
-from hpo_core.searchers.base import Searcher
+from hpo_core.searchers.unseen import UnseenSearcher
 from hpo_core.space import ConfigSpace
 
 CLASSIFIERS = ("mlp", "logreg")
@@ -123,7 +123,7 @@ class _Classifier:
         return self._forward(self.params, self._features(X))[0], None
 
 
-class BORESearcher(Searcher):
+class BORESearcher(UnseenSearcher):
     """Classifier-based BO (BORE).
 
     Args:
@@ -180,23 +180,13 @@ class BORESearcher(Searcher):
         self.num_candidates = num_candidates
         self._encoded = EncodedSpace(self.config_space)
         self._observations: dict[int, tuple[dict[str, Any], float]] = {}
-        self._seen: set[str] = set()
-
-    def suggest(self, trial_id: int) -> dict[str, Any] | None:
-        config = super().suggest(trial_id)
-        if config is not None:
-            self._seen.add(self.config_space.config_key(config))
-        return config
-
-    def on_trial_start(self, trial_id: int, config: Mapping[str, Any]) -> None:
-        self._seen.add(self.config_space.config_key(config))
 
     def on_result(self, trial_id: int, config: Mapping[str, Any], value: float,
                   resource: float | None = None,
                   metrics: Mapping[str, Any] | None = None) -> None:
         if math.isfinite(value):
             self._observations[trial_id] = (dict(config), float(value))
-        self._seen.add(self.config_space.config_key(config))
+        self._remember(config)
 
     def labels(self) -> np.ndarray:
         """1 for the best `gamma` fraction of the observations (at least one), 0 for the rest."""
@@ -224,11 +214,8 @@ class BORESearcher(Searcher):
             model.fit(X[rows], labels[rows], self.rng)
             candidates = self._local_candidates(X[labels > 0])
             scores = model.logit(candidates)[0]
-        for row in candidates[np.argsort(-scores, kind="stable")]:
-            config = self._encoded.decode(row)
-            if self.config_space.config_key(config) not in self._seen:
-                return config
-        return self._random_config()
+        return self._first_unseen(self._encoded.decode(row)
+                                  for row in candidates[np.argsort(-scores, kind="stable")])
 
     def _local_candidates(self, good: np.ndarray) -> np.ndarray:
         """`num_candidates` Gaussian moves from random good points, of sd log-uniform in
@@ -241,19 +228,10 @@ class BORESearcher(Searcher):
         X[:, cols] = 1.0 - np.abs(1.0 - np.abs(moved) % 2.0)  # reflect into [0, 1]
         return self._encoded.snap(X)
 
-    def _random_config(self) -> dict[str, Any] | None:
-        for _ in range(100):
-            config = self.config_space.sample(self.rng)
-            if self.config_space.config_key(config) not in self._seen:
-                return config
-        return None  # the space looks exhausted
-
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(),
-                "observations": [[t, c, v] for t, (c, v) in self._observations.items()],
-                "seen": sorted(self._seen)}
+                "observations": [[t, c, v] for t, (c, v) in self._observations.items()]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self._observations = {int(t): (dict(c), float(v)) for t, c, v in state["observations"]}
-        self._seen = set(state["seen"])

@@ -31,7 +31,7 @@ from hpo_core.models.encoding import EncodedSpace
 from hpo_core.models.gp import GaussianProcess, GPPosterior
 from hpo_core.models.optimize import Acquisition, maximize_acquisition
 from hpo_core.models.threads import single_threaded_blas
-from hpo_core.searchers.base import Searcher
+from hpo_core.searchers.unseen import UnseenSearcher
 from hpo_core.space import ConfigSpace
 
 _NUM_ANCHORS = 5
@@ -55,7 +55,7 @@ class _Model:
         return self.shift + self.scale * m, self.scale * s, self.scale * dm, self.scale * ds
 
 
-class GPSearcher(Searcher):
+class GPSearcher(UnseenSearcher):
     """Bayesian optimization with a Gaussian process and expected improvement.
 
     Args:
@@ -124,7 +124,6 @@ class GPSearcher(Searcher):
         self._records: dict[Any, dict[str, Any]] = {}
         self._x: dict[Any, np.ndarray] = {}  # encoded config of each record (cache)
         self._pending: dict[int, dict[str, Any]] = {}
-        self._seen: set[str] = set()
         self._gps: dict[str, GaussianProcess] = {}
         self._num_fits = 0
         self._batch: list[dict[str, Any]] = []  # proposals left from the last model fit
@@ -161,15 +160,9 @@ class GPSearcher(Searcher):
         return self._gps[name]
 
     # -- searcher contract ---------------------------------------------------------------------
-    def suggest(self, trial_id: int) -> dict[str, Any] | None:
-        config = super().suggest(trial_id)
-        if config is not None:
-            self._seen.add(self.config_space.config_key(config))
-        return config
-
     def on_trial_start(self, trial_id: int, config: Mapping[str, Any]) -> None:
+        super().on_trial_start(trial_id, config)
         self._pending[trial_id] = dict(config)
-        self._seen.add(self.config_space.config_key(config))
 
     def on_trial_end(self, trial_id: int) -> None:
         self._pending.pop(trial_id, None)
@@ -190,7 +183,7 @@ class GPSearcher(Searcher):
             "cost": _positive(metrics.get(self.cost_attr)) if self.cost_attr else None,
         }
         self._x[key] = self.config_space.encode(config)
-        self._seen.add(self.config_space.config_key(config))
+        self._remember(config)
 
     def _suggest(self, trial_id: int) -> dict[str, Any] | None:
         if self.random_fraction and self.rng.random() < self.random_fraction:
@@ -199,7 +192,7 @@ class GPSearcher(Searcher):
             self._batch = []  # the data grew by more than 10% (at least 2): refit
         while self._batch:
             config = self._batch.pop(0)
-            if self.config_space.config_key(config) not in self._seen:
+            if not self._is_seen(config):
                 return config
         keys = self._model_records()
         trials = {self._records[k]["trial_id"] for k in keys} | set(self._pending)
@@ -223,7 +216,7 @@ class GPSearcher(Searcher):
         batch: list[dict[str, Any]] = []
         for row in ranked:
             config = self._encoded.decode(row)
-            if self.config_space.config_key(config) in self._seen:
+            if self._is_seen(config):
                 continue
             x = self.config_space.encode(config)
             if len(taken) and np.min(np.linalg.norm(taken - x, axis=1)) < self.min_distance:
@@ -233,13 +226,6 @@ class GPSearcher(Searcher):
             if len(batch) == self.batch_size:
                 break
         return batch
-
-    def _random_config(self) -> dict[str, Any] | None:
-        for _ in range(100):
-            config = self.config_space.sample(self.rng)
-            if self.config_space.config_key(config) not in self._seen:
-                return config
-        return None  # the space looks exhausted
 
     # -- models and acquisition ----------------------------------------------------------------
     def _fit(self, name: str, X: np.ndarray, values: np.ndarray) -> _Model:
@@ -324,7 +310,6 @@ class GPSearcher(Searcher):
             **super().state_dict(),
             "records": list(self._records.values()),
             "pending": [[t, c] for t, c in self._pending.items()],
-            "seen": sorted(self._seen),
             "gps": {name: gp.state_dict() for name, gp in self._gps.items()},
             "num_fits": self._num_fits,
             "batch": self._batch,
@@ -339,7 +324,6 @@ class GPSearcher(Searcher):
             self._records[key] = dict(record)
             self._x[key] = self.config_space.encode(record["config"])
         self._pending = {int(t): dict(c) for t, c in state["pending"]}
-        self._seen = set(state["seen"])
         self._gps = {}
         for name, gp_state in state["gps"].items():
             self._gp(name).load_state_dict(gp_state)

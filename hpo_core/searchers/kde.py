@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import logsumexp, ndtr, ndtri
 
 from hpo_core.models.encoding import EncodedSpace
-from hpo_core.searchers.base import Searcher
+from hpo_core.searchers.unseen import UnseenSearcher
 from hpo_core.space import ConfigSpace
 
 # A categorical kernel keeps its point's category, or with this probability redraws uniformly.
@@ -93,7 +93,7 @@ class _ProductKDE:
         return self.space.snap(Z)
 
 
-class KDESearcher(Searcher):
+class KDESearcher(UnseenSearcher):
     """Tree-structured Parzen estimator in the BOHB flavour.
 
     Args:
@@ -146,16 +146,6 @@ class KDESearcher(Searcher):
         self._configs: dict[int, dict[str, Any]] = {}
         self._x: dict[int, np.ndarray] = {}
         self._values: dict[float | None, dict[int, float]] = {}  # level -> trial -> value
-        self._seen: set[str] = set()
-
-    def suggest(self, trial_id: int) -> dict[str, Any] | None:
-        config = super().suggest(trial_id)
-        if config is not None:
-            self._seen.add(self.config_space.config_key(config))
-        return config
-
-    def on_trial_start(self, trial_id: int, config: Mapping[str, Any]) -> None:
-        self._seen.add(self.config_space.config_key(config))
 
     def on_result(self, trial_id: int, config: Mapping[str, Any], value: float,
                   resource: float | None = None,
@@ -167,7 +157,7 @@ class KDESearcher(Searcher):
         if trial_id not in self._configs:
             self._configs[trial_id] = dict(config)
             self._x[trial_id] = self.config_space.encode(config)
-        self._seen.add(self.config_space.config_key(config))
+        self._remember(config)
 
     def model_level(self) -> float | None:
         """The resource level the model is fitted on (BOHB: highest one with enough points)."""
@@ -196,25 +186,14 @@ class KDESearcher(Searcher):
                             self.min_bandwidth, self.prior_weight)
         candidates = l_kde.sample(self.rng, self.num_candidates, self.bandwidth_factor)
         score = l_kde.log_pdf(candidates) - g_kde.log_pdf(candidates)
-        for i in np.argsort(-score, kind="stable"):
-            config = self._encoded.decode(candidates[i])
-            if self.config_space.config_key(config) not in self._seen:
-                return config
-        return self._random_config()
-
-    def _random_config(self) -> dict[str, Any] | None:
-        for _ in range(100):
-            config = self.config_space.sample(self.rng)
-            if self.config_space.config_key(config) not in self._seen:
-                return config
-        return None  # the space looks exhausted
+        return self._first_unseen(self._encoded.decode(candidates[i])
+                                  for i in np.argsort(-score, kind="stable"))
 
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
             "configs": [[t, c] for t, c in self._configs.items()],
             "values": [[lv, [[t, v] for t, v in obs.items()]] for lv, obs in self._values.items()],
-            "seen": sorted(self._seen),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -222,7 +201,6 @@ class KDESearcher(Searcher):
         self._configs = {int(t): dict(c) for t, c in state["configs"]}
         self._x = {t: self.config_space.encode(c) for t, c in self._configs.items()}
         self._values = {lv: {int(t): float(v) for t, v in obs} for lv, obs in state["values"]}
-        self._seen = set(state["seen"])
 
 
 def _check_range(name: str, value: Any, low: float, high: float, open_low: bool = False,

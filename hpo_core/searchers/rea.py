@@ -13,18 +13,18 @@ value from its domain. Categorical hyperparameters always switch to a different 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from hpo_core.searchers.base import Searcher
+from hpo_core.searchers.unseen import UnseenSearcher
 from hpo_core.space import Categorical, ConfigSpace
 
 MUTATIONS = ("local", "resample")
 
 
-class REASearcher(Searcher):
+class REASearcher(UnseenSearcher):
     """Regularized evolution.
 
     Args:
@@ -59,7 +59,6 @@ class REASearcher(Searcher):
         self.mutation_scale = float(mutation_scale)
         self.population: list[tuple[int, dict[str, Any], float]] = []  # oldest first
         self._num_proposed = 0
-        self._seen: set[str] = set()
         # hyperparameters a mutation can change (more than one value)
         self._mutable = [n for n, d in self.config_space.domains.items()
                          if len(set(map(repr, d.grid(3)))) > 1]
@@ -68,11 +67,7 @@ class REASearcher(Searcher):
         config = super().suggest(trial_id)
         if config is not None:
             self._num_proposed += 1
-            self._seen.add(self.config_space.config_key(config))
         return config
-
-    def on_trial_start(self, trial_id: int, config: Mapping[str, Any]) -> None:
-        self._seen.add(self.config_space.config_key(config))
 
     def on_result(self, trial_id: int, config: Mapping[str, Any], value: float,
                   resource: float | None = None,
@@ -87,14 +82,14 @@ class REASearcher(Searcher):
     def _suggest(self, trial_id: int) -> dict[str, Any] | None:
         if self._num_proposed < self.population_size or not self.population or not self._mutable:
             return self._random_config()
-        for _ in range(20):
+        return self._first_unseen(self._children(20))
+
+    def _children(self, num: int) -> Iterator[dict[str, Any]]:
+        """Up to `num` children, each of a new tournament's winner (drawn lazily)."""
+        for _ in range(num):
             size = min(self.sample_size, len(self.population))
             picks = self.rng.choice(len(self.population), size=size, replace=False)
-            parent = min((self.population[i] for i in picks), key=lambda m: m[2])[1]
-            child = self.mutate(parent)
-            if self.config_space.config_key(child) not in self._seen:
-                return child
-        return self._random_config()
+            yield self.mutate(min((self.population[i] for i in picks), key=lambda m: m[2])[1])
 
     def mutate(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """`config` with one of its hyperparameters changed (in a conditional space, the ones
@@ -118,23 +113,14 @@ class REASearcher(Searcher):
         return self.config_space.complete(child, self.rng) if self.config_space.is_conditional \
             else child
 
-    def _random_config(self) -> dict[str, Any] | None:
-        for _ in range(100):
-            config = self.config_space.sample(self.rng)
-            if self.config_space.config_key(config) not in self._seen:
-                return config
-        return None  # the space looks exhausted
-
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
             "population": [[t, c, v] for t, c, v in self.population],
             "num_proposed": self._num_proposed,
-            "seen": sorted(self._seen),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.population = [(int(t), dict(c), float(v)) for t, c, v in state["population"]]
         self._num_proposed = int(state["num_proposed"])
-        self._seen = set(state["seen"])
