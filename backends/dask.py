@@ -12,9 +12,12 @@ functions): the same process handling, GPU rotation and checkpoints as on one ho
 - Reports reach the tuner as they happen (`Worker.log_event` -> the scheduler -> this client's
   topic), so ASHA decides at each rung. Stop and pause cancel the segment's task: the worker
   ends the trial's processes within `dask_worker.CHECK_EVERY` seconds.
-- Files: `trial_root` (default: the experiment's trials folder) must be a path every worker
-  reaches (a shared filesystem): trial configs, stdout/stderr and checkpoints live there, so a
-  paused trial resumes on any worker from its checkpoint.
+- Files: `trial_root` (default: the experiment's trials folder) is where each worker keeps
+  trial configs, stdout/stderr and checkpoints. Either it is a path every worker reaches (a
+  shared filesystem), or `checkpoint_url` (`s3://bucket/prefix`, any fsspec URL) holds the
+  checkpoints: the worker running a trial downloads its checkpoint before each segment and
+  uploads it at each report (`backends.checkpoint_url`); either way a paused trial resumes on
+  any worker from its checkpoint. `{worker}` in `trial_root` becomes each worker's name.
 - Faults: a worker that dies fails its trials with the reason (`on_worker_death: fail`) or lets
   Dask run them again on another worker, from their checkpoints (`requeue`); the experiment
   goes on. Losing the scheduler fails the experiment with a message saying how to resume it.
@@ -39,9 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from backends import dask_worker
+from backends.checkpoint_url import check_url
 from backends.local import _command, _non_negative, _positive_or_none
 from backends.objectives import ObjectiveError, is_function_entry, objective_from
 from hpo_core.backend import TrialBackend, TrialContext
+from hpo_core.secrets import is_reference
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
@@ -86,7 +91,13 @@ class DaskBackend(TrialBackend):
         gpus_per_trial: GPUs each trial gets (workers advertise `--resources GPU=n`); 0: none.
         on_worker_death: "fail" (the trials of a dead worker fail with the reason) or
             "requeue" (Dask runs them again elsewhere, from their checkpoints).
-        trial_root: the trials folder as the workers see it (default: the experiment's).
+        trial_root: the trials folder as the workers see it (default: the experiment's);
+            `{worker}` in it becomes each worker's name.
+        checkpoint_url: an fsspec URL (`s3://bucket/prefix`) for the trials' checkpoints, when
+            the workers share no filesystem; each experiment's go under `<url>/<name>/`.
+        checkpoint_options: fsspec storage options for it (`endpoint_url`, `key`, `secret`,
+            ...), values may be secret references resolved on the workers; default: the
+            workers' own credentials (environment, instance role).
         timeout, stop_grace_period, env, python, reuse_workers: as for the local and function
             backends, applied on the workers (`python`: the workers' interpreter).
         poll_interval: longest wait of `poll()` when nothing happens.
@@ -114,6 +125,8 @@ class DaskBackend(TrialBackend):
         poll_interval: float = 0.1,
         connect_timeout: float = 10.0,
         tuner_lease: float = TUNER_LEASE,
+        checkpoint_url: str | None = None,
+        checkpoint_options: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if isinstance(gpus_per_trial, bool) or not isinstance(gpus_per_trial, int) \
@@ -134,18 +147,24 @@ class DaskBackend(TrialBackend):
             "gpus_per_trial": gpus_per_trial,
             "timeout": _positive_or_none(timeout, "timeout"),
             "stop_grace_period": _non_negative(stop_grace_period, "stop_grace_period"),
-            "env": {str(k): str(v) for k, v in (env or {}).items()},
+            # secret references stay references: the workers resolve them when trials launch
+            "env": {str(k): v if is_reference(v) else str(v) for k, v in (env or {}).items()},
             "python": python,
             "poll_interval": 0.05,
             "reuse_workers": bool(reuse_workers),
             "tuner_lease": _lease(tuner_lease),
         }
+        if checkpoint_url is not None:
+            self.options["checkpoint_url"] = check_url(checkpoint_url, checkpoint_options)
+            self.options["checkpoint_options"] = dict(checkpoint_options or {})
         self._shared_root = trial_root
         self.client, self._owns_client = _connect(address, client, connect_timeout)
         self.address = self.client.scheduler.address
         try:
             self.workers = _check_workers(self.client, self.address, gpus_per_trial,
                                           connect_timeout)
+            if checkpoint_url is not None:
+                _check_checkpoint_url(self.client, self.options)
         except BaseException:
             self._close_client()
             raise
@@ -189,6 +208,9 @@ class DaskBackend(TrialBackend):
         root = self._shared_root or str(context.root.resolve())
         self.options_root = root
         self.experiment = hashlib.sha1(root.encode()).hexdigest()[:16]
+        # checkpoints at the URL go under the experiment's name (a backend used on its own:
+        # the name of the folder holding the trials folder, as in a store's <name>/trials)
+        self.options["experiment_name"] = context.experiment or context.root.resolve().parent.name
         ended = self.client.run(dask_worker.end_experiment, self.experiment, self.session)
         if any(ended.values()):
             logger.warning("ended the trials an earlier session of this experiment left on "
@@ -449,6 +471,18 @@ def _connect(address: str | None, client: Any, timeout: float) -> tuple[Any, boo
     except (OSError, TimeoutError) as err:
         raise ValueError(f"backend_options.address: cannot reach the Dask scheduler at "
                          f"{address} within {timeout:g}s ({type(err).__name__}: {err})") from None
+
+
+def _check_checkpoint_url(client: Any, options: dict[str, Any]) -> None:
+    """One error before anything runs when a worker cannot write to the checkpoint URL."""
+    url = options["checkpoint_url"]
+    answers = client.run(dask_worker.probe_checkpoint_url, url, options["checkpoint_options"],
+                         on_error="return")
+    failed = {addr: answer for addr, answer in answers.items() if answer is not None}
+    if failed:
+        addr, reason = sorted(failed.items())[0]
+        raise ValueError(f"backend_options.checkpoint_url: worker {addr} cannot use {url} "
+                         f"({reason}; {len(failed)} of {len(answers)} workers failed)")
 
 
 def _check_workers(client: Any, address: str, gpus_per_trial: int,

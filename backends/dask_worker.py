@@ -22,6 +22,7 @@ has not been renewed for `lease` seconds (on this worker's clock) ends all its t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -30,12 +31,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from backends.checkpoint_url import CheckpointURL, CheckpointURLError
+from hpo_core.secrets import mask_text
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
 
 #: the name of the Dask worker a trial runs on, in the trial's environment
 WORKER_ENV = "TUNESMITH_DASK_WORKER"
+#: in `trial_root`, replaced by each worker's name (a folder per worker)
+WORKER_PLACEHOLDER = "{worker}"
 #: seconds between two looks at the task's state (a stop reaches the trial within this)
 CHECK_EVERY = 0.05
 #: a host without segments for this long closes its backend (its worker processes)
@@ -58,6 +63,12 @@ class _Host:
         self.lease = lease
         self.reason = "closed"  # why its segments ended, once closed
         _RENEWED.setdefault(session, time.monotonic())
+        options = dict(options)
+        url = options.pop("checkpoint_url", None)
+        storage_options = options.pop("checkpoint_options", None)
+        name = options.pop("experiment_name", None)
+        #: the checkpoints' URL, when they live there (else in the trial folders)
+        self.remote = CheckpointURL(url, name, storage_options) if url else None
         self.inner = _local_backend(options)
         self.inner.set_trial_root(Path(trial_root))  # also ends what a dead session left here
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -198,9 +209,24 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
     tid = trial.trial_id
     options = {**options, "env": {**options.get("env", {}), WORKER_ENV: str(worker.name)}}
     lease = float(options.pop("tuner_lease"))
-    host = _host(experiment, session, options, trial_root, lease)
+    host = _host(experiment, session, options,
+                 trial_root.replace(WORKER_PLACEHOLDER, str(worker.name)), lease)
     worker.log_event(topic, {"kind": "started", "trial": tid, "segment": segment,
                              "worker": worker.address, "name": str(worker.name)})
+
+    def current() -> bool:
+        state = worker.state.tasks.get(key)
+        return state is not None and state.state in ("executing", "long-running")
+
+    versions: list[str] = []  # this trial's checkpoint versions at the URL, oldest first
+    if host.remote is not None:
+        try:
+            host.remote.download(tid, host.inner.checkpoint_dir(tid),
+                                 trial.checkpoint_from if action == "start" else None)
+            versions = host.remote.versions(tid)
+        except CheckpointURLError as err:
+            return {"outcome": "failed", "reason": str(err), "reports": 0, "extra": {}}
+        trial = dataclasses.replace(trial, checkpoint_from=None)  # it is in place now
     events = host.begin(trial, action)
     reports = 0
     ended: dict[str, Any] | None = None
@@ -214,22 +240,38 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
                 ended = {"outcome": "cancelled", "reason": host.reason}
             elif event is not False:
                 if event.kind == EventKind.RESULT:
+                    if host.remote is not None:  # its checkpoint first, then the report
+                        try:
+                            host.remote.upload(tid, host.inner.checkpoint_dir(tid), current,
+                                               versions)
+                        except CheckpointURLError as err:
+                            ended = {"outcome": "failed", "reason": str(err), "extra": {}}
+                            break
                     reports += 1
                     worker.log_event(topic, {"kind": "result", "trial": tid, "segment": segment,
                                              "metrics": _plain(event.metrics)})
                 elif event.kind in (EventKind.COMPLETED, EventKind.FAILED):
                     ended = {"outcome": event.kind.value, "reason": event.reason}
             if ended is None:
-                state = worker.state.tasks.get(key)
-                if state is None or state.state not in ("executing", "long-running"):
+                if not current():
                     ended = {"outcome": "cancelled", "reason": "the task was cancelled"}
                 elif worker.status.name not in ("running", "paused"):
                     # closing: it lost its scheduler (or is told to go); its trials go first
                     ended = {"outcome": "cancelled", "reason": f"the worker is {worker.status.name}"}
     finally:
-        host.end(tid, events, stop=ended is None or ended["outcome"] == "cancelled")
+        host.end(tid, events, stop=ended is None or ended["outcome"] != "completed")
     ended["reports"] = reports
     return ended
+
+
+def probe_checkpoint_url(url: str, storage_options: dict[str, Any] | None) -> str | None:
+    """Whether this worker can write to the checkpoint URL: None, or the (masked) reason."""
+    try:
+        CheckpointURL(url, None, storage_options).probe()
+    except Exception as err:  # noqa: BLE001 - reported to the tuner as one line
+        return str(err) if isinstance(err, CheckpointURLError) \
+            else mask_text(f"{type(err).__name__}: {err}")
+    return None
 
 
 def end_experiment(experiment: str, keep_session: str | None = None,

@@ -487,3 +487,114 @@ def test_an_experiment_cut_off_from_its_scheduler_resumes_on_a_new_cluster(
         # its checkpoint but not its log line)
         assert ran == sorted(set(ran)) and ran[0] == 1 and ran[-1] == 30, ran
         assert results[results["trial_id"] == tid]["epoch"].max() == 30
+
+
+# -- checkpoints at an s3:// URL (a real moto server), workers sharing no trial folder -----------
+BUCKET = "tunesmith-checkpoints"
+S3_SECRET = "moto-secret-value-5f1c"  # the workers' secret key, by reference: never logged
+
+
+@pytest.fixture(scope="module")
+def s3_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str]]:
+    """A moto S3 server with a bucket, and two single-thread workers whose environment holds
+    the secret key the spec references."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key=S3_SECRET).create_bucket(Bucket=BUCKET)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TUNESMITH_TEST_S3_SECRET", S3_SECRET)  # in the workers' environment
+            patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            cluster = start_cluster(Path(tmp_path_factory.mktemp("dask-s3")),
+                                    {"s1": 0, "s2": 0}, nthreads=1)
+        yield cluster, url
+        cluster.stop()
+    finally:
+        server.stop()
+
+
+def s3_options(url: str) -> dict[str, Any]:
+    return {"endpoint_url": url, "key": "testing",
+            "secret": {"secret": "env:TUNESMITH_TEST_S3_SECRET"}}
+
+
+def test_a_paused_trial_resumes_on_another_worker_from_its_checkpoint_at_an_s3_url(
+        s3_cluster: tuple[Cluster, str], script: Path, tmp_path: Path) -> None:
+    import boto3
+
+    cluster, url = s3_cluster
+    # each worker keeps its trial folders apart: a checkpoint reaches the other one only via S3
+    roots = {name: tmp_path / name / "trials" for name in ("s1", "s2")}
+    backend = make_backend(cluster.address, str(script), tmp_path / "exp" / "trials",
+                           trial_root=str(tmp_path / "{worker}" / "trials"),
+                           checkpoint_url=f"s3://{BUCKET}/runs/", checkpoint_options=s3_options(url))
+    config = {"x": 0.1, "epochs": 12, "sleep": 0.15}
+    try:
+        backend.start(Trial(0, config))
+        events = collect(backend, lambda ev: len(epochs(ev, 0)) >= 3
+                         and backend.trial_worker(0) is not None)
+        first = backend.trial_worker(0).split()[0]
+        other = ({"s1", "s2"} - {first}).pop()
+        backend.pause(0)
+        assert wait_gone(roots[first] / "0") == []
+        # fill both workers, then free the other one: the resume can only go there
+        for tid in (1, 2):
+            backend.start(Trial(tid, {"x": 0.5, "epochs": 400, "sleep": 0.1}))
+        events += collect(backend, lambda ev: all(epochs(ev, t) and backend.trial_worker(t)
+                                                  for t in (1, 2)))
+        on_other = next(t for t in (1, 2) if backend.trial_worker(t).split()[0] == other)
+        backend.stop(on_other)
+        reported = len(epochs(events, 0))
+        backend.resume(Trial(0, config, num_results=reported))
+        events += collect(backend, lambda ev: ended(ev, 0) is not None, timeout=60)
+        assert ended(events, 0).kind == EventKind.COMPLETED, ended(events, 0)
+        assert backend.trial_worker(0).split()[0] == other
+        # seeded from trial 0's checkpoint at the URL (PBT): continues at its epoch 13
+        backend.stop(3 - on_other)
+        backend.start(Trial(3, {**config, "epochs": 14}, checkpoint_from=0))
+        events += collect(backend, lambda ev: ended(ev, 3) is not None, timeout=60)
+    finally:
+        backend.close()
+    assert wait_gone(tmp_path) == []
+    before = [int(e) for _, _, e, *_ in log_lines(roots[first], 0)]
+    after = [int(e) for _, _, e, *_ in log_lines(roots[other], 0)]
+    assert before[:3] == [1, 2, 3] and before == list(range(1, len(before) + 1)), before
+    # the resume started from the last checkpoint uploaded before a report (the paused run may
+    # have saved one more, which stayed on its worker), never from scratch
+    assert after and 4 <= after[0] <= before[-1] + 1, (before, after)
+    assert after == list(range(after[0], 13)), after
+    seen = epochs(events, 0)
+    assert seen == sorted(set(seen)) and seen[-1] == 12, seen
+    assert epochs(events, 3) == [13, 14] and ended(events, 3).kind == EventKind.COMPLETED
+    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key=S3_SECRET)
+    latest = s3.get_object(Bucket=BUCKET, Key="runs/exp/0/latest")["Body"].read().decode()
+    body = s3.get_object(Bucket=BUCKET, Key=f"runs/exp/0/{latest}/checkpoint.json")["Body"]
+    assert json.loads(body.read()) == {"epoch": 12}
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/exp/0/")["Contents"]
+    assert len({o["Key"].split("/")[3] for o in listed} - {"latest"}) <= 2  # old ones removed
+    for path in [*cluster.folder.glob("*.log"), *tmp_path.rglob("*")]:
+        if path.is_file():
+            assert S3_SECRET not in path.read_text(errors="replace"), f"secret in {path}"
+
+
+def test_a_checkpoint_url_the_workers_cannot_write_is_one_error(
+        s3_cluster: tuple[Cluster, str], script: Path) -> None:
+    from backends.dask import DaskBackend
+
+    cluster, url = s3_cluster
+    with pytest.raises(ValueError, match=r"^backend_options.checkpoint_url: worker tcp://\S+ "
+                                         r"cannot use s3://no-such-bucket/x \(could not write"):
+        DaskBackend(str(script), address=cluster.address, checkpoint_url="s3://no-such-bucket/x",
+                    checkpoint_options=s3_options(url))
+    with pytest.raises(ValueError, match=r"^backend_options.checkpoint_url: expected a URL"):
+        DaskBackend(str(script), address=cluster.address, checkpoint_url="bucket/prefix")
