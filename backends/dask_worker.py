@@ -225,7 +225,7 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
                                  trial.checkpoint_from if action == "start" else None)
             versions = host.remote.versions(tid)
         except CheckpointURLError as err:
-            return {"outcome": "failed", "reason": str(err), "reports": 0, "extra": {}}
+            return {"outcome": "failed", "reason": str(err), "reports": 0}
         trial = dataclasses.replace(trial, checkpoint_from=None)  # it is in place now
     events = host.begin(trial, action)
     reports = 0
@@ -245,7 +245,7 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
                             host.remote.upload(tid, host.inner.checkpoint_dir(tid), current,
                                                versions)
                         except CheckpointURLError as err:
-                            ended = {"outcome": "failed", "reason": str(err), "extra": {}}
+                            ended = {"outcome": "failed", "reason": str(err)}
                             break
                     reports += 1
                     worker.log_event(topic, {"kind": "result", "trial": tid, "segment": segment,
