@@ -63,6 +63,9 @@ class ASHA(Scheduler):
     trial stops, pauses or completes, and `on_error` when it fails.
     """
 
+    max_t: float  # set from `fidelity`: never None here
+    resource_attr: str
+
     def __init__(
         self,
         config_space: ConfigSpace | Mapping[str, Any],

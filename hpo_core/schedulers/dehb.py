@@ -75,6 +75,9 @@ class DEHB(Scheduler):
         points_to_evaluate: configs of the first random stage, used first.
     """
 
+    max_t: float  # set from `fidelity`: never None here
+    resource_attr: str
+
     def __init__(
         self,
         config_space: ConfigSpace | Mapping[str, Any],

@@ -34,6 +34,8 @@ class MedianStoppingRule(FIFOScheduler):
         min_samples_required: other trials that must have reached r before a decision at r.
     """
 
+    resource_attr: str  # required here
+
     def __init__(
         self,
         config_space: ConfigSpace | Mapping[str, Any],

@@ -40,6 +40,8 @@ class PopulationBasedTraining(Scheduler):
         points_to_evaluate: configs of the first population members.
     """
 
+    resource_attr: str  # required here
+
     def __init__(
         self,
         config_space: ConfigSpace | Mapping[str, Any],

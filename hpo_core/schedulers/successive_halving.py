@@ -113,6 +113,9 @@ class SyncSuccessiveHalving(Scheduler):
     hook: `_bracket_shape(index)` gives the levels and rung sizes of the index-th bracket opened.
     """
 
+    max_t: float  # set from `fidelity`: never None here
+    resource_attr: str
+
     def __init__(
         self,
         config_space: ConfigSpace | Mapping[str, Any],
