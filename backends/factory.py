@@ -1,4 +1,4 @@
-"""From an ExperimentSpec to a backend, its config space and the fidelity options it implies.
+"""From an ExperimentSpec to its backend (`spec.backend` with `spec.backend_options`).
 
 `spec.backend_options` for the simulated backend::
 
@@ -25,8 +25,6 @@ from typing import Any
 
 from hpo_core.backend import TrialBackend
 from hpo_core.options import Keywords, check_options, keywords
-from hpo_core.registry import METHODS
-from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec, SpecError
 
 DEFAULT_BLACKBOX = {"blackbox": "lcbench", "task": "blood-transfusion-service-center"}
@@ -125,46 +123,3 @@ def build_backend(spec: ExperimentSpec, objective: Any = None) -> TrialBackend:
         options["entry_point"] = objective
     _check_options(cls, options, ())
     return cls(**options)
-
-
-def resolve_config_space(spec: ExperimentSpec, backend: TrialBackend) -> ConfigSpace:
-    """The spec's config space, or the backend's (a simulated blackbox's) when the spec leaves
-    it empty."""
-    implied = backend.config_space()
-    if spec.config_space:
-        space = ConfigSpace(spec.config_space)
-        if implied is not None:
-            missing = [n for n in implied.names if n not in space]
-            if missing:
-                raise SpecError(
-                    f"spec.config_space: the config space of the {spec.backend} backend "
-                    f"needs values for {missing} (as domains or fixed values)"
-                )
-        return space
-    if implied is None:
-        raise SpecError(f"spec.config_space: required for the {spec.backend!r} backend")
-    return implied
-
-
-def default_scheduler_options(spec: ExperimentSpec, backend: TrialBackend) -> dict[str, Any]:
-    """`spec.scheduler_options`, completed with the fidelity a simulated backend reports.
-
-    For a multi-fidelity method, `resource_attr` becomes the blackbox's fidelity name, `max_t`
-    its largest (replayed) fidelity and `grace_period` its smallest, each only where the spec
-    leaves it out and the method takes it.
-    """
-    options = dict(spec.scheduler_options)
-    info = METHODS.get(spec.scheduler)
-    fidelity = backend.fidelity()
-    if info is None or not info.multi_fidelity or fidelity is None or not fidelity.values:
-        return options
-    params = info.option_names()
-    defaults = {
-        "resource_attr": fidelity.name,
-        "max_t": fidelity.values[-1],
-        "grace_period": fidelity.values[0],
-    }
-    for key, value in defaults.items():
-        if key in params and key not in options:
-            options[key] = value
-    return options

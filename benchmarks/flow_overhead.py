@@ -44,7 +44,7 @@ def spec(root: Path, name: str, trials: int) -> dict:
 def child(mode: str, root: Path, name: str, trials: int, uri: str) -> dict:
     """One measurement, in this (fresh) process; imports are done before the clock starts."""
     if mode == "bare":
-        from flows.runner import build_tuner
+        from flows.experiment import build_tuner
         from hpo_core.spec import ExperimentSpec
 
         start = time.perf_counter()

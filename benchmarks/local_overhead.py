@@ -119,7 +119,7 @@ def run_ours(folder: Path, trials: int, workers: int, bare: bool, native: bool) 
     )
     started = time.perf_counter()
     if bare:
-        from flows.runner import build_tuner
+        from flows.experiment import build_tuner
 
         build_tuner(spec).run()
         how = "bare tuner"

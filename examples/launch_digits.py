@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(args.spec, args)
     print(f"{spec.name}: {spec.scheduler} on {spec.n_workers} local workers, stop {spec.stop}")
     if args.no_flow:
-        from flows.runner import build_tuner
+        from flows.experiment import build_tuner
 
         result = build_tuner(spec).run()
         print(f"ended: {result.reason}")

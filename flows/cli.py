@@ -84,8 +84,8 @@ def _step_name(experiment: Any) -> str:
 
 
 def _run_bare(spec: ExperimentSpec) -> None:
+    from flows.experiment import build_tuner
     from flows.failures import check_outcome
-    from flows.runner import build_tuner
     from flows.status import StatusView
 
     tuner = build_tuner(spec, callbacks=[StatusView()])
@@ -148,7 +148,7 @@ def _signals_as_exceptions() -> Iterator[None]:
 
 
 def _run(spec: ExperimentSpec, use_flow: bool) -> int:
-    from flows.runner import check_spec
+    from flows.experiment import check_spec
 
     # the backend (a simulated spec's metric too), the method and the store are checked before
     # any flow runs or any folder is made
@@ -238,7 +238,7 @@ def _how_it_ended(experiment: Experiment, root: Path, name: str) -> str:
     if not state:
         return "not started: no state was saved, so there is nothing to resume"
     try:
-        from flows.runner import check_spec
+        from flows.experiment import check_spec
 
         check_spec(ExperimentSpec.from_file(experiment.path / "spec.json"))
     except Exception as err:  # noqa: BLE001 - any reason it cannot run is shown, in one line

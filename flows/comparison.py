@@ -60,7 +60,7 @@ class ComparisonPlan:
     def validate(self) -> None:
         """Bad methods, tasks or options fail here, before anything runs (errors name the
         field)."""
-        from backends.factory import build_backend
+        from flows.experiment import assemble
 
         validate_name(self.name, "name")
         for field_name, values in (("methods", self.methods), ("tasks", self.tasks),
@@ -70,14 +70,15 @@ class ComparisonPlan:
         if not self.max_time > 0:
             raise SpecError(f"max_time: must be > 0 simulated seconds, got {self.max_time!r}")
         for task in self.tasks:
-            build_backend(ExperimentSpec.from_dict(self.spec(self.methods[0], task, self.seeds[0])))
+            assemble(ExperimentSpec.from_dict(self.spec(self.methods[0], task,
+                                                        self.seeds[0]))).close()
         for method in self.methods:
             ExperimentSpec.from_dict(self.spec(method, self.tasks[0], self.seeds[0]))
 
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """One simulated experiment (in a worker process); its `Run` as a dict."""
-    from flows.runner import build_tuner
+    from flows.experiment import build_tuner
     from hpo_core.store.analysis import load_experiment
 
     logging.disable(logging.WARNING)

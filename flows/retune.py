@@ -106,14 +106,13 @@ def space_and_options(spec: ExperimentSpec) -> tuple[ConfigSpace, dict[str, Any]
     (completed with the simulated backend's fidelity, where the method takes it)."""
     if spec.config_space and spec.backend != "simulated":
         return ConfigSpace(spec.config_space), dict(spec.scheduler_options)
-    from backends.factory import build_backend, default_scheduler_options, resolve_config_space
+    from flows.experiment import assemble
 
-    backend = build_backend(spec)
+    experiment = assemble(spec)
     try:
-        return resolve_config_space(spec, backend), {**default_scheduler_options(spec, backend),
-                                                     **spec.scheduler_options}
+        return experiment.config_space, experiment.scheduler_options
     finally:
-        backend.close()
+        experiment.close()
 
 
 def valid_configs(space: ConfigSpace, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:

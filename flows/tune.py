@@ -38,11 +38,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from prefect.utilities.urls import url_for
 
-from backends.factory import build_backend
 from flows._prefect_backend import PrefectTrialBackend
 from flows.artifacts import ProgressArtifact, publish_leaderboard, publish_summary
+from flows.experiment import assemble
 from flows.failures import check_outcome, user_error
-from flows.runner import build_tuner
 from flows.status import StatusView, TrialLogLines, api_only
 from flows.tracking import MlflowTracker
 from hpo_core.backend import ClockKind
@@ -137,7 +136,7 @@ def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experime
     logger = get_run_logger()
     threading.Thread(target=_import_matplotlib, daemon=True).start()  # for the plot at the end
     spec = ExperimentSpec.coerce(spec)
-    backend = build_backend(spec, objective)
+    experiment = assemble(spec, objective=objective, scheduler=scheduler)
     run_id = str(flow_run.id) if flow_run.id else None
     run_url = url_for("flow-run", run_id) if run_id else None
     prefect_tags = {"prefect.flow_run_id": run_id, **({"prefect.flow_run_url": run_url}
@@ -147,10 +146,10 @@ def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experime
     views = [StatusView(), TrialLogLines(api_only(logger))] if status_view \
         else [TrialLogLines(logger)]
     callbacks = [c for c in (tracker, ProgressArtifact(spec.name), *views) if c is not None]
-    simulated = backend.clock_kind is ClockKind.SIMULATED
-    if not simulated:
-        backend = PrefectTrialBackend(backend)
-    tuner = build_tuner(spec, callbacks, backend, scheduler)
+    simulated = experiment.backend.clock_kind is ClockKind.SIMULATED
+    if not simulated:  # each trial segment becomes a Prefect task
+        experiment.backend = PrefectTrialBackend(experiment.backend)
+    tuner = experiment.tuner(callbacks)
     tuner.checkpoint_interval = checkpoint_interval
     resumed = tuner.store is not None and tuner.store.has_state()
     logger.info("%s experiment %s: %s on the %s backend, %d workers",

@@ -145,10 +145,9 @@ def tune(
 
         outcome = run_tune(spec, tracking_uri, objective=passed, scheduler=scheduler)
         return TuneResult(load_experiment(outcome["store_path"]), outcome)
-    from backends.factory import build_backend
-    from flows.runner import build_tuner
+    from flows.experiment import build_tuner
 
-    tuner = build_tuner(spec, backend=build_backend(spec, passed), scheduler=scheduler)
+    tuner = build_tuner(spec, scheduler=scheduler, objective=passed)
     tuner.run()
     return TuneResult(load_experiment(tuner.store.path))
 

@@ -434,7 +434,7 @@ def test_an_experiment_cut_off_from_its_scheduler_resumes_on_a_new_cluster(
     import threading
 
     from backends.dask import ClusterLostError
-    from flows.runner import build_tuner
+    from flows.experiment import build_tuner
     from hpo_core.spec import ExperimentSpec
     from hpo_core.store import load_experiment
 

@@ -7,8 +7,9 @@ import pytest
 
 from backends import factory
 from backends.blackbox import blackbox_from_dataframe
-from backends.factory import build_backend, default_scheduler_options, resolve_config_space
+from backends.factory import build_backend
 from backends.simulated import SimulatedBackend
+from flows.experiment import default_scheduler_options, resolve_config_space
 from hpo_core.backend import ClockKind
 from hpo_core.registry import build_scheduler
 from hpo_core.spec import ExperimentSpec, SpecError

@@ -81,7 +81,7 @@ def test_torch_digits_asha_resumes_from_torch_checkpoints(tmp_path):
     resumed run starts at epoch 2 or later."""
     import re
 
-    from flows.runner import build_tuner
+    from flows.experiment import build_tuner
 
     overrides = argparse.Namespace(name="digits-torch", max_trials=2,
                                    results_root=str(tmp_path / "exp"), workers=2)

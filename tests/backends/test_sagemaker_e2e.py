@@ -13,7 +13,7 @@ from backends.aws_pricing import TRAINING_PRICES_US_EAST_1, job_cost
 from backends.factory import build_backend
 from backends.sagemaker import SageMakerBackend
 from backends.sagemaker_jobs import JOB_NAME_PATTERN
-from flows.runner import build_tuner
+from flows.experiment import build_tuner
 from hpo_core.secrets import MASK
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import load_experiment

@@ -14,7 +14,7 @@ from backends.blackbox import BlackboxError, available_blackboxes, load_blackbox
 from backends.blackbox.repository import BUNDLED_ROOT, ROOT_ENV
 from backends.blackbox.yahpo import YahpoBlackbox
 from backends.simulated import SimulatedBackend
-from flows.runner import build_tuner
+from flows.experiment import build_tuner
 from hpo_core.spec import ExperimentSpec
 from hpo_core.trial import EventKind, Trial
 

@@ -45,7 +45,7 @@ def test_run_list_show_and_resume_without_prefect(tmp_path, capsys):
 
 
 def test_show_says_an_interrupted_experiment_can_be_resumed(tmp_path, capsys):
-    from flows.runner import build_tuner
+    from flows.experiment import build_tuner
     from hpo_core.spec import ExperimentSpec
 
     spec = ExperimentSpec.from_file(write_spec(tmp_path, name="cli-killed"))

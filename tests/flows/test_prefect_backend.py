@@ -121,7 +121,7 @@ def test_launch_errors_are_retried_and_then_fail_the_trial(tmp_path: Path) -> No
 
     from backends.local import LocalBackend
     from flows._prefect_backend import PrefectTrialBackend
-    from flows.runner import build_tuner
+    from flows.experiment import build_tuner
     from hpo_core.spec import ExperimentSpec
 
     class FlakyLaunches(LocalBackend):
@@ -167,7 +167,7 @@ def test_a_launch_does_not_wait_out_the_poll_interval(tmp_path: Path) -> None:
 
     from backends.local import LocalBackend
     from flows._prefect_backend import PrefectTrialBackend
-    from flows.runner import build_tuner
+    from flows.experiment import build_tuner
     from hpo_core.spec import ExperimentSpec
 
     spec = ExperimentSpec.from_dict({**local_spec(

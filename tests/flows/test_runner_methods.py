@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from flows.runner import build_tuner
+from flows.experiment import build_tuner
 from hpo_core.registry import METHODS
 from hpo_core.spec import ExperimentSpec
 

@@ -7,7 +7,7 @@ import logging
 import re
 from pathlib import Path
 
-from flows.runner import build_tuner
+from flows.experiment import build_tuner
 from flows.status import StatusView, TrialLogLines
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import load_experiment

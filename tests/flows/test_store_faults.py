@@ -17,7 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from flows.runner import build_tuner
+from flows.experiment import build_tuner
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import load_experiment
 
@@ -68,7 +68,7 @@ def fork_cli():
     tunesmith once (a fresh interpreter costs seconds on a busy machine; 20 kills need 20
     starts). Each is SIGKILLable like any process; the server ends with the test."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["flows.cli", "flows.runner", "backends.factory",
+    ctx.set_forkserver_preload(["flows.cli", "flows.experiment", "backends.factory",
                                 "backends.blackbox", "backends.simulated", "backends.local",
                                 "hpo_core.progress"])
 

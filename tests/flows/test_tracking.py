@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from flows.runner import build_tuner
+from flows.experiment import build_tuner
 from flows.tracking import MlflowTracker
 from hpo_core.secrets import MASK as REDACTED
 from hpo_core.spec import ExperimentSpec
