@@ -43,7 +43,7 @@ from flows._mlflow_writer import (
     now_ms,
 )
 from flows._trial_logs import TrialLogs, find_trial_logs
-from hpo_core.backend import ClockKind
+from hpo_core.backend import ClockKind, TrialContext
 from hpo_core.secrets import (
     MASK,
     is_reference,
@@ -176,7 +176,7 @@ class MlflowTracker(TunerCallback):
         self._pending: dict[int, list[tuple[Mapping[str, Any], int]]] = {}
         self._started: dict[int, int] = {}
         self._flushed: dict[int, float] = {}
-        self._trials_path: Path | None = None  # real backends: where trials keep their output
+        self._trial_files: TrialContext | None = None  # real backends: where trials keep output
         self._secret_names: set[str] = set()
         self._best: dict[int, TrialValue] = {}  # each trial's value so far (its best report)
         self._metric = spec.metric if isinstance(spec.metric, str) else spec.metric[0]
@@ -220,7 +220,7 @@ class MlflowTracker(TunerCallback):
         store = tuner.store
         store_path = Path(store.path).resolve() if store is not None else None
         self._realtime = tuner.backend.clock_kind is ClockKind.WALL
-        self._trials_path = Path(store.trials_path) if store is not None and self._realtime \
+        self._trial_files = store.trial_context() if store is not None and self._realtime \
             else None
         self._secret_names = secrets
         self._resource_attr = tuner.scheduler.resource_attr
@@ -385,10 +385,10 @@ class MlflowTracker(TunerCallback):
         ))
 
     def _logs(self, trial: Trial) -> TrialLogs | None:
-        if self._trials_path is None:
+        if self._trial_files is None:
             return None
         secrets = [v for k, v in trial.config.items() if is_secret_name(k, self._secret_names)]
-        return find_trial_logs(self._trials_path / str(trial.trial_id), secrets)
+        return find_trial_logs(self._trial_files.trial_dir(trial.trial_id), secrets)
 
     def _on_disable(self, message: str) -> None:
         self.error = message

@@ -31,7 +31,8 @@ from backends.functions import FunctionBackend
 from backends.local import LocalBackend
 from backends.sagemaker import FINAL_STATUSES, SageMakerBackend
 from backends.simulated import SimulatedBackend
-from hpo_core.backend import ClockKind, TrialBackend
+from hpo_core.backend import ClockKind, Fidelity, TrialBackend
+from hpo_core.space import ConfigSpace
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 BACKENDS = ["simulated", "local", "function", "sagemaker", "dask", "dask-function"]
@@ -386,3 +387,25 @@ def test_wake_ends_a_waiting_poll_early(make):
     else:
         assert 0.15 <= elapsed < 2.5, elapsed  # waited for the wake-up, not the poll interval
 
+
+def test_capabilities_are_declared_and_typed(make):
+    """What a backend offers beyond the calls is declared on it (`hpo_core.backend`), typed,
+    with a default: nothing is probed. A distributed backend names the worker of a trial once
+    it runs there; the others name none."""
+    backend = make().backend
+    assert isinstance(backend.clock_kind, ClockKind)
+    assert isinstance(backend.restores_running_trials, bool)
+    assert isinstance(backend.distributed, bool)
+    default, most = backend.default_n_workers(), backend.max_n_workers()
+    assert isinstance(default, int) and isinstance(most, int) and 1 <= default <= most
+    space, fidelity = backend.config_space(), backend.fidelity()
+    assert space is None or isinstance(space, ConfigSpace)
+    assert fidelity is None or (isinstance(fidelity, Fidelity)
+                                and list(fidelity.values) == sorted(fidelity.values))
+    if backend.context is not None:  # the trial-folder layout is the context's
+        assert backend.checkpoint_dir(3) == backend.context.root / "3" / "checkpoint"
+    assert backend.trial_worker(0) is None
+    backend.start(Trial(0, config()))
+    collect(backend, lambda events: any(e.trial_id == 0 for e in events))
+    where = backend.trial_worker(0)
+    assert (isinstance(where, str) and where) if backend.distributed else where is None

@@ -1,0 +1,64 @@
+"""The one assembly path: a spec's parts built and checked once; nothing left open on failure."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows import experiment
+from flows.experiment import assemble, build_tuner
+from hpo_core.spec import ExperimentSpec, SpecError
+
+METRIC = "Train/val_cross_entropy"
+
+
+def spec(root, **fields) -> ExperimentSpec:
+    base = {"name": "assembled", "metric": METRIC, "scheduler": "asha",
+            "stop": {"max_trials_completed": 3}, "results_root": str(root)}
+    return ExperimentSpec.from_dict({**base, **fields})
+
+
+@pytest.fixture
+def closed(monkeypatch) -> list[str]:
+    """Names the backends the assembly built, as they are closed."""
+    calls: list[str] = []
+    build = experiment.build_backend
+
+    def recording(spec, objective=None):
+        backend = build(spec, objective)
+        close = backend.close
+        backend.close = lambda: (calls.append(spec.name), close())[1]  # type: ignore[method-assign]
+        return backend
+
+    monkeypatch.setattr(experiment, "build_backend", recording)
+    return calls
+
+
+def test_the_parts_come_from_the_spec_and_what_the_backend_declares(tmp_path):
+    built = assemble(spec(tmp_path, n_workers="auto"))
+    fidelity = built.backend.fidelity()
+    assert fidelity is not None
+    assert built.config_space is built.backend.config_space()
+    assert built.scheduler_options == {"resource_attr": fidelity.name,
+                                       "max_t": fidelity.values[-1],
+                                       "grace_period": fidelity.values[0]}
+    assert built.n_workers == built.backend.default_n_workers()
+    assert not (tmp_path / "assembled").exists()  # no store until a tuner is asked for
+    tuner = built.tuner()
+    assert tuner.backend is built.backend and tuner.n_workers == built.n_workers
+    assert tuner.run().best_trial_id is not None
+
+
+def test_a_part_that_fails_closes_the_backend_built_for_it(tmp_path, closed):
+    with pytest.raises(SpecError, match=r"spec.scheduler_options"):
+        assemble(spec(tmp_path, scheduler_options={"reduction_factor": "three"}))
+    with pytest.raises(SpecError, match=r"spec.n_workers: .*at most"):
+        assemble(spec(tmp_path, n_workers=5000))
+    assert closed == ["assembled", "assembled"]
+
+
+def test_a_store_of_another_experiment_closes_the_backend(tmp_path, closed):
+    build_tuner(spec(tmp_path)).run()
+    other = assemble(spec(tmp_path, scheduler="random"))
+    with pytest.raises(SpecError, match=r"exists at .* with different scheduler"):
+        other.tuner()
+    assert closed[-1] == "assembled" and len(closed) == 2  # the run's own close, then this one
