@@ -3,9 +3,16 @@
 `files` names the layout and writes atomically, `lock` gives an experiment one owner,
 `journal` logs what the tuner saw before it acts on it, `store` reads and writes an experiment
 while it runs (snapshots plus the journal), `analysis` reads a finished or running one
-(`load_experiment`, without the lock)."""
+(`load_experiment`, without the lock).
 
-from hpo_core.store.analysis import Experiment, load_experiment, pareto_mask
+`store` and `analysis` (pandas, pyarrow) load on first use of their names, so that a module
+that needs only the layout (`validate_name`: the spec) does not pay for them."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from hpo_core.store.files import (
     CONFIG_PREFIX,
     NAME_PATTERN,
@@ -19,7 +26,13 @@ from hpo_core.store.files import (
 )
 from hpo_core.store.journal import StoreError, StoreFullError
 from hpo_core.store.lock import ExperimentLockedError, experiment_lock
-from hpo_core.store.store import ExperimentStore
+
+if TYPE_CHECKING:
+    from hpo_core.store.analysis import Experiment, load_experiment, pareto_mask
+    from hpo_core.store.store import ExperimentStore
+
+_LAZY = {"Experiment": "analysis", "load_experiment": "analysis", "pareto_mask": "analysis",
+         "ExperimentStore": "store"}
 
 __all__ = [
     "CONFIG_PREFIX",
@@ -40,3 +53,9 @@ __all__ = [
     "pareto_mask",
     "validate_name",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"hpo_core.store.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

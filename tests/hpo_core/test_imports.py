@@ -53,6 +53,25 @@ def test_backends_import_no_prefect_or_mlflow(imports):
     assert not loaded & {"prefect", "mlflow", "flows"}
 
 
+SPEC_PROBE = """
+import json, sys
+from hpo_core.spec import ExperimentSpec
+ExperimentSpec.from_dict({"name": "x", "metric": "loss", "scheduler": "bohb",
+                          "scheduler_options": {"max_t": 9, "gamma": 0.2},
+                          "stop": {"max_trials_started": 5}})
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_validating_a_spec_loads_the_one_method_it_names_and_no_pandas():
+    out = subprocess.run([sys.executable, "-c", SPEC_PROBE], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert {"hpo_core.registry", "hpo_core.schedulers.asha", "hpo_core.searchers.kde"} <= loaded
+    assert not loaded & {"pandas", "pyarrow", "hpo_core.store.store", "hpo_core.tuner",
+                         "hpo_core.schedulers.hyperband", "hpo_core.searchers.gp"}
+
 # -- no import loop inside hpo_core (static) ------------------------------------------------------
 # Every import counts: at module level or inside a function, under TYPE_CHECKING or not, and the
 # modules named by strings ("hpo_core.x.y" or "hpo_core.x.y:attr": registry targets and
