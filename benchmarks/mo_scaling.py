@@ -27,12 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backends.blackbox import load_blackbox  # noqa: E402
-from backends.simulated import SimulatedBackend  # noqa: E402
-from hpo_core.registry import build_scheduler  # noqa: E402
-from hpo_core.stopping import StoppingCriterion  # noqa: E402
-from hpo_core.store import ExperimentStore  # noqa: E402
-from hpo_core.tuner import Tuner  # noqa: E402
+from flows.experiment import assemble  # noqa: E402
+from hpo_core.spec import ExperimentSpec  # noqa: E402
 
 NAME, TASK = "lcbench", "blood-transfusion-service-center"
 METRICS = ["Train/val_cross_entropy", "elapsed_time"]
@@ -40,18 +36,17 @@ METRICS = ["Train/val_cross_entropy", "elapsed_time"]
 
 def run(method: str, budget: float, seed: int, workers: int) -> dict[str, float]:
     """One run of `method` for `budget` simulated seconds; wall seconds of `tuner.run()`."""
-    blackbox = load_blackbox(NAME, TASK)
-    options = {}
     metrics, modes = (METRICS, ["min", "min"]) if method != "asha" else (METRICS[0], "min")
-    if method in ("moasha", "asha"):
-        fidelities = blackbox.fidelity_values
-        options = {"resource_attr": blackbox.fidelity_name, "max_t": int(fidelities[-1]),
-                   "grace_period": int(fidelities[0]), "reduction_factor": 3}
-    scheduler = build_scheduler(method, blackbox.config_space, metrics, modes, seed, options)
-    backend = SimulatedBackend(blackbox, seed=seed, objectives=METRICS)
+    # moasha, asha: resource_attr, max_t and grace_period come from the blackbox
+    options = {"reduction_factor": 3} if method in ("moasha", "asha") else {}
     with tempfile.TemporaryDirectory() as root:
-        tuner = Tuner(scheduler, backend, StoppingCriterion(max_time=budget), n_workers=workers,
-                      store=ExperimentStore(root, f"{method}-{budget:.0f}"))
+        spec = ExperimentSpec.from_dict({
+            "name": f"{method}-{budget:.0f}", "metric": metrics, "mode": modes,
+            "scheduler": method, "scheduler_options": options, "backend": "simulated",
+            "backend_options": {"blackbox": NAME, "task": TASK, "objectives": METRICS},
+            "stop": {"max_time": budget}, "n_workers": workers, "seed": seed,
+            "results_root": root})
+        tuner = assemble(spec).tuner()
         start, cpu = time.perf_counter(), time.process_time()
         tuner.run()
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -99,10 +99,9 @@ def run_ours(method: str, metric_key: str, seed: int, budget: float, workers: in
              ) -> dict[str, Any]:
     """One tunesmith run: (time, value) of the reports within the budget that improved on the
     best value so far."""
-    from backends.simulated import SimulatedBackend
-    from hpo_core.registry import build_scheduler
-    from hpo_core.stopping import StoppingCriterion
-    from hpo_core.tuner import Tuner, TunerCallback
+    from flows.experiment import assemble
+    from hpo_core.spec import ExperimentSpec
+    from hpo_core.tuner import TunerCallback
 
     logging.disable(logging.WARNING)
     metric, mode = METRICS[metric_key]
@@ -123,11 +122,13 @@ def run_ours(method: str, metric_key: str, seed: int, budget: float, workers: in
                 values.append(float(value))
 
     started = time.perf_counter()
-    scheduler = build_scheduler(method, blackbox.config_space, metric, mode, seed,
-                                method_options(method, int(blackbox.fidelity_values[-1])))
-    backend = SimulatedBackend(blackbox, seed=seed, objectives=[metric])
-    tuner = Tuner(scheduler, backend, StoppingCriterion(max_time=budget), n_workers=workers,
-                  callbacks=[Record()])
+    spec = ExperimentSpec.from_dict({
+        "name": "quality", "metric": metric, "mode": mode, "scheduler": method,
+        "scheduler_options": method_options(method, int(blackbox.fidelity_values[-1])),
+        "backend": "simulated",
+        "backend_options": {"blackbox": BLACKBOX[0], "task": BLACKBOX[1], "objectives": [metric]},
+        "stop": {"max_time": budget}, "n_workers": workers, "seed": seed})
+    tuner = assemble(spec).tuner([Record()], persist=False)
     tuner.run()
     return {"method": method, "metric": metric, "seed": seed, "times": times, "values": values,
             "num_trials": len(tuner.trials), "seconds": time.perf_counter() - started,

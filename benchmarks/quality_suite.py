@@ -69,13 +69,11 @@ NAMESAKES = {"random": "RandomSearch", "asha": "ASHA", "bohb": "BOHB", "tpe": "T
 # -- one chunk of our runs (a subprocess: `quality_suite.py --worker REQUEST RESULT`) ------------
 def run_ours(method: str, task: str, seed: int, budget: float, workers: int) -> dict[str, Any]:
     """One tunesmith run: the reports within the budget that improved on the best so far."""
-    from backends.blackbox import load_blackbox
-    from backends.simulated import SimulatedBackend
-    from hpo_core.registry import METHODS, build_scheduler
-    from hpo_core.stopping import StoppingCriterion
-    from hpo_core.tuner import Tuner, TunerCallback
+    from flows.experiment import assemble
+    from hpo_core.registry import METHODS
+    from hpo_core.spec import ExperimentSpec
+    from hpo_core.tuner import TunerCallback
 
-    blackbox = load_blackbox(BLACKBOX, task=task)
     times: list[float] = []
     values: list[float] = []
 
@@ -87,15 +85,17 @@ def run_ours(method: str, task: str, seed: int, budget: float, workers: int) -> 
                 times.append(float(result.time))
                 values.append(float(value))
 
-    params = METHODS[method].option_names()
-    fidelity = {"max_t": int(blackbox.max_fidelity), "resource_attr": blackbox.fidelity_name,
-                "grace_period": 1}
-    options = {k: v for k, v in fidelity.items() if k in params}
+    # single-fidelity methods see the epoch too (their searchers get it with each result)
+    options = {"resource_attr": "epoch"} if "resource_attr" in METHODS[method].option_names() \
+        else {}
+    spec = ExperimentSpec.from_dict({
+        "name": "quality-suite", "metric": METRIC, "mode": MODE, "scheduler": method,
+        "scheduler_options": options, "backend": "simulated",
+        "backend_options": {"blackbox": BLACKBOX, "task": task, "objectives": [METRIC]},
+        "stop": {"max_time": budget}, "n_workers": workers, "seed": seed})
     started = time.perf_counter()
-    scheduler = build_scheduler(method, blackbox.config_space, METRIC, MODE, seed, options)
-    backend = SimulatedBackend(blackbox, seed=seed, objectives=[METRIC])
-    tuner = Tuner(scheduler, backend, StoppingCriterion(max_time=budget), n_workers=workers,
-                  callbacks=[Record()])
+    # the fidelity options (max_t, grace_period) come from the blackbox
+    tuner = assemble(spec).tuner([Record()], persist=False)
     result = tuner.run()
     return {"method": method, "task": task, "seed": seed, "times": times, "values": values,
             "budget": budget, "end_time": float(tuner.now()), "end_reason": result.reason,

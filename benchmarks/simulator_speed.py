@@ -34,11 +34,9 @@ from _peers import ensure_syne_tune_python, syne_tune_env  # noqa: E402
 
 from backends.blackbox import load_blackbox  # noqa: E402
 from backends.blackbox.repository import find_blackbox  # noqa: E402
-from backends.simulated import SimulatedBackend  # noqa: E402
-from hpo_core.registry import build_scheduler  # noqa: E402
+from flows.experiment import assemble  # noqa: E402
+from hpo_core.spec import ExperimentSpec  # noqa: E402
 from hpo_core.stopping import StoppingCriterion  # noqa: E402
-from hpo_core.store import ExperimentStore  # noqa: E402
-from hpo_core.tuner import Tuner  # noqa: E402
 
 NAME, TASK = "lcbench", "blood-transfusion-service-center"
 
@@ -46,17 +44,16 @@ NAME, TASK = "lcbench", "blood-transfusion-service-center"
 def run_tunesmith(seed: int, workers: int, stop: StoppingCriterion) -> dict[str, float]:
     """One tunesmith run; wall seconds of `tuner.run()` (store writes included)."""
     blackbox = load_blackbox(NAME, TASK)
-    fidelities = blackbox.fidelity_values
-    scheduler = build_scheduler(
-        "asha", blackbox.config_space, blackbox.default_metric,
-        blackbox.modes[blackbox.default_metric], seed,
-        {"resource_attr": blackbox.fidelity_name, "max_t": int(fidelities[-1]),
-         "grace_period": int(fidelities[0]), "reduction_factor": 3},
-    )
     with tempfile.TemporaryDirectory() as root:
-        backend = SimulatedBackend(blackbox, seed=seed)
-        tuner = Tuner(scheduler, backend, stop, n_workers=workers,
-                      store=ExperimentStore(root, f"simspeed-{seed}"))
+        # the fidelity options (max_t, resource_attr, grace_period) come from the blackbox
+        spec = ExperimentSpec.from_dict({
+            "name": f"simspeed-{seed}", "metric": blackbox.default_metric,
+            "mode": blackbox.modes[blackbox.default_metric], "scheduler": "asha",
+            "scheduler_options": {"reduction_factor": 3}, "backend": "simulated",
+            "backend_options": {"blackbox": NAME, "task": TASK},
+            "stop": stop.to_dict(),
+            "n_workers": workers, "seed": seed, "results_root": root})
+        tuner = assemble(spec).tuner()
         start = time.perf_counter()
         tuner.run()
         wall = time.perf_counter() - start
