@@ -151,8 +151,10 @@ class _Host:
                     events.put(None)
 
     def _do(self, name: str, arg: Any) -> None:
+        actions = {"start": self.inner.start, "resume": self.inner.resume,
+                   "stop": self.inner.stop}
         try:
-            getattr(self.inner, name)(arg)
+            actions[name](arg)
         except Exception as err:  # noqa: BLE001 - the segment fails with the reason
             tid = arg if isinstance(arg, int) else arg.trial_id
             logger.exception("trial %s: %s failed", tid, name)
