@@ -89,14 +89,25 @@ class MethodInfo:
 METHODS: dict[str, MethodInfo] = {}
 
 
-def register_method(name: str, target: str, description: str, **flags: Any) -> None:
-    """Make the factory at `target` ("module:attribute") a method called `name`; `flags` are
-    `MethodInfo`'s (multi_fidelity, fidelity, multi_objective, searcher, ...)."""
-    if "defaults" in flags:
-        flags["defaults"] = MappingProxyType(dict(flags["defaults"]))
-    if flags.get("fidelity"):
-        flags["multi_fidelity"] = True
-    METHODS[name] = MethodInfo(name, target, description, **flags)
+def register_method(
+    name: str,
+    target: str,
+    description: str,
+    *,
+    multi_fidelity: bool = False,
+    fidelity: bool = False,
+    multi_objective: bool = False,
+    needs_stop_limit: bool = True,
+    transfer: bool = False,
+    searcher: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """Make the factory at `target` ("module:attribute") a method called `name` (flags: see
+    `MethodInfo`)."""
+    METHODS[name] = MethodInfo(
+        name, target, description, multi_fidelity=multi_fidelity or fidelity, fidelity=fidelity,
+        multi_objective=multi_objective, needs_stop_limit=needs_stop_limit, transfer=transfer,
+        searcher=searcher, defaults=MappingProxyType(dict(defaults or {})))
 
 
 _FIFO = "hpo_core.schedulers.fifo:fifo"
@@ -110,14 +121,17 @@ register_method("cbo", _FIFO, "constrained Bayesian optimization (a metric that 
 register_method("tpe", _FIFO, "tree-structured Parzen estimator (TPE)", searcher="kde")
 register_method("kde", _FIFO, "tree-structured Parzen estimator (alias of tpe)", searcher="kde")
 register_method("rea", _FIFO, "regularized evolution", searcher="rea")
-register_method("bore", _FIFO, "BORE: BO with a classifier of good vs bad configs (Syne Tune's BORE)",
+register_method("bore", _FIFO,
+                "BORE: BO with a classifier of good vs bad configs (Syne Tune's BORE)",
                 searcher="bore")
 register_method("optuna", _FIFO,
-                "an Optuna sampler (TPE, CMA-ES, NSGA-II, GP, ...) through ask/tell; extra 'optuna'",
+                "an Optuna sampler (TPE, CMA-ES, NSGA-II, GP, ...) through ask/tell; "
+                "extra 'optuna'",
                 searcher="optuna")
 # -- transfer from earlier experiments ------------------------------------------------------------
 register_method("zero_shot", "hpo_core.transfer:zero_shot",
-                "transfer: a greedy portfolio of earlier experiments' configs first, then a searcher",
+                "transfer: a greedy portfolio of earlier experiments' configs first, "
+                "then a searcher",
                 transfer=True)
 register_method("bounding_box", "hpo_core.transfer:bounding_box",
                 "transfer: any method on the box of earlier experiments' best configs",
@@ -129,7 +143,8 @@ register_method("asha_promotion", "hpo_core.schedulers.asha_promotion:PromotionA
                 "asynchronous successive halving, promotion (pause/resume) variant", fidelity=True)
 register_method("hyperband", "hpo_core.schedulers.hyperband:SyncHyperband",
                 "synchronous Hyperband", fidelity=True)
-register_method("successive_halving", "hpo_core.schedulers.successive_halving:SyncSuccessiveHalving",
+register_method("successive_halving",
+                "hpo_core.schedulers.successive_halving:SyncSuccessiveHalving",
                 "synchronous successive halving", fidelity=True)
 register_method("bohb", "hpo_core.schedulers.asha:ASHA",
                 "asynchronous BOHB: ASHA with the KDE searcher", fidelity=True, searcher="kde")

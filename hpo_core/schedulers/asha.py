@@ -7,8 +7,9 @@ own included; equal values rank in arrival order); otherwise it is stopped. A tr
 `grace_period * eta**k`; each new trial draws its bracket at random with Hyperband's share of
 trials per bracket (see `rungs.hyperband_bracket_weights`).
 
-`ASHA` is also the base of the asynchronous rung schedulers (promotion ASHA, BOHB, MOBSTER,
-Hyper-Tune, PASHA, MO-ASHA). Hooks for subclasses:
+`ASHA` is also the base of the asynchronous rung schedulers (promotion ASHA, MOBSTER,
+Hyper-Tune, PASHA, MO-ASHA); with the `kde` searcher it is asynchronous BOHB, as in Syne Tune
+(the method `bohb` of `hpo_core.registry`). Hooks for subclasses:
 
 * `_choose_bracket(trial_id)`: the bracket of a new trial (default: drawn from
   `bracket_probabilities()`);

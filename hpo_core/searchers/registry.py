@@ -86,8 +86,11 @@ def build_searcher(
 
 
 def searcher_from_option(
-    searcher: str | Searcher, config_space: ConfigSpace, seed: int | None,
-    searcher_options: Mapping[str, Any] | None, points_to_evaluate: Sequence[Mapping[str, Any]] | None,
+    searcher: str | Searcher,
+    config_space: ConfigSpace,
+    seed: int | None,
+    searcher_options: Mapping[str, Any] | None,
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None,
 ) -> Searcher:
     """The searcher a scheduler's `searcher` option names (or the instance it already is)."""
     if isinstance(searcher, Searcher):
