@@ -103,9 +103,8 @@ def earlier_experiments(spec: ExperimentSpec, exclude: str) -> list[str]:
 
 def space_and_options(spec: ExperimentSpec) -> tuple[ConfigSpace, dict[str, Any]]:
     """The spec's config space and its scheduler options as the experiment will use them
-    (completed with the simulated backend's fidelity, where the method takes it)."""
-    if spec.config_space and spec.backend != "simulated":
-        return ConfigSpace(spec.config_space), dict(spec.scheduler_options)
+    (the backend's space, and its fidelity where the method takes one, when the spec leaves
+    them out)."""
     from flows.experiment import assemble
 
     experiment = assemble(spec)
