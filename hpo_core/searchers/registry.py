@@ -66,13 +66,6 @@ def searcher_info(name: Any, field: str = "searcher") -> SearcherInfo:
     return SEARCHERS[name]
 
 
-def check_searcher_options(name: str, options: Mapping[str, Any], field: str = "searcher",
-                           options_field: str | None = None) -> None:
-    """Raise ValueError if `name` is no searcher or one of `options` is unknown to it."""
-    info = searcher_info(name, field)
-    check_options(options, info.options(), options_field or f"{field}_options", name, RESERVED)
-
-
 def build_searcher(
     name: str,
     config_space: ConfigSpace | Mapping[str, Any],
@@ -80,9 +73,10 @@ def build_searcher(
     options: Mapping[str, Any] | None = None,
     field: str = "searcher",
 ) -> Searcher:
-    """A searcher by registry name, with its options checked."""
-    check_searcher_options(name, options or {}, field)
-    return SEARCHERS[name].load()(as_config_space(config_space), seed=seed, **(options or {}))
+    """A searcher by registry name, with its options checked (errors name `field`)."""
+    info = searcher_info(name, field)
+    check_options(options or {}, info.options(), f"{field}_options", name, RESERVED)
+    return info.load()(as_config_space(config_space), seed=seed, **(options or {}))
 
 
 def searcher_from_option(
