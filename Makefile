@@ -10,7 +10,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 # cache compiled bytecode (some shells set PYTHONDONTWRITEBYTECODE; every start then recompiles)
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test typecheck lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,8 +23,14 @@ setup: $(STAMP)
 run: setup
 	$(VENV)/bin/tunesmith demo
 
-test: setup
+# the type check runs first: a type error fails `make test` (and CI) before the suite starts
+test: typecheck
 	$(PY) -m pytest -q
+
+# mypy over hpo_core, backends, flows and tunesmith ([tool.mypy] in pyproject.toml; its
+# incremental cache is .mypy_cache)
+typecheck: setup
+	$(VENV)/bin/mypy
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -33,4 +39,4 @@ bench: setup
 	$(PY) benchmarks/simulator_speed.py
 
 clean:
-	rm -rf $(VENV) experiments mlflow.db mlartifacts
+	rm -rf $(VENV) .mypy_cache experiments mlflow.db mlartifacts

@@ -29,7 +29,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from backends.checkpoint_url import CheckpointURL, CheckpointURLError
 from hpo_core.secrets import mask_text
@@ -232,12 +232,13 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
     events = host.begin(trial, action)
     reports = 0
     ended: dict[str, Any] | None = None
+    event: TrialEvent | Literal[False] | None  # False: nothing came within CHECK_EVERY
     try:
         while ended is None:
             try:
                 event = events.get(timeout=CHECK_EVERY)
             except queue.Empty:
-                event = False  # type: ignore[assignment]
+                event = False
             if event is None:
                 ended = {"outcome": "cancelled", "reason": host.reason}
             elif event is not False:

@@ -102,6 +102,7 @@ def main(argv: list[str]) -> int:
         objective = load(Objective.from_payload(objective_data))
     except BaseException:  # noqa: BLE001 - reported with the first trial
         load_error = f"cannot load objective {objective_data['name']}", traceback.format_exc()
+    reason: str | None
     while (trial := channel.next_trial()) is not None:
         channel.run = trial["run"]
         channel.send(started=True)  # the trial's time (and timeout) counts from here

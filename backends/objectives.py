@@ -142,6 +142,7 @@ def check_entry(entry: str, field: str = "backend_options.entry_point") -> None:
     if not is_function_entry(entry):
         raise ObjectiveError(f"{field}: {entry!r} is not 'module:function' or 'file.py:function'")
     where, name = entry.rsplit(":", 1)
+    path: Path | None
     if where.endswith(".py"):
         path = Path(where).expanduser()
         if not path.is_file():
@@ -189,8 +190,8 @@ def _top_level_names(tree: ast.Module) -> set[str]:
         elif isinstance(node, ast.ImportFrom | ast.Import):
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, ast.If | ast.Try):  # e.g. a definition under a version check
-            names.update(_top_level_names(ast.Module(body=list(ast.iter_child_nodes(node)),
-                                                     type_ignores=[])))
+            body = [n for n in ast.iter_child_nodes(node) if isinstance(n, ast.stmt)]
+            names.update(_top_level_names(ast.Module(body=body, type_ignores=[])))
     return names
 
 
@@ -204,6 +205,8 @@ def load(objective: Objective) -> Any:
         if value is None:
             raise ObjectiveError(f"{objective.entry}: {where} has no {name!r}")
         return value
+    if objective.pickled is None:
+        raise ObjectiveError(f"{objective.name}: neither an entry point nor a pickled object")
     if objective.main_file:
         main = _import_file(objective.main_file)
         saved = sys.modules["__main__"]
@@ -212,7 +215,7 @@ def load(objective: Objective) -> Any:
             return pickle.loads(objective.pickled)  # noqa: S301 (sent by our own tuner)
         finally:
             sys.modules["__main__"] = saved
-    return pickle.loads(objective.pickled)  # type: ignore[arg-type]  # noqa: S301
+    return pickle.loads(objective.pickled)  # noqa: S301
 
 
 def _import_module(name: str) -> Any:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -275,7 +275,8 @@ class SageMakerBackend(TrialBackend):
     def _make_clients(clients: Mapping[str, Any] | None, boto_session: Any | None,
                       region: str | None, endpoint_url: str | None) -> dict[str, Any]:
         given = dict(clients or {})
-        needed = ("sagemaker", "s3", "logs", "sts", "iam")
+        needed: tuple[Literal["sagemaker", "s3", "logs", "sts", "iam"], ...] = (
+            "sagemaker", "s3", "logs", "sts", "iam")
         if all(name in given for name in needed):
             return given
         import boto3
@@ -506,7 +507,7 @@ class SageMakerBackend(TrialBackend):
         previous = self._current_job(run)
         if previous is not None and previous.status not in FINAL_STATUSES:
             return  # its final checkpoint is uploaded when it ends: wait for that
-        if run.copy_from is not None and not self._copy_checkpoint(run):
+        if run.copy_from is not None and not self._copy_checkpoint(run, run.copy_from):
             return
         name = run.pending_name or job_name(self.job_prefix, self._token,
                                             run.trial_id, len(run.jobs))
@@ -548,16 +549,16 @@ class SageMakerBackend(TrialBackend):
         self._queued.append(TrialEvent(EventKind.FAILED, run.trial_id, self.now(),
                                        reason=mask_text(reason)))
 
-    def _copy_checkpoint(self, run: _TrialRun) -> bool:
-        """Seed the trial's checkpoint prefix with a copy of another trial's (PBT); False to
+    def _copy_checkpoint(self, run: _TrialRun, source_id: int) -> bool:
+        """Seed the trial's checkpoint prefix with a copy of trial `source_id`'s (PBT); False to
         wait (the source job is still writing its last checkpoint, or S3 throttles)."""
-        source = self._trials.get(int(run.copy_from))  # type: ignore[arg-type]
+        source = self._trials.get(int(source_id))
         source_job = self._current_job(source) if source is not None else None
         if source_job is not None and source_job.stop_requested and \
                 source_job.status not in FINAL_STATUSES:
             return False
         s3 = self._clients["s3"]
-        bucket, src_prefix = _split_s3(self.settings.checkpoint_uri(self.experiment, run.copy_from))
+        bucket, src_prefix = _split_s3(self.settings.checkpoint_uri(self.experiment, source_id))
         _, dst_prefix = _split_s3(self.settings.checkpoint_uri(self.experiment, run.trial_id))
         try:
             kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": src_prefix}

@@ -67,7 +67,7 @@ class Segment:
     trial_id: int
     config: dict[str, Any]
     status: str
-    reports: list[tuple[Mapping[str, Any], int]]  # (metrics, wall time in ms)
+    reports: Sequence[tuple[Mapping[str, Any], int]]  # (metrics, wall time in ms)
     first_index: int  # reports of this trial written before this segment
     start_ms: int
     end_ms: int | None = None
@@ -347,20 +347,22 @@ class MlflowWriter(threading.Thread):
         return tags
 
     def _write_bulk(self, segments: list[Segment]) -> None:
+        bulk, parent_run_id = self._bulk, self.parent_run_id
+        assert bulk is not None and parent_run_id is not None  # called once both are set up
         children = [
             ChildRun(
                 name=f"trial-{seg.trial_id}",
                 status=MLFLOW_STATUS[seg.status],  # type: ignore[arg-type]
                 start_ms=seg.start_ms,
                 end_ms=seg.end_ms,
-                tags={PARENT_TAG: self.parent_run_id, TRIAL_TAG: str(seg.trial_id),  # type: ignore[dict-item]
+                tags={PARENT_TAG: parent_run_id, TRIAL_TAG: str(seg.trial_id),
                       **self._segment_tags(seg)},
                 params=_param_values(seg.config),
                 metrics=self._metrics(seg),
             )
             for seg in segments
         ]
-        run_ids = self._bulk.write(children)
+        run_ids = bulk.write(children)
         for seg, run_id in zip(segments, run_ids, strict=True):
             self._children[seg.trial_id] = (run_id, seg.first_index + len(seg.reports), True)
         self.num_written += len(segments)
@@ -418,11 +420,11 @@ class MlflowWriter(threading.Thread):
                         continue
                     value = float(value)
                 out.append((key, value, timestamp, step))
-        best_key = self._key(f"best_{self.settings.metric}") if seg.best is not None else None
-        if best_key is not None:
+        best = seg.best
+        best_key = self._key(f"best_{self.settings.metric}") if best is not None else None
+        if best is not None and best_key is not None:
             timestamp = seg.reports[-1][1] if seg.reports else now_ms()
-            out.append((best_key, seg.best.value, timestamp,  # type: ignore[union-attr]
-                        _step(seg.best.step, index)))  # type: ignore[union-attr]
+            out.append((best_key, best.value, timestamp, _step(best.step, index)))
         return out
 
     def _key(self, name: str) -> str | None:
@@ -460,6 +462,8 @@ class MlflowWriter(threading.Thread):
                 self.client.log_batch(run_id, synchronous=True, **call)
 
     def _finish(self, finish: Finish) -> None:
+        parent_run_id = self.parent_run_id
+        assert parent_run_id is not None  # the parent run is opened before anything is written
         e = self._entities
         ts = now_ms()
         metrics = [e.Metric(self._key(k), v, ts, 0) for k, v in finish.metrics.items()
@@ -469,13 +473,13 @@ class MlflowWriter(threading.Thread):
             child = self._children.get(finish.best_trial_id, (None,))[0] \
                 if finish.best_trial_id is not None else None
             url = f"{self.settings.ui_base}/#/experiments/{self.experiment_id}/runs/" \
-                  f"{child or self.parent_run_id}?workflowType=machine_learning"
+                  f"{child or parent_run_id}?workflowType=machine_learning"
             tags[NOTE_TAG] = _clip(finish.note.replace("{best_run_url}", url), MAX_TAG_VALUE)
-        self._log_batch(self.parent_run_id, metrics, {}, tags)
+        self._log_batch(parent_run_id, metrics, {}, tags)
         for path in finish.artifacts:
             if path.exists():
-                self.client.log_artifact(self.parent_run_id, str(path))
-        self.client.set_terminated(self.parent_run_id, finish.status)
+                self.client.log_artifact(parent_run_id, str(path))
+        self.client.set_terminated(parent_run_id, finish.status)
 
 
 def _relax_sqlite_durability(client: Any) -> None:

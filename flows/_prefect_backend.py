@@ -234,7 +234,8 @@ class PrefectTrialBackend(TrialBackend):
         segment = _Segment(trial.trial_id, action)
         self._segments[trial.trial_id] = segment
         name = task_run_name(trial, action)
-        future = self._task.with_options(task_run_name=lambda: name).submit(
+        # quote(): Prefect unwraps it before the call, but its Task types do not model it
+        future = self._task.with_options(task_run_name=lambda: name).submit(  # type: ignore[call-overload]
             quote(self), quote(trial), quote(segment))
         segment.future = future
         future.add_done_callback(lambda _: self._on_task_done(segment))

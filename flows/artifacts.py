@@ -142,12 +142,14 @@ def leaderboard(experiment: Experiment, top: int = 10) -> list[dict[str, Any]]:
 def publish_leaderboard(name: str, experiment: Experiment, top: int = 10) -> UUID:
     """A table artifact (key `<experiment>-leaderboard`) of the top configs."""
     rows = leaderboard(experiment, top)
-    return create_table_artifact(
+    artifact_id = create_table_artifact(
         rows or [{"trial_id": None, "note": "no trial reported the metric"}],
         key=artifact_key(name, "leaderboard"),
         description=f"Top {len(rows)} configs of {name} by {experiment.metric} "
                     f"({experiment.mode})",
     )
+    assert isinstance(artifact_id, UUID)  # called sync: Prefect's dispatch types it sync-or-async
+    return artifact_id
 
 
 def summary_markdown(name: str, experiment: Experiment, outcome: Mapping[str, Any],
@@ -200,11 +202,13 @@ def summary_markdown(name: str, experiment: Experiment, outcome: Mapping[str, An
 def publish_summary(name: str, experiment: Experiment, outcome: Mapping[str, Any],
                     plot: Path | None = None, curves: Path | None = None) -> UUID:
     """A markdown artifact (key `<experiment>-summary`)."""
-    return create_markdown_artifact(
+    artifact_id = create_markdown_artifact(
         summary_markdown(name, experiment, outcome, plot, curves),
         key=artifact_key(name, "summary"),
         description=f"Summary of experiment {name}",
     )
+    assert isinstance(artifact_id, UUID)  # called sync: Prefect's dispatch types it sync-or-async
+    return artifact_id
 
 
 def _whole(value: Any) -> Any:

@@ -85,6 +85,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     experiment = ExperimentSpec.from_dict(spec)
     tuner = build_tuner(experiment)
     result = tuner.run()
+    assert tuner.store is not None  # build_tuner opens the experiment's store
     trajectory = load_experiment(tuner.store.path).trajectory()
     return Run(
         method=spec["scheduler"], task=str(spec["backend_options"]["task"]),

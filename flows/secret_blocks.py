@@ -14,7 +14,9 @@ def load_secret_block(name: str) -> str:
     from prefect.blocks.system import Secret
 
     try:
-        value = Secret.load(name).get()
+        block = Secret.load(name)
+        assert isinstance(block, Secret)  # called sync: Prefect's dispatch types it sync-or-async
+        value = block.get()
     except ValueError as err:  # Prefect's "Unable to find block document named ..."
         raise SecretError(f"no Prefect Secret block named {name!r}: {err}") from None
     return value if isinstance(value, str) else str(value)

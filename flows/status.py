@@ -224,7 +224,8 @@ class StatusView(TrialValues):
         return table
 
 
-def api_only(run_logger: logging.LoggerAdapter[Any]) -> logging.LoggerAdapter[Any]:
+def api_only(run_logger: logging.Logger | logging.LoggerAdapter[Any]
+             ) -> logging.Logger | logging.LoggerAdapter[Any]:
     """A logger for the same Prefect run whose lines reach the Prefect API but not the console
     (where the status view is drawn)."""
     from prefect.logging.handlers import APILogHandler
@@ -234,4 +235,6 @@ def api_only(run_logger: logging.LoggerAdapter[Any]) -> logging.LoggerAdapter[An
         logger.addHandler(APILogHandler())
         logger.propagate = False
         logger.setLevel(logging.INFO)
-    return type(run_logger)(logger, run_logger.extra)
+    if isinstance(run_logger, logging.LoggerAdapter):  # a run's logger: keep its run ids
+        return type(run_logger)(logger, run_logger.extra)
+    return logger

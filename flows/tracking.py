@@ -24,7 +24,7 @@ import queue
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -396,7 +396,7 @@ class MlflowTracker(TunerCallback):
         self._pending.clear()
 
 
-def _restored_best(rows: list[Mapping[str, Any]], metric: str, mode: str,
+def _restored_best(rows: Sequence[Mapping[str, Any]], metric: str, mode: str,
                    resource_attr: str | None) -> dict[int, TrialValue]:
     """Each trial's value from the store's rows of earlier sessions (a resumed experiment)."""
     by_trial: dict[int, list[Mapping[str, Any]]] = {}

@@ -23,8 +23,9 @@ import datetime as dt
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
 # Defaults for Prefect's temporary local server, if this module is the first to import Prefect.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -32,6 +33,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 from prefect import Flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -74,7 +76,11 @@ def _flow_run_name() -> str:
         return f"experiment-{stamp}"
 
 
-class MaskedFlow(Flow):
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class MaskedFlow(Flow[P, R]):
     """A flow whose parameters are stored (in Prefect's database, its UI) with secrets masked."""
 
     def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -83,10 +89,23 @@ class MaskedFlow(Flow):
         names = spec_secret_names(spec) if isinstance(spec, dict) else set()
         return redact(serialized, names)
 
-    def with_options(self, **options: Any) -> "MaskedFlow":
+    def with_options(self, **options: Any) -> "MaskedFlow[P, R]":
         new = super().with_options(**options)
         new.__class__ = MaskedFlow
+        assert isinstance(new, MaskedFlow)
         return new
+
+
+def masked_flow(**options: Any) -> Callable[[Callable[P, R | State]], MaskedFlow[P, R]]:
+    """`@flow(**options)` for a MaskedFlow whose function may also return a final state:
+    calling the flow gives the function's other results (a Failed state raises)."""
+    def wrap(fn: Callable[P, R | State]) -> MaskedFlow[P, R]:
+        return cast(MaskedFlow[P, R], MaskedFlow(fn, **options))
+    return wrap
+
+
+@masked_flow(name="tune", flow_run_name=_flow_run_name, task_runner=ThreadPoolTaskRunner(),
+             persist_result=False)
 
 
 def tune(
@@ -99,7 +118,7 @@ def tune(
     objective: Any = None,
     scheduler: Any = None,
     status_view: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Run (or resume) one experiment.
 
     Args:
@@ -156,7 +175,8 @@ def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experime
                 "resuming" if resumed else "starting", spec.name, spec.scheduler, spec.backend,
                 tuner.n_workers)
     try:
-        result = simulate(quote(tuner)) if simulated else tuner.run()
+        # quote(): Prefect unwraps it before the call, but its Task types do not model it
+        result = simulate(quote(tuner)) if simulated else tuner.run()  # type: ignore[call-overload]
         if isinstance(result, TooManyFailuresError):
             raise result
     except TooManyFailuresError:
@@ -178,6 +198,7 @@ def _report(spec: ExperimentSpec, tuner: Tuner, result: TuningResult,
             leaderboard_size: int, logger: Any) -> dict[str, Any]:
     """The end of an experiment, however it ended: the plot, MLflow closed, the leaderboard
     and summary artifacts, one log line; the outcome."""
+    assert tuner.store is not None  # build_tuner opens the experiment's store
     experiment = load_experiment(tuner.store.path)
     plot, curves = experiment.plot_trajectory(), experiment.plot_learning_curves()
     if tracker is not None:
@@ -231,6 +252,7 @@ def _close(tracker: MlflowTracker | None, logger: Any) -> None:
 
 def _outcome(spec: ExperimentSpec, tuner: Tuner, result: TuningResult,
              tracker: MlflowTracker | None, run_id: str | None, resumed: bool) -> dict[str, Any]:
+    assert tuner.store is not None  # build_tuner opens the experiment's store
     status = tuner.status
     failed = [t for t in tuner.trials.values() if t.status == TrialStatus.FAILED]
     children = tracker.child_run_ids() if tracker else {}
@@ -271,9 +293,5 @@ def run_tune(spec: SpecLike, tracking_uri: str | None = None, **options: Any) ->
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     spec = ExperimentSpec.coerce(spec)
     workers = spec.n_workers if isinstance(spec.n_workers, int) else 4 * (os.cpu_count() or 1)
-    runner = ThreadPoolTaskRunner(max_workers=workers + 4)  # "auto": room for GPU slots
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=workers + 4)  # "auto": room for GPU slots
     return tune.with_options(task_runner=runner)(spec, tracking_uri=tracking_uri, **options)
-
-
-tune = MaskedFlow(tune, name="tune", flow_run_name=_flow_run_name,
-                  task_runner=ThreadPoolTaskRunner(), persist_result=False)

@@ -146,7 +146,7 @@ def analyse(runs: Sequence[Run], mode: str, grid_points: int = GRID_POINTS) -> C
     curves: dict[tuple[str, str], np.ndarray] = {}
     for (task, method), group in table.groupby(["task", "method"]):
         curves[str(task), str(method)] = np.vstack(
-            [curve_of[method, task, s] for s in sorted(group["seed"])])
+            [curve_of[str(method), str(task), int(s)] for s in sorted(group["seed"])])
     order = table.groupby("method")["area"].mean().sort_values().index.tolist()
     per_task = pd.DataFrame([
         {"task": task, "method": method, **_figures(table[(table.task == task)
@@ -211,9 +211,9 @@ def format_table(frame: pd.DataFrame, columns: Sequence[str] = ("area", "final",
     for row in frame.itertuples(index=False):
         cells = [_interval(getattr(row, c), getattr(row, f"{c}_lo"), getattr(row, f"{c}_hi"),
                            2 if c == "rank" else 4) for c in columns]
-        line = f"{row.method:24s} {row.tool:9s} {row.runs:4d}  " + "  ".join(
+        line = f"{str(row.method):24} {str(row.tool):9} {str(row.runs):>4}  " + "  ".join(
             f"{c:>22s}" for c in cells)
-        lines.append(line + (f"  <- {row.end_note}" if row.end_note else ""))
+        lines.append(line + (f"  <- {str(row.end_note)}" if row.end_note else ""))
     return "\n".join(lines)
 
 
@@ -225,8 +225,8 @@ def markdown_table(frame: pd.DataFrame, columns: Sequence[str] = ("area", "final
     for row in frame.itertuples(index=False):
         cells = [_interval(getattr(row, c), getattr(row, f"{c}_lo"), getattr(row, f"{c}_hi"),
                            2 if c == "rank" else 4) for c in columns]
-        lines.append("| " + " | ".join([row.method, row.tool, str(row.runs), *cells,
-                                        row.end_note]) + " |")
+        lines.append("| " + " | ".join([str(row.method), str(row.tool), str(row.runs), *cells,
+                                        str(row.end_note)]) + " |")
     return "\n".join(lines)
 
 

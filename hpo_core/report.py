@@ -159,7 +159,7 @@ def get_config(argv: Sequence[str] | None = None) -> dict[str, Any]:
         with open(path) as f:
             config.update(json.load(f))
     for name, text in parse_args(sys.argv[1:] if argv is None else argv).items():
-        if text is True:
+        if not isinstance(text, str):  # a bare --flag
             config[name] = True
         elif not (name in config and format_arg(config[name]) == text):
             config[name] = _parse_value(text)

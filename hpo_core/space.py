@@ -39,6 +39,9 @@ import numpy as np
 #: The encoded value of an inactive numeric hyperparameter.
 INACTIVE = 0.5
 
+#: An encoded point of [0,1]^d, as a list or a numpy vector.
+Vector = Sequence[float] | np.ndarray
+
 
 class ConfigSpaceError(ValueError):
     """An invalid domain, config space or config; the message names the field and the reason."""
@@ -77,7 +80,7 @@ class Domain(ABC):
     def encode(self, value: Any) -> list[float]: ...
 
     @abstractmethod
-    def decode(self, x: Sequence[float]) -> Any: ...
+    def decode(self, x: Vector) -> Any: ...
 
     @abstractmethod
     def contains(self, value: Any) -> bool: ...
@@ -159,7 +162,7 @@ class Float(Domain):
     def encode(self, value: Any) -> list[float]:
         return [self._to_unit(float(value))]
 
-    def decode(self, x: Sequence[float]) -> float:
+    def decode(self, x: Vector) -> float:
         return self._from_unit(float(x[0]))
 
     def contains(self, value: Any) -> bool:
@@ -217,7 +220,7 @@ class Integer(Domain):
         v = math.log(float(value)) if self.log else float(value)
         return [min(max((v - self._lo) / (self._hi - self._lo), 0.0), 1.0)]
 
-    def decode(self, x: Sequence[float]) -> int:
+    def decode(self, x: Vector) -> int:
         return self._from_unit(float(x[0]))
 
     def contains(self, value: Any) -> bool:
@@ -227,7 +230,7 @@ class Integer(Domain):
             return False
         if not isinstance(value, int | float | np.integer):
             return False
-        return self.lower <= value <= self.upper
+        return bool(self.lower <= value <= self.upper)
 
     def cast(self, value: Any) -> int:
         return int(round(float(value)))
@@ -276,7 +279,7 @@ class Categorical(Domain):
         x[self.index(value)] = 1.0
         return x
 
-    def decode(self, x: Sequence[float]) -> Any:
+    def decode(self, x: Vector) -> Any:
         return self.categories[int(np.argmax(np.asarray(x[: len(self.categories)])))]
 
     def contains(self, value: Any) -> bool:
@@ -318,7 +321,7 @@ class Ordinal(Categorical):
         n = len(self.categories)
         return [0.5 if n == 1 else self.index(value) / (n - 1)]
 
-    def decode(self, x: Sequence[float]) -> Any:
+    def decode(self, x: Vector) -> Any:
         n = len(self.categories)
         return self.categories[int(min(max(round(float(x[0]) * (n - 1)), 0), n - 1))]
 
@@ -611,7 +614,7 @@ class ConfigSpace:
             return np.empty((0, self.ndim))
         return np.stack([self.encode(c) for c in configs])
 
-    def decode(self, x: Sequence[float]) -> dict[str, Any]:
+    def decode(self, x: Vector) -> dict[str, Any]:
         """The config nearest to a vector of [0,1]^ndim (active hyperparameters only)."""
         config: dict[str, Any] = {}
         for name in self.order:

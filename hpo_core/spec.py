@@ -113,7 +113,7 @@ class ExperimentSpec:
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise SpecError(f"spec.{name}: must be an integer, got {value!r}")
-        if self.n_workers != "auto" and not 1 <= self.n_workers <= MAX_N_WORKERS:
+        if isinstance(self.n_workers, int) and not 1 <= self.n_workers <= MAX_N_WORKERS:
             raise SpecError(f"spec.n_workers: must be between 1 and {MAX_N_WORKERS}, "
                             f"got {self.n_workers}")
         if self.max_failures is not None and (

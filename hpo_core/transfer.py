@@ -141,15 +141,15 @@ def zero_shot_portfolio(space: ConfigSpace, tasks: Sequence[Task],
     X = space.encode_many(pool)
     scores = np.empty((len(tasks), len(pool)))  # normalized rank of each candidate per task
     for t, task in enumerate(tasks):
-        valid = [(c, v) for c, v in ((_valid(space, c), v) for c, v in
+        pairs = [(c, v) for c, v in ((_valid(space, c), v) for c, v in
                                      zip(task.configs, task.values, strict=True)) if c is not None]
-        if not valid:
+        if not pairs:
             scores[t] = 0.5
             continue
-        values = np.array([v for _, v in valid])
+        values = np.array([v for _, v in pairs])
         ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
         quantile = ranks / max(len(values) - 1, 1)
-        Xt = space.encode_many([c for c, _ in valid])
+        Xt = space.encode_many([c for c, _ in pairs])
         nearest = np.argmin(((X[:, None, :] - Xt[None, :, :]) ** 2).sum(-1), axis=1)
         scores[t] = quantile[nearest]
     limit = len(pool) if num_configs is None else min(num_configs, len(pool))
@@ -181,9 +181,10 @@ def bounding_box_space(space: ConfigSpace, tasks: Sequence[Task], top_k: int = 1
         seen = [c[name] for c in best if name in c]
         entries[name] = _shrunk(domain, seen) if seen else copy.copy(domain)
     for name in space.order:  # parents first: conditions on values the box still holds
-        if space.domains[name].condition:
+        parents = space.domains[name].condition
+        if parents:
             condition = {p: [v for v in values if p in entries and entries[p].contains(v)]
-                         for p, values in space.domains[name].condition.items()}
+                         for p, values in parents.items()}
             if all(condition.values()):
                 entries[name].when(**condition)
             else:  # it can no longer be switched on

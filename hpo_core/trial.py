@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -35,7 +35,7 @@ def trial_counts(statuses: Iterable[TrialStatus | str], num_results: int) -> dic
     return out
 
 
-def counts_text(counts: dict[str, int]) -> str:
+def counts_text(counts: Mapping[str, int]) -> str:
     """`303 trials: 12 completed, 291 stopped early, 1 failed` (zero counts left out)."""
     labels = {"completed": "completed", "stopped": "stopped early", "paused": "paused",
               "running": "running", "failed": "failed"}

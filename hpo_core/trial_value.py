@@ -47,7 +47,8 @@ def report_step(metrics: Mapping[str, Any], index: int, resource_attr: str | Non
     """The report's resource level (an int where it is whole), else `index`."""
     level = metrics.get(resource_attr) if resource_attr else None
     if isinstance(level, numbers.Real) and not isinstance(level, bool) and math.isfinite(level):
-        return int(level) if float(level).is_integer() else float(level)
+        value = float(level)
+        return int(value) if value.is_integer() else value
     return index
 
 

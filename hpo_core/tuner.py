@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.schedulers.base import Scheduler
@@ -20,6 +20,9 @@ from hpo_core.secrets import mask_text, one_line
 from hpo_core.stopping import StoppingCriterion, TuningStatus
 from hpo_core.store.journal import StoreError
 from hpo_core.trial import Decision, EventKind, Trial, TrialEvent, TrialResult, TrialStatus
+
+if TYPE_CHECKING:
+    from hpo_core.store.store import ExperimentStore
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ class Tuner:
         n_workers: int = 4,
         callbacks: Iterable[TunerCallback] = (),
         max_failures: int | None = None,
-        store: Any | None = None,
+        store: ExperimentStore | None = None,
         checkpoint_interval: float = 5.0,
     ):
         if n_workers < 1:
@@ -122,9 +125,10 @@ class Tuner:
         #: the backend's state restores its running trials exactly (a simulation)
         self._exact_backend = backend.restores_running_trials
         self._exact = self._exact_backend  # and the state was written by such a backend
-        self._store_open = False  # the store is loaded and its journal open for this session
+        #: the store, once it is loaded and its journal open for this session
+        self._open: ExperimentStore | None = None
         self._event_index: int | None = None  # place of the event handled in its poll
-        self._replay_batches: list[list[Any]] | None = None
+        self._replay_batches: list[dict[str, Any]] | None = None
         self._replay_starts: dict[int, list[Any]] = {}
         self._snapshot_n_workers: int | None = None
         self._replay_live: TrialBackend | None = None  # the real backend, while replaying
@@ -153,7 +157,7 @@ class Tuner:
         finished = False
         try:
             if self.store is not None:
-                self._open_store()
+                self._open_store(self.store)
             self._emit("on_tuning_start", self)
             self._resume_interrupted()
             self.end_reason = self.end_reason or self._loop()
@@ -165,8 +169,7 @@ class Tuner:
             self._shutdown(finished)
         return self.result()
 
-    def _open_store(self) -> None:
-        store = self.store
+    def _open_store(self, store: ExperimentStore) -> None:
         self.backend.set_context(store.trial_context())
         state = store.load_state()
         if state is not None:
@@ -178,8 +181,8 @@ class Tuner:
             self._running.clear()  # their processes are gone: `_resume_interrupted` relaunches
         store.snapshot_interval = self.checkpoint_interval
         store.begin(self.n_workers)
-        self._store_open = True
-        self._snapshot()  # a consistent point: what was replayed needs no replay again
+        self._open = store
+        self._snapshot(store)  # a consistent point: what was replayed needs no replay again
 
     def result(self) -> TuningResult:
         best = self.trials.get(self.best_trial_id) if self.best_trial_id is not None else None
@@ -220,12 +223,12 @@ class Tuner:
 
     def save(self) -> None:
         """Snapshot the state into the store and wait until it is written."""
-        if self.store is not None and self._store_open:
-            self.store.snapshot(self.state_dict(), self.trials, wait=True)
+        if self._open is not None:
+            self._open.snapshot(self.state_dict(), self.trials, wait=True)
 
-    def _snapshot(self) -> None:
+    def _snapshot(self, store: ExperimentStore) -> None:
         """Hand a snapshot to the store's writer thread (the tuner does not wait)."""
-        self.store.snapshot(self.state_dict(), self.trials)
+        store.snapshot(self.state_dict(), self.trials)
 
     # -- the loop ------------------------------------------------------------------------------
     def _loop(self) -> str:
@@ -257,20 +260,20 @@ class Tuner:
             self._event_index = index
             self._handle(event)
         self._event_index = None
-        if self._store_open and self.store.snapshot_due():
-            self._snapshot()
+        if self._open is not None and self._open.snapshot_due():
+            self._snapshot(self._open)
         return None
 
     def _poll(self) -> list[TrialEvent]:
         """The backend's next events, journaled before anything acts on them; while
         replaying, the journal's next batch (checked against a backend that restores exactly)."""
         if self._replay_batches is not None:
-            return self._replay_poll()
+            return self._replay_poll(self._replay_batches)
         events = self.backend.poll()
         if self._reported_upto:
             events = [e for e in events if not self._already_reported(e)]
-        if events and self._store_open:
-            self.store.journal_events(events, self._time_offset)
+        if events and self._open is not None:
+            self._open.journal_events(events, self._time_offset)
         return events
 
     def _fill_workers(self) -> None:
@@ -278,8 +281,8 @@ class Tuner:
             suggestion = self.scheduler.suggest(self._next_trial_id)
             if suggestion is None:
                 return
-            if suggestion.is_resume:
-                trial = self.trials[suggestion.resume_trial_id]  # type: ignore[index]
+            if suggestion.resume_trial_id is not None:
+                trial = self.trials[suggestion.resume_trial_id]
                 if trial.status != TrialStatus.PAUSED:
                     raise RuntimeError(
                         f"scheduler asked to resume trial {trial.trial_id}, which is {trial.status}"
@@ -314,8 +317,8 @@ class Tuner:
         self.status.num_trials_started += 1
         if self.store is not None and self.backend.clock_kind is ClockKind.WALL:
             self.store.write_trial_config(trial)
-        if self._store_open:
-            self.store.journal_start(trial)
+        if self._open is not None:
+            self._open.journal_start(trial)
         self.backend.start(trial)
         self.scheduler.on_trial_add(trial)
         self._emit("on_trial_start", trial)
@@ -516,8 +519,8 @@ class Tuner:
         while queue and "n" in queue[0]:
             self.n_workers = int(queue.pop(0)["n"])
 
-    def _replay_poll(self) -> list[TrialEvent]:
-        batch = self._replay_batches.pop(0)["b"]  # type: ignore[union-attr]
+    def _replay_poll(self, queue: list[dict[str, Any]]) -> list[TrialEvent]:
+        batch = queue.pop(0)["b"]
         self._replay_session_records()
         events = [TrialEvent(EventKind(kind), tid, time - self._time_offset, metrics=metrics,
                              reason=reason)
@@ -580,7 +583,7 @@ class Tuner:
                     self._finish(trial, TrialStatus.STOPPED, self.backend.now())
                     self._emit("on_trial_complete", trial)
             self._update_status()
-            if self._store_open:
+            if self._open is not None:
                 try:
                     self.save()
                 except StoreError as err:
@@ -593,7 +596,7 @@ class Tuner:
                 if self.store is not None:
                     self.store.close()
             finally:
-                self._store_open = False
+                self._open = None
                 self.backend.close()
                 self._emit("on_tuning_end", self)
 
@@ -633,7 +636,7 @@ def _interrupted(err: BaseException | None) -> str:
     return f"interrupted by {type(err).__name__}" + (f": {err}" if str(err) else "")
 
 
-def _is_finite_number(value: Any) -> bool:
+def _is_finite_number(value: Any) -> TypeGuard[float]:
     if isinstance(value, bool):
         return False
     try:

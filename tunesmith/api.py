@@ -149,6 +149,7 @@ def tune(
 
     tuner = build_tuner(spec, scheduler=scheduler, objective=passed)
     tuner.run()
+    assert tuner.store is not None  # build_tuner opens the experiment's store
     return TuneResult(load_experiment(tuner.store.path))
 
 

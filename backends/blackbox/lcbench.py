@@ -122,7 +122,7 @@ def import_lcbench(
     keep = epochs > 0  # epoch 0: evaluation before any training
     trials, epochs = trials[keep], epochs[keep]
     fidelities = np.unique(epochs)
-    rows = configs.index.get_indexer(trials)
+    rows = configs.index.get_indexer(pd.Index(trials))
     if (rows < 0).any():
         raise BlackboxError(f"{METRICS_FILE}: trial {trials[rows < 0][0]} has no config row")
     values = np.full((len(configs), 1, len(fidelities), len(objectives)), np.nan, np.float32)

@@ -11,7 +11,7 @@ surrogate with 34 tasks). Loaded blackboxes are cached per folder and task.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from backends.blackbox.blackbox import META_FILE, Blackbox, BlackboxError
@@ -70,7 +70,7 @@ def find_blackbox(name: str, task: str | None = None,
     return next(_candidates(blackbox_roots(root), name, task))
 
 
-def _candidates(roots: Iterable[Path], name: str, task: str) -> Iterable[Path]:
+def _candidates(roots: Iterable[Path], name: str, task: str) -> Iterator[Path]:
     for base in roots:
         if is_yahpo_folder(base / name) and task in yahpo_tasks(base / name):
             yield base / name

@@ -81,6 +81,7 @@ class EncodedSpace:
         if isinstance(dom, Ordinal):
             n = len(dom.categories)
             return np.clip(np.round(u * (n - 1)), 0, n - 1).astype(int)
+        assert isinstance(dom, Integer | Float)  # the other numeric domains
         if dom.upper == dom.lower:
             return np.full(len(X), int(dom.lower))
         v = dom._lo + u * (dom._hi - dom._lo)

@@ -148,7 +148,8 @@ class ASHA(Scheduler):
     def _with_segment_end(self, config: Mapping[str, Any], level: float) -> dict[str, Any]:
         """`config` with `max_resource_attr` set to `level` (as an int when it is whole)."""
         value = int(level) if float(level).is_integer() else level
-        return {**config, self.max_resource_attr: value}  # type: ignore[dict-item]
+        assert self.max_resource_attr is not None  # only called when the scheduler sets it
+        return {**config, self.max_resource_attr: value}
 
     def suggest(self, trial_id: int) -> TrialSuggestion | None:
         config = self.searcher.suggest(trial_id)

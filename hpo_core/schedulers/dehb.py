@@ -136,10 +136,10 @@ class DEHB(Scheduler):
 
     def crossover(self, mutant: np.ndarray, target: Sequence[float]) -> np.ndarray:
         """Binomial crossover: each coordinate from the mutant with prob CR (one at least)."""
-        target = np.asarray(target, dtype=float)
-        take = self.rng.random(target.size) < self.crossover_prob
-        take[int(self.rng.integers(target.size))] = True
-        return np.where(take, mutant, target)
+        t = np.asarray(target, dtype=float)
+        take = self.rng.random(t.size) < self.crossover_prob
+        take[int(self.rng.integers(t.size))] = True
+        return np.where(take, mutant, t)
 
     def _de_job(self, rung: int, pool: list[list[float]]) -> _Job:
         members = self.population[rung]
@@ -184,8 +184,9 @@ class DEHB(Scheduler):
             return
         rung = bracket.first_rung + bracket.stage + 1
         n = sizes[bracket.stage + 1]
-        finished = [j for j in bracket.jobs if j.value is not None and math.isfinite(j.value)]
-        best = sorted(finished, key=lambda j: j.value)[:n]  # type: ignore[arg-type, return-value]
+        finished = [(j.value, j) for j in bracket.jobs
+                    if j.value is not None and math.isfinite(j.value)]
+        best = [j for _, j in sorted(finished, key=lambda vj: vj[0])][:n]
         if self._is_full(rung):
             pool = [j.vector for j in best]
             jobs = [self._de_job(rung, pool) for _ in range(n)]
@@ -237,7 +238,8 @@ class DEHB(Scheduler):
     def _with_level(self, config: Mapping[str, Any], rung: int) -> dict[str, Any]:
         level = self.levels[rung]
         value = int(level) if float(level).is_integer() else level
-        return {**config, self.max_resource_attr: value}  # type: ignore[dict-item]
+        assert self.max_resource_attr is not None  # only called when the scheduler sets it
+        return {**config, self.max_resource_attr: value}
 
     def _assign(self, trial_id: int, bracket: _Bracket, index: int) -> None:
         bracket.jobs[index].trial_id = trial_id
@@ -327,6 +329,6 @@ class DEHB(Scheduler):
         self._brackets = [_Bracket.from_json(b) for b in state["brackets"]]
         self._num_brackets = int(state["num_brackets"])
         self._job_of = {int(t): (int(b), int(i)) for t, b, i in state["job_of"]}
-        self._offer = tuple(state["offer"]) if state["offer"] is not None else None  # type: ignore[assignment]
+        self._offer = tuple(state["offer"]) if state["offer"] is not None else None
         self._paused = {int(t) for t in state["paused"]}
         self._configs = {int(t): dict(c) for t, c in state.get("configs", {}).items()}

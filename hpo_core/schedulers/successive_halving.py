@@ -176,7 +176,8 @@ class SyncSuccessiveHalving(Scheduler):
 
     def _with_level(self, config: Mapping[str, Any], level: float) -> dict[str, Any]:
         value = int(level) if float(level).is_integer() else level
-        return {**config, self.max_resource_attr: value}  # type: ignore[dict-item]
+        assert self.max_resource_attr is not None  # only called when the scheduler sets it
+        return {**config, self.max_resource_attr: value}
 
     def on_trial_add(self, trial: Trial) -> None:
         if self.max_resource_attr is not None:
@@ -212,10 +213,11 @@ class SyncSuccessiveHalving(Scheduler):
     def on_trial_complete(self, trial: Trial, result: TrialResult | None) -> None:
         """The script ended before its rung level: in the rung, without a value."""
         value = self.objective(result.metrics) if result is not None else None
-        if value is not None and not self.searcher.uses_intermediate_results:
-            resource = result.metrics.get(self.resource_attr)  # type: ignore[union-attr]
+        if result is not None and value is not None \
+                and not self.searcher.uses_intermediate_results:
+            resource = result.metrics.get(self.resource_attr)
             self.searcher.on_result(trial.trial_id, trial.config, value, resource,
-                                    metrics=result.metrics)  # type: ignore[union-attr]
+                                    metrics=result.metrics)
         self.searcher.on_trial_end(trial.trial_id)
         self._drop(trial.trial_id)
 

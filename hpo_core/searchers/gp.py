@@ -298,7 +298,7 @@ class GPSearcher(UnseenSearcher):
             if cost is not None and exponent:
                 m, _, dm, _ = cost.predict(inputs, with_grad)
                 total -= exponent * m
-                if grad is not None:
+                if grad is not None and dm is not None:
                     grad -= exponent * dm[:, :dim]
             return total, grad
 

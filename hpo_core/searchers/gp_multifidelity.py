@@ -94,7 +94,7 @@ class MultiFidelityGPSearcher(GPSearcher):
     def input_dim(self) -> int:
         return self._encoded.dim + (self.model == "joint")
 
-    def scaled_resource(self, resource: float | np.ndarray) -> np.ndarray:
+    def scaled_resource(self, resource: float | Sequence[float] | np.ndarray) -> np.ndarray:
         """Resources mapped to [0,1], log-scaled between min_resource and max_resource."""
         r = np.clip(np.asarray(resource, dtype=float), self.min_resource, self.max_resource)
         if self.max_resource == self.min_resource:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -71,13 +71,13 @@ class Experiment:
         values = {}
         resource_attr = self.resource_attr
         failed = self.failed_trial_ids()  # never the best, whatever they reported
-        for trial_id, group in self.results.groupby("trial_id", sort=True):
-            if int(trial_id) in failed:
+        for trial_id, group in _by_trial(self.results):
+            if trial_id in failed:
                 continue
-            best = best_report(group.to_dict(orient="records"), self.metric, self.mode,
-                               resource_attr)
+            records = cast(list[dict[str, Any]], group.to_dict(orient="records"))  # str columns
+            best = best_report(records, self.metric, self.mode, resource_attr)
             if best is not None:
-                values[int(trial_id)] = best
+                values[trial_id] = best
         return values
 
     def ranked(self) -> pd.DataFrame:
@@ -123,6 +123,8 @@ class Experiment:
         if trial is not None:
             return dict(trial["config"])
         row = self.best_row()
+        if row is None:
+            return None
         return {c[len(CONFIG_PREFIX):]: row[c] for c in self.config_columns}
 
     def num_trials(self) -> int:
@@ -256,8 +258,8 @@ class Experiment:
             values = self.trial_values()
             top = [int(t) for t in self.ranked().dropna(subset=[self.metric])["trial_id"]
                    .head(highlight)]
-            for trial_id, group in valid.groupby("trial_id", sort=True):
-                if int(trial_id) not in top:
+            for trial_id, group in _by_trial(valid):
+                if trial_id not in top:
                     ax.plot(step_of(group), pd.to_numeric(group[self.metric]), color="0.7",
                             linewidth=0.6, alpha=0.6)
             for rank, trial_id in enumerate(top):
@@ -373,3 +375,9 @@ def _with_journal(state: dict[str, Any], rows: list[dict[str, Any]],
             pending = record["b"]
     settle(None)
     return {**state, "trials": trials}
+
+
+def _by_trial(frame: pd.DataFrame) -> Iterator[tuple[int, pd.DataFrame]]:
+    """Each trial's id and rows, by id (pandas' stubs type a group key as any scalar)."""
+    for trial_id, group in frame.groupby("trial_id", sort=True):
+        yield int(cast(float, trial_id)), group

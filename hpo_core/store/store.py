@@ -364,7 +364,7 @@ def read_rows(folder: Path, num_rows: int | None) -> list[dict[str, Any]]:
     if num_rows is not None:
         frame = frame.iloc[: int(num_rows)]
     frame = frame[[c for c in frame.columns if not c.startswith(CONFIG_PREFIX)]]
-    return [{k: v for k, v in row.items() if not _is_missing(v)}
+    return [{str(k): v for k, v in row.items() if not _is_missing(v)}
             for row in frame.to_dict(orient="records")]
 
 
