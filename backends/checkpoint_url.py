@@ -31,6 +31,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ class CheckpointURL:
             for path in files:
                 local = staging / os.path.relpath(path, prefix)
                 local.parent.mkdir(parents=True, exist_ok=True)
-                self._call("read", lambda p=path, dest=local: self.fs.get_file(p, str(dest)))
+                self._call("read", partial(self.fs.get_file, path, str(local)))
             staging.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -152,7 +153,7 @@ class CheckpointURL:
                         continue
                     local = Path(root, name)
                     remote = f"{base}/{version}/{local.relative_to(staging).as_posix()}"
-                    self._call("write to", lambda a=local, b=remote: self.fs.put_file(str(a), b))
+                    self._call("write to", partial(self.fs.put_file, str(local), remote))
         if not current():
             self._remove(f"{base}/{version}")
             return None
