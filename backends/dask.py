@@ -283,16 +283,33 @@ class DaskBackend(TrialBackend):
 
     # -- internals -----------------------------------------------------------------------------
     def _renew(self) -> None:
-        """Renew this session's lease on every worker until closed (the lease thread)."""
+        """Renew this session's lease on every worker until closed (the lease thread). Each
+        worker gets its own call, in its own thread, so a frozen worker (whose reply never
+        comes) holds up no other worker's renewals; it is skipped while its call is pending."""
         every = self.options["tuner_lease"] / RENEWALS_PER_LEASE
-        while True:
+        pending: dict[str, threading.Thread] = {}
+        while not self._stop_renewing.is_set():
             try:
-                if self.client.status == "running":
-                    self.client.run(dask_worker.renew_lease, self.session, on_error="ignore")
+                workers = list(self.client.scheduler_info(n_workers=-1)["workers"]) \
+                    if self.client.status == "running" else []
             except Exception as err:  # noqa: BLE001 - a lost scheduler: poll() reports it
-                logger.debug("renewing the tuner's lease on the Dask workers: %s", err)
-            if self._stop_renewing.wait(every):
-                return
+                logger.debug("listing the Dask workers to renew the lease: %s", err)
+                workers = []
+            for address in workers:
+                if address in pending and pending[address].is_alive():
+                    continue
+                pending[address] = threading.Thread(
+                    target=self._renew_on, args=(address,), daemon=True,
+                    name=f"tunesmith-lease-{self.session}-{address}")
+                pending[address].start()
+            self._stop_renewing.wait(every)
+
+    def _renew_on(self, address: str) -> None:
+        try:
+            self.client.run(dask_worker.renew_lease, self.session, workers=[address],
+                            on_error="ignore")
+        except Exception as err:  # noqa: BLE001 - a worker gone meanwhile
+            logger.debug("renewing the tuner's lease on worker %s: %s", address, err)
 
     def _submit(self, trial: Trial, action: str) -> None:
         if self.trial_root is None:

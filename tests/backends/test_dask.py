@@ -391,6 +391,32 @@ def test_a_silent_tuner_loses_its_lease_and_its_trials_end_on_every_worker(
     assert wait_gone(root) == []
 
 
+def test_a_frozen_worker_does_not_cost_the_other_workers_their_lease(
+        faults_cluster: Cluster, script: Path, tmp_path: Path) -> None:
+    """Lease renewals go to each worker on its own: one whose replies never come (SIGSTOP)
+    holds up no other worker's, whose trials of a live tuner run on past the lease."""
+    root = tmp_path / "trials"
+    lease = 2.0
+    backend = make_backend(faults_cluster.address, str(script), root, tuner_lease=lease)
+    frozen = None
+    try:
+        for tid in (0, 1):
+            backend.start(Trial(tid, {"x": 0.1, "epochs": 400, "sleep": 0.1}))
+        events = collect(backend, lambda ev: running_on_both(backend, ev))
+        frozen = faults_cluster.workers[backend.trial_worker(1).split()[0]]
+        frozen.send_signal(signal.SIGSTOP)
+        until = time.monotonic() + 3 * lease
+        events = collect(backend, lambda _: time.monotonic() > until, timeout=6 * lease)
+        late = [e for e in events if e.trial_id == 0 and e.kind == EventKind.RESULT
+                and e.time > backend.now() - lease]
+        assert ended(events, 0) is None and late, "trial 0 lost its lease on a healthy worker"
+    finally:
+        if frozen is not None:
+            frozen.send_signal(signal.SIGCONT)
+        backend.close()
+    assert wait_gone(root) == []
+
+
 def test_a_resumed_experiment_ends_what_its_earlier_session_still_runs(
         faults_cluster: Cluster, script: Path, tmp_path: Path) -> None:
     root = tmp_path / "trials"
