@@ -27,6 +27,8 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 from backends.objectives import Objective, load
 from hpo_core import report as reporting
@@ -95,22 +97,18 @@ def main(argv: list[str]) -> int:
     first = channel.next_trial()
     if first is None:
         return 0
-    objective_data = first["objective"]
     metric = first.get("metric")
-    objective, load_error = None, None
-    try:
-        objective = load(Objective.from_payload(objective_data))
-    except BaseException:  # noqa: BLE001 - reported with the first trial
-        load_error = f"cannot load objective {objective_data['name']}", traceback.format_exc()
+    objective = _load_objective(first["objective"])
     reason: str | None
     while (trial := channel.next_trial()) is not None:
         channel.run = trial["run"]
         channel.send(started=True)  # the trial's time (and timeout) counts from here
         with _TrialContext(trial):
-            if load_error is not None:
-                print(load_error[1], file=sys.stderr, flush=True)
-                status, reason = "failed", f"{load_error[0]}: {_last_line(load_error[1])}\n" \
-                    + load_error[1][-TRACEBACK_CHARS:]
+            if isinstance(objective, tuple):  # it could not be loaded
+                what, trace = objective
+                print(trace, file=sys.stderr, flush=True)
+                status, reason = "failed", f"{what}: {_last_line(trace)}\n" \
+                    + trace[-TRACEBACK_CHARS:]
             else:
                 status, reason = _run(objective, trial, metric)
             _free_gpu_cache()
@@ -162,13 +160,22 @@ class _TrialContext:
             os.close(saved)
 
 
-def _run(objective: object, trial: dict, metric: str | None) -> tuple[str, str | None]:
+def _load_objective(data: dict[str, Any]) -> Callable[[dict[str, Any]], Any] | tuple[str, str]:
+    """The objective, or (what failed, its traceback) to report with every trial."""
+    try:
+        return load(Objective.from_payload(data))
+    except BaseException:  # noqa: BLE001 - reported with the trials
+        return f"cannot load objective {data['name']}", traceback.format_exc()
+
+
+def _run(objective: Callable[[dict[str, Any]], Any], trial: dict, metric: str | None
+         ) -> tuple[str, str | None]:
     config = dict(trial["config"])
     try:
         if isinstance(objective, type):
             _run_class(objective, config, trial["checkpoint_dir"])
             return "completed", None
-        result = objective(config)  # type: ignore[operator]
+        result = objective(config)
         _report_returned(result, metric)
         return "completed", None
     except SystemExit as err:

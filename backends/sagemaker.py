@@ -361,17 +361,16 @@ class SageMakerBackend(TrialBackend):
     def _ensure_ready(self) -> None:
         if not self._validated:
             self.validate()
-        if self.settings.entry_point and self._source_uri is None:
-            self._source_uri = self._upload_source()
+        if self._source_dir is not None and self._source_uri is None:  # with an entry point
+            self._source_uri = self._upload_source(self._source_dir)
 
-    def _upload_source(self) -> str:
-        folder: Path = self._source_dir  # type: ignore[assignment]
+    def _upload_source(self, folder: Path) -> str:
         data = package_source(folder, reporter_files(folder) if self._bundle_reporter else None)
         root = self.settings.s3_root(self.experiment)
         uri = f"{root}/source/{digest(data)}/sourcedir.tar.gz"
         bucket, key = _split_s3(uri)
         self._call(self._clients["s3"].put_object, Bucket=bucket, Key=key, Body=data)
-        logger.info("uploaded %s (%d bytes) to %s", self._source_dir, len(data), uri)
+        logger.info("uploaded %s (%d bytes) to %s", folder, len(data), uri)
         return uri
 
     def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:

@@ -58,8 +58,9 @@ def _refine(acquisition: Acquisition, starts: np.ndarray, free: np.ndarray,
         X = base.copy()
         X[:, free] = flat.reshape(k, free.size)
         values, grads = acquisition(X, True)
+        assert grads is not None  # asked for with_grad
         values = np.where(np.isfinite(values), values, -1e6)
-        grads = np.nan_to_num(grads[:, free], nan=0.0, posinf=0.0, neginf=0.0)  # type: ignore[index]
+        grads = np.nan_to_num(grads[:, free], nan=0.0, posinf=0.0, neginf=0.0)
         return -float(values.sum()), -grads.reshape(-1)
 
     x0 = starts[:, free].reshape(-1)

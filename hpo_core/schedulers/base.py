@@ -92,10 +92,9 @@ class Scheduler(ABC):
         """All metrics turned into values to minimize; None if any is missing or not finite."""
         out = np.empty(len(self.metrics))
         for i, (name, sign) in enumerate(zip(self.metrics, self._signs, strict=True)):
-            value = metrics.get(name)
             try:
-                value = float(value)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
+                value = float(metrics[name])
+            except (KeyError, TypeError, ValueError):
                 return None
             if not math.isfinite(value):
                 return None

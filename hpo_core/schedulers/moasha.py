@@ -107,8 +107,8 @@ class MOASHA(ASHA):
         values = []
         for name, sign in zip(self.metrics, self._signs, strict=True):
             try:
-                value = float(metrics.get(name))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
+                value = float(metrics[name])
+            except (KeyError, TypeError, ValueError):
                 return None
             if not math.isfinite(value):
                 return None

@@ -100,13 +100,13 @@ class _Classifier:
             signed = np.where(labels > 0, -logits, logits)
             value = float(weights @ np.logaddexp(0.0, signed))
             dlogit = weights * (1.0 / (1.0 + np.exp(-logits)) - labels)  # d value / d logit
-            if self.hidden == 0:
+            if H is None:  # no hidden layer
                 grads = [F.T @ dlogit, np.array(dlogit.sum())]
                 penalized = [0]
             else:
                 W1, b1, w2, b2 = self._unpack(params)
-                dH = np.outer(dlogit, w2) * (1.0 - H * H)  # type: ignore[operator]
-                grads = [F.T @ dH, dH.sum(0), H.T @ dlogit, np.array(dlogit.sum())]  # type: ignore[union-attr]
+                dH = np.outer(dlogit, w2) * (1.0 - H * H)
+                grads = [F.T @ dH, dH.sum(0), H.T @ dlogit, np.array(dlogit.sum())]
                 penalized = [0, 2]
             parts = self._unpack(params)
             for i in penalized:
