@@ -43,8 +43,9 @@ from typing import Any
 
 from backends import dask_worker
 from backends.checkpoint_url import check_url
-from backends.local import _command, _non_negative, _positive_or_none
+from backends.local import _command
 from backends.objectives import ObjectiveError, is_function_entry, objective_from
+from backends.process_trials import _non_negative, _positive_or_none
 from hpo_core.backend import TrialBackend, TrialContext
 from hpo_core.secrets import is_reference
 from hpo_core.trial import EventKind, Trial, TrialEvent

@@ -23,31 +23,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backends import processes
-from backends.local import (
-    _cpu_count,
-    _gpu_setup,
-    _non_negative,
-    _positive_or_none,
-    _signal_name,
-    _write_json,
-    copy_checkpoint,
-    stderr_tail,
-)
 from backends.objectives import Objective, objective_from
-from hpo_core.backend import TrialBackend, TrialContext
-from hpo_core.report import DISTRIBUTED_ENV
+from backends.process_trials import ProcessRun, ProcessTrialBackend, signal_name
 from hpo_core.secrets import resolve
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
@@ -78,31 +64,25 @@ class _Worker:
         return self.tree.pid
 
 
-@dataclass(eq=False)
-class _Run:
-    """One segment of a trial (a start or a resume) on one worker."""
+@dataclass(eq=False, kw_only=True)
+class _Run(ProcessRun):
+    """One segment of a trial (a start or a resume) on one worker. Its `started` is when it
+    was sent to the worker, then when the worker took it up; its deadline likewise."""
 
     token: int
-    trial_id: int
     worker: _Worker
-    started: float  # monotonic: sent to the worker, then taken up by it
-    deadline: float | None  # from the launch, then from when the worker took it up
-    stderr_offset: int
-    gpu_key: tuple[int, int] | None
-    num_reports: int = 0
-    cancelled: bool = False  # stopped, paused or timed out: later events are dropped
     ended: bool = False
 
 
-class FunctionBackend(TrialBackend):
+class FunctionBackend(ProcessTrialBackend[_Run]):
     """Runs a Python objective's trials in worker processes (see the module docstring).
 
     Args:
         entry_point: `"pkg.module:objective"`, `"path/to/file.py:objective"`, or the function
             or class itself.
         metric: the metric an objective's returned number is reported as.
-        gpus, gpus_per_trial, timeout, env, python, poll_interval: as for
-            `backends.local.LocalBackend`.
+        gpus, gpus_per_trial, timeout, env, python, poll_interval: see
+            `backends.process_trials.ProcessTrialBackend` (`python` runs the workers).
         reuse_workers: run later trials in the same worker (False: a fresh process per trial).
     """
 
@@ -118,100 +98,19 @@ class FunctionBackend(TrialBackend):
         poll_interval: float = 0.1,
         reuse_workers: bool = True,
     ):
-        super().__init__()
         self.objective: Objective = objective_from(entry_point)
+        super().__init__(gpus=gpus, gpus_per_trial=gpus_per_trial, timeout=timeout, env=env,
+                         python=python, poll_interval=poll_interval)
         self.metric = metric
-        self.python = python or sys.executable
-        self.timeout = _positive_or_none(timeout, "timeout")
-        self.poll_interval = _non_negative(poll_interval, "poll_interval")
         self.reuse_workers = bool(reuse_workers)
-        if env is not None and not isinstance(env, Mapping):
-            raise ValueError(f"backend_options.env: must be a mapping of names to values, got {env!r}")
-        self.env = {str(k): str(v) for k, v in (env or {}).items()}
-        self.rotation, self.hide_gpus = _gpu_setup(gpus, gpus_per_trial)
-        self._t0 = time.monotonic()
-        self._queue: queue.SimpleQueue[tuple[str, Any, Any, float]] = queue.SimpleQueue()
         self._workers: set[_Worker] = set()  # every worker not yet reaped
         self._idle: list[_Worker] = []  # oldest first
-        self._active: dict[int, _Run] = {}  # the current run of each running trial
         self._runs: dict[int, _Run] = {}  # runs by token, until their worker reports their end
-        self._pending: dict[int, Trial] = {}
-        self._reported: dict[int, int] = {}
-        self._elapsed: dict[int, float] = {}
-        self._early: list[TrialEvent] = []
         self._unacknowledged: list[_Run] = []  # one entry per report returned by poll()
         self._tokens = 0
         self._peak = 1  # most trials running at once: the pool's size
 
     # -- contract ------------------------------------------------------------------------------
-    def now(self) -> float:
-        return time.monotonic() - self._t0
-
-    def default_n_workers(self) -> int:
-        """One trial per GPU slot when there are GPUs, else one per CPU."""
-        if self.rotation is not None and self.rotation.num_slots > 0:
-            return self.rotation.num_slots
-        return _cpu_count()
-
-    def _context(self) -> TrialContext:
-        if self.context is None:
-            self.set_trial_root(Path(tempfile.mkdtemp(prefix="tunesmith-trials-")))
-            logger.info("no trial root set: trial files go to %s", self.trial_root)
-        return super()._context()
-
-    def start(self, trial: Trial) -> None:
-        checkpoint = self.checkpoint_dir(trial.trial_id)
-        if trial.checkpoint_from is not None:
-            source = self.checkpoint_dir(trial.checkpoint_from)
-            copy_checkpoint(source, checkpoint, trial.checkpoint_from)
-        config_path = self.trial_dir(trial.trial_id) / "config.json"
-        if not config_path.exists():
-            _write_json(config_path, trial.config)
-        self._launch_when_ready(trial)
-
-    def resume(self, trial: Trial) -> None:
-        _write_json(self.trial_dir(trial.trial_id) / "config.json", trial.config)
-        tid = trial.trial_id
-        self._reported[tid] = max(self._reported.get(tid, 0), trial.num_results)
-        self._launch_when_ready(trial)
-
-    def pause(self, trial_id: int) -> None:
-        """Kill the trial's worker; its checkpoint folder stays for `resume`."""
-        self.stop(trial_id)
-
-    def stop(self, trial_id: int) -> None:
-        self._pending.pop(trial_id, None)
-        run = self._active.pop(trial_id, None)
-        if run is not None:
-            self._cancel(run)
-
-    def poll(self) -> list[TrialEvent]:
-        self._acknowledge()
-        events, self._early = self._early, []
-        self._check_timeouts(events)
-        items = []
-        try:
-            items.append(self._queue.get(timeout=0 if events else self.poll_interval))
-            while True:
-                items.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        for kind, worker, payload, t in items:
-            if kind == "report":
-                self._on_report(worker, payload, t, events)
-            elif kind == "started":
-                self._on_started(payload)
-            elif kind == "end":
-                self._on_end(worker, payload, t, events)
-            elif kind == "exit":
-                self._on_exit(worker, payload, t, events)
-        self._launch_pending()
-        events.sort(key=lambda e: e.time)
-        return events
-
-    def wake(self) -> None:
-        self._queue.put(("wake", None, None, 0.0))
-
     def close(self) -> None:
         """Kill every worker (running trials and whatever they started included), wait until
         they are gone and remove their process records."""
@@ -231,28 +130,10 @@ class FunctionBackend(TrialBackend):
         self._workers.clear()
         self._idle.clear()
 
-    def set_context(self, context: TrialContext) -> None:
-        """Also end what an earlier, killed session of this experiment left running (its
-        workers' process records), before any worker starts here."""
-        super().set_context(context)
-        ended = processes.reconcile(context.root.glob("*/processes/*.json"))
-        if ended:
-            logger.warning("ended %d trial workers an earlier session left", len(ended))
-
-    def state_dict(self) -> dict[str, Any]:
-        """Run time per trial (for timeouts); live workers are in their process records."""
-        return {"elapsed": {str(k): v for k, v in self._elapsed.items()}}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore run times."""
-        self._elapsed = {int(k): float(v) for k, v in state.get("elapsed", {}).items()}
-
     # -- workers -------------------------------------------------------------------------------
     def _spawn(self, gpus: str | None) -> _Worker:
         """Start a worker (returns at once; it imports the objective while we go on)."""
-        env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.update(self.env)
+        env = self._environment()
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
         env[WORKER_ENV] = "1"
         if gpus is not None:
@@ -350,13 +231,7 @@ class FunctionBackend(TrialBackend):
     def _launch(self, trial: Trial) -> None:
         tid = trial.trial_id
         folder = self.trial_dir(tid)
-        gpu_key, gpus = None, None
-        if self.hide_gpus:
-            gpus = ""
-        elif self.rotation is not None:
-            self._tokens += 1
-            gpu_key = (tid, self._tokens)
-            gpus = ",".join(self.rotation.acquire(gpu_key))
+        gpu_key, gpus = self._assign_gpus(tid)
         stderr = folder / "stderr"
         offset = stderr.stat().st_size if stderr.exists() else 0
         self._tokens += 1
@@ -371,16 +246,13 @@ class FunctionBackend(TrialBackend):
                 break
             except OSError as err:
                 if attempt == 1:
-                    if gpu_key is not None:
-                        self.rotation.release(gpu_key)  # type: ignore[union-attr]
-                    self._early.append(TrialEvent(EventKind.FAILED, tid, self.now(),
-                                                  reason=f"could not start a worker: {err}"))
+                    self._launch_failed(tid, gpu_key, f"could not start a worker: {err}")
                     return
         now = time.monotonic()
-        deadline = None  # set again when the worker takes the run up
-        if self.timeout is not None:
-            deadline = now + max(0.0, self.timeout - self._elapsed.get(tid, 0.0))
-        run = _Run(self._tokens, tid, worker, now, deadline, offset, gpu_key)
+        # the deadline is set again when the worker takes the run up
+        run = _Run(token=self._tokens, trial_id=tid, worker=worker, started=now,
+                   deadline=self._deadline(tid, now), stderr_path=stderr, stderr_offset=offset,
+                   gpu_key=gpu_key)
         worker.run = run
         self._runs[run.token] = run
         self._active[tid] = run
@@ -390,34 +262,37 @@ class FunctionBackend(TrialBackend):
         if gpus:
             logger.info("trial %s started on GPU %s (worker %s)", tid, gpus, worker.pid)
 
-    def _launch_when_ready(self, trial: Trial) -> None:
-        if self._ready(trial.trial_id):
-            self._launch(trial)
-        else:
-            self._pending[trial.trial_id] = trial
+    def _live_runs(self) -> Iterable[_Run]:
+        """The runs of killed workers that have not exited yet."""
+        return [w.run for w in self._workers if w.killed and w.run is not None]
 
-    def _ready(self, trial_id: int) -> bool:
-        """The trial's previous worker is gone, and no GPU is held by a killed worker that
-        is still exiting (unless more trials than GPU slots run anyway)."""
-        if any(w.killed and not w.dead.is_set() and w.run is not None
-               and w.run.trial_id == trial_id for w in self._workers):
-            return False
-        rotation = self.rotation
-        if rotation is None or rotation.free_slots() > 0 or len(self._active) >= rotation.num_slots:
-            return True
-        return not any(w.killed and not w.dead.is_set() and w.run is not None
-                       and w.run.gpu_key is not None for w in self._workers)
+    def _over(self, run: _Run) -> bool:
+        return run.worker.dead.is_set()
 
-    def _launch_pending(self) -> None:
-        for tid, trial in list(self._pending.items()):
-            if self._ready(tid):
-                del self._pending[tid]
-                self._launch(trial)
+    def _exited(self, run: _Run) -> bool:
+        return run.worker.dead.is_set()
 
     def _cancel(self, run: _Run) -> None:
         """End a run at once: kill its worker (the next trial takes or starts another)."""
         run.cancelled = True
         self._kill(run.worker)
+
+    def _handle(self, kind: str, source: Any, payload: Any, t: float,
+                events: list[TrialEvent]) -> None:
+        worker: _Worker = source
+        if kind == "report":
+            self._on_report(worker, payload, t, events)
+        elif kind == "started":
+            self._on_started(payload)
+        elif kind == "end":
+            self._on_end(worker, payload, t, events)
+        elif kind == "exit":
+            self._on_exit(worker, payload, t, events)
+
+    def _housekeeping(self, events: list[TrialEvent]) -> None:
+        """Acknowledge the reports the last poll returned; then timeouts."""
+        self._acknowledge()
+        super()._housekeeping(events)
 
     def _on_started(self, message: dict) -> None:
         """The worker took the run up: its time and timeout count from now, not from a new
@@ -427,9 +302,7 @@ class FunctionBackend(TrialBackend):
         if run is None:
             return
         run.started = time.monotonic()
-        if self.timeout is not None:
-            remaining = max(0.0, self.timeout - self._elapsed.get(run.trial_id, 0.0))
-            run.deadline = run.started + remaining
+        run.deadline = self._deadline(run.trial_id, run.started)
 
     def _on_report(self, worker: _Worker, message: dict, t: float,
                    events: list[TrialEvent]) -> None:
@@ -476,7 +349,7 @@ class FunctionBackend(TrialBackend):
         worker.run = None
         if run is not None and not run.ended:
             if returncode < 0:
-                how = f"killed by signal {_signal_name(-returncode)}"
+                how = f"killed by signal {signal_name(-returncode)}"
             else:
                 how = f"exited with code {returncode}"
             self._end_run(run, events, t, "failed", f"the trial's worker process {how}"
@@ -488,33 +361,12 @@ class FunctionBackend(TrialBackend):
                  reason: str | None) -> None:
         run.ended = True
         self._runs.pop(run.token, None)
-        tid = run.trial_id
-        self._elapsed[tid] = self._elapsed.get(tid, 0.0) + time.monotonic() - run.started
-        self._reported[tid] = self._reported.get(tid, 0) + run.num_reports
-        self._release_gpus(run)
-        if run.cancelled or self._active.get(tid) is not run:
+        if not self._run_ended(run):
             return
-        del self._active[tid]
+        tid = run.trial_id
         if status == "completed" and self._reported[tid] > 0:
             events.append(TrialEvent(EventKind.COMPLETED, tid, t))
             return
         if status == "completed":
             reason = "returned without reporting"
         events.append(TrialEvent(EventKind.FAILED, tid, t, reason=reason or "unknown failure"))
-
-    def _release_gpus(self, run: _Run) -> None:
-        if self.rotation is not None and run.gpu_key is not None:
-            self.rotation.release(run.gpu_key)
-            run.gpu_key = None
-
-    def _check_timeouts(self, events: list[TrialEvent]) -> None:
-        now = time.monotonic()
-        for tid, run in list(self._active.items()):
-            if run.deadline is not None and now >= run.deadline:
-                del self._active[tid]
-                self._cancel(run)
-                events.append(TrialEvent(EventKind.FAILED, tid, self.now(),
-                                         reason=f"timed out after {self.timeout:g}s"))
-
-    def _stderr_tail(self, run: _Run) -> str:
-        return stderr_tail(self.trial_dir(run.trial_id) / "stderr", run.stderr_offset)

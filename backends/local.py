@@ -26,58 +26,50 @@ import json
 import logging
 import math
 import os
-import queue
 import select
 import shlex
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backends import processes
-from backends.checkpoints import settled_copy
-from backends.gpus import GpuRotation, detect_gpus
-from hpo_core.backend import TrialBackend, TrialContext
+from backends.process_trials import (
+    ProcessRun,
+    ProcessTrialBackend,
+    _cpu_count,
+    _json_default,
+    _non_negative,
+    signal_name,
+)
 from hpo_core.report import (
     CHECKPOINT_ENV,
     CONFIG_ENV,
-    DISTRIBUTED_ENV,
     TRIAL_ID_ENV,
     ReportParser,
     config_args,
 )
-from hpo_core.secrets import is_reference, resolve
+from hpo_core.secrets import resolve
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
 
-STDERR_TAIL_LINES = 10
 #: seconds stdout is still read after a run's main process exited (a child may hold it open)
 DRAIN_SECONDS = 1.0
 _READ_SIZE = 1 << 16
 
 
-@dataclass(eq=False)
-class _Run:
+@dataclass(eq=False, kw_only=True)
+class _Run(ProcessRun):
     """One process of a trial (a trial has one run per start or resume)."""
 
-    trial_id: int
     tree: processes.ProcessTree
-    started: float  # monotonic
-    deadline: float | None  # monotonic time after which the run has timed out
-    stderr_path: Path
-    stderr_offset: int
-    gpu_key: tuple[int, int] | None = None  # its assignment in the GPU rotation
     private_config: Path | None = None  # its config with secrets resolved, removed at its end
-    num_reports: int = 0
-    cancelled: bool = False  # stopped, paused or timed out: its later events are dropped
     kill_at: float | None = None  # SIGTERM sent; SIGKILL at this monotonic time
     done: threading.Event = field(default_factory=threading.Event)  # output closed, reaped
     thread: threading.Thread | None = None
@@ -88,21 +80,15 @@ class _Run:
         return self.tree.popen
 
 
-class LocalBackend(TrialBackend):
+class LocalBackend(ProcessTrialBackend[_Run]):
     """Runs trials as local subprocesses (see the module docstring).
 
     Args:
         entry_point: a Python file, or a command (a list, or a string split once with shlex)
             whose first word is a .py file (run with `python`) or an executable on PATH.
-        gpus: "auto" (detect with nvidia-smi; none found: CPU only), a list of GPU ids (or a
-            string "0,2,3") to rotate over, [] to hide all GPUs (CUDA_VISIBLE_DEVICES=""), or
-            None to leave CUDA_VISIBLE_DEVICES alone.
-        gpus_per_trial: GPUs given to each trial, always the least busy ones.
-        timeout: seconds a trial may run in all (its runs summed); then it fails.
+        gpus, gpus_per_trial, timeout, env, python, poll_interval: see
+            `backends.process_trials.ProcessTrialBackend` (`python` runs Python entry points).
         stop_grace_period: seconds between SIGTERM and SIGKILL when a trial is stopped.
-        env: extra environment variables for the trials.
-        python: interpreter for Python entry points (default: the current one).
-        poll_interval: longest wait of `poll()` when nothing happens.
         syne_tune_compat: also pass `--st_checkpoint_dir <checkpoint dir>` and
             `--st_config_json_filename <config.json>`, as Syne Tune does (scripts that use
             `syne_tune.utils.load_config_json` read their config from that file).
@@ -120,102 +106,26 @@ class LocalBackend(TrialBackend):
         poll_interval: float = 0.1,
         syne_tune_compat: bool = False,
     ):
-        super().__init__()
-        self.python = python or sys.executable
+        super().__init__(gpus=gpus, gpus_per_trial=gpus_per_trial, timeout=timeout, env=env,
+                         python=python, poll_interval=poll_interval)
         self.command = _command(entry_point, self.python)
-        self.timeout = _positive_or_none(timeout, "timeout")
         self.stop_grace_period = _non_negative(stop_grace_period, "stop_grace_period")
-        self.poll_interval = _non_negative(poll_interval, "poll_interval")
         self.syne_tune_compat = bool(syne_tune_compat)
-        if env is not None and not isinstance(env, Mapping):
-            raise ValueError(f"backend_options.env: must be a mapping of names to values, got {env!r}")
-        self.env = {str(k): v if is_reference(v) else str(v) for k, v in (env or {}).items()}
-        self.rotation, self.hide_gpus = _gpu_setup(gpus, gpus_per_trial)
-        self._t0 = time.monotonic()
-        self._queue: queue.SimpleQueue[tuple[str, _Run, Any, float]] = queue.SimpleQueue()
-        self._active: dict[int, _Run] = {}  # the current run of each running trial
         self._live: set[_Run] = set()  # runs whose process may still be alive
         self._terminating: set[_Run] = set()  # SIGTERM sent, SIGKILL pending
-        self._pending: dict[int, Trial] = {}  # resumes waiting for the old run to end
-        self._reported: dict[int, int] = {}  # reports per trial over all its runs
-        self._elapsed: dict[int, float] = {}  # seconds run per trial, ended runs
-        self._early: list[TrialEvent] = []  # events raised outside poll (failed launches)
-        self._launches = 0
 
     # -- contract ------------------------------------------------------------------------------
-    def now(self) -> float:
-        return time.monotonic() - self._t0
-
-    def default_n_workers(self) -> int:
-        """Trials to run at once: one per GPU slot when there are GPUs, else one per CPU."""
-        if self.rotation is not None and self.rotation.num_slots > 0:
-            return self.rotation.num_slots
-        return _cpu_count()
-
     def max_n_workers(self) -> int:
         """Processes this machine can hold at once: 8 per CPU (at least 64), or 4 per GPU slot."""
         slots = self.rotation.num_slots if self.rotation is not None else 0
         return max(64, 8 * _cpu_count(), 4 * slots)
-
-    def start(self, trial: Trial) -> None:
-        checkpoint = self.checkpoint_dir(trial.trial_id)
-        if trial.checkpoint_from is not None:
-            self._copy_checkpoint(trial.checkpoint_from, checkpoint)
-        config_path = self.trial_dir(trial.trial_id) / "config.json"
-        if not config_path.exists():
-            _write_json(config_path, trial.config)
-        self._launch_when_ready(trial)
-
-    def resume(self, trial: Trial) -> None:
-        _write_json(self.trial_dir(trial.trial_id) / "config.json", trial.config)
-        # A trial that already reported (also in an earlier session) may end without a new report.
-        tid = trial.trial_id
-        self._reported[tid] = max(self._reported.get(tid, 0), trial.num_results)
-        self._launch_when_ready(trial)
-
-    def pause(self, trial_id: int) -> None:
-        """Stop the trial's processes; its checkpoint folder stays for `resume`."""
-        self.stop(trial_id)
-
-    def stop(self, trial_id: int) -> None:
-        self._pending.pop(trial_id, None)
-        run = self._active.pop(trial_id, None)
-        if run is not None:
-            run.cancelled = True
-            self._terminate(run)
-
-    def poll(self) -> list[TrialEvent]:
-        events, self._early = self._early, []
-        self._housekeeping(events)
-        items = []
-        try:
-            items.append(self._queue.get(timeout=0 if events else self.poll_interval))
-            while True:
-                items.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        for kind, run, payload, t in items:
-            if kind == "wake":
-                continue
-            if kind == "result":
-                if not run.cancelled:
-                    events.append(TrialEvent(EventKind.RESULT, run.trial_id, t, metrics=payload))
-            else:
-                self._on_run_end(run, payload, t, events)
-        self._launch_pending()
-        events.sort(key=lambda e: e.time)
-        return events
-
-    def wake(self) -> None:
-        self._queue.put(("wake", None, None, 0.0))  # type: ignore[arg-type]
 
     def close(self) -> None:
         """End every trial process still alive (SIGTERM, then SIGKILL after the grace period,
         whatever they started included) and remove their process records."""
         self._pending.clear()
         for run in list(self._live):
-            run.cancelled = True
-            self._terminate(run)
+            self._cancel(run)
         self._active.clear()
         deadline = time.monotonic() + self.stop_grace_period
         runs = list(self._live | self._terminating)
@@ -231,29 +141,6 @@ class LocalBackend(TrialBackend):
         self._live.clear()
         self._terminating.clear()
 
-    def set_context(self, context: TrialContext) -> None:
-        """Also end what an earlier, killed session of this experiment left running (found
-        through its process records), before any trial is launched here."""
-        super().set_context(context)
-        ended = processes.reconcile(context.root.glob("*/processes/*.json"))
-        if ended:
-            logger.warning("ended the processes of %d trial runs an earlier session left",
-                           len(ended))
-
-    def state_dict(self) -> dict[str, Any]:
-        """Run time per trial (for timeouts); live processes are in their records instead."""
-        return {"elapsed": {str(k): v for k, v in self._elapsed.items()}}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore run times."""
-        self._elapsed = {int(k): float(v) for k, v in state.get("elapsed", {}).items()}
-
-    def _context(self) -> TrialContext:
-        if self.context is None:
-            self.set_trial_root(Path(tempfile.mkdtemp(prefix="tunesmith-trials-")))
-            logger.info("no trial root set: trial files go to %s", self.trial_root)
-        return super()._context()
-
     # -- launching -----------------------------------------------------------------------------
     def _launch(self, trial: Trial) -> None:
         tid = trial.trial_id
@@ -264,9 +151,7 @@ class LocalBackend(TrialBackend):
         if self.syne_tune_compat:
             args += ["--st_checkpoint_dir", str(checkpoint),
                      "--st_config_json_filename", str(folder / "config.json")]
-        env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.update(resolve(self.env, "backend_options.env"))
+        env = self._environment()
         env[CONFIG_ENV] = str(folder / "config.json")
         private_config = None
         if config != trial.config:  # the store's config.json keeps the references
@@ -274,13 +159,9 @@ class LocalBackend(TrialBackend):
             env[CONFIG_ENV] = str(private_config)
         env[CHECKPOINT_ENV] = str(checkpoint)
         env[TRIAL_ID_ENV] = str(tid)
-        gpu_key = None
-        if self.hide_gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        elif self.rotation is not None:
-            self._launches += 1
-            gpu_key = (tid, self._launches)
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.rotation.acquire(gpu_key))
+        gpu_key, gpus = self._assign_gpus(tid)
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpus
         stderr_path = folder / "stderr"
         with open(stderr_path, "ab") as stderr:
             offset = os.fstat(stderr.fileno()).st_size
@@ -291,69 +172,28 @@ class LocalBackend(TrialBackend):
             except OSError as err:
                 if private_config is not None:
                     private_config.unlink(missing_ok=True)
-                if gpu_key is not None:
-                    self.rotation.release(gpu_key)  # type: ignore[union-attr]
-                self._early.append(TrialEvent(EventKind.FAILED, tid, self.now(),
-                                              reason=f"could not start {self.command}: {err}"))
+                self._launch_failed(tid, gpu_key, f"could not start {self.command}: {err}")
                 return
         now = time.monotonic()
-        deadline = None
-        if self.timeout is not None:
-            deadline = now + max(0.0, self.timeout - self._elapsed.get(tid, 0.0))
-        run = _Run(tid, tree, now, deadline, stderr_path, offset, gpu_key, private_config)
+        run = _Run(trial_id=tid, tree=tree, started=now, deadline=self._deadline(tid, now),
+                   stderr_path=stderr_path, stderr_offset=offset, gpu_key=gpu_key,
+                   private_config=private_config)
         run.thread = threading.Thread(target=self._read_output, args=(run, folder / "stdout"),
                                       name=f"trial-{tid}-stdout", daemon=True)
         self._active[tid] = run
         self._live.add(run)
         run.thread.start()
         if gpu_key is not None:
-            logger.info("trial %s started on GPU %s", tid, env["CUDA_VISIBLE_DEVICES"])
+            logger.info("trial %s started on GPU %s", tid, gpus)
 
-    def _launch_when_ready(self, trial: Trial) -> None:
-        """Launch now, or from `poll()` once the trial's previous run has ended and a GPU is
-        free."""
-        if self._ready(trial.trial_id):
-            self._launch(trial)
-            return
-        self._pending[trial.trial_id] = trial
-        if self._waits_for_gpu():
-            logger.info("trial %s waits for the GPU of a stopped or paused trial", trial.trial_id)
+    def _live_runs(self) -> Iterable[_Run]:
+        return self._live
 
-    def _ready(self, trial_id: int) -> bool:
-        old = self._latest_run(trial_id)
-        return (old is None or old.done.is_set()) and not self._waits_for_gpu()
+    def _over(self, run: _Run) -> bool:
+        return run.done.is_set()
 
-    def _waits_for_gpu(self) -> bool:
-        """No GPU is free now, but one will be once a stopped or paused trial's process has
-        exited, and the trials still running leave a slot. Starting at once would put two
-        trials on one GPU until then, and the new one could run out of GPU memory. (A child
-        that left the trial's process group is not waited for.) A stopped run whose process
-        has exited frees its GPU here, before `poll()` sees its end: else the rotation would
-        still count it and the new trial could be given the GPU of a running one."""
-        rotation = self.rotation
-        if rotation is None:
-            return False
-        exiting = False
-        for run in self._live:
-            if run.cancelled and run.gpu_key is not None:
-                if run.proc.poll() is None:
-                    exiting = True
-                else:
-                    self._release_gpus(run)
-        return exiting and rotation.free_slots() == 0 and len(self._active) < rotation.num_slots
-
-    def _launch_pending(self) -> None:
-        for tid, trial in list(self._pending.items()):
-            if self._ready(tid):
-                del self._pending[tid]
-                self._launch(trial)
-
-    def _latest_run(self, trial_id: int) -> _Run | None:
-        runs = [r for r in self._live if r.trial_id == trial_id]
-        return max(runs, key=lambda r: r.started) if runs else None
-
-    def _copy_checkpoint(self, source_id: int, target: Path) -> None:
-        copy_checkpoint(self.checkpoint_dir(source_id), target, source_id)
+    def _exited(self, run: _Run) -> bool:
+        return run.proc.poll() is not None
 
     # -- the reader thread ---------------------------------------------------------------------
     def _read_output(self, run: _Run, stdout_path: Path) -> None:
@@ -390,21 +230,26 @@ class LocalBackend(TrialBackend):
             run.done.set()
             put(("end", run, (returncode, parser.num_malformed), self.now()))
 
+    def _handle(self, kind: str, source: Any, payload: Any, t: float,
+                events: list[TrialEvent]) -> None:
+        run: _Run = source
+        if kind == "result":
+            if not run.cancelled:
+                events.append(TrialEvent(EventKind.RESULT, run.trial_id, t, metrics=payload))
+        else:
+            self._on_run_end(run, payload, t, events)
+
     # -- ends of runs --------------------------------------------------------------------------
     def _on_run_end(self, run: _Run, payload: tuple[int, int], t: float,
                     events: list[TrialEvent]) -> None:
         returncode, num_malformed = payload
         tid = run.trial_id
         self._live.discard(run)
-        self._elapsed[tid] = self._elapsed.get(tid, 0.0) + time.monotonic() - run.started
-        self._reported[tid] = self._reported.get(tid, 0) + run.num_reports
-        self._release_gpus(run)
         if run.private_config is not None:
             run.private_config.unlink(missing_ok=True)
         self._terminate(run)  # children the script left behind
-        if run.cancelled or self._active.get(tid) is not run:
+        if not self._run_ended(run):
             return
-        del self._active[tid]
         if run.error is not None:
             events.append(TrialEvent(EventKind.FAILED, tid, t, reason=run.error))
             return
@@ -416,29 +261,18 @@ class LocalBackend(TrialBackend):
             if num_malformed:
                 reason += f" ({num_malformed} malformed report lines skipped)"
         elif returncode < 0:
-            reason = f"killed by signal {_signal_name(-returncode)}"
+            reason = f"killed by signal {signal_name(-returncode)}"
         else:
             reason = f"exited with code {returncode}"
         events.append(TrialEvent(EventKind.FAILED, tid, t, reason=reason + self._stderr_tail(run)))
 
-    def _release_gpus(self, run: _Run) -> None:
-        """Once per run (its end may come after `_waits_for_gpu` released them)."""
-        if self.rotation is not None and run.gpu_key is not None:
-            self.rotation.release(run.gpu_key)
-            run.gpu_key = None
-
     def _housekeeping(self, events: list[TrialEvent]) -> None:
         """Timeouts, SIGKILL escalation, and groups whose leader exited but whose output is
         still held open by a child."""
+        super()._housekeeping(events)
         now = time.monotonic()
-        for tid, run in list(self._active.items()):
-            if run.deadline is not None and now >= run.deadline:
-                del self._active[tid]
-                run.cancelled = True
-                self._terminate(run)
-                reason = f"timed out after {self.timeout:g}s" + self._stderr_tail(run)
-                events.append(TrialEvent(EventKind.FAILED, tid, self.now(), reason=reason))
-            elif run.kill_at is None and not run.done.is_set() and run.proc.poll() is not None:
+        for run in list(self._active.values()):
+            if run.kill_at is None and not run.done.is_set() and run.proc.poll() is not None:
                 self._terminate(run)
         for run in list(self._terminating):
             if run.kill_at is not None and now >= run.kill_at:
@@ -447,6 +281,10 @@ class LocalBackend(TrialBackend):
             if run.done.is_set() and not run.tree.alive():
                 self._terminating.discard(run)
                 run.tree.forget()
+
+    def _cancel(self, run: _Run) -> None:
+        run.cancelled = True
+        self._terminate(run)
 
     def _terminate(self, run: _Run) -> None:
         """SIGTERM to the run's process tree now, SIGKILL after the grace period."""
@@ -458,30 +296,6 @@ class LocalBackend(TrialBackend):
         else:
             run.tree.forget()
 
-    def _stderr_tail(self, run: _Run) -> str:
-        return stderr_tail(run.stderr_path, run.stderr_offset)
-
-
-# -- helpers (the function backend shares them) ----------------------------------------------------
-def copy_checkpoint(source: Path, target: Path, source_id: int) -> None:
-    """Copy trial `source_id`'s checkpoint folder into `target` (PBT), half-written files left
-    out; without one, the trial starts fresh."""
-    if not settled_copy(source, target):  # waits for a checkpoint being written in place
-        logger.warning("trial %s has no checkpoint to copy; starting fresh", source_id)
-
-
-def stderr_tail(path: Path, offset: int) -> str:
-    """The last `STDERR_TAIL_LINES` non-empty lines a run wrote to its stderr file after
-    `offset`, for a failure reason."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(max(offset, size - 8192))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    lines = [line for line in text.splitlines() if line.strip()][-STDERR_TAIL_LINES:]
-    return "; stderr:\n" + "\n".join(lines) if lines else " (stderr empty)"
 
 def _command(entry_point: str | Sequence[str], python: str) -> list[str]:
     if isinstance(entry_point, str):
@@ -502,36 +316,6 @@ def _command(entry_point: str | Sequence[str], python: str) -> list[str]:
         raise ValueError(f"backend_options.entry_point: command {parts[0]!r} not found on PATH")
     return parts
 
-
-def _gpu_setup(gpus: Any, gpus_per_trial: int) -> tuple[GpuRotation | None, bool]:
-    """The GPU rotation (None: GPUs left alone) and whether to hide all GPUs."""
-    if isinstance(gpus_per_trial, bool) or not isinstance(gpus_per_trial, int) or gpus_per_trial < 1:
-        raise ValueError(
-            f"backend_options.gpus_per_trial: must be a positive integer, got {gpus_per_trial!r}")
-    if gpus is None:
-        return None, False
-    if gpus == "auto":
-        found = detect_gpus()
-        if not found:
-            return None, False
-        try:
-            return GpuRotation(found, gpus_per_trial), False
-        except ValueError as err:
-            raise ValueError(f"backend_options.{err}") from None
-    if isinstance(gpus, str):
-        gpus = [g.strip() for g in gpus.split(",") if g.strip()]
-    if not isinstance(gpus, Sequence) or not all(
-            isinstance(g, int | str) and not isinstance(g, bool) for g in gpus):
-        raise ValueError(f"backend_options.gpus: must be 'auto', a list of GPU ids or null, got {gpus!r}")
-    if not gpus:
-        return None, True
-    ids = [str(g) for g in gpus]
-    stats = {g.index: g for g in detect_gpus()}
-    try:
-        rotation = GpuRotation([stats.get(i, i) for i in ids], gpus_per_trial)
-    except ValueError as err:
-        raise ValueError(f"backend_options.{err}") from None
-    return rotation, False
 
 
 def _output(tree: processes.ProcessTree, drain: float) -> Iterator[bytes]:
@@ -555,48 +339,9 @@ def _output(tree: processes.ProcessTree, drain: float) -> Iterator[bytes]:
             return
 
 
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
 def _private_json(data: Any) -> Path:
     """`data` as a JSON file that only this user can read, outside the experiment store."""
     fd, name = tempfile.mkstemp(prefix="tunesmith-config-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, default=_json_default)
     return Path(name)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, default=_json_default, allow_nan=True))
-    os.replace(tmp, path)
-
-
-def _json_default(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    return item() if callable(item) else str(value)
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _positive_or_none(value: Any, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"backend_options.{name}: must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _non_negative(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"backend_options.{name}: must be a non-negative number, got {value!r}")
-    return float(value)
