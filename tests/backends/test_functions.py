@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import os
-import stat
 import textwrap
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from trial_helpers import collect, ended, fake_nvidia_smi, wait_gone, write
 
 from backends.factory import build_backend
 from backends.functions import FunctionBackend
@@ -105,17 +105,12 @@ def sleeper(config):
     time.sleep(60)
 """
 
-FOUR_GPUS = "0, 10, 0\\n1, 10, 0\\n2, 10, 0\\n3, 10, 0\\n"
-
-
 @pytest.fixture
 def module(tmp_path, monkeypatch):
     """OBJECTIVES as `fn_objectives.py` in tmp_path, which is also the working directory (so
     `fn_objectives:name` entry points import it)."""
-    path = tmp_path / "fn_objectives.py"
-    path.write_text(OBJECTIVES)
     monkeypatch.chdir(tmp_path)
-    return path
+    return write(tmp_path, "fn_objectives.py", OBJECTIVES)
 
 
 @pytest.fixture
@@ -135,20 +130,6 @@ def make(tmp_path):
         backend.close()
 
 
-def collect(backend, until, timeout=20.0):
-    events = []
-    deadline = time.monotonic() + timeout
-    while not until(events):
-        assert time.monotonic() < deadline, f"timed out; events so far: {events}"
-        events += backend.poll()
-    return events
-
-
-def ended(*ids):
-    final = (EventKind.COMPLETED, EventKind.FAILED)
-    return lambda events: {e.trial_id for e in events if e.kind in final} >= set(ids)
-
-
 def workers() -> list[psutil.Process]:
     found = []
     for proc in psutil.Process().children(recursive=True):
@@ -158,22 +139,6 @@ def workers() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:  # exited (and reaped) meanwhile
-        return False
-
-
-def gone(pids, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(alive(p) for p in pids):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.parametrize("entry", ["fn_objectives:epochs", "fn_objectives:Epochs"])
@@ -233,7 +198,7 @@ def test_faults_fail_only_their_trial_with_the_reason(module, tmp_path):
     stderr = (tmp_path / "exp" / "faults" / "trials" / str(by_mode["crash"].trial_id) / "stderr")
     assert "boom in the objective" in stderr.read_text()
     pids = [int(p.read_text()) for p in (tmp_path / "pids").iterdir()]
-    assert len(pids) == len(modes) and gone(pids)
+    assert len(pids) == len(modes) and wait_gone(pids)
     assert workers() == []
 
 
@@ -249,12 +214,12 @@ def test_stop_kills_the_worker_and_its_children_at_once(module, make):
     # kill scans the process table for the worker's token).
     started = time.monotonic()
     backend.stop(0)
-    assert gone(pids[0], timeout=10.0), time.monotonic() - started
-    assert not gone([pids[1][0]], timeout=0.2)  # the other trial runs on
+    assert wait_gone(pids[0], timeout=10.0), time.monotonic() - started
+    assert not wait_gone([pids[1][0]], timeout=0.2)  # the other trial runs on
     later = collect(backend, lambda _: True) + [e for _ in range(10) for e in backend.poll()]
     assert [e for e in later if e.trial_id == 0] == []
     backend.close()
-    assert gone(pids[1]) and workers() == []
+    assert wait_gone(pids[1]) and workers() == []
 
 
 def test_workers_are_reused_unless_asked_for_a_fresh_process(module, make):
@@ -271,17 +236,11 @@ def test_workers_are_reused_unless_asked_for_a_fresh_process(module, make):
 
 
 @pytest.fixture
-def fake_nvidia_smi(tmp_path, monkeypatch):
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    exe = folder / "nvidia-smi"
-    exe.write_text(f"#!/bin/sh\nprintf '{FOUR_GPUS}'\n")
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+def nvidia_smi(tmp_path, monkeypatch):
+    return fake_nvidia_smi(tmp_path / "bin", monkeypatch)
 
 
-def test_gpu_pinning_before_import_and_reuse_per_assignment(module, make, fake_nvidia_smi):
+def test_gpu_pinning_before_import_and_reuse_per_assignment(module, make, nvidia_smi):
     backend = make("fn_objectives:probe", gpus="auto")
     assert backend.default_n_workers() == 4
     for tid in range(4):
@@ -397,7 +356,7 @@ def test_a_killed_tuner_leaves_no_worker_and_a_resumed_one_ends_what_was_left(mo
     assert list((tmp_path / "trials" / ".workers" / "processes").glob("*.json"))
     tuner.send_signal(signal.SIGKILL)
     tuner.wait()
-    assert gone(pids, timeout=10.0), [p for p in pids if psutil.pid_exists(p)]
+    assert wait_gone(pids, timeout=10.0), [p for p in pids if psutil.pid_exists(p)]
     # what a later session finds of the killed one's records, it reconciles and removes
     backend = FunctionBackend("fn_objectives:sleeper", gpus=None)
     backend.set_trial_root(tmp_path / "trials")

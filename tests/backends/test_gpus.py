@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import stat
 import sys
-import time
 
 import pytest
+from trial_helpers import FOUR_GPUS, collect, ended, fake_nvidia_smi, write
 
 from backends.gpus import GpuInfo, GpuRotation, detect_gpus, parse_nvidia_smi
 from backends.local import LocalBackend
 from hpo_core.trial import EventKind, Trial
-
-FOUR_GPUS = "0, 1200, 35\n1, 100, 0\n2, 100, 5\n3, 80000, [N/A]\n"
 
 SCRIPT = """\
 import os, time
@@ -24,16 +21,9 @@ time.sleep(0.5)  # hold the GPUs while the other trials start
 
 
 @pytest.fixture
-def fake_nvidia_smi(tmp_path, monkeypatch):
+def nvidia_smi(tmp_path, monkeypatch):
     """An `nvidia-smi` on PATH that lists four GPUs (and records its arguments)."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    exe = folder / "nvidia-smi"
-    exe.write_text(f"#!/bin/sh\necho \"$@\" > {folder}/args\nprintf '{FOUR_GPUS}'\n")
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    return folder
+    return fake_nvidia_smi(tmp_path / "bin", monkeypatch)
 
 
 @pytest.fixture
@@ -51,9 +41,9 @@ def test_parse_nvidia_smi_tolerates_missing_values():
     assert gpus[3].utilization == 0.0
 
 
-def test_detect_gpus_runs_the_query(fake_nvidia_smi):
+def test_detect_gpus_runs_the_query(nvidia_smi):
     assert [g.index for g in detect_gpus()] == ["0", "1", "2", "3"]
-    args = (fake_nvidia_smi / "args").read_text()
+    args = (nvidia_smi / "args").read_text()
     assert "--query-gpu=index,memory.used,utilization.gpu" in args
     assert "--format=csv,noheader,nounits" in args
 
@@ -87,22 +77,14 @@ def _run_trials(backend, n, tmp_path):
     backend.set_trial_root(tmp_path / "trials")
     for i in range(n):
         backend.start(Trial(i, {}))
-    seen, done = {}, set()
-    deadline = time.monotonic() + 20
-    while len(done) < n and time.monotonic() < deadline:
-        for event in backend.poll():
-            if event.kind == EventKind.RESULT:
-                seen[event.trial_id] = event.metrics["cuda"]
-            else:
-                assert event.kind == EventKind.COMPLETED, event.reason
-                done.add(event.trial_id)
+    events = collect(backend, ended(*range(n)))
     backend.close()
-    return seen
+    assert [e.reason for e in events if e.kind == EventKind.FAILED] == []
+    return {e.trial_id: e.metrics["cuda"] for e in events if e.kind == EventKind.RESULT}
 
 
-def test_trials_get_their_own_gpus_from_nvidia_smi(fake_nvidia_smi, tmp_path):
-    script = tmp_path / "cuda.py"
-    script.write_text(SCRIPT)
+def test_trials_get_their_own_gpus_from_nvidia_smi(nvidia_smi, tmp_path):
+    script = write(tmp_path, "cuda.py", SCRIPT)
     backend = LocalBackend(str(script), gpus="auto")
     assert backend.default_n_workers() == 4
     seen = _run_trials(backend, 4, tmp_path)
@@ -116,8 +98,7 @@ def test_trials_get_their_own_gpus_from_nvidia_smi(fake_nvidia_smi, tmp_path):
 
 
 def test_explicit_gpu_list_and_hidden_gpus(no_gpus, tmp_path):
-    script = tmp_path / "cuda.py"
-    script.write_text(SCRIPT)
+    script = write(tmp_path, "cuda.py", SCRIPT)
     backend = LocalBackend([sys.executable, str(script)], gpus=[0, 2, 3])
     assert backend.default_n_workers() == 3
     assert sorted(_run_trials(backend, 3, tmp_path / "list").values()) == ["0", "2", "3"]
@@ -128,8 +109,7 @@ def test_explicit_gpu_list_and_hidden_gpus(no_gpus, tmp_path):
 
 
 def test_cpu_only_machine_leaves_cuda_alone(no_gpus, tmp_path):
-    script = tmp_path / "cuda.py"
-    script.write_text(SCRIPT)
+    script = write(tmp_path, "cuda.py", SCRIPT)
     backend = LocalBackend(str(script))  # gpus="auto", nothing found
     assert backend.rotation is None
     assert backend.default_n_workers() == len(os.sched_getaffinity(0))

@@ -7,12 +7,12 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+from trial_helpers import alive, collect, kinds, wait_gone, write
 
 from backends import processes
 from backends.local import LocalBackend
@@ -78,45 +78,6 @@ elif mode == "hang":
     time.sleep(60)
 # "silent": exits 0 without a report
 """
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def collect(backend, until, timeout=15.0):
-    """Poll until `until(events)` holds; all events so far."""
-    events = []
-    deadline = time.monotonic() + timeout
-    while not until(events):
-        assert time.monotonic() < deadline, f"timed out; events so far: {events}"
-        events += backend.poll()
-    return events
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_gone(pids, backend=None, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(gone(p) for p in pids):
-            return True
-        if backend is not None:
-            backend.poll()
-        else:
-            time.sleep(0.02)
-    return False
-
-
-def kinds(events, trial_id):
-    return [e.kind for e in events if e.trial_id == trial_id]
 
 
 @pytest.fixture
@@ -186,7 +147,7 @@ def test_stop_ends_the_whole_process_group_without_blocking(tmp_path, backend_fa
     backend.stop(1)
     assert time.monotonic() - started < 0.1  # SIGKILL comes later, from poll()
     assert wait_gone(pids[0], backend, timeout=2.0)
-    assert not any(gone(p) for p in pids[1])  # it ignores SIGTERM: alive within the grace period
+    assert all(alive(p) for p in pids[1])  # it ignores SIGTERM: alive within the grace period
     assert wait_gone(pids[1], backend, timeout=3.0)  # then SIGKILLed
     late = collect(backend, lambda ev: True) + backend.poll()
     assert late == []  # a stopped trial reports nothing more

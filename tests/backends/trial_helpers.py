@@ -1,0 +1,84 @@
+"""What the tests of process-run trials share (scripts, function workers, GPUs): writing a
+trial's script, polling a backend until its events say enough, checking that processes are
+gone, and a fake `nvidia-smi` on PATH."""
+
+from __future__ import annotations
+
+import os
+import stat
+import textwrap
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from hpo_core.trial import EventKind, TrialEvent
+
+#: four GPUs as `nvidia-smi --query-gpu=index,memory.used,utilization.gpu` lists them
+FOUR_GPUS = "0, 1200, 35\n1, 100, 0\n2, 100, 5\n3, 80000, [N/A]\n"
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    """`text` (dedented) as the file `folder / name`."""
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def collect(backend: Any, until: Callable[[list[TrialEvent]], bool],
+            timeout: float = 20.0) -> list[TrialEvent]:
+    """Poll until `until(events)` holds; all events so far."""
+    events: list[TrialEvent] = []
+    deadline = time.monotonic() + timeout
+    while not until(events):
+        assert time.monotonic() < deadline, f"timed out; events so far: {events}"
+        events += backend.poll()
+    return events
+
+
+def kinds(events: list[TrialEvent], trial_id: int) -> list[EventKind]:
+    return [e.kind for e in events if e.trial_id == trial_id]
+
+
+def ended(*trial_ids: int) -> Callable[[list[TrialEvent]], bool]:
+    """`until` for `collect`: all these trials completed or failed."""
+    final = (EventKind.COMPLETED, EventKind.FAILED)
+    return lambda events: {e.trial_id for e in events if e.kind in final} >= set(trial_ids)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # exited (and reaped) meanwhile
+        return False
+
+
+def wait_gone(pids: Iterable[int], backend: Any = None, timeout: float = 5.0) -> bool:
+    """Whether all these processes are gone within `timeout` seconds (polling `backend`
+    meanwhile, which is what escalates SIGTERM to SIGKILL)."""
+    pids = list(pids)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(alive(p) for p in pids):
+            return True
+        if backend is not None:
+            backend.poll()
+        else:
+            time.sleep(0.02)
+    return False
+
+
+def fake_nvidia_smi(folder: Path, monkeypatch: pytest.MonkeyPatch, listing: str = FOUR_GPUS) -> Path:
+    """An `nvidia-smi` in `folder` (first on PATH) that prints `listing` and records its
+    arguments in `folder / "args"`; CUDA_VISIBLE_DEVICES unset."""
+    folder.mkdir()
+    exe = folder / "nvidia-smi"
+    exe.write_text(f"#!/bin/sh\necho \"$@\" > {folder}/args\nprintf '{listing}'\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return folder
