@@ -38,6 +38,9 @@ import numpy as np
 
 #: The encoded value of an inactive numeric hyperparameter.
 INACTIVE = 0.5
+#: `ConfigSpace.config_key`'s encoder (what `json.dumps(..., sort_keys=True, default=str)`
+#: builds on every call, built once)
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
 
 #: An encoded point of [0,1]^d, as a list or a numpy vector.
 Vector = Sequence[float] | np.ndarray
@@ -598,16 +601,15 @@ class ConfigSpace:
     def encode(self, config: Mapping[str, Any]) -> np.ndarray:
         """A config as a vector in [0,1]^ndim (one-hot for choices; inactive hyperparameters at
         `INACTIVE`, one-hot blocks all zero)."""
-        x = np.empty(self.ndim)
+        x: list[float] = []  # filled in order, made an array once (it runs per trial)
         for name, dom in self.domains.items():
-            a, b = self._offsets[name]
             if name in config:
-                x[a:b] = dom.encode(config[name])
+                x += dom.encode(config[name])
             elif dom.condition and not self.is_active(name, config):
-                x[a:b] = 0.0 if type(dom) is Categorical else INACTIVE
+                x += [0.0 if type(dom) is Categorical else INACTIVE] * dom.encoded_dim
             else:
                 raise ConfigSpaceError(f"config.{name}: missing")
-        return x
+        return np.array(x, dtype=float)
 
     def encode_many(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         if not configs:
@@ -671,7 +673,7 @@ class ConfigSpace:
 
     def config_key(self, config: Mapping[str, Any]) -> str:
         """A canonical string for a config, for de-duplication."""
-        return json.dumps({n: config.get(n) for n in self.domains}, sort_keys=True, default=str)
+        return _KEY_ENCODER.encode({n: config.get(n) for n in self.domains})
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: dom.json() for name, dom in self.domains.items()}

@@ -1,0 +1,20 @@
+"""Random search: no config twice, the seen set (kept as config keys) survives a state round
+trip, and points_to_evaluate count as seen."""
+
+from __future__ import annotations
+
+from hpo_core.searchers.random import RandomSearcher
+from hpo_core.space import ConfigSpace, choice, randint
+
+
+def test_a_small_space_is_exhausted_without_repeats_and_the_state_round_trips():
+    space = ConfigSpace({"a": choice(["x", "y"]), "b": randint(1, 3), "c": 7})
+    searcher = RandomSearcher(space, seed=0, points_to_evaluate=[{"a": "y", "b": 2}])
+    configs = [searcher.suggest(i) for i in range(3)]
+    assert configs[0] == {"a": "y", "b": 2, "c": 7}
+    again = RandomSearcher(space, seed=1)
+    again.load_state_dict(searcher.state_dict())
+    configs += [again.suggest(i) for i in range(3, 7)]
+    assert configs[-1] is None  # 6 configs in the space
+    keys = [space.config_key(c) for c in configs[:-1]]
+    assert len(set(keys)) == 6 and again._seen == set(keys)
