@@ -48,7 +48,7 @@ from hpo_core.store.files import (
 )
 from hpo_core.store.journal import Journal, StoreError, encode, encode_decisions, store_error
 from hpo_core.store.lock import GUARD_FILE, ExperimentLock, experiment_lock
-from hpo_core.trial import Trial, TrialEvent
+from hpo_core.trial import Trial, TrialEvent, TrialStatus
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ SNAPSHOT_UNITS_PER_EVENT = 8
 SNAPSHOT_MIN_EVENTS = 64
 #: seconds between fdatasyncs of the journal (a power loss loses at most this much)
 SYNC_INTERVAL = 1.0
+#: state.json's encoder (`json.dumps(state, default=json_default, separators=(",", ":"))`)
+_STATE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=json_default)
+#: a trial with one of these statuses never changes again
+_ENDED = frozenset(s.value for s in (TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED))
 
 
 class ExperimentStore:
@@ -83,6 +87,7 @@ class ExperimentStore:
         self._snapshot_wall = time.monotonic()
         self._writer: _SnapshotWriter | None = None
         self._lock: ExperimentLock | None = None  # held by this store
+        self._ended_trials: dict[str, str] = {}  # JSON of the trials that ended (`_state_text`)
 
     # -- files ---------------------------------------------------------------------------------
     def create(self) -> None:
@@ -220,19 +225,42 @@ class ExperimentStore:
         state.json and then removes the segments they cover. `wait`: until it is written."""
         self.check()
         if self._writer is None:  # not begun (a store used without a tuner): write it now
-            self._write_snapshot(_Snapshot(state, trials, len(self._rows), 0), None)
+            self._write_snapshot(_Snapshot(self._state_text(state, len(self._rows), 0), trials,
+                                           len(self._rows), 0), None)
             return
         if self._decisions:
             self._append({"d": []})  # flush the last batch's decisions into this segment
         segment = (self._journal.segment or 0) + 1
         self._journal.open(segment)
-        job = _Snapshot(state, trials, len(self._rows), segment)
+        job = _Snapshot(self._state_text(state, len(self._rows), segment), trials,
+                        len(self._rows), segment)
         self._events_since = 0
         self._snapshot_units = len(trials) + len(self._rows)
         self._snapshot_wall = time.monotonic()
         self._writer.submit(job, wait)
         if wait:
             self.check()
+
+    def _state_text(self, state: Mapping[str, Any], num_rows: int, segment: int) -> str:
+        """state.json's text: `json.dumps` of the state and what it covers, except that a trial
+        that ended (stopped, completed, failed: it never changes again) is encoded once and
+        its text reused by later snapshots, so a snapshot encodes the live trials only."""
+        covered = {**state, "store": {"segment": segment, "num_rows": num_rows}}
+        trials = covered.get("trials")
+        if not isinstance(trials, Mapping):
+            return _STATE_ENCODER.encode(covered)
+        ended, encode = self._ended_trials, _STATE_ENCODER.encode
+        parts = []
+        for key, trial in trials.items():
+            text = ended.get(key)
+            if text is None:
+                text = encode(trial)
+                if isinstance(trial, Mapping) and trial.get("status") in _ENDED:
+                    ended[key] = text
+            parts.append(f"{encode(key)}:{text}")
+        items = [f"{encode(k)}:{'{' + ','.join(parts) + '}' if k == 'trials' else encode(v)}"
+                 for k, v in covered.items()]
+        return "{" + ",".join(items) + "}"
 
     def save(self, state: Mapping[str, Any], trials: Mapping[int, Trial],
              full: bool = True) -> None:
@@ -282,10 +310,8 @@ class _Snapshot:
 
     __slots__ = ("text", "configs", "num_rows", "segment")
 
-    def __init__(self, state: Mapping[str, Any], trials: Mapping[int, Trial], num_rows: int,
-                 segment: int):
-        covered = {**state, "store": {"segment": segment, "num_rows": num_rows}}
-        self.text = json.dumps(covered, default=json_default, separators=(",", ":"))
+    def __init__(self, text: str, trials: Mapping[int, Trial], num_rows: int, segment: int):
+        self.text = text
         self.configs = {tid: t.config for tid, t in trials.items()}  # replaced, never mutated
         self.num_rows = num_rows
         self.segment = segment
