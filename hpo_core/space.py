@@ -637,7 +637,7 @@ class ConfigSpace:
         """Raise ConfigSpaceError naming the first hyperparameter that is missing or out of range."""
         for name in self.order:
             dom = self.domains[name]
-            if not self.is_active(name, config):
+            if dom.condition and not self.is_active(name, config):
                 if name in config:
                     raise ConfigSpaceError(
                         f"config.{name}: only exists when {_describe(dom.condition)}")
@@ -648,7 +648,7 @@ class ConfigSpace:
                 raise ConfigSpaceError(
                     f"config.{name}: {config[name]!r} is not in {dom!r}"
                 )
-        unknown = sorted(set(config) - set(self.domains) - set(self.fixed))
+        unknown = sorted(k for k in config if k not in self.domains and k not in self.fixed)
         if unknown:
             raise ConfigSpaceError(f"config: unknown hyperparameters {unknown}")
 
