@@ -32,12 +32,23 @@ class UnseenSearcher(Searcher):
     ):
         super().__init__(config_space, seed, points_to_evaluate)
         self._seen: set[str] = set()
+        self._last_key: tuple[Mapping[str, Any], str] | None = None
+
+    def _key(self, config: Mapping[str, Any]) -> str:
+        """`config_key(config)`; the config just checked and then proposed (the same object:
+        configs are not changed in place once drawn) is encoded once."""
+        last = self._last_key
+        if last is not None and last[0] is config:
+            return last[1]
+        key = self.config_space.config_key(config)
+        self._last_key = (config, key)
+        return key
 
     def _remember(self, config: Mapping[str, Any]) -> None:
-        self._seen.add(self.config_space.config_key(config))
+        self._seen.add(self._key(config))
 
     def _is_seen(self, config: Mapping[str, Any]) -> bool:
-        return self.config_space.config_key(config) in self._seen
+        return self._key(config) in self._seen
 
     def suggest(self, trial_id: int) -> dict[str, Any] | None:
         config = super().suggest(trial_id)
