@@ -1,10 +1,11 @@
 """The background thread that does every MLflow write of an experiment (see `flows.tracking`).
 
-The tuner only puts small records on a queue; this thread turns them into MLflow calls, in
-batches: one child run per trial (created, one `log_batch` with its config and every metric
-point, terminated; the trial's output files as artifacts, see `flows._trial_logs`), the parent
-run at the start and at the end. It never raises: an unreachable or failing MLflow disables it
-with a warning, and the experiment goes on.
+The tuner only puts small records on a queue; this thread turns them into calls of MLflow's
+public client (`MlflowClient`; nothing below it): one child run per written trial (created, one
+`log_batch` with its config and every metric point, terminated; the trial's output files as
+artifacts, see `flows._trial_logs`), the parent run at the start and at the end, with
+`trials.csv` (every trial, and its child run id where it has one). It never raises: an
+unreachable or failing MLflow disables it with a warning, and the experiment goes on.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flows._mlflow_bulk import BulkRunWriter, ChildRun, MetricPoint, bulk_store
 from flows._trial_logs import TrialLogs, upload_trial_logs
 from hpo_core.secrets import mask_text, redact
 from hpo_core.store import atomic_write_text
@@ -47,6 +47,8 @@ BEST_CONFIG_TAG = "tunesmith.best_config"
 BEST_VALUE_TAG = "tunesmith.best_value"
 BEST_STEP_TAG = "tunesmith.best_step"
 RUN_FILE = "mlflow.json"
+TRIALS_FILE = "trials.csv"
+RUN_ID_COLUMN = "mlflow_run_id"
 MLFLOW_STATUS = {"completed": "FINISHED", "stopped": "FINISHED", "paused": "FINISHED",
                  "failed": "FAILED", "running": None, "pending": None}
 MAX_KEY, MAX_PARAM_VALUE, MAX_TAG_VALUE = 250, 6000, 8000
@@ -54,6 +56,7 @@ MAX_PARAMS_PER_BATCH, MAX_ENTITIES_PER_BATCH = 100, 1000
 _BAD_KEY_CHARS = re.compile(r"[^\w\-. :/]")
 MAX_RECORDS_PER_BATCH = 256
 STOP = object()
+MetricPoint = tuple[str, float, int, int]  # key, value, timestamp (ms), step
 
 
 def now_ms() -> int:
@@ -86,6 +89,10 @@ class Finish:
     artifacts: list[Path]
     note: str = ""  # markdown; `{best_run_url}` becomes the best trial's child run address
     best_trial_id: int | None = None
+    #: every trial (id, status, value, config, ...): written as `trials.csv` to this path with
+    #: each trial's child run id (empty where it has none), then logged to the parent run
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    trials_path: Path | None = None
 
 
 @dataclass
@@ -113,6 +120,9 @@ class WriterSettings:
     mode: str = "min"
     restored_trials: dict[int, tuple[dict[str, Any], str, str | None]] = field(default_factory=dict)
     restored_rows: list[Mapping[str, Any]] = field(default_factory=list)
+    #: on resume, write the child runs of restored trials that MLflow lacks (off when the
+    #: tracker chooses the trials with child runs at the end, see `flows.tracking`)
+    write_missing: bool = True
 
 
 class MlflowWriter(threading.Thread):
@@ -129,11 +139,11 @@ class MlflowWriter(threading.Thread):
         self.parent_run_id: str | None = None
         self.error: str | None = None
         self.num_written = 0
-        self._children: dict[int, tuple[str, int, bool]] = {}  # trial -> run id, reports, ended
+        # trial -> its child run id, the reports written to it, its tunesmith status there
+        self._children: dict[int, tuple[str, int, str]] = {}
         self._keys: dict[str, str | None] = {}
         self._failures = 0
         self._entities: Any = None
-        self._bulk: BulkRunWriter | None = None
 
     # -- thread ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -158,26 +168,9 @@ class MlflowWriter(threading.Thread):
                 return
 
     def _write_batch(self, batch: list[Any]) -> None:
-        """New finished trials in one bulk transaction (database stores), the rest in order."""
-        bulk: list[Segment] = []
-        if self._bulk is not None:
-            seen: set[int] = set()
-            for record in batch:
-                if isinstance(record, Segment) and record.trial_id not in self._children and \
-                        record.trial_id not in seen and MLFLOW_STATUS.get(record.status):
-                    bulk.append(record)
-                seen.add(getattr(record, "trial_id", -1))
-            if bulk:
-                try:
-                    self._write_bulk(bulk)
-                except Exception as err:  # noqa: BLE001 - fall back to the public API
-                    logger.warning("MLflow bulk writes off (%s); using log_batch", _short(err))
-                    self._bulk = None
-                    bulk = []
-        written = {id(r) for r in bulk}
         for record in batch:
-            if id(record) in written or self.error is not None:
-                continue
+            if self.error is not None:
+                return
             try:
                 self._write(record)
                 self._failures = 0
@@ -210,13 +203,7 @@ class MlflowWriter(threading.Thread):
         s = self.settings
         self._entities = entities
         self.client = MlflowClient(s.tracking_uri)
-        if s.tracking_uri.startswith("sqlite:"):
-            _relax_sqlite_durability(self.client)
         self.experiment_id = self._experiment()
-        store = bulk_store(self.client)
-        if store is not None:
-            location = self.client.get_experiment(self.experiment_id).artifact_location
-            self._bulk = BulkRunWriter(store, self.experiment_id, location)
         run = self._existing_parent()
         if run is None:
             run = self.client.create_run(
@@ -304,7 +291,11 @@ class MlflowWriter(threading.Thread):
                 self.client.delete_run(run.info.run_id)
                 del logged[tid]
                 continue
-            self._children[tid] = (run.info.run_id, n, run.info.status != "RUNNING")
+            status = run.data.tags.get(STATUS_TAG, "running") \
+                if run.info.status != "RUNNING" else "running"
+            self._children[tid] = (run.info.run_id, n, status)
+        if not s.write_missing:
+            return
         missing = []
         for tid, (config, status, reason) in sorted(s.restored_trials.items()):
             trial_rows = rows.get(tid, [])
@@ -316,7 +307,7 @@ class MlflowWriter(threading.Thread):
             if not trial_rows and status == "running":
                 continue
             stamp = now_ms()
-            reports = [(_row_metrics(r), stamp) for r in trial_rows[done:]]
+            reports = [(row_metrics(r), stamp) for r in trial_rows[done:]]
             best = best_report(trial_rows, s.metric, s.mode, s.resource_attr) if s.metric \
                 else None
             missing.append(Segment(tid, config, status, reports, done, stamp, stamp, reason,
@@ -346,31 +337,14 @@ class MlflowWriter(threading.Thread):
             tags[FAILURE_TAG] = _clip(mask_text(seg.failure_reason), MAX_TAG_VALUE)
         return tags
 
-    def _write_bulk(self, segments: list[Segment]) -> None:
-        bulk, parent_run_id = self._bulk, self.parent_run_id
-        assert bulk is not None and parent_run_id is not None  # called once both are set up
-        children = [
-            ChildRun(
-                name=f"trial-{seg.trial_id}",
-                status=MLFLOW_STATUS[seg.status],  # type: ignore[arg-type]
-                start_ms=seg.start_ms,
-                end_ms=seg.end_ms,
-                tags={PARENT_TAG: parent_run_id, TRIAL_TAG: str(seg.trial_id),
-                      **self._segment_tags(seg)},
-                params=_param_values(seg.config),
-                metrics=self._metrics(seg),
-            )
-            for seg in segments
-        ]
-        run_ids = bulk.write(children)
-        for seg, run_id in zip(segments, run_ids, strict=True):
-            self._children[seg.trial_id] = (run_id, seg.first_index + len(seg.reports), True)
-        self.num_written += len(segments)
-        for seg, run_id in zip(segments, run_ids, strict=True):
-            self._upload_logs(seg, run_id)
-
     def _write_segment(self, seg: Segment) -> None:
-        run_id, _, ended = self._children.get(seg.trial_id, (None, 0, False))
+        run_id, written, logged_status = self._children.get(seg.trial_id, (None, 0, "running"))
+        ended = MLFLOW_STATUS.get(logged_status) is not None
+        if run_id is not None and written > seg.first_index:  # those reports are in MLflow
+            seg = replace(seg, reports=seg.reports[written - seg.first_index:],
+                          first_index=written)
+            if not seg.reports and ended and seg.status == logged_status:
+                return  # nothing new (a resumed experiment's trial, written before)
         params: dict[str, str] = {}
         if run_id is None:
             run = self.client.create_run(
@@ -387,8 +361,7 @@ class MlflowWriter(threading.Thread):
             self.client.set_terminated(run_id, status, seg.end_ms)
         elif ended:
             self.client.update_run(run_id, status="RUNNING")
-        self._children[seg.trial_id] = (run_id, seg.first_index + len(seg.reports),
-                                        status is not None)
+        self._children[seg.trial_id] = (run_id, seg.first_index + len(seg.reports), seg.status)
         self.num_written += 1
         self._upload_logs(seg, run_id)
 
@@ -476,31 +449,23 @@ class MlflowWriter(threading.Thread):
                   f"{child or parent_run_id}?workflowType=machine_learning"
             tags[NOTE_TAG] = _clip(finish.note.replace("{best_run_url}", url), MAX_TAG_VALUE)
         self._log_batch(parent_run_id, metrics, {}, tags)
+        if finish.trials_path is not None:
+            self._log_trials(finish.trials, finish.trials_path, parent_run_id)
         for path in finish.artifacts:
             if path.exists():
                 self.client.log_artifact(parent_run_id, str(path))
         self.client.set_terminated(parent_run_id, finish.status)
 
+    def _log_trials(self, trials: list[dict[str, Any]], path: Path, parent_run_id: str) -> None:
+        """`trials.csv` on the parent run: every trial, with its child run id (or empty)."""
+        import pandas as pd
 
-def _relax_sqlite_durability(client: Any) -> None:
-    """WAL journal and `synchronous=NORMAL` on the SQLite store: a commit no longer waits for
-    fsync (the store on disk, not MLflow, is the experiment's durable record)."""
-    try:
-        from sqlalchemy import event
-
-        engine = client._tracking_client.store.engine
-    except Exception:  # noqa: BLE001 - another store implementation: leave it as it is
-        return
-
-    def pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    if not event.contains(engine, "connect", pragmas):
-        event.listen(engine, "connect", pragmas)
-        engine.dispose()
+        run_ids = {tid: run for tid, (run, _, _) in self._children.items()}
+        frame = pd.DataFrame(trials)
+        if len(frame):
+            frame[RUN_ID_COLUMN] = [run_ids.get(int(t), "") for t in frame["trial_id"]]
+        frame.to_csv(path, index=False)
+        self.client.log_artifact(parent_run_id, str(path))
 
 
 def _step(resource: Any, index: int) -> int:
@@ -511,7 +476,8 @@ def _step(resource: Any, index: int) -> int:
     return index
 
 
-def _row_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+def row_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored report row's reported values (the store's own columns left out)."""
     return {k: v for k, v in row.items() if k not in ("trial_id", "time", "status", "decision")}
 
 

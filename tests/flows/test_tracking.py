@@ -8,13 +8,14 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from flows.experiment import build_tuner
 from flows.tracking import MlflowTracker
 from hpo_core.secrets import MASK as REDACTED
 from hpo_core.spec import ExperimentSpec
-from hpo_core.store import load_experiment
+from hpo_core.store import CONFIG_PREFIX, load_experiment
 
 
 def simulated_spec(root: Path, name: str, trials: int) -> ExperimentSpec:
@@ -74,46 +75,72 @@ def test_resume_reconciles_child_runs_with_the_store(tmp_path: Path) -> None:
     assert run.info.status == "FINISHED" and run.data.metrics["num_trials"] == len(tuner.trials)
 
 
-def test_bulk_and_log_batch_paths_write_the_same_runs(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """A segment larger than MLflow's batch limits (150 params, 1500 points) written through
-    the bulk path and through `log_batch` reads back the same."""
+def test_a_large_simulated_experiment_gives_its_best_trials_child_runs(tmp_path: Path) -> None:
+    """Past `child_runs` trials, a simulated experiment's child runs are its best trials; the
+    parent's trials.csv lists every trial with its child run id (empty for the others)."""
     from mlflow import MlflowClient
 
-    import flows._mlflow_writer as writer_module
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(simulated_spec(tmp_path, "best-only", 10), tracking_uri=uri,
+                            child_runs=3)
+    tuner = build_tuner(tracker.spec, [tracker])
+    tuner.run()
+    assert tracker.close() and tracker.error is None
+    client = MlflowClient(uri)
+    runs = children_by_trial(client, tracker.experiment_id, tracker.parent_run_id)
+    experiment = load_experiment(tuner.store.path)
+    values = experiment.trial_values()
+    best_three = sorted(values, key=lambda t: (values[t].value, t))[:3]
+    assert sorted(runs) == sorted(best_three) and len(tuner.trials) > 3
+    for tid, run in runs.items():
+        rows = experiment.results[experiment.results["trial_id"] == tid]
+        history = client.get_metric_history(run.info.run_id, "Train/val_cross_entropy")
+        assert [(m.step, m.value) for m in history] == list(
+            zip(rows["epoch"].astype(int), rows["Train/val_cross_entropy"], strict=True))
+        assert run.data.metrics["best_Train/val_cross_entropy"] == values[tid].value
+    table = pd.read_csv(client.download_artifacts(tracker.parent_run_id, "trials.csv",
+                                                  str(tmp_path)), keep_default_na=False)
+    assert sorted(table["trial_id"]) == sorted(tuner.trials)
+    run_ids = dict(zip(table["trial_id"], table["mlflow_run_id"], strict=True))
+    assert run_ids == {t: runs[t].info.run_id if t in runs else "" for t in tuner.trials}
+    assert {c for c in table.columns if c.startswith(CONFIG_PREFIX)} == \
+        {CONFIG_PREFIX + k for k in tuner.trials[0].config}
+    note = client.get_run(tracker.parent_run_id).data.tags["mlflow.note.content"]
+    assert f"the best 3 of {len(tuner.trials)} trials" in note
+
+
+def test_a_segment_over_mlflows_batch_limits_reads_back_whole(tmp_path: Path) -> None:
+    """A segment larger than MLflow's batch limits (150 params, 1500 points) is split into
+    several `log_batch` calls and reads back complete (NaN included)."""
+    from mlflow import MlflowClient
+
     from flows._mlflow_writer import STOP, MlflowWriter, Segment, WriterSettings
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = {f"p{i:03d}": i for i in range(150)}
     reports = [({"epoch": e, "a": e / 2, "b": float(e), "c": -e, "nan": float("nan")}, 1000 + e)
                for e in range(1, 301)]
-
-    def write(name: str) -> tuple[MlflowWriter, str]:
-        settings = WriterSettings(uri, name, name, name, (tmp_path / "mlartifacts").as_uri(), {},
-                                  {"k": "v"}, "{}", None, "epoch")
-        records: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        writer = MlflowWriter(settings, records, lambda message: None)
-        records.put(Segment(0, config, "completed", reports, 0, 1000, 2000))
-        records.put(STOP)
-        writer.run()
-        assert writer.error is None
-        return writer, writer._children[0][0]
-
-    bulk, bulk_run = write("bulk")
-    monkeypatch.setattr(writer_module, "bulk_store", lambda client: None)
-    plain, plain_run = write("plain")
-    assert bulk._bulk is not None and plain._bulk is None
+    settings = WriterSettings(uri, "batches", "batches", "batches",
+                              (tmp_path / "mlartifacts").as_uri(), {}, {"k": "v"}, "{}", None,
+                              "epoch")
+    records: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    writer = MlflowWriter(settings, records, lambda message: None)
+    records.put(Segment(0, config, "completed", reports, 0, 1000, 2000))
+    records.put(STOP)
+    writer.run()
+    assert writer.error is None
     client = MlflowClient(uri)
-    one, two = client.get_run(bulk_run), client.get_run(plain_run)
-    assert one.data.params == two.data.params == {k: str(v) for k, v in config.items()}
-    assert {k: v for k, v in one.data.tags.items() if k != "mlflow.parentRunId"} == \
-        {k: v for k, v in two.data.tags.items() if k != "mlflow.parentRunId"}
-    assert one.info.status == two.info.status == "FINISHED"
-    assert str(sorted(one.data.metrics.items())) == str(sorted(two.data.metrics.items()))
-    for key in ("a", "b", "c", "nan"):
-        h1 = [(m.step, m.value, m.timestamp) for m in client.get_metric_history(bulk_run, key)]
-        h2 = [(m.step, m.value, m.timestamp) for m in client.get_metric_history(plain_run, key)]
-        assert len(h1) == 300 and str(h1) == str(h2)
+    run = client.get_run(writer._children[0][0])
+    assert run.data.params == {k: str(v) for k, v in config.items()}
+    assert run.data.tags["tunesmith.status"] == "completed"
+    assert run.data.tags["tunesmith.num_reports"] == "300"
+    assert run.info.status == "FINISHED" and run.info.end_time == 2000
+    assert run.data.metrics["a"] == 150.0 and run.data.metrics["c"] == -300.0
+    for key, value in (("a", lambda e: e / 2), ("b", float), ("c", lambda e: float(-e))):
+        history = [(m.step, m.value, m.timestamp) for m in client.get_metric_history(run.info.run_id, key)]
+        assert sorted(history) == [(e, value(e), 1000 + e) for e in range(1, 301)]
+    nan = client.get_metric_history(run.info.run_id, "nan")
+    assert len(nan) == 300 and all(m.value != m.value for m in nan)
 
 
 def test_credentials_never_reach_mlflow(tmp_path: Path) -> None:
@@ -151,6 +178,9 @@ def test_credentials_never_reach_mlflow(tmp_path: Path) -> None:
     for secret in ("tk-123", "hf-456", "pw-789"):
         assert secret not in everything
     assert all(r.data.params["api_token"] == REDACTED for r in runs if r.info.run_id != parent.info.run_id)
+    trials = Path(client.download_artifacts(tracker.parent_run_id, "trials.csv",
+                                            str(tmp_path))).read_text()
+    assert trials.count(REDACTED) == 2 and "tk-123" not in trials  # one row per trial
 
 
 @pytest.mark.parametrize(("interruption", "status"), [
