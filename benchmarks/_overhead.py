@@ -1,7 +1,7 @@
 """Set-up shared by the trial-overhead benchmarks (`function_overhead.py`, `dask_overhead.py`).
 
 - `quiet_state()`: Prefect and MLflow state in a temporary folder (set before Prefect is
-  imported), removed at the end.
+  imported), removed at exit, and the Prefect server of `_flow_setup.prefect_for_flows`.
 - `OBJECTIVE` / `SCRIPT`: the trivial trial (10 reports) as a tunesmith function and script.
 - `run_tune(...)`: one experiment through `tunesmith.tune`; its tuning time (first trial's
   start to the end, on the tuner's clock) and the whole call's time, checked complete.
@@ -13,17 +13,15 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks._flow_setup import prefect_for_flows
 
 OBJECTIVE = """\
 from tunesmith import report
@@ -87,17 +85,10 @@ class Timing:
 @contextmanager
 def quiet_state(prefix: str) -> Iterator[None]:
     """Prefect's home in a temporary folder (before Prefect is imported), analytics and MLflow
-    telemetry off; the folder is removed at the end."""
-    home = tempfile.mkdtemp(prefix=f"{prefix}-prefect-")
-    os.environ.setdefault("PREFECT_HOME", home)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    try:
-        yield
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-        logging.getLogger("prefect").setLevel(logging.WARNING)  # its exit message would come last
+    telemetry off, and a Prefect server that ends without a word at exit, so the figure stays
+    the last line (`_flow_setup.prefect_for_flows`; the folder is removed after it)."""
+    prefect_for_flows(prefix)
+    yield
 
 
 def figures(label: str, trials: int, wall: float) -> float:

@@ -4,10 +4,12 @@ Usage: `<peer python> _quality_suite_peer.py REQUEST.json RESULT.json`. The requ
 repo root, the YAHPO scenario, the metric and mode, budget, workers, tick and the jobs (method,
 task, seed). Every job replays the same surrogate as tunesmith does: a Syne Tune `Blackbox`
 whose curves come from tunesmith's `YahpoBlackbox` (the same ONNX model, the same batched call,
-the same numbers), run by Syne Tune's `UserBlackboxBackend`, `SimulatorCallback` and `Tuner`
-with `sleep_time=0`. Unless the request sets `charge_compute`, the real time Syne Tune's tuner
-and scheduler take is not added to its simulated clock (tunesmith's never is). The result holds, per run, the (simulated time, value) of the reports within
-the budget that improved on the best so far, in the shape of `hpo_core.comparison.Run`.
+the same numbers), run by `_synetune_sim.simulate` (Syne Tune's `UserBlackboxBackend`,
+`SimulatorCallback` and `Tuner` with `sleep_time=0`). Unless the request sets
+`charge_compute`, the real time Syne Tune's tuner and scheduler take is not added to its
+simulated clock (tunesmith's never is). The result holds, per run, the (simulated time, value)
+of the reports within the budget that improved on the best so far, in the shape of
+`hpo_core.comparison.Run`.
 """
 
 from __future__ import annotations
@@ -15,15 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from _quality_peer import syne_tune_space
-
-#: Syne Tune 0.16 baselines run here: single-fidelity ones and ASHA-based ones
-SINGLE = ("RandomSearch", "TPE", "REA", "BORE")
-MULTI = ("ASHA", "BOHB", "ASHABORE")
+from _synetune_sim import simulate, syne_tune_space
 
 
 def make_blackbox(ours: Any) -> Any:
@@ -57,58 +54,14 @@ def make_blackbox(ours: Any) -> Any:
     return YahpoCurves()
 
 
-def make_scheduler(name: str, config_space: dict[str, Any], metric: str, minimize: bool,
-                   seed: int, fidelity: str, max_t: int) -> Any:
-    from syne_tune.optimizer import baselines as b
-
-    if name == "RandomSearch":
-        return b.RandomSearch(config_space, metrics=[metric], do_minimize=minimize,
-                              random_seed=seed)
-    if name in SINGLE:
-        return getattr(b, name)(config_space, metric=metric, do_minimize=minimize,
-                                random_seed=seed)
-    if name in MULTI:
-        return getattr(b, name)(config_space, metric=metric, time_attr=fidelity, max_t=max_t,
-                                do_minimize=minimize, random_seed=seed)
-    raise ValueError(f"methods: unknown Syne Tune method {name!r}; expected one of "
-                     f"{SINGLE + MULTI}")
-
-
 def run_one(ours: Any, name: str, metric: str, mode: str, seed: int, budget: float,
             workers: int, tick: float) -> dict[str, Any]:
-    import numpy as np
-    from syne_tune import StoppingCriterion, Tuner
-    from syne_tune.backend.simulator_backend.simulator_callback import SimulatorCallback
-    from syne_tune.blackbox_repository.simulated_tabular_backend import UserBlackboxBackend
-    from syne_tune.constants import ST_TUNER_TIME
-
-    np.random.seed(seed)  # Syne Tune's ASHA draws brackets from the global generator
-    st_blackbox = make_blackbox(ours)
-    backend = UserBlackboxBackend(blackbox=st_blackbox, elapsed_time_attr=ours.time_attr,
-                                  seed=0, tuner_sleep_time=tick)
-    scheduler = make_scheduler(name, st_blackbox.configuration_space, metric, mode == "min",
-                               seed, ours.fidelity_name, int(ours.fidelity_values[-1]))
-    callback = SimulatorCallback()
-    started = time.perf_counter()
-    tuner = Tuner(trial_backend=backend, scheduler=scheduler,
-                  stop_criterion=StoppingCriterion(max_wallclock_time=budget), n_workers=workers,
-                  sleep_time=0, callbacks=[callback], save_tuner=False,
-                  tuner_name=f"qs-{name.lower()}-{seed}", print_update_interval=1e9,
-                  results_update_interval=1e9)
-    tuner.run()
-    frame = callback.dataframe()
-    frame = frame[frame[ST_TUNER_TIME] <= budget].sort_values(ST_TUNER_TIME, kind="stable")
-    times, values = [], []
-    sign = 1.0 if mode == "min" else -1.0
-    for t, v in zip(frame[ST_TUNER_TIME].astype(float), frame[metric].astype(float), strict=True):
-        if not values or sign * v < sign * values[-1]:
-            times.append(t)
-            values.append(v)
-    return {"method": name, "task": str(ours.task), "seed": seed, "times": times,
-            "values": values, "budget": budget, "end_time": budget,
+    run = simulate(ours, make_blackbox(ours), name, metric, mode, seed, budget, workers, tick,
+                   tuner_name=f"qs-{name.lower()}-{seed}")
+    return {"method": name, "task": str(ours.task), "seed": seed, "times": run["times"],
+            "values": run["values"], "budget": budget, "end_time": budget,
             "end_reason": "max_wallclock_time reached", "tool": "SyneTune",
-            "num_trials": int(frame["trial_id"].nunique()) if len(frame) else 0,
-            "seconds": time.perf_counter() - started}
+            "num_trials": run["num_trials"], "seconds": run["seconds"]}
 
 
 def main(request_path: str, result_path: str) -> None:

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/gp_speed.py [--sizes 200 1000] [--repeats 7] [--optuna]
 
+Last line: `gp_proposal_ms_n<largest size>=<median wall ms of a tunesmith proposal>`.
+
 The space looks like LCBench's (7 hyperparameters: log-scaled, integer and uniform ones); the
 objective is a smooth function with noise. Each timed proposal follows one new observation, so
 the figures include the hyperparameter refit that a real experiment pays every time. CPU time
@@ -137,8 +139,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--optuna", action="store_true", help="also time Optuna's GPSampler")
     args = parser.parse_args()
+    medians = {}
     for n in args.sizes:
         times, cpu_times = time_tunesmith(n, args.repeats)
+        medians[n] = statistics.median(times)
         print(f"tunesmith GPSearcher  n={n:5d}: median {1000 * statistics.median(times):7.1f} ms"
               f"  max {1000 * max(times):7.1f} ms  (CPU median "
               f"{1000 * statistics.median(cpu_times):7.1f} ms; {args.repeats} proposals)")
@@ -149,6 +153,8 @@ def main() -> None:
             else:
                 print(f"optuna GPSampler      n={n:5d}: median "
                       f"{1000 * statistics.median(result):7.1f} ms  max {1000 * max(result):7.1f} ms")
+    largest = max(medians)
+    print(f"gp_proposal_ms_n{largest}={1000 * medians[largest]:.1f}")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -173,13 +171,11 @@ def main() -> None:
     parser.add_argument("--skip-synetune", action="store_true")
     args = parser.parse_args()
     bare = args.bare
-    prefect_home = tempfile.mkdtemp(prefix="local-overhead-prefect-")
-    os.environ.setdefault("PREFECT_HOME", prefect_home)  # set before prefect is imported
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if not bare:
         try:
+            from benchmarks._flow_setup import prefect_for_flows
+
+            prefect_for_flows()
             import flows.tune  # noqa: F401
         except ImportError as err:
             print(f"flows.tune is not available ({err}); running the bare tuner")
@@ -188,10 +184,8 @@ def main() -> None:
         folder = Path(tmp)
         ours = run_ours(folder, args.trials, args.workers, bare, not args.same_script)
         if args.skip_synetune:
-            shutil.rmtree(prefect_home, ignore_errors=True)
             return
         theirs = run_syne_tune(folder, args.trials, args.workers, not args.same_script)
-    shutil.rmtree(prefect_home, ignore_errors=True)
     print(f"overhead_ratio_vs_synetune={ours / theirs:.3f}")
 
 
