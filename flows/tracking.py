@@ -355,7 +355,7 @@ class MlflowTracker(TunerCallback):
         """Queue the chosen trials' segments: all their reports, from the store's rows (the
         writer skips what an earlier session wrote)."""
         rows: dict[int, list[Mapping[str, Any]]] = {tid: [] for tid in chosen}
-        for row in tuner.store.rows():
+        for row in tuner.store.rows() if tuner.store is not None else []:
             trial_rows = rows.get(int(row["trial_id"]))
             if trial_rows is not None:
                 trial_rows.append(row)
