@@ -17,7 +17,7 @@ from sagemaker_fake import EPOCH_SECONDS, FakeSageMaker, client, fresh_account, 
 from backends.aws_pricing import TRAINING_PRICES_US_EAST_1, job_cost
 from backends.aws_retry import Backoff, call_with_retry
 from backends.sagemaker import SageMakerBackend, SageMakerSetupError
-from backends.sagemaker_jobs import JOB_NAME_PATTERN, job_name, name_prefix, package_source
+from backends.sagemaker.jobs import JOB_NAME_PATTERN, job_name, name_prefix, package_source
 from hpo_core.secrets import MASK
 from hpo_core.trial import EventKind, Trial
 
@@ -396,7 +396,7 @@ def test_options_from_a_model_trainer(aws, monkeypatch, tmp_path):
     from sagemaker.train import ModelTrainer
     from sagemaker.train.configs import Compute, SourceCode, StoppingCondition
 
-    from backends.sagemaker_sdk import options_from_model_trainer
+    from backends.sagemaker.sdk import options_from_model_trainer
 
     (tmp_path / "train.py").write_text("print('x')\n")
     boto_session = boto3.Session(region_name="us-east-1", aws_access_key_id="AKIAX",

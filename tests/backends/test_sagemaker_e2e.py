@@ -12,7 +12,7 @@ from sagemaker_fake import FakeSageMaker, client, fresh_account, loss_of, serve_
 from backends.aws_pricing import TRAINING_PRICES_US_EAST_1, job_cost
 from backends.factory import build_backend
 from backends.sagemaker import SageMakerBackend
-from backends.sagemaker_jobs import JOB_NAME_PATTERN
+from backends.sagemaker.jobs import JOB_NAME_PATTERN
 from flows.experiment import build_tuner
 from hpo_core.secrets import MASK
 from hpo_core.spec import ExperimentSpec
@@ -227,7 +227,7 @@ def test_tune_flow_runs_each_job_as_a_prefect_task(aws, tmp_path, monkeypatch, p
     clients = {"sagemaker": fake, "s3": client("s3", url), "logs": client("logs", url),
                "sts": client("sts", url), "iam": client("iam", url)}
     # the flow builds the backend from the spec; hand it the clients that reach moto + Stubber
-    monkeypatch.setattr(SageMakerBackend, "_make_clients", staticmethod(lambda *args: clients))
+    monkeypatch.setattr("backends.sagemaker.backend.make_clients", lambda *args: clients)
     spec = asha_spec(tmp_path, "asha_promotion", n_workers=2, stop={"max_trials_started": 5})
 
     # MLflow on SQLite inside tmp_path: its database and artifacts are scanned for secrets below
