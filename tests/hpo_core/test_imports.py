@@ -1,5 +1,6 @@
 """Arrows point one way: hpo_core imports no Prefect, MLflow or AWS; backends no Prefect/MLflow;
-inside hpo_core no module imports one that imports it back (however indirectly or lazily)."""
+inside hpo_core no module imports one that imports it back (however indirectly or lazily).
+flows' own rule (MLflow through its public API, no SQL) is tests/flows/test_mlflow_public_api.py."""
 
 from __future__ import annotations
 
