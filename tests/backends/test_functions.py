@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from trial_helpers import collect, ended, fake_nvidia_smi, wait_gone, write
+from trial_helpers import assert_failed_with, collect, ended, fake_nvidia_smi, wait_gone, write
 
 from backends.factory import build_backend
 from backends.functions import FunctionBackend
@@ -189,11 +189,7 @@ def test_faults_fail_only_their_trial_with_the_reason(module, tmp_path):
         "hang": ["timed out after 2.5s"],
         "silent": ["returned without reporting"],
     }
-    for mode, parts in expected.items():
-        trial = by_mode[mode]
-        assert trial.status == TrialStatus.FAILED, mode
-        for part in parts:
-            assert part in trial.failure_reason, (mode, trial.failure_reason)
+    assert_failed_with(by_mode, expected)
     assert result.best_value == pytest.approx(0.1)
     stderr = (tmp_path / "exp" / "faults" / "trials" / str(by_mode["crash"].trial_id) / "stderr")
     assert "boom in the objective" in stderr.read_text()

@@ -8,14 +8,14 @@ import os
 import stat
 import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from hpo_core.trial import EventKind, TrialEvent
+from hpo_core.trial import EventKind, Trial, TrialEvent, TrialStatus
 
 #: four GPUs as `nvidia-smi --query-gpu=index,memory.used,utilization.gpu` lists them
 FOUR_GPUS = "0, 1200, 35\n1, 100, 0\n2, 100, 5\n3, 80000, [N/A]\n"
@@ -47,6 +47,16 @@ def ended(*trial_ids: int) -> Callable[[list[TrialEvent]], bool]:
     """`until` for `collect`: all these trials completed or failed."""
     final = (EventKind.COMPLETED, EventKind.FAILED)
     return lambda events: {e.trial_id for e in events if e.kind in final} >= set(trial_ids)
+
+
+def assert_failed_with(trials: Mapping[str, Trial], expected: Mapping[str, list[str]]) -> None:
+    """Each named trial failed, and its reason holds each of the given parts."""
+    for name, parts in expected.items():
+        trial = trials[name]
+        assert trial.status == TrialStatus.FAILED, name
+        for part in parts:
+            assert trial.failure_reason is not None and part in trial.failure_reason, (
+                name, trial.failure_reason)
 
 
 def alive(pid: int) -> bool:
