@@ -225,7 +225,8 @@ class LocalBackend(ProcessTrialBackend[_Run]):
             if run.error is not None:
                 logger.error("trial %s: %s; ending it", run.trial_id, run.error)
                 run.tree.kill()
-            run.proc.stdout.close()  # type: ignore[union-attr]
+            if run.proc.stdout is not None:  # launched with stdout=PIPE: always
+                run.proc.stdout.close()
             returncode = run.proc.wait()
             run.done.set()
             put(("end", run, (returncode, parser.num_malformed), self.now()))
@@ -321,7 +322,9 @@ def _command(entry_point: str | Sequence[str], python: str) -> list[str]:
 def _output(tree: processes.ProcessTree, drain: float) -> Iterator[bytes]:
     """Chunks of the tree's stdout until end-of-file, or until `drain` seconds after its main
     process exited (a child that still holds stdout must not keep the run alive)."""
-    fd = tree.popen.stdout.fileno()  # type: ignore[union-attr]
+    stdout = tree.popen.stdout
+    assert stdout is not None  # launched with stdout=PIPE
+    fd = stdout.fileno()
     stop_at = None
     while True:
         ready, _, _ = select.select([fd], [], [], 0.2)
