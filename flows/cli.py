@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.failures import user_error
 from hpo_core.secrets import MASK, is_secret_name, mask_logs, one_line, redact, spec_secret_names
@@ -36,6 +36,9 @@ from hpo_core.store import (
 )
 from hpo_core.trial import counts_text, trial_counts
 from hpo_core.trial_value import format_value
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEMO_SPEC: dict[str, Any] = {
     "name": "demo-lcbench-asha",
@@ -73,13 +76,13 @@ def _print_summary(spec: ExperimentSpec, extra: dict[str, Any] | None = None) ->
         print(f"{key:<12} {value}")
 
 
-def _counts(experiment: Any, trials: Any) -> str:
+def _counts(experiment: Experiment, trials: pd.DataFrame) -> str:
     """`303 trials: 12 completed, 291 stopped early` for `Experiment.trials()`."""
     statuses = [] if trials.empty else list(trials["status"].fillna("running"))
     return counts_text(trial_counts(statuses, len(experiment.results)))
 
 
-def _step_name(experiment: Any) -> str:
+def _step_name(experiment: Experiment) -> str:
     return experiment.resource_attr or "report"
 
 

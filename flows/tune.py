@@ -21,6 +21,7 @@ trial's task. Secrets never reach Prefect: the flow-run parameters are stored ma
 # annotations, and a served flow run gets the function without all of its module's globals.
 import datetime as dt
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -49,7 +50,7 @@ from flows.tracking import MlflowTracker
 from hpo_core.backend import ClockKind
 from hpo_core.secrets import mask_logs, redact, spec_secret_names
 from hpo_core.spec import ExperimentSpec
-from hpo_core.store import dumps, load_experiment
+from hpo_core.store import Experiment, dumps, load_experiment
 from hpo_core.trial import TrialStatus, counts_text, trial_counts
 from hpo_core.trial_value import format_value
 from hpo_core.tuner import TooManyFailuresError, Tuner, TuningResult
@@ -78,6 +79,7 @@ def _flow_run_name() -> str:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+RunLogger = logging.Logger | logging.LoggerAdapter[Any]  # what get_run_logger() gives
 
 
 class MaskedFlow(Flow[P, R]):
@@ -151,7 +153,7 @@ def tune(
 
 def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experiment: str | None,
           checkpoint_interval: float, leaderboard_size: int, objective: Any,
-          scheduler: Any, status_view: bool) -> Any:
+          scheduler: Any, status_view: bool) -> State:
     logger = get_run_logger()
     threading.Thread(target=_import_matplotlib, daemon=True).start()  # for the plot at the end
     spec = ExperimentSpec.coerce(spec)
@@ -195,7 +197,7 @@ def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experime
 
 def _report(spec: ExperimentSpec, tuner: Tuner, result: TuningResult,
             tracker: MlflowTracker | None, run_id: str | None, resumed: bool,
-            leaderboard_size: int, logger: Any) -> dict[str, Any]:
+            leaderboard_size: int, logger: RunLogger) -> dict[str, Any]:
     """The end of an experiment, however it ended: the plot, MLflow closed, the leaderboard
     and summary artifacts, one log line; the outcome."""
     assert tuner.store is not None  # build_tuner opens the experiment's store
@@ -224,7 +226,7 @@ def _final_message(outcome: dict[str, Any]) -> str:
     return f"{best}; {counts_text(outcome['counts'])}; ended: {outcome['reason']}"
 
 
-def _best_step(experiment: Any, trial_id: int | None) -> dict[str, Any]:
+def _best_step(experiment: Experiment, trial_id: int | None) -> dict[str, Any]:
     """The step (e.g. epoch) of the best trial's best report, as the store's analysis has it."""
     if trial_id is None:
         return {}
@@ -241,7 +243,7 @@ def _import_matplotlib() -> None:
     import matplotlib.pyplot  # noqa: F401
 
 
-def _close(tracker: MlflowTracker | None, logger: Any) -> None:
+def _close(tracker: MlflowTracker | None, logger: RunLogger) -> None:
     if tracker is None:
         return
     tracker.close()
