@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from hpo_core.options import Keywords, check_options, keywords
 from hpo_core.schedulers.fidelity import FidelityOptions
-from hpo_core.searchers.registry import SEARCHERS
+from hpo_core.searchers.registry import RESERVED as SEARCHER_RESERVED
+from hpo_core.searchers.registry import SEARCHERS, searcher_info
 from hpo_core.space import ConfigSpace, as_config_space
 
 if TYPE_CHECKING:
@@ -201,6 +202,13 @@ def _split(info: MethodInfo, options: Mapping[str, Any]
     own_names = info.own_options().names
     own = {k: v for k, v in options.items() if k not in fidelity and k in own_names}
     rest = {k: v for k, v in options.items() if k not in fidelity and k not in own}
+    if isinstance(own.get("searcher"), str):  # a searcher by name: its options are its own
+        searcher = searcher_info(own["searcher"], f"{FIELD}.searcher")
+        nested = own.get("searcher_options") or {}
+        if not isinstance(nested, Mapping):
+            raise ValueError(f"{FIELD}.searcher_options: must be a mapping, got {nested!r}")
+        check_options(nested, searcher.options(), f"{FIELD}.searcher_options", searcher.name,
+                      SEARCHER_RESERVED)
     return fidelity, own, rest
 
 

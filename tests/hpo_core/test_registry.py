@@ -37,6 +37,9 @@ def test_bohb_is_asha_with_the_kde_searcher_and_one_fidelity_object():
     ("bo", {"seed": 1}, r"scheduler_options\.seed: set at the top"),
     ("bo", {"searcher": "kde"}, r"scheduler_options\.searcher: unknown option for 'bo'"),
     ("nope", {}, r"scheduler: unknown method 'nope'"),
+    ("asha", {"searcher": "kde", "searcher_options": {"gama": 1}},
+     r"scheduler_options\.searcher_options\.gama: unknown option for 'kde'"),
+    ("asha", {"searcher": "kdee"}, r"scheduler_options\.searcher: unknown searcher 'kdee'"),
 ])
 def test_options_are_checked_before_anything_is_built(name, options, message):
     with pytest.raises(ValueError, match=message):
