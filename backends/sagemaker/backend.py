@@ -153,7 +153,7 @@ class SageMakerBackend(TrialBackend):
         self._t0 = time.monotonic()
         self._last_poll: float | None = None
         self._validated = False
-        self._jobs = JobFollower(
+        self._follower = JobFollower(
             sagemaker=self._clients["sagemaker"], s3=self._clients["s3"], call=self._call,
             logs=LogReader(self._clients["logs"], self._call, log_group),
             launch=JobLaunch(self.settings, new_token(), secrets, self.region),
@@ -196,7 +196,7 @@ class SageMakerBackend(TrialBackend):
     @property
     def job_prefix(self) -> str:
         """The start of this experiment's job names (what ListTrainingJobs filters on)."""
-        return self._jobs.job_prefix
+        return self._follower.job_prefix
 
     @property
     def hourly_price(self) -> float | None:
@@ -211,7 +211,7 @@ class SageMakerBackend(TrialBackend):
     def _ensure_ready(self) -> None:
         if not self._validated:
             self.validate()
-        launch = self._jobs.launch
+        launch = self._follower.launch
         if self._source_dir is not None and launch.source_uri is None:  # with an entry point
             launch.source_uri = upload_source(self._clients["s3"], self._call, self._source_dir,
                                               self._bundle_reporter,
@@ -230,23 +230,23 @@ class SageMakerBackend(TrialBackend):
 
     def start(self, trial: Trial) -> None:
         self._ensure_ready()
-        self._jobs.start(trial)
+        self._follower.start(trial)
 
     def resume(self, trial: Trial) -> None:
         self._ensure_ready()
-        self._jobs.resume(trial)
+        self._follower.resume(trial)
 
     def pause(self, trial_id: int) -> None:
-        self._jobs.end(trial_id, "pause")
+        self._follower.end(trial_id, "pause")
 
     def stop(self, trial_id: int) -> None:
-        self._jobs.end(trial_id, "stop")
+        self._follower.end(trial_id, "stop")
 
     def poll(self) -> list[TrialEvent]:
         polled = self._wait_for_interval()  # woken early: the AWS APIs are polled next time
-        events = self._jobs.take_events()
+        events = self._follower.take_events()
         if polled:
-            events += self._jobs.poll()
+            events += self._follower.poll()
         stamp = self.now()
         for event in events:
             event.time = stamp
@@ -258,31 +258,31 @@ class SageMakerBackend(TrialBackend):
     def close(self) -> None:
         """Stop every job still running (their checkpoints stay in S3), and wait up to
         `close_timeout` seconds for them to end, so their billed cost is recorded."""
-        self._jobs.stop_all()
-        jobs = self._jobs.jobs
+        self._follower.stop_all()
+        jobs = self._follower.jobs
         deadline = time.monotonic() + self.close_timeout
         while any(not job.done for job in jobs.values()) and time.monotonic() < deadline:
             if self._wait_for_interval():
-                self._jobs.follow_ends()
+                self._follower.follow_ends()
         left = sorted(job.name for job in jobs.values() if not job.done)
         if left:
             logger.warning("jobs still ending after %.0fs, their cost is not recorded: %s",
                            self.close_timeout, ", ".join(left))
 
     def state_dict(self) -> dict[str, Any]:
-        return mask_values({"token": self._jobs.launch.token, "experiment": self._experiment,
-                            **self._jobs.state_dict()})
+        return mask_values({"token": self._follower.launch.token, "experiment": self._experiment,
+                            **self._follower.state_dict()})
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        launch = self._jobs.launch
+        launch = self._follower.launch
         launch.token = state.get("token") or launch.token
         self._experiment = self._experiment or state.get("experiment")
-        self._jobs.load_state_dict(state)
+        self._follower.load_state_dict(state)
 
     # -- costs -----------------------------------------------------------------------------------
     def trial_cost(self, trial_id: int) -> float | None:
         """Exact cost of the trial's ended jobs (USD), None without a price."""
-        run = self._jobs.trials.get(trial_id)
+        run = self._follower.trials.get(trial_id)
         if run is None or self.hourly_price is None:
             return None
         return run.cost_done
@@ -292,7 +292,7 @@ class SageMakerBackend(TrialBackend):
         """Exact cost of all ended jobs so far (USD), None without a price."""
         if self.hourly_price is None:
             return None
-        return sum(run.cost_done for run in self._jobs.trials.values())
+        return sum(run.cost_done for run in self._follower.trials.values())
 
     # -- pacing ----------------------------------------------------------------------------------
     def _wait_for_interval(self) -> bool:
