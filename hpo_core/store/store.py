@@ -252,12 +252,12 @@ class ExperimentStore:
         ended, encode = self._ended_trials, _STATE_ENCODER.encode
         parts = []
         for key, trial in trials.items():
-            text = ended.get(key)
-            if text is None:
-                text = encode(trial)
+            part = ended.get(key)  # '"<key>":<trial>'
+            if part is None:
+                part = f"{encode(key)}:{encode(trial)}"
                 if isinstance(trial, Mapping) and trial.get("status") in _ENDED:
-                    ended[key] = text
-            parts.append(f"{encode(key)}:{text}")
+                    ended[key] = part
+            parts.append(part)
         items = [f"{encode(k)}:{'{' + ','.join(parts) + '}' if k == 'trials' else encode(v)}"
                  for k, v in covered.items()]
         return "{" + ",".join(items) + "}"
