@@ -80,11 +80,12 @@ def _normalized(values: np.ndarray, lower: np.ndarray | None = None,
 
 
 def epsilon_net_front(front: np.ndarray | list, lower: np.ndarray, upper: np.ndarray,
-                      count: int | None = None) -> np.ndarray:
+                      count: int | None = None, until: int | None = None) -> np.ndarray:
     """The epsilon-net order of one front's points (rows), normalized by `lower` and `upper`
     (the bounds of the whole set the front is part of): first the best in the sum of normalized
     objectives, then greedily the point farthest from those chosen. Ties go to the earlier row.
-    With `count`, only the first `count` of the order (O(len(front) * count) work)."""
+    With `count`, only the first `count` of the order (O(len(front) * count) work); with
+    `until` (a row), the order ends once that row is in it (a prefix of the full order)."""
     scaled = _normalized(_as_points(front), np.asarray(lower), np.asarray(upper))
     n = len(scaled)
     count = n if count is None else max(0, min(int(count), n))
@@ -96,7 +97,7 @@ def epsilon_net_front(front: np.ndarray | list, lower: np.ndarray, upper: np.nda
     # again (argmax then takes the earliest unchosen row among equals, as ties require)
     nearest = _distances(scaled, chosen)
     nearest[chosen] = -np.inf
-    while len(order) < count:
+    while len(order) < count and chosen != until:
         chosen = int(nearest.argmax())
         order.append(chosen)
         np.minimum(nearest, _distances(scaled, chosen), out=nearest)

@@ -94,9 +94,10 @@ class MOASHA(ASHA):
         # the top 1/eta ends inside this front: order the front, as far as needed
         places = keep - ahead
         ids, values = fronts.members(front)
-        if self.rank_by == "epsnet":
-            order = epsilon_net_front(values, fronts.lower, fronts.upper, places)
-            fronts.count(len(ids) * places)
+        if self.rank_by == "epsnet":  # ordered until the new trial's place is known
+            order = epsilon_net_front(values, fronts.lower, fronts.upper, places,
+                                      until=ids.index(tid))
+            fronts.count(len(ids) * len(order))
         else:
             order = np.argsort(-crowding_distance(values), kind="stable")[:places]
             fronts.count(len(ids) * max(1, int(np.log2(len(ids)))))

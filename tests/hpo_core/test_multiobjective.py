@@ -8,6 +8,7 @@ import pytest
 from hpo_core.multiobjective import (
     crowding_distance,
     dominates,
+    epsilon_net_front,
     epsilon_net_order,
     hypervolume,
     nondominated_sort,
@@ -91,3 +92,15 @@ def test_orders_put_the_first_front_first_and_spread_it():
     first = set(epsilon_net_order(front)[:3].tolist())
     assert {0, 10} <= first
     assert first & {4, 5, 6}
+
+
+def test_epsilon_net_front_until_a_row_is_a_prefix_of_the_full_order():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        points = rng.random((int(rng.integers(2, 40)), 2))
+        lower, upper = points.min(axis=0), points.max(axis=0)
+        full = epsilon_net_front(points, lower, upper).tolist()
+        for row in range(len(points)):
+            prefix = epsilon_net_front(points, lower, upper, until=row).tolist()
+            assert prefix == full[: full.index(row) + 1]
+        assert epsilon_net_front(points, lower, upper, 1, until=full[-1]).tolist() == full[:1]
