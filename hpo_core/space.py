@@ -507,6 +507,10 @@ class ConfigSpace:
             offset += dom.encoded_dim
         self.ndim = offset
         self.order = self._checked_order()
+        #: every hyperparameter is an unconditional interval drawn from one uniform number:
+        #: `sample` draws them all in one call (the same numbers, in declaration order)
+        self._unit_draws = all(type(d) in (Float, Integer) and not d.condition
+                               for d in self.domains.values())
 
     def _checked_order(self) -> list[str]:
         """The names with every condition's parents before their children (declaration order
@@ -572,7 +576,13 @@ class ConfigSpace:
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         """One config drawn at random (log domains log-uniformly), active hyperparameters only."""
-        config: dict[str, Any] = {}
+        if self._unit_draws:
+            units = rng.random(len(self.domains)).tolist()
+            config = {name: dom._from_unit(u)  # type: ignore[attr-defined]  # Float or Integer
+                      for (name, dom), u in zip(self.domains.items(), units, strict=True)}
+            config.update(self.fixed)
+            return config
+        config = {}
         for name in self.order:
             if self.is_active(name, config):
                 config[name] = self.domains[name].sample(rng)

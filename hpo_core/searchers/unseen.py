@@ -36,9 +36,10 @@ class UnseenSearcher(Searcher):
 
     def _key(self, config: Mapping[str, Any]) -> str:
         """`config_key(config)`; the config just checked and then proposed (the same object:
-        configs are not changed in place once drawn) is encoded once."""
+        configs are not changed in place once drawn), or a copy of it (the trial's config, with
+        the same value objects), is encoded once."""
         last = self._last_key
-        if last is not None and last[0] is config:
+        if last is not None and (last[0] is config or _same_values(last[0], config)):
             return last[1]
         key = self.config_space.config_key(config)
         self._last_key = (config, key)
@@ -82,3 +83,8 @@ class UnseenSearcher(Searcher):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self._seen = set(state.get("seen", []))
+
+
+def _same_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether `b` holds the very same value objects as `a` under the same names (a copy)."""
+    return len(a) == len(b) and all(name in b and b[name] is value for name, value in a.items())
