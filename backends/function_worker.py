@@ -53,7 +53,7 @@ class _Channel:
         self.lock = threading.Lock()
         self.run = 0
 
-    def receive(self) -> dict | None:
+    def receive(self) -> dict[str, Any] | None:
         """The next message from the tuner (None: it closed our input)."""
         while b"\n" not in self.buffer:
             chunk = self.stream.read(1 << 16)
@@ -63,7 +63,7 @@ class _Channel:
         line, self.buffer = self.buffer.split(b"\n", 1)
         return json.loads(line)
 
-    def next_trial(self) -> dict | None:
+    def next_trial(self) -> dict[str, Any] | None:
         """The next trial (acknowledgements left over from an earlier one are skipped)."""
         while True:
             message = self.receive()
@@ -135,7 +135,7 @@ def _free_gpu_cache() -> None:
 class _TrialContext:
     """The trial's stdout/stderr files on fds 1 and 2 and its TUNESMITH_* variables."""
 
-    def __init__(self, trial: dict):
+    def __init__(self, trial: dict[str, Any]):
         self.trial = trial
 
     def __enter__(self) -> None:
@@ -168,7 +168,7 @@ def _load_objective(data: dict[str, Any]) -> Callable[[dict[str, Any]], Any] | t
         return f"cannot load objective {data['name']}", traceback.format_exc()
 
 
-def _run(objective: Callable[[dict[str, Any]], Any], trial: dict, metric: str | None
+def _run(objective: Callable[[dict[str, Any]], Any], trial: dict[str, Any], metric: str | None
          ) -> tuple[str, str | None]:
     config = dict(trial["config"])
     try:
@@ -213,7 +213,7 @@ def _report_returned(result: object, metric: str | None) -> None:
                     "report(...)), a number or a dict of metrics")
 
 
-def _run_class(cls: type, config: dict, checkpoint_dir: str) -> None:
+def _run_class(cls: type, config: dict[str, Any], checkpoint_dir: str) -> None:
     trainable = cls()
     trainable.setup(config)
     steps_path = os.path.join(checkpoint_dir, STEP_FILE)

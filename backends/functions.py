@@ -294,7 +294,7 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
         self._acknowledge()
         super()._housekeeping(events)
 
-    def _on_started(self, message: dict) -> None:
+    def _on_started(self, message: dict[str, Any]) -> None:
         """The worker took the run up: its time and timeout count from now, not from a new
         worker's start (a worker that hangs importing the objective still times out, counted
         from the launch)."""
@@ -304,7 +304,7 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
         run.started = time.monotonic()
         run.deadline = self._deadline(run.trial_id, run.started)
 
-    def _on_report(self, worker: _Worker, message: dict, t: float,
+    def _on_report(self, worker: _Worker, message: dict[str, Any], t: float,
                    events: list[TrialEvent]) -> None:
         run = self._runs.get(message.get("run", -1))
         if run is None or run.cancelled or not isinstance(message.get("report"), dict):
@@ -324,7 +324,7 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
                 except OSError:
                     pass  # the worker died: its exit is on the queue
 
-    def _on_end(self, worker: _Worker, message: dict, t: float,
+    def _on_end(self, worker: _Worker, message: dict[str, Any], t: float,
                 events: list[TrialEvent]) -> None:
         run = self._runs.get(message.get("run", -1))
         if run is None:

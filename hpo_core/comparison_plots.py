@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from scipy import stats
@@ -11,7 +12,7 @@ from scipy import stats
 from hpo_core.comparison import Comparison
 
 
-def _pyplot():  # noqa: ANN202 - matplotlib is imported only when plotting
+def _pyplot() -> ModuleType:  # matplotlib is imported only when plotting
     import matplotlib
 
     matplotlib.use("Agg")

@@ -7,9 +7,10 @@ objective (schedulers turn the user's metrics into such values with `Scheduler.o
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def _as_points(points: np.ndarray | list) -> np.ndarray:
+def _as_points(points: ArrayLike) -> np.ndarray:
     values = np.asarray(points, dtype=float)
     if values.ndim == 1:
         values = values.reshape(-1, 1) if values.size else values.reshape(0, 1)
@@ -24,7 +25,7 @@ def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a <= b) and np.any(a < b))
 
 
-def nondominated_sort(points: np.ndarray | list) -> list[np.ndarray]:
+def nondominated_sort(points: ArrayLike) -> list[np.ndarray]:
     """The Pareto fronts: indices of the first front (non-dominated points), then of the front
     that is non-dominated once the first is removed, and so on (Deb et al.'s fast sort)."""
     values = _as_points(points)
@@ -45,7 +46,7 @@ def nondominated_sort(points: np.ndarray | list) -> list[np.ndarray]:
     return fronts
 
 
-def pareto_ranks(points: np.ndarray | list) -> np.ndarray:
+def pareto_ranks(points: ArrayLike) -> np.ndarray:
     """Front number of each point (0 for the non-dominated ones)."""
     values = _as_points(points)
     ranks = np.zeros(len(values), dtype=int)
@@ -54,7 +55,7 @@ def pareto_ranks(points: np.ndarray | list) -> np.ndarray:
     return ranks
 
 
-def crowding_distance(points: np.ndarray | list) -> np.ndarray:
+def crowding_distance(points: ArrayLike) -> np.ndarray:
     """NSGA-II crowding distance within one front: larger is lonelier; extremes get inf."""
     values = _as_points(points)
     n, m = values.shape
@@ -79,7 +80,7 @@ def _normalized(values: np.ndarray, lower: np.ndarray | None = None,
     return (values - lo) / span
 
 
-def epsilon_net_front(front: np.ndarray | list, lower: np.ndarray, upper: np.ndarray,
+def epsilon_net_front(front: ArrayLike, lower: np.ndarray, upper: np.ndarray,
                       count: int | None = None, until: int | None = None) -> np.ndarray:
     """The epsilon-net order of one front's points (rows), normalized by `lower` and `upper`
     (the bounds of the whole set the front is part of): first the best in the sum of normalized
@@ -113,7 +114,7 @@ def _distances(points: np.ndarray, i: int) -> np.ndarray:
     return np.sqrt(np.add.reduce(d, axis=1))
 
 
-def epsilon_net_order(points: np.ndarray | list) -> np.ndarray:
+def epsilon_net_order(points: ArrayLike) -> np.ndarray:
     """All indices ordered best first by fronts, and within a front by greedy farthest-point
     selection in normalized objective space (the epsilon-net idea of MO-ASHA: a prefix of the
     order covers each front evenly); see `epsilon_net_front`."""
@@ -126,7 +127,7 @@ def epsilon_net_order(points: np.ndarray | list) -> np.ndarray:
     return np.concatenate(order).astype(int)
 
 
-def nsga2_order(points: np.ndarray | list) -> np.ndarray:
+def nsga2_order(points: ArrayLike) -> np.ndarray:
     """All indices ordered best first: by front, then by decreasing crowding distance."""
     values = _as_points(points)
     order: list[int] = []
@@ -136,7 +137,7 @@ def nsga2_order(points: np.ndarray | list) -> np.ndarray:
     return np.asarray(order, dtype=int)
 
 
-def hypervolume(points: np.ndarray | list, reference: np.ndarray | list,
+def hypervolume(points: ArrayLike, reference: ArrayLike,
                 method: str = "exact", num_samples: int = 100_000,
                 seed: int | None = None) -> float:
     """Volume dominated by `points` and bounded by `reference` (minimization).

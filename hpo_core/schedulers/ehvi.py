@@ -24,7 +24,7 @@ from hpo_core.models.acquisition import log_probability_below
 from hpo_core.models.ehvi import MonteCarloEHVI, ehvi_2d, pareto_front
 from hpo_core.models.encoding import EncodedSpace
 from hpo_core.models.gp import GaussianProcess, GPPosterior
-from hpo_core.models.optimize import maximize_acquisition
+from hpo_core.models.optimize import Acquisition, maximize_acquisition
 from hpo_core.models.threads import single_threaded_blas
 from hpo_core.multiobjective import nondominated_sort
 from hpo_core.schedulers.base import Scheduler
@@ -165,7 +165,7 @@ class EHVI(Scheduler):
         return self._random_config()
 
     def _acquisition(self, models: list[GPPosterior], constraint: GPPosterior | None,
-                     front_values: np.ndarray, Y: np.ndarray):
+                     front_values: np.ndarray, Y: np.ndarray) -> Acquisition:
         """log EHVI (+ log P(feasible)) over encoded configs, with its gradient."""
         span = Y.max(0) - Y.min(0)
         reference = Y.max(0) + 0.1 * np.where(span > 0, span, 1.0)

@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,7 @@ def describe(info: dict[str, Any], now: float | None = None) -> str:
 
 
 @contextmanager
-def _guard(folder: Path):
+def _guard(folder: Path) -> Iterator[None]:
     """The short exclusive section in which a lock file is read, judged and written."""
     fd = os.open(folder / GUARD_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
