@@ -613,6 +613,54 @@ def test_a_paused_trial_resumes_on_another_worker_from_its_checkpoint_at_an_s3_u
             assert S3_SECRET not in path.read_text(errors="replace"), f"secret in {path}"
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_asha_through_the_flow_resumes_trials_from_s3_on_workers_sharing_no_folder(
+        s3_cluster: tuple[Cluster, str], script: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spec with `checkpoint_url` through the tune flow: every promoted trial continues from
+    its checkpoint at the URL (each segment's worker replaces its local copy by a download)."""
+    from flows.tune import tune
+    from hpo_core.store import load_experiment
+
+    cluster, url = s3_cluster
+    monkeypatch.setenv("TUNESMITH_TEST_S3_SECRET", S3_SECRET)  # the spec check looks here too
+    points = [0.9, 0.3, 0.6, 0.1, 0.8, 0.5]
+    spec = {
+        "name": "dask-s3-promotion", "metric": "loss", "mode": "min",
+        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9,
+                         "sleep": 0.1},
+        "scheduler": "asha_promotion",
+        "scheduler_options": {"grace_period": 1, "reduction_factor": 3, "max_t": 9,
+                              "resource_attr": "epoch",
+                              "points_to_evaluate": [{"x": x} for x in points]},
+        "backend": "dask",
+        "backend_options": {"address": cluster.address, "entry_point": str(script),
+                            "trial_root": str(tmp_path / "{worker}" / "trials"),
+                            "checkpoint_url": f"s3://{BUCKET}/flow",
+                            "checkpoint_options": s3_options(url)},
+        "stop": {"max_trials_started": len(points)}, "n_workers": 2, "seed": 0,
+        "results_root": str(tmp_path / "experiments"),
+    }
+    outcome = tune(spec, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert outcome["counts"]["failed"] == 0, outcome["counts"]
+    results = load_experiment(Path(outcome["store_path"])).results
+    for tid, rows in results.groupby("trial_id"):
+        # the log lines of each worker's own folder, in the order they were written
+        lines = sorted((line for name in ("s1", "s2")
+                        for line in log_lines(tmp_path / name / "trials", int(tid))),
+                       key=lambda line: float(line[3]))
+        ran = [int(e) for _, _, e, *_ in lines]
+        # never started over: a resumed segment continues from the checkpoint of a report
+        # (uploaded before the report went on); epochs the paused run went on with after the
+        # tuner's decision (its checkpoints stayed on its worker) run again
+        assert ran[0] == 1 and all(b > a or b >= 2 for a, b in zip(ran, ran[1:], strict=False)), \
+            f"trial {tid}: epochs {ran} on {[w for w, *_ in lines]}"
+        # the tuner saw each epoch once, in order
+        assert rows["epoch"].tolist() == sorted(set(rows["epoch"])), rows["epoch"].tolist()
+    # (which worker a promotion lands on is up to Dask: the test above forces the other one)
+    assert results.groupby("trial_id")["epoch"].max().max() > 1, "no trial was promoted"
+
+
 def test_a_checkpoint_url_the_workers_cannot_write_is_one_error(
         s3_cluster: tuple[Cluster, str], script: Path) -> None:
     from backends.dask import DaskBackend
