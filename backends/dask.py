@@ -61,6 +61,9 @@ REPORTS_GRACE = 2.0
 TUNER_LEASE = 30.0
 #: lease renewals per lease period
 RENEWALS_PER_LEASE = 5
+#: seconds a call on every worker (end an experiment, probe the checkpoint URL) waits for all
+#: answers; a frozen worker never answers
+WORKER_CALL_TIMEOUT = 30.0
 
 
 class ClusterLostError(RuntimeError):
@@ -212,7 +215,13 @@ class DaskBackend(TrialBackend):
         # checkpoints at the URL go under the experiment's name (a backend used on its own:
         # the name of the folder holding the trials folder, as in a store's <name>/trials)
         self.options["experiment_name"] = context.experiment or context.root.resolve().parent.name
-        ended = self.client.run(dask_worker.end_experiment, self.experiment, self.session)
+        try:
+            ended = self.client.run(dask_worker.end_experiment, self.experiment, self.session,
+                                    callback_timeout=WORKER_CALL_TIMEOUT)
+        except TimeoutError:
+            logger.warning("a Dask worker did not answer within %gs; what an earlier session "
+                           "left there ends when its lease runs out", WORKER_CALL_TIMEOUT)
+            return
         if any(ended.values()):
             logger.warning("ended the trials an earlier session of this experiment left on "
                            "workers %s", sorted(w for w, n in ended.items() if n))
@@ -270,8 +279,10 @@ class DaskBackend(TrialBackend):
             if futures and self.client.status == "running":
                 self.client.cancel(futures)
             if self.client.status == "running":
-                self.client.run(dask_worker.end_experiment, self.experiment)
-        except Exception as err:  # noqa: BLE001 - a lost cluster: its workers end their trials
+                self.client.run(dask_worker.end_experiment, self.experiment,
+                                callback_timeout=WORKER_CALL_TIMEOUT)
+        except Exception as err:  # noqa: BLE001 - a lost cluster or a frozen worker: the
+            # workers end the trials when the lease runs out
             logger.warning("could not close the trials on the Dask workers: %s", err)
         finally:
             self._renewer.join(timeout=10)
@@ -494,8 +505,13 @@ def _connect(address: str | None, client: Any, timeout: float) -> tuple[Any, boo
 def _check_checkpoint_url(client: Any, options: dict[str, Any]) -> None:
     """One error before anything runs when a worker cannot write to the checkpoint URL."""
     url = options["checkpoint_url"]
-    answers = client.run(dask_worker.probe_checkpoint_url, url, options["checkpoint_options"],
-                         on_error="return")
+    try:
+        answers = client.run(dask_worker.probe_checkpoint_url, url,
+                             options["checkpoint_options"], on_error="return",
+                             callback_timeout=WORKER_CALL_TIMEOUT)
+    except TimeoutError:
+        raise ValueError(f"backend_options.checkpoint_url: not every Dask worker answered "
+                         f"within {WORKER_CALL_TIMEOUT:g}s whether it can use {url}") from None
     failed = {addr: answer for addr, answer in answers.items() if answer is not None}
     if failed:
         addr, reason = sorted(failed.items())[0]
