@@ -668,6 +668,7 @@ def test_asha_through_the_flow_resumes_trials_from_s3_on_workers_sharing_no_fold
         assert rows["epoch"].tolist() == sorted(set(rows["epoch"])), rows["epoch"].tolist()
     # (which worker a promotion lands on is up to Dask: the test above forces the other one)
     assert results.groupby("trial_id")["epoch"].max().max() > 1, "no trial was promoted"
+    assert wait_gone(tmp_path) == []
 
 
 def test_a_checkpoint_url_the_workers_cannot_write_is_one_error(
