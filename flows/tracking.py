@@ -437,12 +437,14 @@ class MlflowTracker(TunerCallback):
     def _masked_copy(self, results: Path) -> Path:
         """results.parquet as MLflow gets it: secret config columns masked, text masked."""
         frame = pd.read_parquet(results)
+        masked: dict[str, str] = {}  # each distinct text masked once (a column repeats a few)
         for column in frame.columns:
             name = column[len(CONFIG_PREFIX):] if column.startswith(CONFIG_PREFIX) else None
             if name is not None and is_secret_name(name, self._secret_names):
                 frame[column] = [v if _is_reference_text(v) else MASK for v in frame[column]]
             elif frame[column].dtype == object:
-                frame[column] = [mask_text(v) if isinstance(v, str) else v for v in frame[column]]
+                frame[column] = [_masked(v, masked) if isinstance(v, str) else v
+                                 for v in frame[column]]
         target = self._temp_folder() / RESULTS_FILE
         frame.to_parquet(target, index=False)
         return target
@@ -501,6 +503,13 @@ def _run_status(tuner: Tuner) -> str:
     if isinstance(tuner.interruption, Exception):  # an error, or too many failed trials
         return "FAILED"
     return "FINISHED" if tuner.end_reason else "KILLED"
+
+
+def _masked(text: str, cache: dict[str, str]) -> str:
+    """`mask_text(text)`, once per distinct text."""
+    if text not in cache:
+        cache[text] = mask_text(text)
+    return cache[text]
 
 
 def _cell(value: Any) -> Any:

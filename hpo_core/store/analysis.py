@@ -71,11 +71,14 @@ class Experiment:
         values = {}
         resource_attr = self.resource_attr
         failed = self.failed_trial_ids()  # never the best, whatever they reported
-        for trial_id, group in _by_trial(self.results):
+        # the rows as records once (one `to_dict` per trial's group cost ~1 ms each)
+        by_trial: dict[int, list[dict[str, Any]]] = {}
+        for record in cast(list[dict[str, Any]], self.results.to_dict(orient="records")):
+            by_trial.setdefault(int(record["trial_id"]), []).append(record)
+        for trial_id in sorted(by_trial):
             if trial_id in failed:
                 continue
-            records = cast(list[dict[str, Any]], group.to_dict(orient="records"))  # str columns
-            best = best_report(records, self.metric, self.mode, resource_attr)
+            best = best_report(by_trial[trial_id], self.metric, self.mode, resource_attr)
             if best is not None:
                 values[trial_id] = best
         return values

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
+from flows.tracking import SIMULATED_CHILD_RUNS
 from hpo_core.store import load_experiment
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -104,10 +106,19 @@ def test_killed_tune_flow_resumes_without_losing_or_rerunning_trials(tmp_path: P
     client = MlflowClient(uri)
     runs = client.search_runs([outcome["mlflow_experiment_id"]], max_results=5000)
     parents = [r for r in runs if r.data.tags.get("tunesmith.role") == "parent"]
-    children = [int(r.data.tags["tunesmith.trial_id"]) for r in runs
-                if "mlflow.parentRunId" in r.data.tags]
+    children = {r.info.run_id: int(r.data.tags["tunesmith.trial_id"]) for r in runs
+                if "mlflow.parentRunId" in r.data.tags}
     assert len(parents) == 1 and parents[0].info.run_id == outcome["mlflow_parent_run_id"]
-    assert sorted(children) == sorted(int(t) for t in final.state["trials"])
+    # issue 12: a simulated experiment's child runs are its best trials, at most
+    # SIMULATED_CHILD_RUNS (every trial while it has no more); every trial is in the parent's
+    # trials.csv, with the id of its child run where it has one
+    trials = sorted(int(t) for t in final.state["trials"])
+    assert len(set(children.values())) == len(children) == min(len(trials), SIMULATED_CHILD_RUNS)
+    table = pd.read_csv(client.download_artifacts(parents[0].info.run_id, "trials.csv",
+                                                  str(tmp_path)), keep_default_na=False)
+    assert sorted(table["trial_id"]) == trials
+    assert {run: tid for tid, run in zip(table["trial_id"], table["mlflow_run_id"], strict=True)
+            if run} == children
 
 
 def test_sigterm_ends_the_trials_and_marks_the_parent_run_killed(tmp_path: Path) -> None:
