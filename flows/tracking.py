@@ -11,7 +11,7 @@ and, through `log_artifact`, the trajectory plot).
 
 Which trials get a child run: on real backends every trial, written while it runs. In a
 simulated experiment (thousands of trials in seconds) the best `child_runs` trials (default
-100; all of them in a smaller experiment), chosen and written when the session ends, from the
+50; all of them in a smaller experiment), chosen and written when the session ends, from the
 store's rows; the others are rows of `trials.csv` and `results.parquet` on the parent run.
 
 The callback only queues records; a background thread (`flows._mlflow_writer`) writes them in
@@ -88,7 +88,7 @@ SPEC_PARAMS = ("scheduler", "backend", "metric", "mode", "n_workers", "seed", "s
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 #: a simulated experiment's trials with a child run: the best ones, at most this many (each
 #: costs MLflow ~30-50 ms of CPU through its client on SQLite; a simulated trial costs ~1 ms)
-SIMULATED_CHILD_RUNS = 100
+SIMULATED_CHILD_RUNS = 50
 # Fail fast against an unreachable server (each only if the user did not set it).
 HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
