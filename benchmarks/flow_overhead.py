@@ -102,21 +102,23 @@ def main() -> None:
         print(json.dumps(child(args.child, args.root, args.name, args.trials, args.uri)))
         return
 
-    root = Path(tempfile.mkdtemp(prefix="tunesmith-flow-overhead-"))
-    warm_uri = f"sqlite:///{root / 'mlflow.db'}"
-    create_mlflow_db(warm_uri)
-    bare, startup, flow = [], [], []
-    trials = args.trials
-    for i in range(args.repeats):
-        bare.append(measure("bare", root, f"bare-{i}", trials, "")["seconds"])
-        result = measure("flow", root, f"flow-{i}", trials, warm_uri)
-        startup.append(result["startup"])
-        flow.append(result["seconds"])
-        trials = result["trials"]
-        print(f"run {i + 1}: bare {bare[-1]:.2f}s, flow {flow[-1]:.2f}s of which start-up "
-              f"{startup[-1]:.2f}s: {(flow[-1] - startup[-1] - bare[-1]) / trials * 1000:.2f} "
-              "ms per trial", flush=True)
-    cold = measure("flow", root, "flow-cold", args.trials, f"sqlite:///{root / 'cold.db'}")
+    # everything under a temporary folder, removed at the end (stores, MLflow, Prefect home)
+    with tempfile.TemporaryDirectory(prefix="tunesmith-flow-overhead-") as tmp:
+        root = Path(tmp)
+        warm_uri = f"sqlite:///{root / 'mlflow.db'}"
+        create_mlflow_db(warm_uri)
+        bare, startup, flow = [], [], []
+        trials = args.trials
+        for i in range(args.repeats):
+            bare.append(measure("bare", root, f"bare-{i}", trials, "")["seconds"])
+            result = measure("flow", root, f"flow-{i}", trials, warm_uri)
+            startup.append(result["startup"])
+            flow.append(result["seconds"])
+            trials = result["trials"]
+            print(f"run {i + 1}: bare {bare[-1]:.2f}s, flow {flow[-1]:.2f}s of which start-up "
+                  f"{startup[-1]:.2f}s: {(flow[-1] - startup[-1] - bare[-1]) / trials * 1000:.2f} "
+                  "ms per trial", flush=True)
+        cold = measure("flow", root, "flow-cold", args.trials, f"sqlite:///{root / 'cold.db'}")
     b, s, f = (statistics.median(x) for x in (bare, startup, flow))
     per_trial = statistics.median(
         (fi - si - bi) / trials * 1000 for bi, si, fi in zip(bare, startup, flow, strict=True))
