@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 # A trial: `epochs` epochs of `sleep` seconds from its checkpoint on; each epoch appends
 # "worker cuda epoch start end" to log.txt in its trial folder, then reports.
 SCRIPT = textwrap.dedent("""
-    import os, time
+    import os, signal, time
     from hpo_core.report import get_config, load_checkpoint, report, save_checkpoint
 
     config = get_config()
@@ -40,10 +40,14 @@ SCRIPT = textwrap.dedent("""
     for epoch in range(done + 1, int(config["epochs"]) + 1):
         start = time.time()
         time.sleep(float(config.get("sleep", 0.05)))
+        # the checkpoint and the log line of an epoch together: a pause's SIGTERM between the
+        # two would leave an epoch checkpointed but not logged (the log is what tests read)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         save_checkpoint({"epoch": epoch})
         with open(os.path.join(folder, "log.txt"), "a") as log:
             print(os.environ["TUNESMITH_DASK_WORKER"], os.environ["CUDA_VISIBLE_DEVICES"] or "-",
                   epoch, start, time.time(), file=log)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         report(epoch=epoch, loss=(float(config["x"]) - 0.3) ** 2 + 1.0 / epoch)
 """)
 
