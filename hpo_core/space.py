@@ -508,9 +508,12 @@ class ConfigSpace:
         self.ndim = offset
         self.order = self._checked_order()
         #: every hyperparameter is an unconditional interval drawn from one uniform number:
-        #: `sample` draws them all in one call (the same numbers, in declaration order)
-        self._unit_draws = all(type(d) in (Float, Integer) and not d.condition
-                               for d in self.domains.values())
+        #: `sample` draws them all in one call (the same numbers, in declaration order); then
+        #: these are the (name, domain) pairs, else None
+        intervals = [(n, d) for n, d in self.domains.items()
+                     if (type(d) is Float or type(d) is Integer) and not d.condition]
+        self._unit_draws: list[tuple[str, Float | Integer]] | None = \
+            intervals if len(intervals) == len(self.domains) else None
 
     def _checked_order(self) -> list[str]:
         """The names with every condition's parents before their children (declaration order
@@ -576,10 +579,10 @@ class ConfigSpace:
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         """One config drawn at random (log domains log-uniformly), active hyperparameters only."""
-        if self._unit_draws:
-            units = rng.random(len(self.domains)).tolist()
-            config = {name: dom._from_unit(u)  # type: ignore[attr-defined]  # Float or Integer
-                      for (name, dom), u in zip(self.domains.items(), units, strict=True)}
+        if self._unit_draws is not None:
+            units = rng.random(len(self._unit_draws)).tolist()
+            config = {name: dom._from_unit(u)
+                      for (name, dom), u in zip(self._unit_draws, units, strict=True)}
             config.update(self.fixed)
             return config
         config = {}
