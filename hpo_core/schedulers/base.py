@@ -90,16 +90,21 @@ class Scheduler(ABC):
 
     def objectives(self, metrics: Mapping[str, Any]) -> np.ndarray | None:
         """All metrics turned into values to minimize; None if any is missing or not finite."""
-        out = np.empty(len(self.metrics))
-        for i, (name, sign) in enumerate(zip(self.metrics, self._signs, strict=True)):
+        values = self.objective_values(metrics)
+        return None if values is None else np.array(values)
+
+    def objective_values(self, metrics: Mapping[str, Any]) -> list[float] | None:
+        """`objectives(metrics)` as a plain list (no numpy: cheap enough for every report)."""
+        values = []
+        for name, sign in zip(self.metrics, self._signs, strict=True):
             try:
                 value = float(metrics[name])
             except (KeyError, TypeError, ValueError):
                 return None
             if not math.isfinite(value):
                 return None
-            out[i] = sign * value
-        return out
+            values.append(sign * value)
+        return values
 
     def reached_max_t(self, metrics: Mapping[str, Any]) -> bool:
         """Whether a report is at (or past) `max_t`: a STOP there completes the trial."""

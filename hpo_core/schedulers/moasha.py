@@ -12,7 +12,6 @@ A decision does not sort the rung again: each rung keeps its fronts up to date p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,17 +103,7 @@ class MOASHA(ASHA):
         return Decision.CONTINUE if tid in {ids[i] for i in order} else Decision.STOP
 
     def _value(self, metrics: Mapping[str, Any]) -> Any:
-        """`objectives(metrics)` as a list (computed without numpy: it runs on every report)."""
-        values = []
-        for name, sign in zip(self.metrics, self._signs, strict=True):
-            try:
-                value = float(metrics[name])
-            except (KeyError, TypeError, ValueError):
-                return None
-            if not math.isfinite(value):
-                return None
-            values.append(sign * value)
-        return values
+        return self.objective_values(metrics)
 
     def _rank(self, entries: Sequence[tuple[int, Any]]) -> list[int]:
         if not entries:

@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 import pytest
+import trial_helpers
 from dask_cluster import Cluster, free_port, start_cluster
 
 from hpo_core.report import CONFIG_ENV
@@ -78,12 +79,8 @@ def make_backend(address: str, entry_point: Any, root: Path, **options: Any) -> 
 
 
 def collect(backend: Any, until: Any, timeout: float = 30.0) -> list[TrialEvent]:
-    events: list[TrialEvent] = []
-    deadline = time.monotonic() + timeout
-    while not until(events):
-        assert time.monotonic() < deadline, f"timed out; events so far: {events}"
-        events += backend.poll()
-    return events
+    """`trial_helpers.collect`, waiting longer (segments go through a scheduler)."""
+    return trial_helpers.collect(backend, until, timeout)
 
 
 def epochs(events: list[TrialEvent], trial_id: int) -> list[int]:
