@@ -58,6 +58,16 @@ def wait_for(condition, timeout: float, what, log: Path | None = None) -> None:
         time.sleep(0.1)
 
 
+# The CLI as a terminal's foreground job gets it: with Ctrl-C's default action. A test run
+# started in the background of a non-interactive shell (`make test &`) inherits SIGINT ignored,
+# and Python then keeps it ignored (as `nohup` wants): the SIGINT cases would wait forever.
+AS_A_TERMINAL_JOB = [
+    sys.executable, "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+]
+
+
 def start_cli(tmp_path: Path, marker: str, *options: str) -> subprocess.Popen:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
@@ -73,7 +83,7 @@ def start_cli(tmp_path: Path, marker: str, *options: str) -> subprocess.Popen:
     env.pop("PREFECT_API_URL", None)  # the CLI starts its own Prefect server
     with open(tmp_path / "cli.log", "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "run", str(tmp_path / "spec.json"), *options],
+            [*AS_A_TERMINAL_JOB, "-m", "flows.cli", "run", str(tmp_path / "spec.json"), *options],
             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
