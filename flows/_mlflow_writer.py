@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flows._trial_logs import TrialLogs, upload_trial_logs
+from flows.mlflow_client import open_client
 from hpo_core.secrets import mask_text, redact
 from hpo_core.store import atomic_write_text
 from hpo_core.trial_value import TrialValue, best_report
@@ -198,11 +199,10 @@ class MlflowWriter(threading.Thread):
     # -- setup -------------------------------------------------------------------------------
     def _connect(self) -> None:
         import mlflow.entities as entities
-        from mlflow import MlflowClient
 
         s = self.settings
         self._entities = entities
-        self.client = MlflowClient(s.tracking_uri)
+        self.client = open_client(s.tracking_uri)
         self.experiment_id = self._experiment()
         run = self._existing_parent()
         if run is None:

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import artifact_key
 from flows.comparison import DEFAULT_BLACKBOX, ComparisonPlan, process_pool, run_one, write_outputs
+from flows.mlflow_client import open_client
 from flows.tracking import default_artifact_location, resolve_tracking_uri
 from hpo_core.comparison import Comparison, Run, analyse
 
@@ -99,12 +100,11 @@ def _publish(comparison: Comparison, outputs: dict[str, Any], name: str, title: 
 
 def _log_to_mlflow(tracking_uri: str | None, plan: ComparisonPlan, comparison: Comparison,
                    outputs: dict[str, Any]) -> str | None:
-    from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
     uri = resolve_tracking_uri(tracking_uri)
     try:
-        client = MlflowClient(uri)
+        client = open_client(uri)
         experiment = client.get_experiment_by_name(plan.name)
         eid = experiment.experiment_id if experiment else client.create_experiment(
             plan.name, artifact_location=default_artifact_location(uri, plan.name),

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows._mlflow_writer import BEST_CONFIG_TAG, BEST_VALUE_TAG, PARENT_TAG, ROLE_TAG
+from flows.mlflow_client import open_client
 from flows.tracking import resolve_tracking_uri
 from flows.tune import SpecLike, tune
 from hpo_core.space import ConfigSpace
@@ -33,10 +34,8 @@ def earlier_best_configs(tracking_uri: str, experiment: str, mode: str,
                          top_k: int) -> list[dict[str, Any]]:
     """The best configs of the finished parent runs in MLflow experiment `experiment`, best
     first, without duplicates (empty if there are none or MLflow cannot be read)."""
-    from mlflow import MlflowClient
-
     try:
-        client = MlflowClient(tracking_uri)
+        client = open_client(tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
             return []
@@ -65,10 +64,8 @@ def earlier_evaluations(tracking_uri: str, experiment: str, metric: str,
                         mode: str) -> list[dict[str, Any]]:
     """Each finished parent run of MLflow experiment `experiment` as inline evaluations for
     `hpo_core.transfer` (its trials' params and last `metric`; empty if MLflow cannot be read)."""
-    from mlflow import MlflowClient
-
     try:
-        client = MlflowClient(tracking_uri)
+        client = open_client(tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
             return []

@@ -1,0 +1,46 @@
+"""An `MlflowClient` whose SQLite database is ready: created by one process at a time.
+
+MLflow creates and migrates a new SQLite database on its first use; two processes doing so at
+once (two experiments started together in one folder, both on the default `mlflow.db`) collide
+(`duplicate column name`, `table already exists`), and the loser's MLflow would be switched off.
+`open_client` makes that first use under an exclusive `flock` on the database's folder (nothing
+is written there; another process only waits while one creates or migrates the database).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+SQLITE = "sqlite:///"
+
+
+def open_client(tracking_uri: str) -> Any:
+    """`MlflowClient(tracking_uri)`, its store opened (a SQLite one created or migrated under a
+    lock on its folder)."""
+    from mlflow import MlflowClient
+
+    folder = _sqlite_folder(tracking_uri)
+    if folder is None:
+        return MlflowClient(tracking_uri)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)  # opens the store: creates or migrates it
+    finally:
+        os.close(fd)  # releases the lock
+    return client
+
+
+def _sqlite_folder(tracking_uri: str) -> Path | None:
+    """The folder of a SQLite database file (None: not SQLite, or in memory)."""
+    if not tracking_uri.startswith(SQLITE):
+        return None
+    path = tracking_uri[len(SQLITE):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    folder = Path(path if path.startswith("/") else Path(path).resolve()).parent
+    return folder if folder.is_dir() else None
