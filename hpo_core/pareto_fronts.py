@@ -14,8 +14,8 @@ objectives (or one) a front is checked point by point (vectorized).
 
 from __future__ import annotations
 
-import bisect
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import cast
 
@@ -114,6 +114,31 @@ class _Sizes:
         return total
 
 
+def _dominated_runs(xs: list[float], neg_ys: list[float], points_x: list[float],
+                    points_y: list[float]) -> list[list[int]]:
+    """The runs [start, stop) of a 2-objective front (`xs` increasing, `neg_ys` not
+    decreasing) that some of the points dominate, merged and in order."""
+    spans: list[list[int]] = []
+    for mx, my in zip(points_x, points_y, strict=True):
+        a = bisect_left(xs, mx)  # members with x >= mx ...
+        b = bisect_right(neg_ys, -my)  # ... and y >= my
+        while a < b and xs[a] == mx and neg_ys[a] == -my:
+            a += 1  # equal points do not dominate each other
+        if a < b:
+            spans.append([a, b])
+    if not spans:
+        return spans
+    spans.sort(key=_start)
+    merged = [spans[0]]
+    for span in spans[1:]:
+        last = merged[-1]
+        if span[0] <= last[1]:
+            last[1] = max(last[1], span[1])
+        else:
+            merged.append(span)
+    return merged
+
+
 def _start(span: list[int]) -> int:
     return span[0]
 
@@ -168,13 +193,26 @@ class ParetoFronts:
             raise ValueError(f"trial {trial_id} is already ranked")
         if len(values) != self.num_objectives:
             raise ValueError(f"values: expected {self.num_objectives} objectives, got {len(values)}")
-        p = tuple(math.inf if math.isnan(v) else float(v) for v in values)
         self._arrival[trial_id] = len(self._arrival)
+        if self.num_objectives == 2:  # the hot path of MO-ASHA's decisions: no tuples, no maps
+            x, y = values
+            x = math.inf if math.isnan(x) else float(x)
+            y = math.inf if math.isnan(y) else float(y)
+            if math.isfinite(x) and math.isfinite(y):
+                lower, upper = self._lower, self._upper
+                if x < lower[0]:
+                    lower[0] = x
+                if y < lower[1]:
+                    lower[1] = y
+                if x > upper[0]:
+                    upper[0] = x
+                if y > upper[1]:
+                    upper[1] = y
+            return self._add_2d(trial_id, x, y)
+        p = tuple(math.inf if math.isnan(v) else float(v) for v in values)
         if all(map(math.isfinite, p)):
             self._lower = list(map(min, self._lower, p))
             self._upper = list(map(max, self._upper, p))
-        if self.num_objectives == 2:
-            return self._add_2d(trial_id, p[0], p[1])
         fronts = cast(list[_Front], self._fronts)
         lo, hi = 0, len(fronts)  # first front that does not dominate p
         while lo < hi:
@@ -204,16 +242,17 @@ class ParetoFronts:
         (a front dominates the point iff its member with the largest first objective <= x has
         a second objective <= y). There the point goes in, and the members it dominates (a
         contiguous run of the staircase) move one front down, where they push the members
-        they dominate (a union of such runs) further down, and so on."""
+        they dominate (a union of such runs) further down, and so on. Usually one point
+        moves at a time: that case takes no span lists."""
         fronts = cast(list[_Front2D], self._fronts)
-        counter = self._counter
+        work = 0
         lo, hi = 0, len(fronts)
         while lo < hi:
-            mid = (lo + hi) // 2
+            mid = (lo + hi) >> 1
             f = fronts[mid]
             xs = f.xs
-            counter[0] += len(xs).bit_length() or 1
-            i = bisect.bisect_right(xs, x) - 1
+            work += len(xs).bit_length() or 1
+            i = bisect_right(xs, x) - 1
             if i >= 0 and (fy := -f.neg_ys[i]) <= y and (xs[i] < x or fy < y):
                 lo = mid + 1
             else:
@@ -231,40 +270,38 @@ class ParetoFronts:
             pushed_xs: list[float] = []
             pushed_ys: list[float] = []
             if xs:
-                bits = len(xs).bit_length()
-                spans: list[list[int]] = []  # dominated runs [start, stop), by start
-                for mx, my in zip(moved_xs, moved_ys, strict=True):
-                    counter[0] += 2 * bits
-                    a = bisect.bisect_left(xs, mx)  # members with x >= mx ...
-                    b = bisect.bisect_right(neg_ys, -my)  # ... and y >= my
-                    while a < b and xs[a] == mx and neg_ys[a] == -my:
+                bits = 2 * len(xs).bit_length()
+                if len(moved_ids) == 1:
+                    work += bits
+                    mx, neg_my = moved_xs[0], -moved_ys[0]
+                    a = bisect_left(xs, mx)  # members with x >= mx ...
+                    b = bisect_right(neg_ys, neg_my)  # ... and y >= my
+                    while a < b and xs[a] == mx and neg_ys[a] == neg_my:
                         a += 1  # equal points do not dominate each other
                     if a < b:
-                        spans.append([a, b])
-                if spans:
-                    spans.sort(key=_start)
-                    merged = [spans[0]]
-                    for span in spans[1:]:
-                        last = merged[-1]
-                        if span[0] <= last[1]:
-                            last[1] = max(last[1], span[1])
-                        else:
-                            merged.append(span)
-                    for a, b in merged:
+                        pushed_ids, pushed_xs = ids[a:b], xs[a:b]
+                        pushed_ys = [-v for v in neg_ys[a:b]]
+                        del ids[a:b], xs[a:b], neg_ys[a:b]
+                else:
+                    work += bits * len(moved_ids)
+                    runs = _dominated_runs(xs, neg_ys, moved_xs, moved_ys)
+                    for a, b in runs:
                         pushed_ids += ids[a:b]
                         pushed_xs += xs[a:b]
                         pushed_ys += [-v for v in neg_ys[a:b]]
-                    for a, b in reversed(merged):
+                    for a, b in reversed(runs):
                         del ids[a:b], xs[a:b], neg_ys[a:b]
             for tid, mx, my in zip(moved_ids, moved_xs, moved_ys, strict=True):
-                counter[0] += len(xs).bit_length() or 1
-                i = bisect.bisect_right(xs, mx)
+                work += len(xs).bit_length() or 1
+                i = bisect_right(xs, mx)
                 xs.insert(i, mx)
                 neg_ys.insert(i, -my)
                 ids.insert(i, tid)
-            sizes.add(front, len(moved_ids) - len(pushed_ids))
+            if len(moved_ids) != len(pushed_ids):
+                sizes.add(front, len(moved_ids) - len(pushed_ids))
             moved_ids, moved_xs, moved_ys = pushed_ids, pushed_xs, pushed_ys
             front += 1
+        self._counter[0] += work
         return lo
 
     def size(self, front: int) -> int:

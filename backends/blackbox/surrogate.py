@@ -6,6 +6,11 @@ a blackbox's space a tabulated curve.
 Configs are compared in the encoded [0,1]^d space of the blackbox's `ConfigSpace` (log domains
 on a log scale, one-hot for choices). A tabulated config hits its own row exactly; another one
 gets the curve of its nearest tabulated config, or the mean curve of its `k` nearest.
+
+The nearest config is found by a KD-tree, or on small tables (`SCAN_MAX_VALUES`) by one
+matrix-vector product over the table, which costs less than a tree query's call (the
+simulated backend looks up every trial it starts); when that scan's winner is not clear by
+`SCAN_MARGIN` (a tie, up to rounding) the tree decides, so both give the same neighbour.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from backends.blackbox.blackbox import Blackbox, BlackboxError
+
+#: tables of at most this many encoded values (configs x dimensions) are scanned for k=1
+SCAN_MAX_VALUES = 200_000
+#: a scanned winner's squared distance must be this much below every other one's
+SCAN_MARGIN = 1e-9
 
 
 class CurveSurrogate(ABC):
@@ -65,7 +75,11 @@ class NearestNeighbourSurrogate(CurveSurrogate):
         self.k = min(k, blackbox.num_configs)
         space = blackbox.config_space
         self._space = space
-        self._tree = cKDTree(space.encode_many(blackbox.all_configs()))
+        points = space.encode_many(blackbox.all_configs())
+        self._tree = cKDTree(points)
+        scan = self.k == 1 and points.size <= SCAN_MAX_VALUES
+        self._points = points if scan else None
+        self._norms = np.einsum("ij,ij->i", points, points) if scan else None
         self._cache: dict[Hashable, tuple[int, ...]] = {}
 
     def neighbours(self, config: Mapping[str, Any]) -> tuple[int, ...]:
@@ -83,10 +97,20 @@ class NearestNeighbourSurrogate(CurveSurrogate):
             if exact is not None:
                 rows = (exact,)
             else:
-                _, found = self._tree.query(self._space.encode(config), k=self.k)
-                rows = tuple(int(i) for i in np.atleast_1d(found))
+                rows = self._nearest(self._space.encode(config))
             self._cache[key] = rows
         return rows
+
+    def _nearest(self, x: np.ndarray) -> tuple[int, ...]:
+        """Rows of the `k` tabulated configs nearest to the encoded config `x`."""
+        if self._points is not None and self._norms is not None:
+            # |p - x|^2 - |x|^2 for every tabulated p: the same order as the distances
+            shifted = self._norms - 2.0 * (self._points @ x)
+            best = int(shifted.argmin())
+            if np.count_nonzero(shifted <= shifted[best] + SCAN_MARGIN) == 1:
+                return (best,)
+        _, found = self._tree.query(x, k=self.k)
+        return tuple(int(i) for i in np.atleast_1d(found))
 
     def key(self, config: Mapping[str, Any], seed: int = 0) -> Hashable:
         return (self.neighbours(config), seed)

@@ -193,6 +193,21 @@ def test_surrogate_gives_an_off_grid_config_its_nearest_curve():
     assert surrogate.neighbours(config) is surrogate.neighbours(config)  # cached
 
 
+def test_surrogate_scan_finds_the_kd_trees_neighbour():
+    """The small-table scan (one matrix-vector product) and the KD-tree agree on every
+    off-grid config; a tie (two tabulated configs equally near) is left to the tree."""
+    bb = load_blackbox("lcbench", task=TASK)
+    surrogate = NearestNeighbourSurrogate(bb)
+    assert surrogate._points is not None  # 2000 x 7 values: scanned
+    rng = np.random.default_rng(3)
+    configs = [bb.config_space.sample(rng) for _ in range(2000)]
+    encoded = bb.config_space.encode_many(configs)
+    _, expected = surrogate._tree.query(encoded, k=1)
+    assert [surrogate.neighbours(c) for c in configs] == [(int(i),) for i in expected]
+    tied = (surrogate._tree.data[0] + surrogate._tree.data[1]) / 2  # equidistant from 0 and 1
+    assert surrogate._nearest(tied) == (int(surrogate._tree.query(tied, k=1)[1]),)
+
+
 def test_surrogate_with_k_neighbours_averages_their_curves():
     bb = blackbox_from_dataframe(curves_frame(), ["lr", "layers", "act"], "epoch",
                                  ["loss"], "time")
