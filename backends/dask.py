@@ -10,7 +10,8 @@ functions): the same process handling, GPU rotation and checkpoints as on one ho
   for `gpus_per_trial` of them (0: CPU only, `CUDA_VISIBLE_DEVICES=""`), and on its worker gets
   that many distinct devices through `CUDA_VISIBLE_DEVICES`.
 - Reports reach the tuner as they happen (`Worker.log_event` -> the scheduler -> this client's
-  topic), so ASHA decides at each rung. Stop and pause cancel the segment's task: the worker
+  topic), so ASHA decides at each rung; so does a segment's end (how it ended), so the tuner
+  fetches no task result from the workers. Stop and pause cancel the segment's task: the worker
   ends the trial's processes within `dask_worker.CHECK_EVERY` seconds.
 - Files: `trial_root` (default: the experiment's trials folder) is where each worker keeps
   trial configs, stdout/stderr and checkpoints. Either it is a path every worker reaches (a
@@ -359,13 +360,17 @@ class DaskBackend(TrialBackend):
             segment.reports += 1
             events.append(TrialEvent(EventKind.RESULT, segment.trial_id, self.now(),
                                      metrics=message["metrics"]))
+        elif message["kind"] == "ended" and segment.ending is None:
+            segment.ending = {k: message.get(k) for k in ("outcome", "reason", "reports")}
+            segment.ending_since = time.monotonic()
 
     def _on_done(self, payload: tuple[_Segment, Any], events: list[TrialEvent]) -> None:
         segment, future = payload
         if self._segments.get(segment.trial_id) is not segment:
             return  # stopped, paused or failed already
         if future.status == "finished":
-            segment.ending, segment.ending_since = future.result(), time.monotonic()
+            if segment.ending is None:  # its "ended" message is not in yet: fetch the result
+                segment.ending, segment.ending_since = future.result(), time.monotonic()
             return
         if future.status == "cancelled":
             why = getattr(getattr(future, "_state", None), "exception", None)

@@ -7,7 +7,8 @@ group, PDEATHSIG, watchdog, records, SIGTERM then SIGKILL of the whole tree), GP
 (`CUDA_VISIBLE_DEVICES` from this host's `nvidia-smi`) and checkpoints are the local
 backend's, not a second implementation. A pump thread drives that backend and routes its
 events to the segment tasks, which forward each report to the tuner at once with
-`Worker.log_event` (the scheduler passes it to the tuner's client, ~2 ms on loopback).
+`Worker.log_event` (the scheduler passes it to the tuner's client, ~2 ms on loopback), and
+then how the segment ended (so the tuner needs no round trip to fetch the task's result).
 
 The task ends the trial on its host as soon as its Dask task is cancelled: the tuner cancels
 it to stop or pause the trial, and the scheduler cancels it when the tuner's client is gone (a
@@ -264,6 +265,9 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
     finally:
         host.end(tid, events, stop=ended is None or ended["outcome"] != "completed")
     ended["reports"] = reports
+    # the tuner acts on this message (after the reports, on the same stream), without fetching
+    # the task's result from this worker
+    worker.log_event(topic, {"kind": "ended", "trial": tid, "segment": segment, **ended})
     return ended
 
 

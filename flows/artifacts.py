@@ -1,19 +1,23 @@
 """Prefect artifacts of an experiment: live progress, the leaderboard, the final summary.
 
 `ProgressArtifact` is a tuner callback that keeps a progress artifact up to date as trials end
-(at most once per `interval` wall seconds). `publish_leaderboard` and `publish_summary` create
-the table and markdown artifacts at the end; the summary embeds the incumbent-trajectory plot
-as a data URI (Prefect artifacts hold no images) and links the MLflow runs.
+(at most once per `interval` wall seconds, sent by its own thread). `publish_leaderboard` and
+`publish_summary` create the table and markdown artifacts at the end; the summary embeds the
+incumbent-trajectory plot as a data URI (Prefect artifacts hold no images) and links the
+MLflow runs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -59,7 +63,11 @@ def progress_fraction(tuner: Tuner) -> float | None:
 
 
 class ProgressArtifact(TunerCallback):
-    """A progress artifact (key `<experiment>-progress`) updated as trials end."""
+    """A progress artifact (key `<experiment>-progress`) updated as trials end.
+
+    The tuner only computes the figures; one thread of this callback sends them to the Prefect
+    API (the latest pending update; a busy server costs the tuner no wait), and the last one
+    has been sent when `on_tuning_end` returns."""
 
     def __init__(self, name: str, interval: float = 2.0):
         self.key = artifact_key(name, "progress")
@@ -67,13 +75,19 @@ class ProgressArtifact(TunerCallback):
         self.artifact_id: UUID | None = None
         self._tuner: Tuner | None = None
         self._last = 0.0
+        self._pending: tuple[float, str] | None = None  # the next update to send
+        self._ending = False
+        self._wake = threading.Condition()
+        self._sender: threading.Thread | None = None
 
     def on_tuning_start(self, tuner: Tuner) -> None:
         self._tuner = tuner
         self._last = time.monotonic()
-        self._call(lambda: setattr(self, "artifact_id", create_progress_artifact(
-            100.0 * (progress_fraction(tuner) or 0.0), key=self.key,
-            description=self._description(tuner))))
+        first = (100.0 * (progress_fraction(tuner) or 0.0), self._description(tuner))
+        context = contextvars.copy_context()  # the flow run's Prefect client settings
+        self._sender = threading.Thread(target=context.run, args=(self._send, first),
+                                        name=f"tunesmith-progress-{self.key}", daemon=True)
+        self._sender.start()
 
     def on_trial_complete(self, trial: Trial) -> None:
         self._maybe_update()
@@ -83,27 +97,54 @@ class ProgressArtifact(TunerCallback):
 
     def on_tuning_end(self, tuner: Tuner) -> None:
         self._update(100.0 if tuner.end_reason else None)
+        with self._wake:
+            self._ending = True
+            self._wake.notify()
+        if self._sender is not None:
+            self._sender.join(timeout=60)
 
     def _maybe_update(self) -> None:
         if time.monotonic() - self._last >= self.interval:
             self._update()
 
     def _update(self, percent: float | None = None) -> None:
-        tuner, artifact_id = self._tuner, self.artifact_id
-        if tuner is None or artifact_id is None:
+        tuner = self._tuner
+        if tuner is None:
             return
         self._last = time.monotonic()
         if percent is None:
             percent = 100.0 * (progress_fraction(tuner) or 0.0)
-        self._call(lambda: update_progress_artifact(
-            artifact_id, percent, description=self._description(tuner)))
+        with self._wake:
+            self._pending = (percent, self._description(tuner))
+            self._wake.notify()
 
-    def _call(self, action: Any) -> None:
+    def _send(self, first: tuple[float, str]) -> None:
+        """The sender thread: create the artifact, then send the latest update until the end."""
+        percent, description = first
+        if not self._call(lambda: setattr(self, "artifact_id", create_progress_artifact(
+                percent, key=self.key, description=description))):
+            return
+        while True:
+            with self._wake:
+                while self._pending is None and not self._ending:
+                    self._wake.wait()
+                pending, self._pending = self._pending, None
+                ending = self._ending
+            if pending is not None and self.artifact_id is not None:
+                if not self._call(partial(update_progress_artifact, self.artifact_id,
+                                          pending[0], description=pending[1])):
+                    return
+            if ending and pending is None:
+                return
+
+    def _call(self, action: Any) -> bool:
         try:
             action()
         except Exception as err:  # noqa: BLE001 - progress display must not end an experiment
             logger.warning("progress artifact disabled: %s", err)
             self._tuner = None
+            return False
+        return True
 
     @staticmethod
     def _description(tuner: Tuner) -> str:
