@@ -14,12 +14,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
 from flows._mlflow_writer import BEST_CONFIG_TAG, BEST_VALUE_TAG, PARENT_TAG, ROLE_TAG
 from flows.mlflow_client import open_client
 from flows.tracking import resolve_tracking_uri
-from flows.tune import SpecLike, tune
+from flows.tune import SpecLike, masked_flow, tune
 from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import RESULTS_FILE, SPEC_FILE
@@ -145,7 +145,7 @@ def dated_spec(spec: ExperimentSpec, day: str, warm: list[dict[str, Any]],
     return ExperimentSpec.from_dict(data)
 
 
-@flow(name="retune")
+@masked_flow(name="retune")
 def retune(spec: SpecLike = "deployments/specs/lcbench-asha.yaml", top_k: int = 3,
            date: str | None = None, tracking_uri: str | None = None,
            transfer: str = "top_k") -> dict[str, Any]:

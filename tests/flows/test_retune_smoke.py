@@ -69,3 +69,38 @@ def test_smoke_check_fails_loudly(tmp_path: Path) -> None:
     (store / "results.parquet").unlink()
     with pytest.raises(SmokeTestFailure, match="results.parquet was not written"):
         check_outcome(good, trials=2)
+
+
+@pytest.mark.slow
+def test_retune_stores_its_spec_parameter_with_the_secrets_masked(tmp_path: Path) -> None:
+    """The retune flow's `spec` parameter, as Prefect keeps it, holds no secret (as `tune`'s)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    from flows.retune import retune
+
+    canary = "SK-retune-canary-5e2a07"
+    script = tmp_path / "train.py"
+    script.write_text("from hpo_core.report import get_config, report\n"
+                      "config = get_config()\n"
+                      "assert config['api_key'] == 'SK-retune-canary-5e2a07'\n"
+                      "report(epoch=1, loss=config['x'])\n")
+    spec = {
+        "name": "retune-secret", "metric": "loss", "mode": "min", "scheduler": "random",
+        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0},
+                         "api_key": canary},
+        "backend": "local",
+        "backend_options": {"entry_point": str(script), "gpus": None},
+        "stop": {"max_trials_started": 2}, "n_workers": 2, "seed": 0,
+        "results_root": str(tmp_path / "experiments"),
+    }
+    outcome = retune(spec, date="2026-01-03", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert outcome["counts"]["failed"] == 0, outcome["counts"]  # the trials got the value
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(
+            name=FlowFilterName(any_=["retune", "tune"])))
+    stored = [run.parameters for run in runs if isinstance(run.parameters.get("spec"), dict)]
+    names = {p["spec"].get("name") for p in stored}
+    assert {"retune-secret", "retune-secret-2026-01-03"} <= names, names  # retune, its tune
+    assert canary not in json.dumps(stored)
