@@ -76,7 +76,9 @@ class Segment:
     start_ms: int
     end_ms: int | None = None
     failure_reason: str | None = None
-    logs: TrialLogs | None = None  # output files to attach when the segment ended
+    # finds the output files to attach when the segment ended (called in the writer's thread:
+    # file system calls cost the tuner nothing)
+    logs: Callable[[], TrialLogs | None] | None = None
     best: TrialValue | None = None  # the trial's value so far (its best report), when it ended
 
 
@@ -370,7 +372,9 @@ class MlflowWriter(threading.Thread):
         if seg.logs is None:
             return
         try:
-            upload_trial_logs(self.client, run_id, seg.logs)
+            logs = seg.logs()
+            if logs is not None:
+                upload_trial_logs(self.client, run_id, logs)
         except Exception as err:  # noqa: BLE001
             logger.warning("trial %s: output not attached to its MLflow run (%s)", seg.trial_id,
                            _short(err))

@@ -49,12 +49,15 @@ class _Segment:
     # the trial's last report as of the poll that ended the segment: the tuner may not have
     # applied that poll's reports to `trial.last_result` yet when the task writes its message
     last_report: dict[str, Any] | None = None
+    where: str | None = None  # distributed backends: the worker running it, once known
+    located: threading.Event = field(default_factory=threading.Event)  # where is known, or ended
 
     def end(self, outcome: str, reason: str | None = None) -> bool:
         if self.done.is_set():
             return False
         self.outcome, self.reason = outcome, reason
         self.done.set()
+        self.located.set()
         return True
 
 
@@ -77,7 +80,8 @@ def trial_segment(backend: PrefectTrialBackend, trial: Trial, segment: _Segment)
     except Exception as err:
         segment.launch_error = f"{type(err).__name__}: {err}"
         raise
-    where = _await_worker(backend.inner, trial.trial_id, segment)
+    where = _await_worker(backend.inner, trial.trial_id, segment) if backend.distributed \
+        else None
     segment.done.wait()
     on = f" on worker {where}" if where else ""
     if segment.outcome == "failed":  # a state, not a raise: no traceback of ours in the logs
@@ -93,15 +97,17 @@ def trial_segment(backend: PrefectTrialBackend, trial: Trial, segment: _Segment)
 
 def _await_worker(backend: TrialBackend, trial_id: int, segment: _Segment) -> str | None:
     """For backends that run trials on other machines (`trial_worker`, the dask backend): the
-    worker running this segment, logged in the task once it is known."""
-    if not backend.distributed:
-        return None
-    while not segment.done.wait(0.05):
-        where = backend.trial_worker(trial_id)
-        if where:
-            get_run_logger().info("trial %s runs on worker %s", trial_id, where)
-            return where
-    return backend.trial_worker(trial_id)
+    worker running this segment (`poll()` finds it), logged in the task once it is known."""
+    segment.located.wait()
+    if segment.where and not segment.done.is_set():
+        get_run_logger().info("trial %s runs on worker %s", trial_id, segment.where)
+        return segment.where
+    return segment.where or backend.trial_worker(trial_id)
+
+
+def _segment_task_name(parameters: dict[str, Any]) -> str:
+    """The task run's name, from its arguments (see `task_run_name`)."""
+    return task_run_name(parameters["trial"], parameters["segment"].action)
 
 
 def segment_message(trial_id: int, outcome: str, last_report: dict[str, Any] | None) -> str:
@@ -150,7 +156,9 @@ class PrefectTrialBackend(TrialBackend):
         self._counter = threading.Lock()
         self._segments: dict[int, _Segment] = {}
         self._failed_launches: list[TrialEvent] = []
+        self._unlocated: dict[int, _Segment] = {}  # distributed: segments not yet placed
         self._task = trial_segment.with_options(
+            task_run_name=_segment_task_name,
             retries=retries,
             retry_delay_seconds=retry_delay_seconds if isinstance(retry_delay_seconds, float | int)
             else list(retry_delay_seconds))
@@ -211,6 +219,7 @@ class PrefectTrialBackend(TrialBackend):
         with self._lock:
             events, self._failed_launches = self._failed_launches, []
             events += self.inner.poll()
+        self._locate()
         for event in events:
             if event.kind == EventKind.RESULT and event.metrics is not None:
                 segment = self._segments.get(event.trial_id)
@@ -233,9 +242,10 @@ class PrefectTrialBackend(TrialBackend):
     def _submit(self, trial: Trial, action: str) -> None:
         segment = _Segment(trial.trial_id, action)
         self._segments[trial.trial_id] = segment
-        name = task_run_name(trial, action)
+        if self.distributed:
+            self._unlocated[trial.trial_id] = segment
         # quote(): Prefect unwraps it before the call, but its Task types do not model it
-        future = self._task.with_options(task_run_name=lambda: name).submit(  # type: ignore[call-overload]
+        future = self._task.submit(  # type: ignore[call-overload]
             quote(self), quote(trial), quote(segment))
         segment.future = future
         future.add_done_callback(lambda _: self._on_task_done(segment))
@@ -256,6 +266,16 @@ class PrefectTrialBackend(TrialBackend):
         finally:
             with self._counter:
                 self._contenders -= 1
+
+    def _locate(self) -> None:
+        """Tell the tasks of segments that now run on a known worker where that is."""
+        for trial_id, segment in list(self._unlocated.items()):
+            where = self.inner.trial_worker(trial_id) if not segment.done.is_set() else None
+            if where or segment.done.is_set():
+                segment.where = where
+                segment.located.set()
+                if self._unlocated.get(trial_id) is segment:
+                    del self._unlocated[trial_id]
 
     def _on_task_done(self, segment: _Segment) -> None:
         """A task that ended before its segment did: its launch failed for good."""

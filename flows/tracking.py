@@ -32,7 +32,8 @@ import queue
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -471,16 +472,22 @@ class MlflowTracker(TunerCallback):
             best=self._best.get(trial.trial_id) if end else None,
         ))
 
-    def _logs(self, trial: Trial) -> TrialLogs | None:
-        if self._trial_files is None:
+    def _logs(self, trial: Trial) -> Callable[[], TrialLogs | None] | None:
+        """What finds the trial's output files, for the writer's thread to call."""
+        files = self._trial_files
+        if files is None:
             return None
         secrets = [v for k, v in trial.config.items() if is_secret_name(k, self._secret_names)]
-        return find_trial_logs(self._trial_files.trial_dir(trial.trial_id), secrets)
+        return partial(_find_logs, files, trial.trial_id, secrets)
 
     def _on_disable(self, message: str) -> None:
         self.error = message
         self._enabled = False
         self._pending.clear()
+
+
+def _find_logs(files: TrialContext, trial_id: int, secrets: list[Any]) -> TrialLogs | None:
+    return find_trial_logs(files.trial_dir(trial_id), secrets)
 
 
 def _restored_best(rows: Sequence[Mapping[str, Any]], metric: str, mode: str,
