@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import Completed, Failed, State
+from prefect.tasks import TaskRunNameCallbackWithParameters
 from prefect.utilities.annotations import quote
 
 from hpo_core.backend import Fidelity, TrialBackend, TrialContext
@@ -158,7 +159,9 @@ class PrefectTrialBackend(TrialBackend):
         self._failed_launches: list[TrialEvent] = []
         self._unlocated: dict[int, _Segment] = {}  # distributed: segments not yet placed
         self._task = trial_segment.with_options(
-            task_run_name=_segment_task_name,
+            # Prefect calls a name function that takes `parameters` with the task's arguments;
+            # its protocol type also has a classmethod, which no plain function has
+            task_run_name=cast(TaskRunNameCallbackWithParameters, _segment_task_name),
             retries=retries,
             retry_delay_seconds=retry_delay_seconds if isinstance(retry_delay_seconds, float | int)
             else list(retry_delay_seconds))
