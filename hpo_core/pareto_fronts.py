@@ -15,6 +15,7 @@ objectives (or one) a front is checked point by point (vectorized).
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import cast
@@ -63,15 +64,17 @@ class _Front:
 
 class _Front2D:
     """A two-objective front: sorted by the first objective (`xs`), so the second one
-    decreases (`neg_ys`, its negation, does not). `ParetoFronts._add_2d` works on the lists
+    decreases (`neg_ys`, its negation, does not). `ParetoFronts._add_2d` works on the arrays
     directly (the hot path of a decision)."""
 
     __slots__ = ("ids", "xs", "neg_ys")
 
     def __init__(self) -> None:
         self.ids: list[int] = []
-        self.xs: list[float] = []
-        self.neg_ys: list[float] = []  # non-decreasing along the front
+        # contiguous doubles: a decision's bisections touch a few cache lines, not one float
+        # object per probe scattered over the heap
+        self.xs = array("d")
+        self.neg_ys = array("d")  # non-decreasing along the front
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -97,7 +100,11 @@ class _Sizes:
 
     def add(self, front: int, delta: int) -> None:
         self.sizes[front] += delta
-        self._add_tree(front, delta)
+        tree = self._tree
+        i, n = front + 1, len(tree)
+        while i < n:
+            tree[i] += delta
+            i += i & -i
 
     def _add_tree(self, i: int, delta: int) -> None:
         i += 1
@@ -114,7 +121,7 @@ class _Sizes:
         return total
 
 
-def _dominated_runs(xs: list[float], neg_ys: list[float], points_x: list[float],
+def _dominated_runs(xs: array[float], neg_ys: array[float], points_x: list[float],
                     points_y: list[float]) -> list[list[int]]:
     """The runs [start, stop) of a 2-objective front (`xs` increasing, `neg_ys` not
     decreasing) that some of the points dominate, merged and in order."""
@@ -152,6 +159,9 @@ class ParetoFronts:
     def __init__(self, num_objectives: int):
         self.num_objectives = int(num_objectives)
         self._fronts: list[_Front] | list[_Front2D] = []
+        # 2 objectives: each front's xs and neg_ys lists (the same list objects), for the search
+        self._front_xs: list[array[float]] = []
+        self._front_nys: list[array[float]] = []
         self._sizes = _Sizes()
         self._arrival: dict[int, int] = {}
         self._lower = [math.inf] * self.num_objectives
@@ -245,15 +255,16 @@ class ParetoFronts:
         they dominate (a union of such runs) further down, and so on. Usually one point
         moves at a time: that case takes no span lists."""
         fronts = cast(list[_Front2D], self._fronts)
+        front_xs, front_nys = self._front_xs, self._front_nys
         work = 0
-        lo, hi = 0, len(fronts)
+        neg_y = -y
+        lo, hi = 0, len(front_xs)
         while lo < hi:
             mid = (lo + hi) >> 1
-            f = fronts[mid]
-            xs = f.xs
+            xs = front_xs[mid]
             work += len(xs).bit_length() or 1
             i = bisect_right(xs, x) - 1
-            if i >= 0 and (fy := -f.neg_ys[i]) <= y and (xs[i] < x or fy < y):
+            if i >= 0 and (fny := front_nys[mid][i]) >= neg_y and (xs[i] < x or fny > neg_y):
                 lo = mid + 1
             else:
                 hi = mid
@@ -262,7 +273,10 @@ class ParetoFronts:
         front = lo
         while moved_ids:
             if front == len(fronts):
-                fronts.append(_Front2D())
+                f = _Front2D()
+                fronts.append(f)
+                front_xs.append(f.xs)
+                front_nys.append(f.neg_ys)
                 sizes.append()
             f = fronts[front]
             ids, xs, neg_ys = f.ids, f.xs, f.neg_ys
@@ -279,7 +293,7 @@ class ParetoFronts:
                     while a < b and xs[a] == mx and neg_ys[a] == neg_my:
                         a += 1  # equal points do not dominate each other
                     if a < b:
-                        pushed_ids, pushed_xs = ids[a:b], xs[a:b]
+                        pushed_ids, pushed_xs = ids[a:b], xs[a:b].tolist()
                         pushed_ys = [-v for v in neg_ys[a:b]]
                         del ids[a:b], xs[a:b], neg_ys[a:b]
                 else:

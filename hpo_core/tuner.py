@@ -59,6 +59,8 @@ class MetricNotReportedError(ValueError):
 #: a metric no report has carried is an error once this many trials reported this many times
 #: each (or once a trial ended without it): the first reports of the first trials
 METRIC_CHECK_TRIALS, METRIC_CHECK_REPORTS = 2, 2
+#: a trial with one of these statuses never changes again
+_ENDED = frozenset((TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED))
 
 
 class ReplayMismatchError(ValueError):
@@ -119,6 +121,7 @@ class Tuner:
         self._best_min: float = math.inf  # best objective value, minimized
         self._trial_best: dict[int, float] = {}  # each trial's best objective value, minimized
         self._running: set[int] = set()
+        self._ended_entries: dict[int, tuple[str, dict[str, Any]]] = {}  # `_trials_state`
         self._costs: dict[int, float] = {}
         self._next_trial_id = 0
         self._time_offset = 0.0
@@ -216,10 +219,23 @@ class Tuner:
             "trial_best": {str(k): v for k, v in self._trial_best.items()},
             "costs": {str(k): v for k, v in self._costs.items()},
             "end_reason": self.end_reason,
-            "trials": {str(tid): t.to_dict() for tid, t in self.trials.items()},
+            "trials": self._trials_state(),
             "scheduler": self.scheduler.state_dict(),
             "backend": self.backend.state_dict(),
         }
+
+    def _trials_state(self) -> dict[str, Any]:
+        """Each trial's `to_dict()` by id; a trial that ended (stopped, completed, failed) never
+        changes again, so its entry is made once (snapshots of long experiments)."""
+        entries, ended = {}, self._ended_entries
+        for tid, trial in self.trials.items():
+            entry = ended.get(tid)
+            if entry is None:
+                entry = (str(tid), trial.to_dict())
+                if trial.status in _ENDED:
+                    ended[tid] = entry
+            entries[entry[0]] = entry[1]
+        return entries
 
     def save(self) -> None:
         """Snapshot the state into the store and wait until it is written."""
@@ -455,6 +471,7 @@ class Tuner:
     # -- resume and shutdown ---------------------------------------------------------------
     def _restore(self, state: Mapping[str, Any]) -> None:
         self.trials = {int(k): Trial.from_dict(v) for k, v in state["trials"].items()}
+        self._ended_entries = {}
         self._next_trial_id = int(state["next_trial_id"])
         self.status.num_results = int(state.get("num_results", 0))
         self.status.num_trials_failed = int(state.get("num_failures", 0))

@@ -8,9 +8,10 @@ on a log scale, one-hot for choices). A tabulated config hits its own row exactl
 gets the curve of its nearest tabulated config, or the mean curve of its `k` nearest.
 
 The nearest config is found by a KD-tree, or on small tables (`SCAN_MAX_VALUES`) by one
-matrix-vector product over the table, which costs less than a tree query's call (the
-simulated backend looks up every trial it starts); when that scan's winner is not clear by
-`SCAN_MARGIN` (a tie, up to rounding) the tree decides, so both give the same neighbour.
+single-precision matrix-vector product over the table, which costs less than a tree query's
+call (the simulated backend looks up every trial it starts); when that scan's winner is not
+ahead by a margin far above the scan's rounding errors the tree decides, so both give the
+same neighbour.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ from backends.blackbox.blackbox import Blackbox, BlackboxError
 
 #: tables of at most this many encoded values (configs x dimensions) are scanned for k=1
 SCAN_MAX_VALUES = 200_000
-#: a scanned winner's squared distance must be this much below every other one's
-SCAN_MARGIN = 1e-9
+
+
+def scan_margin(dims: int) -> float:
+    """How far a scanned winner's squared distance must be below every other one's: twice a
+    bound on the float32 scan's error for [0,1]^dims encodings (dims^2 * 2^-23)."""
+    return 2.5e-7 * (dims + 1) ** 2
 
 
 class CurveSurrogate(ABC):
@@ -78,8 +83,10 @@ class NearestNeighbourSurrogate(CurveSurrogate):
         points = space.encode_many(blackbox.all_configs())
         self._tree = cKDTree(points)
         scan = self.k == 1 and points.size <= SCAN_MAX_VALUES
-        self._points = points if scan else None
-        self._norms = np.einsum("ij,ij->i", points, points) if scan else None
+        # the scan computes |p|^2 - 2 p.x (the squared distance less |x|^2) for every row p
+        self._scan_matrix = (-2.0 * points.T).astype(np.float32) if scan else None
+        self._scan_norms = np.einsum("ij,ij->i", points, points).astype(np.float32)
+        self._scan_margin = scan_margin(points.shape[1])
         self._cache: dict[Hashable, tuple[int, ...]] = {}
 
     def neighbours(self, config: Mapping[str, Any]) -> tuple[int, ...]:
@@ -103,11 +110,13 @@ class NearestNeighbourSurrogate(CurveSurrogate):
 
     def _nearest(self, x: np.ndarray) -> tuple[int, ...]:
         """Rows of the `k` tabulated configs nearest to the encoded config `x`."""
-        if self._points is not None and self._norms is not None:
-            # |p - x|^2 - |x|^2 for every tabulated p: the same order as the distances
-            shifted = self._norms - 2.0 * (self._points @ x)
+        if self._scan_matrix is not None:
+            shifted = x.astype(np.float32) @ self._scan_matrix
+            shifted += self._scan_norms  # the squared distances less |x|^2
             best = int(shifted.argmin())
-            if np.count_nonzero(shifted <= shifted[best] + SCAN_MARGIN) == 1:
+            winner = shifted[best] + self._scan_margin
+            shifted[best] = np.inf
+            if shifted.min() > winner:
                 return (best,)
         _, found = self._tree.query(x, k=self.k)
         return tuple(int(i) for i in np.atleast_1d(found))

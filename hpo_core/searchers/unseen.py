@@ -8,6 +8,7 @@ proposal: the first unseen of their ranked candidates, or a random config not se
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from operator import is_
 from typing import Any
 
 from hpo_core.searchers.base import Searcher
@@ -87,4 +88,4 @@ class UnseenSearcher(Searcher):
 
 def _same_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether `b` holds the very same value objects as `a` under the same names (a copy)."""
-    return len(a) == len(b) and all(name in b and b[name] is value for name, value in a.items())
+    return a.keys() == b.keys() and all(map(is_, a.values(), map(b.__getitem__, a)))

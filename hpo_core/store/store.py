@@ -287,7 +287,8 @@ class ExperimentStore:
         if writer is None or writer.rows_written != job.num_rows or not results.exists():
             tmp = self.path / f".{RESULTS_FILE}.tmp"
             try:
-                _to_parquet(results_frame(rows, job.configs), tmp)
+                cache = writer.config_columns if writer is not None else None
+                _to_parquet(results_frame(rows, job.configs, cache), tmp)
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
                 os.replace(tmp, results)
@@ -326,6 +327,8 @@ class _SnapshotWriter(threading.Thread):
         self.store = store
         self.error: StoreError | None = None
         self.rows_written = -1
+        #: each trial's config columns, reused by the next snapshots (`results_frame`)
+        self.config_columns: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] = {}
         self._cond = threading.Condition()
         self._job: _Snapshot | None = None
         self._busy = False
@@ -395,16 +398,28 @@ def read_rows(folder: Path, num_rows: int | None) -> list[dict[str, Any]]:
 
 
 def results_frame(rows: Sequence[Mapping[str, Any]],
-                  trials: Mapping[int, Trial] | Mapping[int, Mapping[str, Any]]) -> pd.DataFrame:
-    """Report rows with each trial's config as `config_<name>` columns."""
+                  trials: Mapping[int, Trial] | Mapping[int, Mapping[str, Any]],
+                  columns_cache: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] | None = None
+                  ) -> pd.DataFrame:
+    """Report rows with each trial's config as `config_<name>` columns.
+
+    `columns_cache` (trial id -> (config, its columns)), kept by a caller that builds the frame
+    again and again (the snapshot writer), reuses a trial's columns while its config is the
+    same object (configs are replaced, never changed in place)."""
     frame = pd.DataFrame(list(rows))
     if frame.empty:
         return frame
-    config_rows = {
-        int(tid): {f"{CONFIG_PREFIX}{k}": _scalar(v)
-                   for k, v in (t.config if isinstance(t, Trial) else t).items()}
-        for tid, t in trials.items()
-    }
+    config_rows = {}
+    for tid, t in trials.items():
+        config = t.config if isinstance(t, Trial) else t
+        cached = columns_cache.get(tid) if columns_cache is not None else None
+        if cached is not None and cached[0] is config:
+            columns = cached[1]
+        else:
+            columns = {f"{CONFIG_PREFIX}{k}": _scalar(v) for k, v in config.items()}
+            if columns_cache is not None:
+                columns_cache[tid] = (config, columns)
+        config_rows[int(tid)] = columns
     configs = pd.DataFrame.from_dict(config_rows, orient="index")
     if not configs.empty:
         configs.index.name = "trial_id"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hpo_core.store import ExperimentStore, load_experiment, pareto_mask, validate_name
+from hpo_core.store.store import results_frame
 from hpo_core.trial import Trial, TrialStatus
 
 
@@ -40,6 +41,23 @@ def test_the_folder_holds_spec_results_and_state(tmp_path):
     assert {"trial_id", "time", "status", "decision", "epoch", "loss", "config_lr",
             "config_act"} <= set(frame.columns)
     assert frame.loc[frame.trial_id == 1, "config_act"].unique().tolist() == ["tanh"]
+
+
+def test_results_frame_reuses_config_columns_until_a_config_is_replaced():
+    """The snapshot writer's cache: a trial's config columns are built once; a replaced config
+    (PBT's resume with new hyperparameters) gets new ones; the frame is the uncached one."""
+    rows = [{"trial_id": 0, "time": 1.0, "loss": 0.5}, {"trial_id": 1, "time": 2.0, "loss": 0.4}]
+    configs = {0: {"lr": 0.1, "layers": [1, 2]}, 1: {"lr": 0.2, "layers": [3]}}
+    cache: dict = {}
+    first = results_frame(rows, configs, cache)
+    assert first.equals(results_frame(rows, configs))
+    kept = cache[0][1]
+    assert results_frame(rows, configs, cache).equals(first) and cache[0][1] is kept
+    configs = {**configs, 1: {"lr": 0.3, "layers": [3]}}  # trial 1's config replaced
+    again = results_frame(rows, configs, cache)
+    assert again.equals(results_frame(rows, configs))
+    assert again["config_lr"].tolist() == [0.1, 0.3] and again["config_layers"][0] == "[1, 2]"
+    assert cache[0][1] is kept
 
 
 def test_best_config_and_trajectory(tmp_path):
