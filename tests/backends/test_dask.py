@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,28 +244,38 @@ def test_asha_promotions_resume_from_checkpoints_on_any_worker(dask_cluster: Clu
     assert len([r for r in runs if "tunesmith.trial_id" in r.data.tags]) == len(points)
 
 
+def resume_on_the_other_worker(
+        backend: Any, config: dict[str, Any], reports: int,
+        folder: Callable[[str], Path]) -> tuple[list[TrialEvent], str, str, int]:
+    """Start trial 0, pause it after `reports` reports (its processes gone from `folder(worker)`),
+    fill both workers (one thread each) with trials 1 and 2, stop the one on the other worker and
+    resume trial 0: it can only go there. Returns the events so far, the first and the other
+    worker, and the filler still running."""
+    backend.start(Trial(0, config))
+    events = collect(backend, lambda ev: len(epochs(ev, 0)) >= reports
+                     and backend.trial_worker(0) is not None)
+    first = backend.trial_worker(0).split()[0]
+    backend.pause(0)
+    assert wait_gone(folder(first)) == []
+    for tid in (1, 2):
+        backend.start(Trial(tid, {"x": 0.5, "epochs": 400, "sleep": 0.1}))
+    events += collect(backend, lambda ev: all(epochs(ev, t) and backend.trial_worker(t)
+                                              for t in (1, 2)))
+    on_other = next(t for t in (1, 2) if backend.trial_worker(t).split()[0] != first)
+    other = backend.trial_worker(on_other).split()[0]
+    backend.stop(on_other)
+    backend.resume(Trial(0, config, num_results=len(epochs(events, 0))))
+    return events, first, other, 3 - on_other
+
+
 def test_a_paused_trial_resumes_on_another_worker_from_its_checkpoint_in_the_shared_folder(
         faults_cluster: Cluster, script: Path, tmp_path: Path) -> None:
     root = tmp_path / "trials"
     backend = make_backend(faults_cluster.address, str(script), root)
     config = {"x": 0.1, "epochs": 8, "sleep": 0.1}
     try:
-        backend.start(Trial(0, config))
-        events = collect(backend, lambda ev: len(epochs(ev, 0)) >= 2
-                         and backend.trial_worker(0) is not None)
-        first = backend.trial_worker(0).split()[0]
-        backend.pause(0)
-        assert wait_gone(root / "0") == []
-        # fill both workers (one thread each), then free the other one: the resume can only go
-        # there
-        for tid in (1, 2):
-            backend.start(Trial(tid, {"x": 0.5, "epochs": 400, "sleep": 0.1}))
-        events += collect(backend, lambda ev: all(epochs(ev, t) and backend.trial_worker(t)
-                                                  for t in (1, 2)))
-        on_other = next(t for t in (1, 2) if backend.trial_worker(t).split()[0] != first)
-        other = backend.trial_worker(on_other).split()[0]
-        backend.stop(on_other)
-        backend.resume(Trial(0, config, num_results=len(epochs(events, 0))))
+        events, first, other, _ = resume_on_the_other_worker(backend, config, 2,
+                                                             lambda _: root / "0")
         events += collect(backend, lambda ev: ended(ev, 0) is not None, timeout=60)
     finally:
         backend.close()
@@ -609,27 +619,13 @@ def test_a_paused_trial_resumes_on_another_worker_from_its_checkpoint_at_an_s3_u
                            checkpoint_url=f"s3://{BUCKET}/runs/", checkpoint_options=s3_options(url))
     config = {"x": 0.1, "epochs": 12, "sleep": 0.15}
     try:
-        backend.start(Trial(0, config))
-        events = collect(backend, lambda ev: len(epochs(ev, 0)) >= 3
-                         and backend.trial_worker(0) is not None)
-        first = backend.trial_worker(0).split()[0]
-        other = ({"s1", "s2"} - {first}).pop()
-        backend.pause(0)
-        assert wait_gone(roots[first] / "0") == []
-        # fill both workers, then free the other one: the resume can only go there
-        for tid in (1, 2):
-            backend.start(Trial(tid, {"x": 0.5, "epochs": 400, "sleep": 0.1}))
-        events += collect(backend, lambda ev: all(epochs(ev, t) and backend.trial_worker(t)
-                                                  for t in (1, 2)))
-        on_other = next(t for t in (1, 2) if backend.trial_worker(t).split()[0] == other)
-        backend.stop(on_other)
-        reported = len(epochs(events, 0))
-        backend.resume(Trial(0, config, num_results=reported))
+        events, first, other, filler = resume_on_the_other_worker(
+            backend, config, 3, lambda worker: roots[worker] / "0")
         events += collect(backend, lambda ev: ended(ev, 0) is not None, timeout=60)
         assert ended(events, 0).kind == EventKind.COMPLETED, ended(events, 0)
         assert backend.trial_worker(0).split()[0] == other
         # seeded from trial 0's checkpoint at the URL (PBT): continues at its epoch 13
-        backend.stop(3 - on_other)
+        backend.stop(filler)
         backend.start(Trial(3, {**config, "epochs": 14}, checkpoint_from=0))
         events += collect(backend, lambda ev: ended(ev, 3) is not None, timeout=60)
     finally:
