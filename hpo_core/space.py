@@ -661,8 +661,8 @@ class ConfigSpace:
                 raise ConfigSpaceError(
                     f"config.{name}: {config[name]!r} is not in {dom!r}"
                 )
-        unknown = sorted(k for k in config if k not in self.domains and k not in self.fixed)
-        if unknown:
+        if config.keys() - self.domains.keys() - self.fixed.keys():
+            unknown = sorted(k for k in config if k not in self.domains and k not in self.fixed)
             raise ConfigSpaceError(f"config: unknown hyperparameters {unknown}")
 
     def cast(self, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -163,7 +163,7 @@ class Blackbox:
 
     def config_key(self, config: Mapping[str, Any]) -> Hashable:
         """A hashable key of a config's hyperparameter values (3 and 3.0 are the same key)."""
-        key = tuple(config[name] for name in self.config_space.names)
+        key = tuple(map(config.__getitem__, self.config_space.domains))
         try:
             hash(key)
         except TypeError:  # unhashable values (e.g. list-valued choices)

@@ -117,7 +117,7 @@ class Rung:
         return list(self.values.items())
 
     def to_json(self) -> dict[str, Any]:
-        return {"level": self.level, "values": [[t, v] for t, v in self.values.items()],
+        return {"level": self.level, "values": list(map(list, self.values.items())),
                 "promoted": sorted(self.promoted)}
 
     @classmethod
