@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 
 from hpo_core.backend import TrialContext
+from hpo_core.store.config_columns import ConfigColumns
 from hpo_core.store.files import (
     CONFIG_PREFIX,
     RESULTS_FILE,
@@ -327,8 +328,8 @@ class _SnapshotWriter(threading.Thread):
         self.store = store
         self.error: StoreError | None = None
         self.rows_written = -1
-        #: each trial's config columns, reused by the next snapshots (`results_frame`)
-        self.config_columns: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+        #: the trials' config columns, kept from one snapshot to the next
+        self.config_columns = ConfigColumns()
         self._cond = threading.Condition()
         self._job: _Snapshot | None = None
         self._busy = False
@@ -399,39 +400,17 @@ def read_rows(folder: Path, num_rows: int | None) -> list[dict[str, Any]]:
 
 def results_frame(rows: Sequence[Mapping[str, Any]],
                   trials: Mapping[int, Trial] | Mapping[int, Mapping[str, Any]],
-                  columns_cache: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] | None = None
-                  ) -> pd.DataFrame:
-    """Report rows with each trial's config as `config_<name>` columns.
-
-    `columns_cache` (trial id -> (config, its columns)), kept by a caller that builds the frame
-    again and again (the snapshot writer), reuses a trial's columns while its config is the
-    same object (configs are replaced, never changed in place)."""
+                  columns: ConfigColumns | None = None) -> pd.DataFrame:
+    """Report rows with each trial's config as `config_<name>` columns (`columns`: the config
+    columns kept by a caller that builds the frame again and again, the snapshot writer)."""
     frame = pd.DataFrame(list(rows))
     if frame.empty:
         return frame
-    config_rows = {}
-    for tid, t in trials.items():
-        config = t.config if isinstance(t, Trial) else t
-        cached = columns_cache.get(tid) if columns_cache is not None else None
-        if cached is not None and cached[0] is config:
-            columns = cached[1]
-        else:
-            columns = {f"{CONFIG_PREFIX}{k}": _scalar(v) for k, v in config.items()}
-            if columns_cache is not None:
-                columns_cache[tid] = (config, columns)
-        config_rows[int(tid)] = columns
-    configs = pd.DataFrame.from_dict(config_rows, orient="index")
+    configs = (columns or ConfigColumns()).frame(trials)
     if not configs.empty:
-        configs.index.name = "trial_id"
         overlap = [c for c in configs.columns if c in frame.columns]
         frame = frame.drop(columns=overlap).join(configs, on="trial_id")
     return frame
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, list | dict | tuple):
-        return json.dumps(value, default=json_default)
-    return value
 
 
 def _is_missing(value: Any) -> bool:

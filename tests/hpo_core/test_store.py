@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from hpo_core.store import ExperimentStore, load_experiment, pareto_mask, validate_name
-from hpo_core.store.store import results_frame
+from hpo_core.store.config_columns import ConfigColumns
 from hpo_core.trial import Trial, TrialStatus
 
 
@@ -43,21 +44,34 @@ def test_the_folder_holds_spec_results_and_state(tmp_path):
     assert frame.loc[frame.trial_id == 1, "config_act"].unique().tolist() == ["tanh"]
 
 
-def test_results_frame_reuses_config_columns_until_a_config_is_replaced():
-    """The snapshot writer's cache: a trial's config columns are built once; a replaced config
-    (PBT's resume with new hyperparameters) gets new ones; the frame is the uncached one."""
-    rows = [{"trial_id": 0, "time": 1.0, "loss": 0.5}, {"trial_id": 1, "time": 2.0, "loss": 0.4}]
-    configs = {0: {"lr": 0.1, "layers": [1, 2]}, 1: {"lr": 0.2, "layers": [3]}}
-    cache: dict = {}
-    first = results_frame(rows, configs, cache)
-    assert first.equals(results_frame(rows, configs))
-    kept = cache[0][1]
-    assert results_frame(rows, configs, cache).equals(first) and cache[0][1] is kept
-    configs = {**configs, 1: {"lr": 0.3, "layers": [3]}}  # trial 1's config replaced
-    again = results_frame(rows, configs, cache)
-    assert again.equals(results_frame(rows, configs))
-    assert again["config_lr"].tolist() == [0.1, 0.3] and again["config_layers"][0] == "[1, 2]"
-    assert cache[0][1] is kept
+def _from_dict(configs):
+    """The config frame as results_frame built it before ConfigColumns (one dict per trial)."""
+    rows = {tid: {f"config_{k}": json.dumps(v) if isinstance(v, list) else v
+                  for k, v in c.items()} for tid, c in configs.items()}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "trial_id"
+    return frame
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_config_columns_kept_across_snapshots_match_a_fresh_build(conditional):
+    """The snapshot writer's config columns: kept from one call to the next as trials are
+    added and configs replaced (PBT), always the frame a fresh build gives, dtypes included;
+    configs with other names (a conditional space) take the one-dict-per-trial way."""
+    rng = np.random.default_rng(0)
+    columns, configs = ConfigColumns(), {}
+    for step in range(6):
+        for tid in range(len(configs), len(configs) + 5):
+            config = {"lr": float(rng.random()), "layers": int(rng.integers(1, 4)),
+                      "act": str(rng.choice(["relu", "tanh"])), "widths": [1, 2]}
+            if conditional and tid % 3 == 0:
+                del config["act"]
+            configs[tid] = config
+        configs[step] = {**configs[step], "lr": 0.5}  # replaced, as PBT does
+        pd.testing.assert_frame_equal(columns.frame(configs).sort_index(),
+                                      _from_dict(configs).sort_index())
+    assert columns._uniform is not conditional
+    pd.testing.assert_frame_equal(columns.frame({1: configs[1]}), _from_dict({1: configs[1]}))
 
 
 def test_best_config_and_trajectory(tmp_path):
