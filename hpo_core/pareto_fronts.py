@@ -328,9 +328,15 @@ class ParetoFronts:
     def members(self, front: int) -> tuple[list[int], np.ndarray]:
         """The ids and values (rows) of one front, in arrival order."""
         f = self._fronts[front]
-        ids, values, arrival = f.ids, f.values, self._arrival
-        order = sorted(range(len(ids)), key=lambda i: arrival[ids[i]])
-        return [ids[i] for i in order], np.asarray([values[i] for i in order], dtype=float)
+        ids = f.ids
+        order = sorted(range(len(ids)), key=list(map(self._arrival.__getitem__, ids)).__getitem__)
+        if isinstance(f, _Front2D):  # the arrays as they are, reordered
+            values = np.empty((len(ids), 2))
+            values[:, 0] = np.frombuffer(f.xs)[order]
+            values[:, 1] = np.frombuffer(f.neg_ys)[order]
+            np.negative(values[:, 1], out=values[:, 1])
+            return [ids[i] for i in order], values
+        return [ids[i] for i in order], np.asarray([f.values[i] for i in order], dtype=float)
 
     def fronts(self) -> list[list[int]]:
         """Every front's ids in arrival order, front 0 first."""
