@@ -80,6 +80,10 @@ def _normalized(values: np.ndarray, lower: np.ndarray | None = None,
     return (values - lo) / span
 
 
+#: fronts of at most this many points get their distance matrix at once (`epsilon_net_front`)
+DISTANCE_MATRIX_MAX = 128
+
+
 def epsilon_net_front(front: ArrayLike, lower: np.ndarray, upper: np.ndarray,
                       count: int | None = None, until: int | None = None) -> np.ndarray:
     """The epsilon-net order of one front's points (rows), normalized by `lower` and `upper`
@@ -94,16 +98,27 @@ def epsilon_net_front(front: ArrayLike, lower: np.ndarray, upper: np.ndarray,
         return np.zeros(0, dtype=int)
     chosen = int(np.argmin(scaled.sum(axis=1)))
     order = [chosen]
+    # a small front's distances all at once (the same numbers as row by row): then a step is
+    # a few numpy calls, not a few more per distance row
+    rows = _distance_matrix(scaled) if n <= DISTANCE_MATRIX_MAX else None
     # each point's distance to the nearest chosen one; chosen points at -inf, never picked
     # again (argmax then takes the earliest unchosen row among equals, as ties require)
-    nearest = _distances(scaled, chosen)
+    nearest = rows[chosen].copy() if rows is not None else _distances(scaled, chosen)
     nearest[chosen] = -np.inf
     while len(order) < count and chosen != until:
         chosen = int(nearest.argmax())
         order.append(chosen)
-        np.minimum(nearest, _distances(scaled, chosen), out=nearest)
+        np.minimum(nearest, rows[chosen] if rows is not None else _distances(scaled, chosen),
+                   out=nearest)
         nearest[order] = -np.inf
     return np.asarray(order, dtype=int)
+
+
+def _distance_matrix(points: np.ndarray) -> np.ndarray:
+    """Euclidean distances between all rows: row i is `_distances(points, i)`, bit for bit."""
+    d = points[:, None, :] - points[None, :, :]
+    d *= d
+    return np.sqrt(np.add.reduce(d, axis=2))
 
 
 def _distances(points: np.ndarray, i: int) -> np.ndarray:

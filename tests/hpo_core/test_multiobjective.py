@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hpo_core import multiobjective
 from hpo_core.multiobjective import (
     crowding_distance,
     dominates,
@@ -104,3 +105,23 @@ def test_epsilon_net_front_until_a_row_is_a_prefix_of_the_full_order():
             prefix = epsilon_net_front(points, lower, upper, until=row).tolist()
             assert prefix == full[: full.index(row) + 1]
         assert epsilon_net_front(points, lower, upper, 1, until=full[-1]).tolist() == full[:1]
+
+
+@pytest.mark.parametrize("objectives", [2, 3, 11])
+def test_epsilon_net_front_orders_with_its_distance_matrix_as_row_by_row(objectives, monkeypatch):
+    """Small fronts take all their distances at once: bit for bit the rows computed one by one,
+    so the same order (ties on a coarse grid included)."""
+    rng = np.random.default_rng(objectives)
+    for case in range(40):
+        n = int(rng.integers(1, 60))
+        points = rng.random((n, objectives)) if case % 2 else \
+            rng.integers(0, 3, (n, objectives)).astype(float)
+        lower, upper = points.min(axis=0), points.max(axis=0)
+        scaled = multiobjective._normalized(points, lower, upper)
+        matrix = multiobjective._distance_matrix(scaled)
+        assert all(np.array_equal(matrix[i], multiobjective._distances(scaled, i))
+                   for i in range(n))
+        with_matrix = epsilon_net_front(points, lower, upper).tolist()
+        monkeypatch.setattr(multiobjective, "DISTANCE_MATRIX_MAX", 0)
+        assert epsilon_net_front(points, lower, upper).tolist() == with_matrix
+        monkeypatch.undo()
