@@ -41,6 +41,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from prefect.utilities.urls import url_for
 
+from flows._log_thread import LogThread
 from flows._prefect_backend import PrefectTrialBackend
 from flows.artifacts import ProgressArtifact, publish_leaderboard, publish_summary
 from flows.experiment import assemble
@@ -164,8 +165,10 @@ def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experime
                                                       if run_url else {})} if run_id else None
     tracker = MlflowTracker(spec, tracking_uri, mlflow_experiment, tags=prefect_tags) \
         if track else None
-    views = [StatusView(), TrialLogLines(api_only(logger))] if status_view \
-        else [TrialLogLines(logger)]
+    # the per-trial lines are written by their own thread (the tuner does not wait on logging)
+    log_lines = LogThread(api_only(logger) if status_view else logger)
+    views = [StatusView(), TrialLogLines(log_lines)] if status_view \
+        else [TrialLogLines(log_lines)]
     callbacks = [c for c in (tracker, ProgressArtifact(spec.name), *views) if c is not None]
     simulated = experiment.backend.clock_kind is ClockKind.SIMULATED
     if not simulated:  # each trial segment becomes a Prefect task
@@ -177,8 +180,11 @@ def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experime
                 "resuming" if resumed else "starting", spec.name, spec.scheduler, spec.backend,
                 tuner.n_workers)
     try:
-        # quote(): Prefect unwraps it before the call, but its Task types do not model it
-        result = simulate(quote(tuner)) if simulated else tuner.run()  # type: ignore[call-overload]
+        try:
+            # quote(): Prefect unwraps it before the call, but its Task types do not model it
+            result = simulate(quote(tuner)) if simulated else tuner.run()  # type: ignore[call-overload]
+        finally:
+            log_lines.close()  # every trial's line is out before the experiment's last ones
         if isinstance(result, TooManyFailuresError):
             raise result
     except TooManyFailuresError:
