@@ -159,7 +159,7 @@ class ParetoFronts:
     def __init__(self, num_objectives: int):
         self.num_objectives = int(num_objectives)
         self._fronts: list[_Front] | list[_Front2D] = []
-        # 2 objectives: each front's xs and neg_ys lists (the same list objects), for the search
+        # 2 objectives: each front's xs and neg_ys arrays (the same objects), for the search
         self._front_xs: list[array[float]] = []
         self._front_nys: list[array[float]] = []
         self._sizes = _Sizes()
@@ -269,15 +269,37 @@ class ParetoFronts:
             else:
                 hi = mid
         sizes = self._sizes
-        moved_ids, moved_xs, moved_ys = [trial_id], [x], [y]
-        front = lo
+        if lo == len(fronts):
+            self._new_front()
+        # the new point into front lo; the members it dominates (a run of the staircase) move
+        # down (usually none: then this is all)
+        f = fronts[lo]
+        ids, xs, neg_ys = f.ids, f.xs, f.neg_ys
+        a = b = 0
+        if xs:
+            work += 2 * len(xs).bit_length()
+            a = bisect_left(xs, x)  # members with x >= the point's ...
+            b = bisect_right(neg_ys, neg_y)  # ... and y >= the point's
+            while a < b and xs[a] == x and neg_ys[a] == neg_y:
+                a += 1  # equal points do not dominate each other
+        moved_ids: list[int] = []
+        moved_xs: list[float] = []
+        moved_ys: list[float] = []
+        if a < b:
+            moved_ids, moved_xs = ids[a:b], xs[a:b].tolist()
+            moved_ys = [-v for v in neg_ys[a:b]]
+            del ids[a:b], xs[a:b], neg_ys[a:b]
+        work += len(xs).bit_length() or 1
+        i = bisect_right(xs, x)
+        xs.insert(i, x)
+        neg_ys.insert(i, neg_y)
+        ids.insert(i, trial_id)
+        if len(moved_ids) != 1:
+            sizes.add(lo, 1 - len(moved_ids))
+        front = lo + 1
         while moved_ids:
             if front == len(fronts):
-                f = _Front2D()
-                fronts.append(f)
-                front_xs.append(f.xs)
-                front_nys.append(f.neg_ys)
-                sizes.append()
+                self._new_front()
             f = fronts[front]
             ids, xs, neg_ys = f.ids, f.xs, f.neg_ys
             pushed_ids: list[int] = []
@@ -317,6 +339,13 @@ class ParetoFronts:
             front += 1
         self._counter[0] += work
         return lo
+
+    def _new_front(self) -> None:
+        f = _Front2D()
+        cast(list[_Front2D], self._fronts).append(f)
+        self._front_xs.append(f.xs)
+        self._front_nys.append(f.neg_ys)
+        self._sizes.append()
 
     def size(self, front: int) -> int:
         return self._sizes.sizes[front]

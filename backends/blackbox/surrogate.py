@@ -82,11 +82,13 @@ class NearestNeighbourSurrogate(CurveSurrogate):
         self._space = space
         points = space.encode_many(blackbox.all_configs())
         self._tree = cKDTree(points)
-        scan = self.k == 1 and points.size <= SCAN_MAX_VALUES
-        # the scan computes |p|^2 - 2 p.x (the squared distance less |x|^2) for every row p
-        self._scan_matrix = (-2.0 * points.T).astype(np.float32) if scan else None
-        self._scan_norms = np.einsum("ij,ij->i", points, points).astype(np.float32)
-        self._scan_margin = scan_margin(points.shape[1])
+        # the scan computes |p|^2 - 2 p.x (the squared distance less |x|^2) for every row p:
+        # (-2 p) as columns, |p|^2, and the margin a winner needs
+        self._scan: tuple[np.ndarray, np.ndarray, float] | None = None
+        if self.k == 1 and points.size <= SCAN_MAX_VALUES:
+            self._scan = ((-2.0 * points.T).astype(np.float32),
+                          np.einsum("ij,ij->i", points, points).astype(np.float32),
+                          scan_margin(points.shape[1]))
         self._cache: dict[Hashable, tuple[int, ...]] = {}
 
     def neighbours(self, config: Mapping[str, Any]) -> tuple[int, ...]:
@@ -110,11 +112,12 @@ class NearestNeighbourSurrogate(CurveSurrogate):
 
     def _nearest(self, x: np.ndarray) -> tuple[int, ...]:
         """Rows of the `k` tabulated configs nearest to the encoded config `x`."""
-        if self._scan_matrix is not None:
-            shifted = x.astype(np.float32) @ self._scan_matrix
-            shifted += self._scan_norms  # the squared distances less |x|^2
+        if self._scan is not None:
+            matrix, norms, margin = self._scan
+            shifted = x.astype(np.float32) @ matrix
+            shifted += norms  # the squared distances less |x|^2
             best = int(shifted.argmin())
-            winner = shifted[best] + self._scan_margin
+            winner = shifted[best] + margin
             shifted[best] = np.inf
             if shifted.min() > winner:
                 return (best,)

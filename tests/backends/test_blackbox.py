@@ -198,7 +198,7 @@ def test_surrogate_scan_finds_the_kd_trees_neighbour():
     off-grid config; a tie (two tabulated configs equally near) is left to the tree."""
     bb = load_blackbox("lcbench", task=TASK)
     surrogate = NearestNeighbourSurrogate(bb)
-    assert surrogate._scan_matrix is not None  # 2000 x 7 values: scanned
+    assert surrogate._scan is not None  # 2000 x 7 values: scanned
     rng = np.random.default_rng(3)
     configs = [bb.config_space.sample(rng) for _ in range(2000)]
     encoded = bb.config_space.encode_many(configs)
