@@ -36,17 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from hpo_core.json_encoders import compiled_encoder
+
 #: The encoded value of an inactive numeric hyperparameter.
 INACTIVE = 0.5
 #: `ConfigSpace.config_key`'s encoder: what `json.dumps(..., sort_keys=True, default=str)`
-#: builds on every call, built once (the C encoder itself where there is one; configs hold no
-#: reference cycles, so it skips that check)
-_KEY_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
-_C_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)  # CPython's (not in typeshed)
-_KEY_ITERENCODE = (
-    _C_MAKE_ENCODER(None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", True,
-                    False, True)
-    if _C_MAKE_ENCODER is not None else None)
+#: builds on every call, built once
+_KEY_ENCODE = compiled_encoder(json.JSONEncoder(sort_keys=True, default=str))
 
 #: An encoded point of [0,1]^d, as a list or a numpy vector.
 Vector = Sequence[float] | np.ndarray
@@ -692,10 +688,7 @@ class ConfigSpace:
 
     def config_key(self, config: Mapping[str, Any]) -> str:
         """A canonical string for a config, for de-duplication."""
-        values = {n: config.get(n) for n in self.domains}
-        if _KEY_ITERENCODE is None:
-            return _KEY_ENCODER.encode(values)
-        return "".join(_KEY_ITERENCODE(values, 0))
+        return _KEY_ENCODE({n: config.get(n) for n in self.domains})
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: dom.json() for name, dom in self.domains.items()}

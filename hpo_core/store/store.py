@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 
 from hpo_core.backend import TrialContext
+from hpo_core.json_encoders import compiled_encoder
 from hpo_core.store.config_columns import ConfigColumns
 from hpo_core.store.files import (
     CONFIG_PREFIX,
@@ -60,7 +61,8 @@ SNAPSHOT_MIN_EVENTS = 64
 #: seconds between fdatasyncs of the journal (a power loss loses at most this much)
 SYNC_INTERVAL = 1.0
 #: state.json's encoder (`json.dumps(state, default=json_default, separators=(",", ":"))`)
-_STATE_ENCODER = json.JSONEncoder(separators=(",", ":"), default=json_default)
+_STATE_ENCODE = compiled_encoder(
+    json.JSONEncoder(separators=(",", ":"), default=json_default))
 #: a trial with one of these statuses never changes again
 _ENDED = frozenset(s.value for s in (TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED))
 
@@ -249,8 +251,8 @@ class ExperimentStore:
         covered = {**state, "store": {"segment": segment, "num_rows": num_rows}}
         trials = covered.get("trials")
         if not isinstance(trials, Mapping):
-            return _STATE_ENCODER.encode(covered)
-        ended, encode = self._ended_trials, _STATE_ENCODER.encode
+            return _STATE_ENCODE(covered)
+        ended, encode = self._ended_trials, _STATE_ENCODE
         parts = []
         for key, trial in trials.items():
             part = ended.get(key)  # '"<key>":<trial>'
