@@ -191,6 +191,35 @@ def test_trials_get_distinct_gpus_of_their_worker(dask_cluster: Cluster, script:
     assert at_once <= 3
 
 
+def test_a_segments_end_reaches_the_tuner_as_an_event_without_fetching_its_result(
+        dask_cluster: Cluster, script: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """How a segment ended comes after its reports on the event stream, so the tuner never
+    fetches a task's result from its worker (a round trip per trial)."""
+    import distributed
+
+    def fetched(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the tuner fetched a Dask task's result")
+
+    failing = tmp_path / "fail.py"
+    failing.write_text("from hpo_core.report import report\nreport(epoch=1, loss=1.0)\n"
+                       "raise SystemExit(3)\n")
+    monkeypatch.setattr(distributed.Future, "result", fetched)
+    backend = make_backend(dask_cluster.address, str(script), tmp_path / "trials")
+    failing_backend = make_backend(dask_cluster.address, str(failing), tmp_path / "failing")
+    try:
+        backend.start(Trial(0, {"x": 0.1, "epochs": 3, "sleep": 0.01}))
+        failing_backend.start(Trial(0, {"x": 0.1}))
+        events = collect(backend, lambda ev: ended(ev, 0) is not None)
+        failed = collect(failing_backend, lambda ev: ended(ev, 0) is not None)
+    finally:
+        backend.close()
+        failing_backend.close()
+    assert epochs(events, 0) == [1, 2, 3] and ended(events, 0).kind == EventKind.COMPLETED
+    assert epochs(failed, 0) == [1] and ended(failed, 0).kind == EventKind.FAILED
+    assert "3" in (ended(failed, 0).reason or ""), ended(failed, 0).reason
+
+
 # -- ASHA with promotions through the tune flow ----------------------------------------------------
 @pytest.mark.usefixtures("prefect_harness")
 def test_asha_promotions_resume_from_checkpoints_on_any_worker(dask_cluster: Cluster,
