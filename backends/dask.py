@@ -79,7 +79,7 @@ class _Segment:
     worker: str | None = None  # address of the worker running it, once started
     worker_name: str | None = None
     reports: int = 0
-    ending: dict[str, Any] | None = None  # the task's result, waiting for its last reports
+    ending: dict[str, Any] | None = None  # how it ended (its "ended" event), awaiting reports
     ending_since: float = 0.0
 
 
