@@ -23,11 +23,17 @@ def open_client(tracking_uri: str) -> Any:
     from mlflow import MlflowClient
 
     folder = _sqlite_folder(tracking_uri)
-    if folder is None:
-        return MlflowClient(tracking_uri)
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(folder, os.O_RDONLY) if folder is not None else None
+    except OSError:  # an unreadable folder: MLflow will say what is wrong with it
+        fd = None
+    if fd is None:
+        return MlflowClient(tracking_uri)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without directory locks (NFS emulates flock): go on
+            pass
         client = MlflowClient(tracking_uri)
         client.search_experiments(max_results=1)  # opens the store: creates or migrates it
     finally:
