@@ -221,6 +221,24 @@ def test_a_segments_end_reaches_the_tuner_as_an_event_without_fetching_its_resul
 
 
 # -- ASHA with promotions through the tune flow ----------------------------------------------------
+def promotion_spec(name: str, points: list[float], tmp_path: Path, n_workers: int | str,
+                   backend_options: dict[str, Any]) -> dict[str, Any]:
+    """ASHA with promotions (9 epochs of 0.1 s, rungs 1, 3, 9) on the dask backend, evaluating
+    `points` as the trials' x, one trial each."""
+    return {
+        "name": name, "metric": "loss", "mode": "min",
+        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9,
+                         "sleep": 0.1},
+        "scheduler": "asha_promotion",
+        "scheduler_options": {"grace_period": 1, "reduction_factor": 3, "max_t": 9,
+                              "resource_attr": "epoch",
+                              "points_to_evaluate": [{"x": x} for x in points]},
+        "backend": "dask", "backend_options": backend_options,
+        "stop": {"max_trials_started": len(points)}, "n_workers": n_workers, "seed": 0,
+        "results_root": str(tmp_path / "experiments"),
+    }
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_asha_promotions_resume_from_checkpoints_on_any_worker(dask_cluster: Cluster,
                                                                script: Path,
@@ -231,20 +249,9 @@ def test_asha_promotions_resume_from_checkpoints_on_any_worker(dask_cluster: Clu
     from hpo_core.store import load_experiment
 
     points = [0.9, 0.3, 0.6, 0.1, 0.8, 0.5, 0.7, 0.2, 0.4]
-    spec = {
-        "name": "dask-promotion", "metric": "loss", "mode": "min",
-        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9,
-                         "sleep": 0.1},
-        "scheduler": "asha_promotion",
-        "scheduler_options": {"grace_period": 1, "reduction_factor": 3, "max_t": 9,
-                              "resource_attr": "epoch",
-                              "points_to_evaluate": [{"x": x} for x in points]},
-        "backend": "dask",
-        "backend_options": {"address": dask_cluster.address, "entry_point": str(script),
-                            "gpus_per_trial": 1},
-        "stop": {"max_trials_started": len(points)}, "n_workers": "auto", "seed": 0,
-        "results_root": str(tmp_path / "experiments"),
-    }
+    spec = promotion_spec("dask-promotion", points, tmp_path, "auto",
+                          {"address": dask_cluster.address, "entry_point": str(script),
+                           "gpus_per_trial": 1})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     outcome = tune(spec, tracking_uri=uri)
 
@@ -694,22 +701,11 @@ def test_asha_through_the_flow_resumes_trials_from_s3_on_workers_sharing_no_fold
     cluster, url = s3_cluster
     monkeypatch.setenv("TUNESMITH_TEST_S3_SECRET", S3_SECRET)  # the spec check looks here too
     points = [0.9, 0.3, 0.6, 0.1, 0.8, 0.5]
-    spec = {
-        "name": "dask-s3-promotion", "metric": "loss", "mode": "min",
-        "config_space": {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9,
-                         "sleep": 0.1},
-        "scheduler": "asha_promotion",
-        "scheduler_options": {"grace_period": 1, "reduction_factor": 3, "max_t": 9,
-                              "resource_attr": "epoch",
-                              "points_to_evaluate": [{"x": x} for x in points]},
-        "backend": "dask",
-        "backend_options": {"address": cluster.address, "entry_point": str(script),
-                            "trial_root": str(tmp_path / "{worker}" / "trials"),
-                            "checkpoint_url": f"s3://{BUCKET}/flow",
-                            "checkpoint_options": s3_options(url)},
-        "stop": {"max_trials_started": len(points)}, "n_workers": 2, "seed": 0,
-        "results_root": str(tmp_path / "experiments"),
-    }
+    spec = promotion_spec("dask-s3-promotion", points, tmp_path, 2,
+                          {"address": cluster.address, "entry_point": str(script),
+                           "trial_root": str(tmp_path / "{worker}" / "trials"),
+                           "checkpoint_url": f"s3://{BUCKET}/flow",
+                           "checkpoint_options": s3_options(url)})
     outcome = tune(spec, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert outcome["counts"]["failed"] == 0, outcome["counts"]
     results = load_experiment(Path(outcome["store_path"])).results
