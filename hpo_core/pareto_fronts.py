@@ -9,6 +9,14 @@ dominates a point, or which of its points a point dominates, is a bisection: an 
 O(log(fronts) * log(front size)) comparisons plus O(log) per point it moves down. With more
 objectives (or one) a front is checked point by point (vectorized).
 
+A caller that only asks whether a point is among the first `cover` points of the order (MO-ASHA:
+the top 1/eta of a rung) passes `cover` to `add`: the fronts are then kept exact only as far as
+they hold `cover` points. A point that the last of them dominates goes into an unsorted tail, and
+so do the points pushed out of it; the tail's next front is peeled off (one sort) only once the
+fronts hold fewer than `cover` points. Most of a rung lies behind its top third, so most points
+cost one check, and a cascade stops at the last kept front instead of running through every
+front of the rung.
+
 `comparisons` counts the point-to-point comparisons made, so tests can bound the work.
 """
 
@@ -167,6 +175,9 @@ class ParetoFronts:
         self._lower = [math.inf] * self.num_objectives
         self._upper = [-math.inf] * self.num_objectives
         self._counter = [0]
+        # the points behind the kept fronts: each is dominated by a member of the last front
+        self._tail_ids: list[int] = []
+        self._tail_values: list[tuple[float, ...]] = []
 
     @property
     def lower(self) -> np.ndarray:
@@ -188,6 +199,7 @@ class ParetoFronts:
         self._counter[0] += int(work)
 
     def __len__(self) -> int:
+        """The number of points added (the tail's included)."""
         return len(self._arrival)
 
     def __contains__(self, trial_id: object) -> bool:
@@ -195,15 +207,30 @@ class ParetoFronts:
 
     @property
     def num_fronts(self) -> int:
+        """The number of fronts kept (every front, unless `add` was given `cover`)."""
         return len(self._fronts)
 
-    def add(self, trial_id: int, values: Sequence[float]) -> int:
-        """Add a point; returns the index of its front."""
+    @property
+    def num_behind(self) -> int:
+        """The number of points in the tail, behind the kept fronts."""
+        return len(self._tail_ids)
+
+    def add(self, trial_id: int, values: Sequence[float], cover: int | None = None) -> int:
+        """Add a point; returns the index of its front.
+
+        `cover`: the fronts need to be exact only as far as they hold `cover` points (the
+        caller asks no more). A point behind them goes into the tail and gets `num_fronts`,
+        and `before(num_fronts)` (the points in the kept fronts) is at least `cover` then.
+        None: every front is kept exact."""
         if trial_id in self._arrival:
             raise ValueError(f"trial {trial_id} is already ranked")
         if len(values) != self.num_objectives:
             raise ValueError(f"values: expected {self.num_objectives} objectives, got {len(values)}")
         self._arrival[trial_id] = len(self._arrival)
+        needed = math.inf if cover is None else cover
+        self._cover(needed)
+        # the tail may take the point (and the points pushed out of the last front)
+        behind = cover is not None and self._sizes.before(len(self._fronts)) >= needed
         if self.num_objectives == 2:  # the hot path of MO-ASHA's decisions: no tuples, no maps
             x, y = values
             x = math.inf if math.isnan(x) else float(x)
@@ -218,7 +245,7 @@ class ParetoFronts:
                     upper[0] = x
                 if y > upper[1]:
                     upper[1] = y
-            return self._add_2d(trial_id, x, y)
+            return self._add_2d(trial_id, x, y, behind)
         p = tuple(math.inf if math.isnan(v) else float(v) for v in values)
         if all(map(math.isfinite, p)):
             self._lower = list(map(min, self._lower, p))
@@ -231,10 +258,16 @@ class ParetoFronts:
                 lo = mid + 1
             else:
                 hi = mid
+        if lo == len(fronts) and behind:
+            self._to_tail([trial_id], [p])
+            return lo
         moved = [(trial_id, p)]
         front = lo
         while moved:
             if front == len(fronts):
+                if behind:
+                    self._to_tail([t for t, _ in moved], [v for _, v in moved])
+                    break
                 fronts.append(_Front())
                 self._sizes.append()
             target = fronts[front]
@@ -245,7 +278,7 @@ class ParetoFronts:
             moved, front = pushed, front + 1
         return lo
 
-    def _add_2d(self, trial_id: int, x: float, y: float) -> int:
+    def _add_2d(self, trial_id: int, x: float, y: float, behind: bool) -> int:
         """`add` with two objectives: each front a staircase, searched by bisection.
 
         The first front that does not dominate (x, y) is found by bisection over the fronts
@@ -253,12 +286,23 @@ class ParetoFronts:
         a second objective <= y). There the point goes in, and the members it dominates (a
         contiguous run of the staircase) move one front down, where they push the members
         they dominate (a union of such runs) further down, and so on. Usually one point
-        moves at a time: that case takes no span lists."""
+        moves at a time: that case takes no span lists. `behind`: a point the last front
+        dominates, and the points pushed out of it, go into the tail."""
         fronts = cast(list[_Front2D], self._fronts)
         front_xs, front_nys = self._front_xs, self._front_nys
         work = 0
         neg_y = -y
         lo, hi = 0, len(front_xs)
+        if behind and hi:  # most points go behind the last front: ask it first
+            mid = hi - 1
+            xs = front_xs[mid]
+            work += len(xs).bit_length() or 1
+            i = bisect_right(xs, x) - 1
+            if i >= 0 and (fny := front_nys[mid][i]) >= neg_y and (xs[i] < x or fny > neg_y):
+                self._counter[0] += work
+                self._to_tail([trial_id], [(x, y)])
+                return hi
+            hi = mid
         while lo < hi:
             mid = (lo + hi) >> 1
             xs = front_xs[mid]
@@ -269,7 +313,7 @@ class ParetoFronts:
             else:
                 hi = mid
         sizes = self._sizes
-        if lo == len(fronts):
+        if lo == len(fronts):  # no front yet, or not `behind` (else the tail took it)
             self._new_front()
         # the new point into front lo; the members it dominates (a run of the staircase) move
         # down (usually none: then this is all)
@@ -299,6 +343,9 @@ class ParetoFronts:
         front = lo + 1
         while moved_ids:
             if front == len(fronts):
+                if behind:
+                    self._to_tail(moved_ids, list(zip(moved_xs, moved_ys, strict=True)))
+                    break
                 self._new_front()
             f = fronts[front]
             ids, xs, neg_ys = f.ids, f.xs, f.neg_ys
@@ -340,6 +387,61 @@ class ParetoFronts:
         self._counter[0] += work
         return lo
 
+    def _to_tail(self, ids: list[int], values: list[tuple[float, ...]]) -> None:
+        self._tail_ids += ids
+        self._tail_values += values
+
+    def _cover(self, needed: float) -> None:
+        """Peel fronts off the tail until the kept fronts hold `needed` points (or the tail
+        is empty)."""
+        while self._tail_ids and self._sizes.before(len(self._fronts)) < needed:
+            self._peel()
+
+    def _peel(self) -> None:
+        """Move the tail's non-dominated points into a new last front (every other tail point
+        is dominated by one of them, so the tail stays behind the fronts)."""
+        values = np.asarray(self._tail_values, dtype=float)
+        m = len(values)
+        if self.num_objectives == 2:
+            self._counter[0] += m * max(1, m.bit_length())  # a sort, then one sweep
+            order = np.lexsort((values[:, 1], values[:, 0]))
+            xs, ys = values[order, 0], values[order, 1]
+            # a point is dominated iff a distinct point before it (sorted by x, then y) has a
+            # y no larger: the running minimum of y up to the start of its group of equals
+            # (the first group has none before it, even with an infinite y)
+            starts = np.ones(m, dtype=bool)
+            starts[1:] = (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1])
+            running = np.empty(m)
+            running[0] = math.inf
+            np.minimum.accumulate(ys[:-1], out=running[1:])
+            group = np.maximum.accumulate(np.where(starts, np.arange(m), 0))
+            first = (running[group] > ys) | (group == 0)
+            members = order[first]  # increasing x: a staircase
+            self._new_front()
+            f = cast(list[_Front2D], self._fronts)[-1]
+            f.ids = [self._tail_ids[i] for i in members.tolist()]
+            f.xs.extend(xs[first].tolist())
+            f.neg_ys.extend((-ys[first]).tolist())
+            in_front = np.zeros(m, dtype=bool)
+            in_front[members] = True
+        else:
+            self._counter[0] += m * m
+            in_front = np.ones(m, dtype=bool)
+            for start in range(0, m, 256):  # is row j dominated by some row i?
+                rows = values[start:start + 256, None, :]
+                dominated = (np.all(values[None, :, :] <= rows, axis=2)
+                             & np.any(values[None, :, :] < rows, axis=2))
+                in_front[start:start + 256] = ~dominated.any(axis=1)
+            front = _Front()
+            for i in np.flatnonzero(in_front).tolist():
+                front.insert(self._tail_ids[i], self._tail_values[i], self._counter)
+            cast(list[_Front], self._fronts).append(front)
+            self._sizes.append()
+        self._sizes.add(len(self._fronts) - 1, int(in_front.sum()))
+        rest = np.flatnonzero(~in_front).tolist()
+        self._tail_ids = [self._tail_ids[i] for i in rest]
+        self._tail_values = [self._tail_values[i] for i in rest]
+
     def _new_front(self) -> None:
         f = _Front2D()
         cast(list[_Front2D], self._fronts).append(f)
@@ -368,5 +470,6 @@ class ParetoFronts:
         return [ids[i] for i in order], np.asarray([f.values[i] for i in order], dtype=float)
 
     def fronts(self) -> list[list[int]]:
-        """Every front's ids in arrival order, front 0 first."""
+        """Every front's ids in arrival order, front 0 first (the tail's fronts peeled off)."""
+        self._cover(math.inf)
         return [self.members(f)[0] for f in range(len(self._fronts))]

@@ -7,7 +7,9 @@ crowding distance (`rank_by="nsga2"`).
 
 A decision does not sort the rung again: each rung keeps its fronts up to date point by point
 (`hpo_core.pareto_fronts`), so a new value finds its front by bisection, and only when the top
-1/eta ends inside that front is the front itself ordered (for the first places it needs).
+1/eta ends inside that front is the front itself ordered (for the first places it needs). The
+fronts are kept exact only as far as they hold the top 1/eta; a value behind them is stopped
+after one check (the rest of the rung is sorted lazily, when the top 1/eta grows into it).
 """
 
 from __future__ import annotations
@@ -68,8 +70,10 @@ class MOASHA(ASHA):
         """Point-to-point comparisons made by the rung decisions so far (a work count)."""
         return sum(f.comparisons for f in self._fronts.values())
 
-    def _add_to_fronts(self, bracket: int, rung: int, trial_id: int) -> tuple[ParetoFronts, int]:
-        """The fronts of a rung with `trial_id`'s value (just recorded) added; its front."""
+    def _add_to_fronts(self, bracket: int, rung: int, trial_id: int, keep: int
+                       ) -> tuple[ParetoFronts, int]:
+        """The fronts of a rung with `trial_id`'s value (just recorded) added; its front.
+        The fronts are exact as far as the first `keep` points (all a decision asks)."""
         rung_ = self.rungs[bracket][rung]
         fronts = self._fronts.get((bracket, rung))
         if fronts is None or trial_id in fronts or len(fronts) + 1 != len(rung_):
@@ -77,14 +81,14 @@ class MOASHA(ASHA):
             fronts = ParetoFronts(len(value))
             for tid, other in rung_.entries():
                 if tid != trial_id:
-                    fronts.add(tid, other)
+                    fronts.add(tid, other, cover=0)  # sorted when `keep` asks for them
             self._fronts[bracket, rung] = fronts
-        return fronts, fronts.add(trial_id, rung_.values[trial_id])
+        return fronts, fronts.add(trial_id, rung_.values[trial_id], cover=keep)
 
     def _on_rung(self, trial: Trial, bracket: int, rung: int) -> Decision:
         tid = trial.trial_id
-        fronts, front = self._add_to_fronts(bracket, rung, tid)
-        keep = num_continuing(len(fronts), self.reduction_factor)
+        keep = num_continuing(len(self.rungs[bracket][rung]), self.reduction_factor)
+        fronts, front = self._add_to_fronts(bracket, rung, tid, keep)
         ahead = fronts.before(front)
         if ahead >= keep:
             return Decision.STOP

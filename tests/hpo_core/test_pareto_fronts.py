@@ -26,6 +26,37 @@ def test_fronts_match_a_full_sort_after_every_insertion(num_objectives):
                 sum(map(len, expected[:f])) for f in range(len(expected))]
 
 
+@pytest.mark.parametrize("num_objectives", [2, 3])
+def test_fronts_covering_a_prefix_are_exact_as_far_as_they_cover(num_objectives):
+    """With `cover`, the kept fronts are the sort's first fronts and hold at least `cover`
+    points; a point behind them is reported as `num_fronts` and really is behind them."""
+    rng = np.random.default_rng(10 + num_objectives)
+    for case in range(6):
+        n = 150
+        points = (rng.integers(0, 6, size=(n, num_objectives)).astype(float) if case % 2
+                  else rng.random((n, num_objectives)))
+        if case == 4:  # NaN (the worst) and infinite objectives, in the tail and peeled
+            points[rng.random(points.shape) < 0.1] = np.nan
+            points[rng.random(points.shape) < 0.1] = np.inf
+        fronts = ParetoFronts(num_objectives)
+        for i, p in enumerate(points):
+            cover = -(-(i + 1) // 3)
+            front = fronts.add(i, p, cover=cover)
+            expected = [sorted(f.tolist()) for f in nondominated_sort(
+                np.where(np.isnan(points[: i + 1]), np.inf, points[: i + 1]))]
+            kept = fronts.num_fronts
+            assert [sorted(fronts.members(f)[0]) for f in range(kept)] == expected[:kept]
+            assert fronts.before(kept) + fronts.num_behind == i + 1
+            true_front = next(f for f, members in enumerate(expected) if i in members)
+            if front < kept:
+                assert front == true_front
+            else:  # behind: at least `cover` points ahead of it
+                assert front == kept and true_front >= kept and fronts.before(kept) >= cover
+        assert fronts.num_behind > 0
+        assert [sorted(f) for f in fronts.fronts()] == expected  # the tail peeled off
+        assert fronts.num_behind == 0
+
+
 def test_a_point_dominating_everything_pushes_every_front_down():
     fronts = ParetoFronts(2)
     for i, p in enumerate([[3, 3], [2, 4], [4, 2], [5, 5]]):
