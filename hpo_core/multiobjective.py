@@ -96,13 +96,24 @@ def epsilon_net_front(front: ArrayLike, lower: np.ndarray, upper: np.ndarray,
     count = n if count is None else max(0, min(int(count), n))
     if count == 0:
         return np.zeros(0, dtype=int)
+    if np.isfinite(scaled).all():
+        return _farthest_first(scaled, count, until, finite=True)
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN distances, expected
+        return _farthest_first(scaled, count, until, finite=False)
+
+
+def _farthest_first(scaled: np.ndarray, count: int, until: int | None, finite: bool
+                    ) -> np.ndarray:
+    """`epsilon_net_front`'s greedy order of normalized points (`finite`: no inf in them)."""
     chosen = int(np.argmin(scaled.sum(axis=1)))
     order = [chosen]
     # a small front's distances all at once (the same numbers as row by row): then a step is
     # a few numpy calls, not a few more per distance row
-    rows = _distance_matrix(scaled) if n <= DISTANCE_MATRIX_MAX else None
+    rows = _distance_matrix(scaled) if len(scaled) <= DISTANCE_MATRIX_MAX else None
     # each point's distance to the nearest chosen one; chosen points at -inf, never picked
-    # again (argmax then takes the earliest unchosen row among equals, as ties require)
+    # again (argmax then takes the earliest unchosen row among equals, as ties require). The
+    # minimum keeps them at -inf, so only the new one is set, unless an infinite objective
+    # made a distance NaN
     nearest = rows[chosen].copy() if rows is not None else _distances(scaled, chosen)
     nearest[chosen] = -np.inf
     while len(order) < count and chosen != until:
@@ -110,7 +121,7 @@ def epsilon_net_front(front: ArrayLike, lower: np.ndarray, upper: np.ndarray,
         order.append(chosen)
         np.minimum(nearest, rows[chosen] if rows is not None else _distances(scaled, chosen),
                    out=nearest)
-        nearest[order] = -np.inf
+        nearest[chosen if finite else order] = -np.inf
     return np.asarray(order, dtype=int)
 
 

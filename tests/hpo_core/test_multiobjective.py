@@ -125,3 +125,12 @@ def test_epsilon_net_front_orders_with_its_distance_matrix_as_row_by_row(objecti
         monkeypatch.setattr(multiobjective, "DISTANCE_MATRIX_MAX", 0)
         assert epsilon_net_front(points, lower, upper).tolist() == with_matrix
         monkeypatch.undo()
+
+
+def test_epsilon_net_front_with_infinite_objectives_picks_each_point_once():
+    """A worst (NaN, so infinite) objective makes some distances NaN: chosen points are
+    still never picked again, so the order is a permutation."""
+    points = np.array([[0.0, np.inf], [np.inf, 0.0], [0.5, 0.5], [np.inf, 0.2], [0.2, np.inf]])
+    finite = points[np.isfinite(points).all(axis=1)]
+    order = epsilon_net_front(points, finite.min(axis=0), finite.max(axis=0)).tolist()
+    assert sorted(order) == list(range(len(points)))
