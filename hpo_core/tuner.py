@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from hpo_core.backend import ClockKind, TrialBackend
+from hpo_core.frozen_heap import frozen_heap
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.secrets import mask_text, one_line
 from hpo_core.stopping import StoppingCriterion, TuningStatus
@@ -159,11 +160,12 @@ class Tuner:
             self.store.lock()
         finished = False
         try:
-            if self.store is not None:
-                self._open_store(self.store)
-            self._emit("on_tuning_start", self)
-            self._resume_interrupted()
-            self.end_reason = self.end_reason or self._loop()
+            with frozen_heap():  # collections walk the run's objects, not the whole process
+                if self.store is not None:
+                    self._open_store(self.store)
+                self._emit("on_tuning_start", self)
+                self._resume_interrupted()
+                self.end_reason = self.end_reason or self._loop()
             finished = True
         except BaseException as err:
             self.interruption = err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import math
@@ -411,3 +412,16 @@ def test_reports_a_relaunched_trial_repeats_are_dropped_also_after_a_second_kill
     assert not frame.duplicated(subset=["trial_id", "epoch"]).any()
     for trial_id, rows in frame.groupby("trial_id"):
         assert rows["epoch"].tolist() == list(range(1, len(rows) + 1)), trial_id
+
+
+def test_a_run_freezes_the_objects_before_it_and_unfreezes_them_after():
+    frozen = []
+
+    class Watch(TunerCallback):
+        def on_trial_result(self, trial, result, decision):
+            frozen.append(gc.get_freeze_count())
+
+    Tuner(random_scheduler(), CurveBackend(epochs=2), StoppingCriterion(max_trials_started=2),
+          n_workers=1, callbacks=[Watch()]).run()
+    assert frozen and min(frozen) > 0
+    assert gc.get_freeze_count() == 0
