@@ -616,7 +616,11 @@ class ConfigSpace:
     def encode(self, config: Mapping[str, Any]) -> np.ndarray:
         """A config as a vector in [0,1]^ndim (one-hot for choices; inactive hyperparameters at
         `INACTIVE`, one-hot blocks all zero)."""
-        x: list[float] = []  # filled in order, made an array once (it runs per trial)
+        return np.array(self.encode_values(config), dtype=float)
+
+    def encode_values(self, config: Mapping[str, Any]) -> list[float]:
+        """`encode(config)` as a list (for a caller that builds its own array)."""
+        x: list[float] = []
         for name, dom in self.domains.items():
             if name in config:
                 x += dom.encode(config[name])
@@ -624,7 +628,7 @@ class ConfigSpace:
                 x += [0.0 if type(dom) is Categorical else INACTIVE] * dom.encoded_dim
             else:
                 raise ConfigSpaceError(f"config.{name}: missing")
-        return np.array(x, dtype=float)
+        return x
 
     def encode_many(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         if not configs:

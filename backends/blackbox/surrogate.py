@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,12 +82,12 @@ class NearestNeighbourSurrogate(CurveSurrogate):
         self._space = space
         points = space.encode_many(blackbox.all_configs())
         self._tree = cKDTree(points)
-        # the scan computes |p|^2 - 2 p.x (the squared distance less |x|^2) for every row p:
-        # (-2 p) as columns, |p|^2, and the margin a winner needs
-        self._scan: tuple[np.ndarray, np.ndarray, float] | None = None
+        # the scan computes |p|^2 - 2 p.x (the squared distance less |x|^2) for every row p as
+        # one product: rows (-2 p, |p|^2) times (x, 1); and the margin a winner needs
+        self._scan: tuple[np.ndarray, float] | None = None
         if self.k == 1 and points.size <= SCAN_MAX_VALUES:
-            self._scan = ((-2.0 * points.T).astype(np.float32),
-                          np.einsum("ij,ij->i", points, points).astype(np.float32),
+            rows = np.column_stack([-2.0 * points, np.einsum("ij,ij->i", points, points)])
+            self._scan = (np.ascontiguousarray(rows, dtype=np.float32),
                           scan_margin(points.shape[1]))
         self._cache: dict[Hashable, tuple[int, ...]] = {}
 
@@ -106,22 +106,21 @@ class NearestNeighbourSurrogate(CurveSurrogate):
             if exact is not None:
                 rows = (exact,)
             else:
-                rows = self._nearest(self._space.encode(config))
+                rows = self._nearest(self._space.encode_values(config))
             self._cache[key] = rows
         return rows
 
-    def _nearest(self, x: np.ndarray) -> tuple[int, ...]:
+    def _nearest(self, x: Sequence[float]) -> tuple[int, ...]:
         """Rows of the `k` tabulated configs nearest to the encoded config `x`."""
         if self._scan is not None:
-            matrix, norms, margin = self._scan
-            shifted = x.astype(np.float32) @ matrix
-            shifted += norms  # the squared distances less |x|^2
+            rows, margin = self._scan
+            shifted = rows.dot(np.array([*x, 1.0], dtype=np.float32))
             best = int(shifted.argmin())
             winner = shifted[best] + margin
             shifted[best] = np.inf
-            if shifted.min() > winner:
+            if shifted[shifted.argmin()] > winner:
                 return (best,)
-        _, found = self._tree.query(x, k=self.k)
+        _, found = self._tree.query(np.asarray(x, dtype=float), k=self.k)
         return tuple(int(i) for i in np.atleast_1d(found))
 
     def key(self, config: Mapping[str, Any], seed: int = 0) -> Hashable:
