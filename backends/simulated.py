@@ -279,11 +279,15 @@ class SimulatedBackend(TrialBackend):
         if curve is None:
             full = self.surrogate.curve(trial.config, seed)
             values = full[: self._num_fidelities][:, self._columns]
-            valid = ~np.isnan(values[:, self._time_column])
-            values = values[valid]
-            fidelities = [f for f, ok in zip(self.fidelity_values, valid.tolist(), strict=True)
-                          if ok]
-            curve = _Curve(values, fidelities, values[:, self._time_column].astype(float).tolist())
+            times = values[:, self._time_column].tolist()
+            if any(map(math.isnan, times)):  # a curve that stops early: its reported rows
+                valid = [not math.isnan(t) for t in times]
+                values = values[valid]
+                times = [t for t, ok in zip(times, valid, strict=True) if ok]
+                fidelities = [f for f, ok in zip(self.fidelity_values, valid, strict=True) if ok]
+            else:
+                fidelities = self.fidelity_values  # shared: curves only read it
+            curve = _Curve(values, fidelities, times)
             self._curves[key] = curve
         return curve
 

@@ -50,6 +50,19 @@ def test_trials_report_each_fidelity_at_start_plus_elapsed_time():
     assert backend.poll() == []  # nothing left; never blocks
 
 
+def test_a_curve_that_stops_early_reports_its_rows_then_completes():
+    rows = [{"x": x, "epoch": e + 1, "loss": 10.0 * x + e, "time": t}
+            for x, times in TIMES.items() for e, t in enumerate(times) if (x, e) != (3, 2)]
+    backend = SimulatedBackend(blackbox_from_dataframe(pd.DataFrame(rows), ["x"], "epoch",
+                                                       ["loss"], "time"))
+    backend.start(Trial(0, {"x": 3}))  # no row at epoch 3
+    backend.start(Trial(1, {"x": 1}))
+    events = drain(backend)
+    assert [(k, t, time, (m or {}).get("epoch")) for k, t, time, m in events if t == 0] == [
+        ("result", 0, 1.0, 1), ("result", 0, 2.0, 2), ("completed", 0, 2.0, None)]
+    assert [m["epoch"] for k, t, _, m in events if t == 1 and k == "result"] == [1, 2, 3]
+
+
 def test_stop_removes_pending_reports():
     backend = SimulatedBackend(small_blackbox())
     backend.start(Trial(0, {"x": 1}))
