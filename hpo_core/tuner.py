@@ -159,19 +159,19 @@ class Tuner:
         if self.store is not None:
             self.store.lock()
         finished = False
-        try:
-            with frozen_heap():  # collections walk the run's objects, not the whole process
+        with frozen_heap():  # collections walk the run's objects, not the whole process
+            try:
                 if self.store is not None:
                     self._open_store(self.store)
                 self._emit("on_tuning_start", self)
                 self._resume_interrupted()
                 self.end_reason = self.end_reason or self._loop()
-            finished = True
-        except BaseException as err:
-            self.interruption = err
-            raise
-        finally:
-            self._shutdown(finished)
+                finished = True
+            except BaseException as err:
+                self.interruption = err
+                raise
+            finally:
+                self._shutdown(finished)
         return self.result()
 
     def _open_store(self, store: ExperimentStore) -> None:

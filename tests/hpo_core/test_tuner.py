@@ -421,7 +421,10 @@ def test_a_run_freezes_the_objects_before_it_and_unfreezes_them_after():
         def on_trial_result(self, trial, result, decision):
             frozen.append(gc.get_freeze_count())
 
+        def on_tuning_end(self, tuner):  # after the final snapshot: still frozen
+            frozen.append(gc.get_freeze_count())
+
     Tuner(random_scheduler(), CurveBackend(epochs=2), StoppingCriterion(max_trials_started=2),
           n_workers=1, callbacks=[Watch()]).run()
-    assert frozen and min(frozen) > 0
+    assert len(frozen) == 5 and min(frozen) > 0
     assert gc.get_freeze_count() == 0
