@@ -175,9 +175,11 @@ class ParetoFronts:
         self._lower = [math.inf] * self.num_objectives
         self._upper = [-math.inf] * self.num_objectives
         self._counter = [0]
-        # the points behind the kept fronts: each is dominated by a member of the last front
-        self._tail_ids: list[int] = []
-        self._tail_values: list[tuple[float, ...]] = []
+        # the points behind the kept fronts (each dominated by a member of the last front):
+        # ids, and their objectives one point after another, flat (a peel reads them as a
+        # matrix without copying)
+        self._tail_ids = array("q")
+        self._tail_values = array("d")
 
     @property
     def lower(self) -> np.ndarray:
@@ -259,14 +261,14 @@ class ParetoFronts:
             else:
                 hi = mid
         if lo == len(fronts) and behind:
-            self._to_tail([trial_id], [p])
+            self._to_tail([trial_id], p)
             return lo
         moved = [(trial_id, p)]
         front = lo
         while moved:
             if front == len(fronts):
                 if behind:
-                    self._to_tail([t for t, _ in moved], [v for _, v in moved])
+                    self._to_tail([t for t, _ in moved], [x for _, v in moved for x in v])
                     break
                 fronts.append(_Front())
                 self._sizes.append()
@@ -300,7 +302,7 @@ class ParetoFronts:
             i = bisect_right(xs, x) - 1
             if i >= 0 and (fny := front_nys[mid][i]) >= neg_y and (xs[i] < x or fny > neg_y):
                 self._counter[0] += work
-                self._to_tail([trial_id], [(x, y)])
+                self._to_tail([trial_id], (x, y))
                 return hi
             hi = mid
         while lo < hi:
@@ -344,7 +346,8 @@ class ParetoFronts:
         while moved_ids:
             if front == len(fronts):
                 if behind:
-                    self._to_tail(moved_ids, list(zip(moved_xs, moved_ys, strict=True)))
+                    self._to_tail(moved_ids, [v for point in zip(moved_xs, moved_ys, strict=True)
+                                              for v in point])
                     break
                 self._new_front()
             f = fronts[front]
@@ -387,9 +390,10 @@ class ParetoFronts:
         self._counter[0] += work
         return lo
 
-    def _to_tail(self, ids: list[int], values: list[tuple[float, ...]]) -> None:
-        self._tail_ids += ids
-        self._tail_values += values
+    def _to_tail(self, ids: Sequence[int], values: Sequence[float]) -> None:
+        """Points into the tail: their ids, and their objectives one point after another."""
+        self._tail_ids.extend(ids)
+        self._tail_values.extend(values)
 
     def _cover(self, needed: float) -> None:
         """Peel fronts off the tail until the kept fronts hold `needed` points (or the tail
@@ -400,7 +404,8 @@ class ParetoFronts:
     def _peel(self) -> None:
         """Move the tail's non-dominated points into a new last front (every other tail point
         is dominated by one of them, so the tail stays behind the fronts)."""
-        values = np.asarray(self._tail_values, dtype=float)
+        values = np.frombuffer(self._tail_values).reshape(-1, self.num_objectives)
+        ids = np.frombuffer(self._tail_ids, dtype=np.int64)
         m = len(values)
         if self.num_objectives == 2:
             self._counter[0] += m * max(1, m.bit_length())  # a sort, then one sweep
@@ -419,7 +424,7 @@ class ParetoFronts:
             members = order[first]  # increasing x: a staircase
             self._new_front()
             f = cast(list[_Front2D], self._fronts)[-1]
-            f.ids = [self._tail_ids[i] for i in members.tolist()]
+            f.ids = ids[members].tolist()
             f.xs.extend(xs[first].tolist())
             f.neg_ys.extend((-ys[first]).tolist())
             in_front = np.zeros(m, dtype=bool)
@@ -433,14 +438,15 @@ class ParetoFronts:
                              & np.any(values[None, :, :] < rows, axis=2))
                 in_front[start:start + 256] = ~dominated.any(axis=1)
             front = _Front()
-            for i in np.flatnonzero(in_front).tolist():
-                front.insert(self._tail_ids[i], self._tail_values[i], self._counter)
+            for tid, point in zip(ids[in_front].tolist(), values[in_front].tolist(), strict=True):
+                front.insert(tid, tuple(point), self._counter)
             cast(list[_Front], self._fronts).append(front)
             self._sizes.append()
         self._sizes.add(len(self._fronts) - 1, int(in_front.sum()))
-        rest = np.flatnonzero(~in_front).tolist()
-        self._tail_ids = [self._tail_ids[i] for i in rest]
-        self._tail_values = [self._tail_values[i] for i in rest]
+        rest = ~in_front
+        # new arrays (the views above keep the old ones from growing)
+        self._tail_ids = array("q", ids[rest].tobytes())
+        self._tail_values = array("d", values[rest].tobytes())
 
     def _new_front(self) -> None:
         f = _Front2D()
