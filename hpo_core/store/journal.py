@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hpo_core.json_encoders import compiled_encoder
 from hpo_core.store.files import json_default
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,13 @@ def store_error(err: OSError, path: Path) -> StoreError:
     return StoreError(f"experiment store: could not write {path}: {err.strerror or err}")
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=json_default)  # built once: fast
+#: `json.dumps(record, separators=(",", ":"), default=json_default)`, its C encoder built once
+_ENCODE = compiled_encoder(json.JSONEncoder(separators=(",", ":"), default=json_default))
 
 
 def encode(record: dict[str, Any]) -> bytes:
     """One journal line."""
-    return (_ENCODER.encode(record) + "\n").encode()
+    return (_ENCODE(record) + "\n").encode()
 
 
 def encode_decisions(decisions: list[list[Any]]) -> bytes:
