@@ -28,6 +28,7 @@ from hpo_core.models.optimize import Acquisition, maximize_acquisition
 from hpo_core.models.threads import single_threaded_blas
 from hpo_core.multiobjective import nondominated_sort
 from hpo_core.schedulers.base import Scheduler
+from hpo_core.searchers.seen_configs import SeenConfigs, config_digest
 from hpo_core.space import ConfigSpace
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 
@@ -75,7 +76,7 @@ class EHVI(Scheduler):
                          for p in points_to_evaluate or []]
         self._records: dict[int, dict[str, Any]] = {}  # trial -> config, values, constraint
         self._pending: dict[int, dict[str, Any]] = {}
-        self._seen: set[str] = set()
+        self._seen = SeenConfigs()
         self._gps: dict[str, GaussianProcess] = {}
 
     # -- scheduler contract --------------------------------------------------------------------
@@ -89,7 +90,7 @@ class EHVI(Scheduler):
             config = self._model_config()
         if config is None:
             return None
-        self._seen.add(self.config_space.config_key(config))
+        self._seen.add(config_digest(self.config_space, config))
         return TrialSuggestion.start(config)
 
     def on_trial_add(self, trial: Trial) -> None:
@@ -117,7 +118,7 @@ class EHVI(Scheduler):
     def _random_config(self) -> dict[str, Any] | None:
         for _ in range(100):
             config = self.config_space.sample(self.rng)
-            if self.config_space.config_key(config) not in self._seen:
+            if config_digest(self.config_space, config) not in self._seen:
                 return config
         return None  # the space looks exhausted
 
@@ -160,7 +161,7 @@ class EHVI(Scheduler):
                                           num_random=half, num_local=self.num_candidates - half)
         for row in ranked:
             config = self._encoded.decode(row)
-            if self.config_space.config_key(config) not in self._seen:
+            if config_digest(self.config_space, config) not in self._seen:
                 return config
         return self._random_config()
 
@@ -208,7 +209,7 @@ class EHVI(Scheduler):
             "initial": self._initial,
             "records": [[t, r] for t, r in self._records.items()],
             "pending": [[t, c] for t, c in self._pending.items()],
-            "seen": sorted(self._seen),
+            "seen": self._seen.to_state(),
             "gps": {name: gp.state_dict() for name, gp in self._gps.items()},
         }
 
@@ -217,7 +218,7 @@ class EHVI(Scheduler):
         self._initial = [dict(c) for c in state["initial"]]
         self._records = {int(t): dict(r) for t, r in state["records"]}
         self._pending = {int(t): dict(c) for t, c in state["pending"]}
-        self._seen = set(state["seen"])
+        self._seen = SeenConfigs.from_state(state["seen"])
         self._gps = {}
         for name, gp_state in state["gps"].items():
             gp = GaussianProcess(self._encoded.dim)

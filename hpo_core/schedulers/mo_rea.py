@@ -17,6 +17,7 @@ import numpy as np
 
 from hpo_core.multiobjective import nsga2_order
 from hpo_core.schedulers.base import Scheduler
+from hpo_core.searchers.seen_configs import SeenConfigs, config_digest
 from hpo_core.space import ConfigSpace
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 
@@ -56,7 +57,7 @@ class MORegularizedEvolution(Scheduler):
                          for p in points_to_evaluate or []]
         self.population: deque[tuple[dict[str, Any], list[float]]] = deque(
             maxlen=self.population_size)
-        self._seen: set[str] = set()
+        self._seen = SeenConfigs()
 
     def suggest(self, trial_id: int) -> TrialSuggestion | None:
         if self._initial:
@@ -67,10 +68,10 @@ class MORegularizedEvolution(Scheduler):
             parent = self.tournament()
             config = self.mutate(parent)
             for _ in range(self.max_retries):
-                if self.config_space.config_key(config) not in self._seen:
+                if config_digest(self.config_space, config) not in self._seen:
                     break
                 config = self.mutate(parent)
-        self._seen.add(self.config_space.config_key(config))
+        self._seen.add(config_digest(self.config_space, config))
         return TrialSuggestion.start(config)
 
     def tournament(self) -> dict[str, Any]:
@@ -104,11 +105,11 @@ class MORegularizedEvolution(Scheduler):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "initial": self._initial,
-                "population": [[c, v] for c, v in self.population], "seen": sorted(self._seen)}
+                "population": [[c, v] for c, v in self.population], "seen": self._seen.to_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self._initial = [dict(c) for c in state["initial"]]
         self.population = deque(((dict(c), list(v)) for c, v in state["population"]),
                                 maxlen=self.population_size)
-        self._seen = set(state["seen"])
+        self._seen = SeenConfigs.from_state(state["seen"])

@@ -1,7 +1,7 @@
 """Searchers that never propose a config twice.
 
-`UnseenSearcher` remembers every config it proposed or saw started (by
-`ConfigSpace.config_key`, kept in its state), and gives its subclasses two ways to a new
+`UnseenSearcher` remembers every config it proposed or saw started (by the digest of its
+`ConfigSpace.config_key`, kept in its state: `hpo_core.searchers.seen_configs`), and gives its subclasses two ways to a new
 proposal: the first unseen of their ranked candidates, or a random config not seen yet.
 """
 
@@ -12,6 +12,7 @@ from operator import is_
 from typing import Any
 
 from hpo_core.searchers.base import Searcher
+from hpo_core.searchers.seen_configs import SeenConfigs, config_digest
 from hpo_core.space import ConfigSpace
 
 
@@ -32,17 +33,17 @@ class UnseenSearcher(Searcher):
         points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
     ):
         super().__init__(config_space, seed, points_to_evaluate)
-        self._seen: set[str] = set()
+        self._seen = SeenConfigs()
         self._last_key: tuple[Mapping[str, Any], str] | None = None
 
     def _key(self, config: Mapping[str, Any]) -> str:
-        """`config_key(config)`; the config just checked and then proposed (the same object:
+        """`config_digest(config)`; the config just checked and then proposed (the same object:
         configs are not changed in place once drawn), or a copy of it (the trial's config, with
         the same value objects), is encoded once."""
         last = self._last_key
         if last is not None and (last[0] is config or _same_values(last[0], config)):
             return last[1]
-        key = self.config_space.config_key(config)
+        key = config_digest(self.config_space, config)
         self._last_key = (config, key)
         return key
 
@@ -79,11 +80,11 @@ class UnseenSearcher(Searcher):
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "seen": sorted(self._seen)}
+        return {**super().state_dict(), "seen": self._seen.to_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        self._seen = set(state.get("seen", []))
+        self._seen = SeenConfigs.from_state(state.get("seen", []))
 
 
 def _same_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
