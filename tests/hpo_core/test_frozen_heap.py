@@ -45,7 +45,9 @@ def test_a_process_that_froze_objects_itself_keeps_them_frozen():
         count = gc.get_freeze_count()
         with frozen_heap():
             pass
-        assert gc.get_freeze_count() == count
+        # still frozen, and not frozen again: the count only falls, as frozen objects that
+        # other threads release are freed
+        assert 0 < gc.get_freeze_count() <= count
     finally:
         gc.unfreeze()
 
