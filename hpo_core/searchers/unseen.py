@@ -1,8 +1,9 @@
 """Searchers that never propose a config twice.
 
 `UnseenSearcher` remembers every config it proposed or saw started (by the digest of its
-`ConfigSpace.config_key`, kept in its state: `hpo_core.searchers.seen_configs`), and gives its subclasses two ways to a new
-proposal: the first unseen of their ranked candidates, or a random config not seen yet.
+`ConfigSpace.config_key`, kept in its state: `hpo_core.searchers.seen_configs`), and gives its
+subclasses two ways to a new proposal: the first unseen of their ranked candidates, or a random
+config not seen yet.
 """
 
 from __future__ import annotations
