@@ -295,18 +295,8 @@ class ParetoFronts:
         work = 0
         neg_y = -y
         lo, hi = 0, len(front_xs)
-        if behind and hi:  # most points go behind the last front: ask it first
-            mid = hi - 1
-            xs = front_xs[mid]
-            work += len(xs).bit_length() or 1
-            i = bisect_right(xs, x) - 1
-            if i >= 0 and (fny := front_nys[mid][i]) >= neg_y and (xs[i] < x or fny > neg_y):
-                self._counter[0] += work
-                self._to_tail([trial_id], (x, y))
-                return hi
-            hi = mid
+        mid = hi - 1 if behind else hi >> 1  # `behind`: most points go behind the last front
         while lo < hi:
-            mid = (lo + hi) >> 1
             xs = front_xs[mid]
             work += len(xs).bit_length() or 1
             i = bisect_right(xs, x) - 1
@@ -314,8 +304,13 @@ class ParetoFronts:
                 lo = mid + 1
             else:
                 hi = mid
+            mid = (lo + hi) >> 1
         sizes = self._sizes
-        if lo == len(fronts):  # no front yet, or not `behind` (else the tail took it)
+        if lo == len(fronts):  # every front dominates the point (or there is none yet)
+            if behind and fronts:
+                self._counter[0] += work
+                self._to_tail([trial_id], (x, y))
+                return lo
             self._new_front()
         # the new point into front lo; the members it dominates (a run of the staircase) move
         # down (usually none: then this is all)
