@@ -21,6 +21,10 @@ class TrialStatus(str, Enum):
     FAILED = "failed"
 
 
+#: the statuses a trial never leaves
+ENDED_STATUSES = frozenset((TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED))
+
+
 def trial_counts(statuses: Iterable[TrialStatus | str], num_results: int) -> dict[str, int]:
     """The counts every view prints: trials, finished (completed + stopped: what
     `max_trials_completed` counts), completed (ran to the end), stopped (early, by the

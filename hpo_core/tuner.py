@@ -20,7 +20,15 @@ from hpo_core.schedulers.base import Scheduler
 from hpo_core.secrets import mask_text, one_line
 from hpo_core.stopping import StoppingCriterion, TuningStatus
 from hpo_core.store.journal import StoreError
-from hpo_core.trial import Decision, EventKind, Trial, TrialEvent, TrialResult, TrialStatus
+from hpo_core.trial import (
+    ENDED_STATUSES,
+    Decision,
+    EventKind,
+    Trial,
+    TrialEvent,
+    TrialResult,
+    TrialStatus,
+)
 
 if TYPE_CHECKING:
     from hpo_core.store.store import ExperimentStore
@@ -60,8 +68,6 @@ class MetricNotReportedError(ValueError):
 #: a metric no report has carried is an error once this many trials reported this many times
 #: each (or once a trial ended without it): the first reports of the first trials
 METRIC_CHECK_TRIALS, METRIC_CHECK_REPORTS = 2, 2
-#: a trial with one of these statuses never changes again
-_ENDED = frozenset((TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED))
 
 
 class ReplayMismatchError(ValueError):
@@ -234,7 +240,7 @@ class Tuner:
             entry = ended.get(tid)
             if entry is None:
                 entry = (str(tid), trial.to_dict())
-                if trial.status in _ENDED:
+                if trial.status in ENDED_STATUSES:
                     ended[tid] = entry
             entries[entry[0]] = entry[1]
         return entries

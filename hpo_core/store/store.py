@@ -50,7 +50,7 @@ from hpo_core.store.files import (
 )
 from hpo_core.store.journal import Journal, StoreError, encode, encode_decisions, store_error
 from hpo_core.store.lock import GUARD_FILE, ExperimentLock, experiment_lock
-from hpo_core.trial import Trial, TrialEvent, TrialStatus
+from hpo_core.trial import ENDED_STATUSES, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ SYNC_INTERVAL = 1.0
 #: state.json's encoder (`json.dumps(state, default=json_default, separators=(",", ":"))`)
 _STATE_ENCODE = compiled_encoder(
     json.JSONEncoder(separators=(",", ":"), default=json_default))
-#: a trial with one of these statuses never changes again
-_ENDED = frozenset(s.value for s in (TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED))
+#: `ENDED_STATUSES` as state.json writes them
+_ENDED = frozenset(s.value for s in ENDED_STATUSES)
 
 
 class ExperimentStore:
