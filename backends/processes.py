@@ -218,6 +218,10 @@ class ProcessTree:
     def send(self, sig: int) -> bool:
         """`sig` to the process group (while the main process is not reaped, so its id cannot
         have been reused) and to every member; False when nothing was alive."""
+        # Members are found before the group is signalled as well as after: once a parent
+        # dies, its orphans are reparented while a scan reads parentage, and the scan can miss
+        # a `setsid` child whose old parent is already reaped and whose new one not yet read.
+        found = {proc.pid: proc for proc in self.members()}
         alive = False
         if self.popen.returncode is None:
             try:
@@ -225,7 +229,8 @@ class ProcessTree:
                 alive = True
             except (ProcessLookupError, PermissionError):
                 pass
-        for proc in self.members():
+        found.update((proc.pid, proc) for proc in self.members())
+        for proc in found.values():
             try:
                 proc.send_signal(sig)
                 alive = True
