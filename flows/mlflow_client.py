@@ -41,12 +41,19 @@ def open_client(tracking_uri: str) -> Any:
     return client
 
 
-def _sqlite_folder(tracking_uri: str) -> Path | None:
-    """The folder of a SQLite database file (None: not SQLite, or in memory)."""
+def sqlite_database(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI, as an absolute path (a relative one
+    is taken from the working directory; a `?query` is not part of it); None for another
+    scheme or an in-memory database."""
     if not tracking_uri.startswith(SQLITE):
         return None
     path = tracking_uri[len(SQLITE):].split("?", 1)[0]
     if not path or path == ":memory:":
         return None
-    folder = Path(path if path.startswith("/") else Path(path).resolve()).parent
-    return folder if folder.is_dir() else None
+    return Path(path) if path.startswith("/") else Path(path).resolve()
+
+
+def _sqlite_folder(tracking_uri: str) -> Path | None:
+    """The folder of a SQLite database file, if it exists (None: not SQLite, or in memory)."""
+    database = sqlite_database(tracking_uri)
+    return database.parent if database is not None and database.parent.is_dir() else None

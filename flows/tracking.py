@@ -54,6 +54,7 @@ from flows._mlflow_writer import (
     row_metrics,
 )
 from flows._trial_logs import TrialLogs, find_trial_logs
+from flows.mlflow_client import SQLITE, sqlite_database
 from hpo_core.backend import ClockKind, TrialContext
 from hpo_core.secrets import (
     MASK,
@@ -102,23 +103,22 @@ HTTP_DEFAULTS = {
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """`uri`, else $MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db`; SQLite paths made absolute."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = uri[len("sqlite:///"):]
-        if path and path != ":memory:":
-            uri = "sqlite:///" + str(Path(path).resolve())
+    database = sqlite_database(uri)
+    if database is not None:
+        query = uri.partition("?")[1:]
+        uri = f"{SQLITE}{database}{''.join(query)}"
     return uri
 
 
 def default_artifact_location(tracking_uri: str, experiment_name: str) -> str | None:
     """Where a new MLflow experiment keeps artifacts: `mlartifacts/` next to a SQLite file (or
-    in the working directory for other databases); a server decides for itself."""
+    in the working directory for other databases and in-memory SQLite); a server decides for
+    itself."""
     scheme = urlparse(tracking_uri).scheme
     if scheme in ("http", "https", "databricks", "databricks-uc", "uc"):
         return None
-    if tracking_uri.startswith("sqlite:///"):
-        root = Path(tracking_uri[len("sqlite:///"):]).parent / DEFAULT_ARTIFACT_DIR
-    else:
-        root = Path(DEFAULT_ARTIFACT_DIR).resolve()
+    database = sqlite_database(tracking_uri)
+    root = (database.parent if database is not None else Path.cwd()) / DEFAULT_ARTIFACT_DIR
     return (root / experiment_name).as_uri()
 
 
