@@ -14,6 +14,16 @@ Domains map to Optuna distributions: `uniform`/`loguniform` to floats, `randint`
 to integers, ordered values (`ordinal`, `finrange`) to the integer index of the value, `choice`
 to a categorical over the index of the value (any JSON value works as a category).
 
+A conditional space (hyperparameters under `when`) is asked define-by-run: the trial's
+hyperparameters are suggested one by one in the space's order, each only when its conditions
+hold for the values drawn before it, so the study records the active ones only (Optuna's way
+for conditional spaces). TPE then samples the groups of hyperparameters that occur together
+jointly (`group=True`, unless `sampler_options` says otherwise); samplers that need one fixed
+space (CMA-ES, GP, QMC) sample the hyperparameters outside the space all trials share
+independently. Those that log a warning for each such hyperparameter of each trial
+(`warn_independent_sampling`; TPE's is deprecated) are built with it off, unless
+`sampler_options` turns it on.
+
 State: the ask/tell history. Loading it replays the history into a fresh study with a sampler
 seeded the same way, so a resumed searcher proposes what the original would have (samplers
 given as instances cannot be rebuilt: their state holds the history only).
@@ -21,7 +31,10 @@ given as instances cannot be rebuilt: their state holds the history only).
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,13 +80,13 @@ class OptunaSearcher(Searcher):
         sampler_options: Mapping[str, Any] | None = None,
     ):
         super().__init__(config_space, seed, points_to_evaluate)
-        if self.config_space.is_conditional:
-            raise ValueError("config_space: the optuna searcher does not handle conditional "
-                             "hyperparameters ('when') yet")
         optuna = _optuna()
         if isinstance(sampler, str) and sampler not in SAMPLERS:
             raise ValueError(f"searcher_options.sampler: unknown sampler {sampler!r}; expected "
                              f"one of {sorted(SAMPLERS)} or an Optuna sampler instance")
+        if sampler == "gp" and importlib.util.find_spec("torch") is None:
+            raise ValueError("searcher_options.sampler: 'gp' (Optuna's GPSampler) needs PyTorch: "
+                             "pip install torch")
         if not isinstance(sampler, str) and not isinstance(sampler, optuna.samplers.BaseSampler):
             raise ValueError(f"searcher_options.sampler: expected a name or an Optuna sampler, "
                              f"got {type(sampler).__name__}")
@@ -94,9 +107,16 @@ class OptunaSearcher(Searcher):
         if isinstance(self.sampler, str):
             class_name, defaults = SAMPLERS[self.sampler]
             sampler_class = getattr(optuna.samplers, class_name)
+            if self.sampler == "tpe" and self.config_space.is_conditional:
+                defaults = {**defaults, "group": True}  # the branches' groups, jointly
+            if self.sampler != "tpe" and \
+                    "warn_independent_sampling" in inspect.signature(sampler_class).parameters:
+                defaults = {**defaults, "warn_independent_sampling": False}
             options = {**defaults, **self.sampler_options}
             try:
-                sampler = sampler_class(seed=self.seed, **options)
+                with warnings.catch_warnings():  # e.g. `group` is experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    sampler = sampler_class(seed=self.seed, **options)
             except TypeError as err:
                 raise ValueError(f"searcher_options.sampler_options: {err}") from err
         else:
@@ -105,22 +125,39 @@ class OptunaSearcher(Searcher):
 
     # -- proposing and learning ----------------------------------------------------------------
     def _suggest(self, trial_id: int) -> dict[str, Any] | None:
-        trial = self._study.ask(self._distributions)
+        trial = self._ask()
         self._asked[trial_id] = trial
         self._log.append(["ask", trial_id, dict(trial.params)])
         return self._config(trial.params)
 
+    def _ask(self) -> Any:
+        """A new Optuna trial with its hyperparameters suggested (the active ones only)."""
+        space = self.config_space
+        if not space.is_conditional:
+            return self._study.ask(self._distributions)
+        trial = self._study.ask()
+        drawn: dict[str, Any] = {}  # the values so far, for the conditions of the next ones
+        for name in space.order:
+            if space.is_active(name, drawn):
+                param = _suggest_param(trial, name, self._distributions[name])
+                drawn[name] = self._value(name, param)
+        return trial
+
+    def _value(self, name: str, param: Any) -> Any:
+        domain = self.config_space.domains[name]
+        return domain.categories[int(param)] if isinstance(domain, Categorical) \
+            else domain.cast(param)
+
     def _config(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        config = dict(self.config_space.fixed)
-        for name, domain in self.config_space.domains.items():
-            value = params[name]
-            config[name] = domain.categories[int(value)] if isinstance(domain, Categorical) \
-                else domain.cast(value)
+        config = {name: self._value(name, params[name])
+                  for name in self.config_space.domains if name in params}
+        config.update(self.config_space.fixed)
         return config
 
     def _params(self, config: Mapping[str, Any]) -> dict[str, Any]:
         return {name: domain.index(config[name]) if isinstance(domain, Categorical)
-                else config[name] for name, domain in self.config_space.domains.items()}
+                else config[name] for name, domain in self.config_space.domains.items()
+                if name in config}
 
     def on_trial_start(self, trial_id: int, config: Mapping[str, Any]) -> None:
         if trial_id not in self._asked:
@@ -154,7 +191,8 @@ class OptunaSearcher(Searcher):
         state = optuna.trial.TrialState.COMPLETE if value is not None \
             else optuna.trial.TrialState.FAIL
         self._study.add_trial(optuna.trial.create_trial(
-            params=dict(params), distributions=self._distributions, value=value, state=state))
+            params=dict(params), distributions={n: self._distributions[n] for n in params},
+            value=value, state=state))
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -168,7 +206,7 @@ class OptunaSearcher(Searcher):
         for entry in state["log"]:
             if entry[0] == "ask":
                 _, trial_id, params = entry
-                trial = self._study.ask(self._distributions)
+                trial = self._ask()
                 if trial.params != params:  # the sampler did not replay the same proposal
                     logger.warning("optuna searcher: replay of trial %s differs; keeping the "
                                    "original config", trial_id)
@@ -190,6 +228,16 @@ class OptunaSearcher(Searcher):
                 self._log.append(["add", dict(params), value])
         self._values = {int(t): float(v) for t, v in state["values"].items()}
         self._foreign.update({int(t): dict(c) for t, c in state["foreign"].items()})
+
+
+def _suggest_param(trial: Any, name: str, distribution: Any) -> Any:
+    """`trial.suggest_*` for one of `_distribution`'s distributions."""
+    distributions = _optuna().distributions
+    if isinstance(distribution, distributions.CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, distributions.IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log)
+    return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
 
 
 def _distribution(optuna: Any, name: str, domain: Any) -> Any:

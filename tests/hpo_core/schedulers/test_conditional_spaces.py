@@ -1,5 +1,5 @@
 """Every registered method runs on a conditional config space (inactive hyperparameters absent,
-every config valid), except the Optuna adapter, which says it does not handle one."""
+every config valid)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ SPACE = ConfigSpace({"opt": choice(["sgd", "adam"]), "momentum": when(uniform(0,
 _rng = np.random.default_rng(0)
 EARLIER = [{"configs": (configs := [SPACE.sample(_rng) for _ in range(10)]),
             "values": [float(v) for v in _rng.random(len(configs))], "mode": "min"}]
-UNSUPPORTED = {"optuna"}
 
 
 def options_for(name: str) -> dict:
@@ -26,7 +25,7 @@ def options_for(name: str) -> dict:
     return {k: v for k, v in candidates.items() if k in params}
 
 
-@pytest.mark.parametrize("name", [n for n in method_names() if n not in UNSUPPORTED])
+@pytest.mark.parametrize("name", method_names())
 def test_method_runs_on_a_conditional_space(name):
     metric = ["loss", "loss2"] if METHODS[name].multi_objective else "loss"
     scheduler = build_scheduler(name, SPACE, metric, "min", 0, options_for(name))
@@ -37,8 +36,3 @@ def test_method_runs_on_a_conditional_space(name):
     if name != "grid":  # the grid enumerates sgd's branch first
         assert {t.config["opt"] for t in tuner.trials.values()} == {"sgd", "adam"}
 
-
-def test_optuna_says_it_does_not_handle_a_conditional_space():
-    pytest.importorskip("optuna")
-    with pytest.raises(ValueError, match="config_space: the optuna searcher does not handle"):
-        build_scheduler("optuna", SPACE, "loss", "min", 0)

@@ -1,7 +1,9 @@
-"""The optuna searcher: Optuna's TPE and CMA-ES samplers through the tuner, ask/tell, state."""
+"""The optuna searcher: Optuna's TPE and CMA-ES samplers through the tuner, ask/tell, state,
+conditional spaces asked define-by-run."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 
@@ -11,7 +13,7 @@ from sched_sim import QuadraticBackend
 
 from hpo_core.registry import build_scheduler
 from hpo_core.searchers.registry import build_searcher
-from hpo_core.space import ConfigSpace, choice, lograndint, ordinal, uniform
+from hpo_core.space import ConfigSpace, choice, lograndint, ordinal, uniform, when
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.trial import TrialStatus
 from hpo_core.tuner import Tuner
@@ -19,6 +21,10 @@ from hpo_core.tuner import Tuner
 pytest.importorskip("optuna")
 
 SPACE = ConfigSpace({f"x{i}": uniform(0.0, 1.0) for i in range(4)} | {"batch": 64})
+CONDITIONAL = ConfigSpace({"opt": choice(["sgd", "adam"]),
+                           "momentum": when(uniform(0.0, 1.0), opt="sgd"),
+                           "beta": when(ordinal([0.9, 0.99, 0.999]), opt="adam"),
+                           "x": uniform(0.0, 1.0), "batch": 64})
 
 
 def best_loss(method, seed, options=None, trials=40):
@@ -72,17 +78,18 @@ def test_domains_map_to_optuna_distributions_and_back():
     assert trials[0].params == {"act": 0, "width": 8, "depth": 2, "lr": 0.5}
 
 
-def test_state_replays_into_the_same_future_proposals():
-    searcher = build_searcher("optuna", SPACE, seed=3, options={"sampler": "cmaes"})
+@pytest.mark.parametrize("space, sampler", [(SPACE, "cmaes"), (CONDITIONAL, "tpe")])
+def test_state_replays_into_the_same_future_proposals(space, sampler):
+    searcher = build_searcher("optuna", space, seed=3, options={"sampler": sampler})
     for tid in range(12):
         config = searcher.suggest(tid)
         searcher.on_trial_start(tid, config)
         if tid % 4 != 3:  # some end without a value (failed)
-            searcher.on_result(tid, config, sum(config[f"x{i}"] for i in range(4)))
+            searcher.on_result(tid, config, float(space.encode(config).sum()))
         if tid < 10:  # two are still running
             searcher.on_trial_end(tid)
     state = json.loads(json.dumps(searcher.state_dict()))
-    again = build_searcher("optuna", SPACE, seed=3, options={"sampler": "cmaes"})
+    again = build_searcher("optuna", space, seed=3, options={"sampler": sampler})
     again.load_state_dict(state)
     for s in (searcher, again):
         s.on_trial_end(10)
@@ -90,8 +97,38 @@ def test_state_replays_into_the_same_future_proposals():
     assert [again.suggest(t) for t in range(12, 16)] == [searcher.suggest(t) for t in range(12, 16)]
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "cmaes"])
+def test_a_conditional_space_is_asked_define_by_run(sampler):
+    scheduler = build_scheduler("optuna", CONDITIONAL, "loss", "min", 0, {"sampler": sampler})
+    tuner = Tuner(scheduler, QuadraticBackend(CONDITIONAL),
+                  StoppingCriterion(max_trials_completed=30), n_workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # samplers that need a fixed space say so, per trial
+        tuner.run()
+    for trial in tuner.trials.values():
+        CONDITIONAL.validate(trial.config)  # only the active hyperparameters, and the fixed one
+    assert {t.config["opt"] for t in tuner.trials.values()} == {"sgd", "adam"}
+    study = scheduler.searcher._study
+    assert len(study.trials) == len(tuner.trials)
+    for trial in study.trials:  # the study records the active ones only ("opt" as its index)
+        branch = {"momentum"} if trial.params["opt"] == 0 else {"beta"}
+        assert set(trial.params) == {"opt", "x"} | branch
+    # a config it did not propose joins the study with its active hyperparameters only
+    searcher = build_searcher("optuna", CONDITIONAL, seed=0, options={
+        "sampler": sampler, "points_to_evaluate": [{"opt": "adam", "beta": 0.99, "x": 0.5}]})
+    config = searcher.suggest(0)
+    assert config == {"opt": "adam", "beta": 0.99, "x": 0.5, "batch": 64}
+    searcher.on_trial_start(0, config)
+    searcher.on_result(0, config, 1.0)
+    searcher.on_trial_end(0)
+    assert searcher._study.trials[0].params == {"opt": 1, "beta": 1, "x": 0.5}
+
+
 def test_bad_options_name_the_field():
     with pytest.raises(ValueError, match="sampler: unknown sampler 'nope'"):
         build_searcher("optuna", SPACE, options={"sampler": "nope"})
     with pytest.raises(ValueError, match="sampler_options"):
         build_searcher("optuna", SPACE, options={"sampler_options": {"bogus": 1}})
+    if importlib.util.find_spec("torch") is None:
+        with pytest.raises(ValueError, match="sampler: 'gp' .* needs PyTorch"):
+            build_searcher("optuna", SPACE, options={"sampler": "gp"})
