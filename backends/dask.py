@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -373,9 +374,7 @@ class DaskBackend(TrialBackend):
                 segment.ending, segment.ending_since = future.result(), time.monotonic()
             return
         if future.status == "cancelled":
-            why = getattr(getattr(future, "_state", None), "exception", None)
-            if "connection-lost" in str(getattr(why, "reason", "")) \
-                    or self.client.status != "running":
+            if "connection-lost" in _cancel_reason(future) or self.client.status != "running":
                 raise self._lost()  # the scheduler dropped this session's work
             reason = "its Dask task was cancelled outside the tuner"
         else:
@@ -548,3 +547,14 @@ def _check_workers(client: Any, address: str, gpus_per_trial: int,
                 f"(GPUs per worker: {gpus})")
     return workers
 
+
+def _cancel_reason(future: Any) -> str:
+    """Why the scheduler cancelled a future (distributed's `FutureCancelledError.reason`, which
+    its `result()` raises; "" when it gives none)."""
+    try:
+        future.result(timeout=5)
+    except CancelledError as err:
+        return str(getattr(err, "reason", ""))
+    except Exception:  # noqa: BLE001 - a client that cannot answer: no reason known
+        return ""
+    return ""
