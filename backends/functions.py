@@ -106,7 +106,6 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
         self._workers: set[_Worker] = set()  # every worker not yet reaped
         self._idle: list[_Worker] = []  # oldest first
         self._runs: dict[int, _Run] = {}  # runs by token, until their worker reports their end
-        self._unacknowledged: list[_Run] = []  # one entry per report returned by poll()
         self._tokens = 0
         self._peak = 1  # most trials running at once: the pool's size
 
@@ -289,11 +288,6 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
         elif kind == "exit":
             self._on_exit(worker, payload, t, events)
 
-    def _housekeeping(self, events: list[TrialEvent]) -> None:
-        """Acknowledge the reports the last poll returned; then timeouts."""
-        self._acknowledge()
-        super()._housekeeping(events)
-
     def _on_started(self, message: dict[str, Any]) -> None:
         """The worker took the run up: its time and timeout count from now, not from a new
         worker's start (a worker that hangs importing the objective still times out, counted
@@ -310,19 +304,14 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
         if run is None or run.cancelled or not isinstance(message.get("report"), dict):
             return
         run.num_reports += 1
-        self._unacknowledged.append(run)
-        events.append(TrialEvent(EventKind.RESULT, run.trial_id, t, metrics=message["report"]))
+        self._reported_by(run, message["report"], t, events)
 
-    def _acknowledge(self) -> None:
-        """Let the workers go on past the reports the last `poll()` returned: the tuner has
-        acted on them (a run it paused or stopped meanwhile is killed, never acknowledged)."""
-        runs, self._unacknowledged = self._unacknowledged, []
-        for run in runs:
-            if not run.cancelled and not run.ended:
-                try:
-                    self._send(run.worker, {"ack": run.token})
-                except OSError:
-                    pass  # the worker died: its exit is on the queue
+    def _send_ack(self, run: _Run) -> None:
+        if not run.ended:
+            try:
+                self._send(run.worker, {"ack": run.token})
+            except OSError:
+                pass  # the worker died: its exit is on the queue
 
     def _on_end(self, worker: _Worker, message: dict[str, Any], t: float,
                 events: list[TrialEvent]) -> None:

@@ -6,7 +6,11 @@ Each trial runs the user's entry point (a Python file, run with `python`, or any
 checkpoint folder in `TUNESMITH_CHECKPOINT_DIR`. Its stdout and stderr go to
 `trials/<id>/stdout` and `stderr`; one reader thread per trial parses stdout as it arrives
 (`hpo_core.report.ReportParser`) and puts the reports on a queue that `poll()` waits on, so a
-report reaches the tuner at once. A run ends when its main process exits: what it left holding
+report reaches the tuner at once. Each run gets the read end of a pipe (named, with its inode,
+in `TUNESMITH_REPORT_ACK`) on which `poll()` acknowledges each report once the tuner has acted
+on it; `hpo_core.report.report` waits for that, so a trial paused at a report is ended there,
+as a function trial is (a launcher that closes the pipe, or a line printed by other means,
+such as Syne Tune's reporter, does not wait). A run ends when its main process exits: what it left holding
 stdout is read for at most `DRAIN_SECONDS` more, then ended; a failed write of its output
 (a full disk) fails the trial with the error as its reason. Processes are started and ended by
 `backends.processes`: each trial leads its own process group, dies with the tuner
@@ -50,6 +54,7 @@ from backends.process_trials import (
 from hpo_core.report import (
     CHECKPOINT_ENV,
     CONFIG_ENV,
+    REPORT_ACK_ENV,
     TRIAL_ID_ENV,
     ReportParser,
     config_args,
@@ -74,6 +79,12 @@ class _Run(ProcessRun):
     done: threading.Event = field(default_factory=threading.Event)  # output closed, reaped
     thread: threading.Thread | None = None
     error: str | None = None  # why the reader gave up (its output could not be written)
+    ack: int = -1  # fd: the write end of its report acknowledgments (-1: closed)
+
+    def close_ack(self) -> None:
+        fd, self.ack = self.ack, -1
+        if fd >= 0:
+            os.close(fd)
 
     @property
     def proc(self) -> subprocess.Popen[bytes]:
@@ -138,6 +149,7 @@ class LocalBackend(ProcessTrialBackend[_Run]):
             if run.thread is not None:
                 run.thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self._release_gpus(run)
+            run.close_ack()
         self._live.clear()
         self._terminating.clear()
 
@@ -162,22 +174,28 @@ class LocalBackend(ProcessTrialBackend[_Run]):
         gpu_key, gpus = self._assign_gpus(tid)
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpus
+        ack_read, ack_write = os.pipe()
+        os.set_blocking(ack_write, False)  # a script that never reads them cannot block poll()
+        env[REPORT_ACK_ENV] = f"{ack_read}:{os.fstat(ack_read).st_ino}"
         stderr_path = folder / "stderr"
-        with open(stderr_path, "ab") as stderr:
-            offset = os.fstat(stderr.fileno()).st_size
-            try:
+        try:
+            with open(stderr_path, "ab") as stderr:
+                offset = os.fstat(stderr.fileno()).st_size
                 tree = processes.launch([*self.command, *args], env=env, stdout=subprocess.PIPE,
-                                        stderr=stderr, record_dir=folder / "processes",
-                                        label=f"trial {tid}")
-            except OSError as err:
-                if private_config is not None:
-                    private_config.unlink(missing_ok=True)
-                self._launch_failed(tid, gpu_key, f"could not start {self.command}: {err}")
-                return
+                                        stderr=stderr, pass_fds=(ack_read,),
+                                        record_dir=folder / "processes", label=f"trial {tid}")
+        except OSError as err:
+            os.close(ack_write)
+            if private_config is not None:
+                private_config.unlink(missing_ok=True)
+            self._launch_failed(tid, gpu_key, f"could not start {self.command}: {err}")
+            return
+        finally:
+            os.close(ack_read)
         now = time.monotonic()
         run = _Run(trial_id=tid, tree=tree, started=now, deadline=self._deadline(tid, now),
                    stderr_path=stderr_path, stderr_offset=offset, gpu_key=gpu_key,
-                   private_config=private_config)
+                   private_config=private_config, ack=ack_write)
         run.thread = threading.Thread(target=self._read_output, args=(run, folder / "stdout"),
                                       name=f"trial-{tid}-stdout", daemon=True)
         self._active[tid] = run
@@ -235,10 +253,16 @@ class LocalBackend(ProcessTrialBackend[_Run]):
                 events: list[TrialEvent]) -> None:
         run: _Run = source
         if kind == "result":
-            if not run.cancelled:
-                events.append(TrialEvent(EventKind.RESULT, run.trial_id, t, metrics=payload))
+            self._reported_by(run, payload, t, events)
         else:
             self._on_run_end(run, payload, t, events)
+
+    def _send_ack(self, run: _Run) -> None:
+        if run.ack >= 0:
+            try:
+                os.write(run.ack, b"\x01")
+            except OSError:  # ended meanwhile, or a full pipe (a script that does not wait)
+                pass
 
     # -- ends of runs --------------------------------------------------------------------------
     def _on_run_end(self, run: _Run, payload: tuple[int, int], t: float,
@@ -246,6 +270,7 @@ class LocalBackend(ProcessTrialBackend[_Run]):
         returncode, num_malformed = payload
         tid = run.trial_id
         self._live.discard(run)
+        run.close_ack()
         if run.private_config is not None:
             run.private_config.unlink(missing_ok=True)
         self._terminate(run)  # children the script left behind

@@ -8,9 +8,15 @@ rotation, the queue that the subclass's reader threads fill and `poll()` drains,
 pending launches (a resumed trial waits until its previous run is over, and a new one until a
 stopped run has freed its GPU), and the time and reports of each trial over all its runs.
 
+Reports are acknowledged: a run's reporter waits after each report until the tuner has acted on
+it, so that a trial paused at a report is ended there (its checkpoint is the one saved before
+that report, no epoch run past it). The reports a `poll()` returns are acknowledged at the next
+`poll()` (the tuner has acted on them by then), except for runs cancelled meanwhile.
+
 A subclass starts a run (`_launch`), cancels one (`_cancel`), turns what its reader threads
-queued into events (`_handle`), names the runs whose processes may still be alive
-(`_live_runs`, `_over`, `_exited`) and ends everything in `close()`.
+queued into events (`_handle`, calling `_reported_by` for each report), lets a run go on past a
+report (`_send_ack`), names the runs whose processes may still be alive (`_live_runs`, `_over`,
+`_exited`) and ends everything in `close()`.
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         self._reported: dict[int, int] = {}  # reports per trial over all its runs
         self._elapsed: dict[int, float] = {}  # seconds run per trial, ended runs
         self._early: list[TrialEvent] = []  # events raised outside poll (failed launches)
+        self._unacknowledged: list[RunT] = []  # one entry per report returned by poll()
         self._gpu_launches = 0
 
     # -- what a subclass does ------------------------------------------------------------------
@@ -114,6 +121,10 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
     def _handle(self, kind: str, source: Any, payload: Any, t: float,
                 events: list[TrialEvent]) -> None:
         """One item a reader thread queued, turned into events."""
+
+    @abstractmethod
+    def _send_ack(self, run: RunT) -> None:
+        """Let a run that is still wanted go on past one report."""
 
     @abstractmethod
     def _live_runs(self) -> Iterable[RunT]:
@@ -278,8 +289,27 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
                 self._launch(trial)
 
     # -- runs ----------------------------------------------------------------------------------
+    def _reported_by(self, run: RunT, metrics: Mapping[str, Any], t: float,
+                     events: list[TrialEvent]) -> None:
+        """A report of a run (dropped if the run was cancelled): an event, acknowledged at the
+        next poll."""
+        if run.cancelled:
+            return
+        self._unacknowledged.append(run)
+        events.append(TrialEvent(EventKind.RESULT, run.trial_id, t, metrics=dict(metrics)))
+
+    def _acknowledge(self) -> None:
+        """Let the runs go on past the reports the last `poll()` returned: the tuner has acted
+        on them (a run it paused or stopped meanwhile is ended, never acknowledged)."""
+        runs, self._unacknowledged = self._unacknowledged, []
+        for run in runs:
+            if not run.cancelled:
+                self._send_ack(run)
+
     def _housekeeping(self, events: list[TrialEvent]) -> None:
-        """What each poll does before it reads the queue: here, fail the runs that timed out."""
+        """What each poll does before it reads the queue: acknowledge the reports the last poll
+        returned, and fail the runs that timed out."""
+        self._acknowledge()
         now = time.monotonic()
         for tid, run in list(self._active.items()):
             if run.deadline is not None and now >= run.deadline:

@@ -11,8 +11,10 @@ In a training script::
         save_checkpoint({"epoch": epoch, ...})
         report(epoch=epoch, val_loss=loss)    # prints: [tunesmith]: {"epoch": 3, "val_loss": 0.41}
 
-Under a distributed launcher (`torchrun`, Accelerate, DeepSpeed), every rank runs the script and
-only rank 0 reports. Lines in Syne Tune's format (``[tune-metric]: {...}``) are parsed too, so
+Under tunesmith's local backend, `report` waits until the tuner has acted on the report (a
+byte on the pipe named by `TUNESMITH_REPORT_ACK`), so a trial the scheduler pauses there stops
+at that report, and resumes from the checkpoint saved before it. Under a distributed launcher
+(`torchrun`, Accelerate, DeepSpeed), every rank runs the script and only rank 0 reports. Lines in Syne Tune's format (``[tune-metric]: {...}``) are parsed too, so
 Syne Tune scripts run unchanged. Every trial pays for importing this module, so it imports only
 `json`, `math`, `os` and `sys` up front (about 1 ms); the rest is imported where it is used.
 """
@@ -36,6 +38,10 @@ PREFIXES = (PREFIX, SYNE_TUNE_PREFIX)
 CONFIG_ENV = "TUNESMITH_CONFIG"
 CHECKPOINT_ENV = "TUNESMITH_CHECKPOINT_DIR"
 TRIAL_ID_ENV = "TUNESMITH_TRIAL_ID"
+#: "<fd>:<inode>": the pipe on which the backend acknowledges each report (see `report`)
+REPORT_ACK_ENV = "TUNESMITH_REPORT_ACK"
+#: Seconds a report waits for its acknowledgment before the script stops waiting for them
+ACK_PATIENCE = 60.0
 #: Set by distributed launchers in each process they start; a backend never passes its own on.
 RANK_ENV = "RANK"
 DISTRIBUTED_ENV = (RANK_ENV, "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK")
@@ -62,6 +68,9 @@ def format_report(metrics: Mapping[str, Any]) -> str:
 #: Where reports go besides stdout: a function-trial worker sets it to send each report's JSON
 #: text to the tuner at once (`backends.function_worker`); None in a script.
 _sink: Callable[[str], None] | None = None
+#: The acknowledgment pipe's fd in a script (-1: none, or no longer read), found at the first
+#: report by the process that makes it.
+_ack: tuple[int, int] | None = None  # (pid, fd)
 
 
 def report(_metrics: Mapping[str, Any] | None = None, /, **metrics: Any) -> None:
@@ -71,7 +80,8 @@ def report(_metrics: Mapping[str, Any] | None = None, /, **metrics: Any) -> None
 
     In a distributed launch (torchrun, Accelerate, DeepSpeed: they set `RANK`), only rank 0
     reports, so every rank may call it. In a function trial the report also goes straight to
-    the tuner."""
+    the tuner. In a script run by tunesmith's local backend (also on Dask workers), it returns
+    once the backend has acknowledged the report (see the module docstring)."""
     if not is_rank_zero():
         return
     if _metrics is not None:
@@ -81,6 +91,50 @@ def report(_metrics: Mapping[str, Any] | None = None, /, **metrics: Any) -> None
     sys.stdout.flush()
     if _sink is not None:
         _sink(line[len(PREFIX) + 1:])
+    elif len(line) < MAX_LINE_CHARS:  # a longer line is dropped by the backend's parser
+        _await_ack()
+
+
+def _await_ack() -> None:
+    """Wait until the backend has acknowledged the report just printed (a script's). Without an
+    acknowledgment in ACK_PATIENCE seconds (its line did not reach the backend), or once the
+    backend is gone, the script goes on without waiting any more."""
+    global _ack
+    if _ack is None or _ack[0] != os.getpid():  # first report here (a fork finds its own)
+        _ack = (os.getpid(), _ack_pipe())
+    fd = _ack[1]
+    if fd < 0:
+        return
+    import select
+
+    try:
+        ready = select.select([fd], [], [], ACK_PATIENCE)[0]
+        if ready and os.read(fd, 1):
+            return
+    except OSError:
+        ready = [fd]
+    if not ready:
+        print(f"tunesmith: no acknowledgment of a report in {ACK_PATIENCE:g}s; reporting "
+              "without waiting from now on", file=sys.stderr, flush=True)
+    _ack = (_ack[0], -1)
+
+
+def _ack_pipe() -> int:
+    """The acknowledgment pipe's fd, or -1: none was given, it is not this process's (a
+    launcher closed it, and the number may name another file now: its inode tells), or the
+    report lines do not reach the backend (stdout is not the pipe it reads)."""
+    import stat
+
+    fd_text, _, inode_text = os.environ.get(REPORT_ACK_ENV, "").partition(":")
+    try:
+        fd, inode = int(fd_text), int(inode_text)
+        pipe = os.fstat(fd)
+        out = os.fstat(sys.stdout.fileno())
+    except (ValueError, OSError, AttributeError):  # io.UnsupportedOperation is both
+        return -1
+    if not (stat.S_ISFIFO(pipe.st_mode) and pipe.st_ino == inode and stat.S_ISFIFO(out.st_mode)):
+        return -1
+    return fd
 
 
 def is_rank_zero() -> bool:

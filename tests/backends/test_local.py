@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from trial_helpers import alive, assert_failed_with, collect, kinds, wait_gone, write
+from trial_helpers import alive, assert_failed_with, collect, ended, kinds, wait_gone, write
 
 from backends import processes
 from backends.local import LocalBackend
@@ -30,7 +30,7 @@ from hpo_core.report import get_config, load_checkpoint, report, save_checkpoint
 config = get_config()
 first = (load_checkpoint() or {"epoch": 0})["epoch"] + 1
 for epoch in range(first, config["epochs"] + 1):
-    time.sleep(0.02)
+    time.sleep(config.get("sleep", 0.02))
     save_checkpoint({"epoch": epoch})
     report(epoch=epoch, loss=(config["x"] - 0.3) ** 2 + 1 / epoch, start=first)
 """
@@ -111,7 +111,9 @@ def test_reports_stream_in_and_files_are_written(tmp_path, backend_factory):
 
 
 def test_asha_promotion_resumes_paused_trials_from_their_checkpoints(tmp_path):
-    space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9}
+    # epochs without a pause between them: a trial that did not wait at its reports would be
+    # epochs further on by the time the tuner paused it
+    space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9, "sleep": 0}
     scheduler = build_scheduler("asha_promotion", space, "loss", "min", seed=1,
                                 options={"max_t": 9, "grace_period": 1, "reduction_factor": 3})
     backend = LocalBackend(str(write(tmp_path, "epochs.py", EPOCHS)), gpus=None)
@@ -122,18 +124,78 @@ def test_asha_promotion_resumes_paused_trials_from_their_checkpoints(tmp_path):
     frame = load_experiment(store.path).results
     resumed = 0
     for tid, rows in frame.groupby("trial_id"):
+        # exact pauses: each report waited for the tuner, so a run paused at epoch k had saved
+        # the checkpoint of epoch k and no later one; its next run starts at k + 1
         epochs = rows["epoch"].tolist()
-        assert epochs == sorted(set(epochs)), f"trial {tid} restarted: {epochs}"
+        assert epochs == list(range(1, len(epochs) + 1)), f"trial {tid}: {epochs}"
         starts = rows["start"].unique().tolist()
         assert starts[0] == 1
-        for start in starts[1:]:  # each resumed run continued after the epochs already reported
-            assert start > max(e for e, s in zip(epochs, rows["start"], strict=True) if s < start)
+        for start in starts[1:]:  # each resumed run continued right after its last report
+            assert start == 1 + max(e for e, s in zip(epochs, rows["start"], strict=True)
+                                    if s < start)
             resumed += 1
     assert resumed >= 3  # top third of 9 promoted to epoch 3, its best to epoch 9
     assert frame["epoch"].max() == 9
     assert result.best_config is not None
     assert all(t.status in (TrialStatus.COMPLETED, TrialStatus.PAUSED, TrialStatus.STOPPED)
                for t in tuner.trials.values())
+
+
+def test_a_script_waits_at_each_report_until_the_tuner_has_acted_on_it(tmp_path,
+                                                                       backend_factory):
+    backend = backend_factory(write(tmp_path, "epochs.py", EPOCHS))
+    backend.start(Trial(0, {"x": 0.5, "epochs": 5, "sleep": 0}))
+    first = collect(backend, lambda ev: len(ev) >= 1)
+    assert [e.metrics["epoch"] for e in first] == [1]
+    time.sleep(0.5)  # the tuner deciding slowly: the script waits at its first report
+    checkpoint = tmp_path / "trials" / "0" / "checkpoint" / "checkpoint.json"
+    assert json.loads(checkpoint.read_text()) == {"epoch": 1}
+    backend.pause(0)  # never acknowledged: it ends there
+    assert [e for _ in range(5) for e in backend.poll()] == []
+    backend.resume(Trial(0, {"x": 0.5, "epochs": 5, "sleep": 0}))
+    events = collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 0))
+    results = [e.metrics for e in events if e.kind == EventKind.RESULT]
+    assert [(m["epoch"], m["start"]) for m in results] == [(2, 2), (3, 2), (4, 2), (5, 2)]
+
+
+# Reports twice after taking the acknowledgment pipe's fd number for another pipe or a file, or
+# after pointing stdout at a pipe the backend does not read.
+ACK_EDGES = """\
+import os, subprocess
+import hpo_core.report
+from hpo_core.report import get_config, report
+mode = get_config()["mode"]
+fd = int(os.environ["TUNESMITH_REPORT_ACK"].split(":")[0])
+if mode == "fd_reused_by_a_pipe":
+    os.dup2(os.pipe()[0], fd)
+elif mode == "fd_reused_by_a_file":
+    os.dup2(os.open(__file__, os.O_RDONLY), fd)
+elif mode == "stdout_elsewhere":
+    hpo_core.report.ACK_PATIENCE = 0.3
+    sink = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    os.dup2(sink.stdin.fileno(), 1)
+report(epoch=1)
+report(epoch=2)
+"""
+
+
+def test_a_report_that_cannot_be_acknowledged_does_not_wait(tmp_path, backend_factory):
+    backend = backend_factory(write(tmp_path, "edges.py", ACK_EDGES))
+    modes = ["fd_reused_by_a_pipe", "fd_reused_by_a_file", "stdout_elsewhere"]
+    started = time.monotonic()
+    for tid, mode in enumerate(modes):
+        backend.start(Trial(tid, {"mode": mode}))
+    events = collect(backend, ended(0, 1, 2))
+    assert time.monotonic() - started < 10  # nothing waited for an acknowledgment for long
+    for tid in (0, 1):  # not the pipe it was given: its reports do not wait
+        assert [e.metrics["epoch"] for e in events if e.trial_id == tid
+                and e.kind == EventKind.RESULT] == [1, 2]
+        assert kinds(events, tid)[-1] == EventKind.COMPLETED
+    # its lines never reached the backend: the first report waited ACK_PATIENCE, then it went on
+    [failed] = [e for e in events if e.trial_id == 2]
+    assert failed.kind == EventKind.FAILED and "exited without reporting" in failed.reason
+    stderr = (tmp_path / "trials" / "2" / "stderr").read_text()
+    assert stderr.count("no acknowledgment of a report in 0.3s") == 1
 
 
 def test_stop_ends_the_whole_process_group_without_blocking(tmp_path, backend_factory):
@@ -273,6 +335,8 @@ def test_hyperparameters_arrive_intact(tmp_path, backend_factory):
     folder = tmp_path / "trials" / "5"
     token = metrics["env"].pop("TUNESMITH_PROCESS_TOKEN")  # how its processes are found
     assert token.startswith(processes.session_id() + ".")
+    fd, inode = metrics["env"].pop("TUNESMITH_REPORT_ACK").split(":")  # the report acks' pipe
+    assert int(fd) > 2 and int(inode) > 0
     assert metrics["env"] == {"TUNESMITH_TRIAL_ID": "5", "EXTRA": "yes",
                               "TUNESMITH_CONFIG": str(folder / "config.json"),
                               "TUNESMITH_CHECKPOINT_DIR": str(folder / "checkpoint")}
