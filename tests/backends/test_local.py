@@ -182,11 +182,10 @@ report(epoch=2)
 def test_a_report_that_cannot_be_acknowledged_does_not_wait(tmp_path, backend_factory):
     backend = backend_factory(write(tmp_path, "edges.py", ACK_EDGES))
     modes = ["fd_reused_by_a_pipe", "fd_reused_by_a_file", "stdout_elsewhere"]
-    started = time.monotonic()
     for tid, mode in enumerate(modes):
         backend.start(Trial(tid, {"mode": mode}))
+    # within collect's 20 s: nothing waited ACK_PATIENCE (60 s) for an acknowledgment
     events = collect(backend, ended(0, 1, 2))
-    assert time.monotonic() - started < 10  # nothing waited for an acknowledgment for long
     for tid in (0, 1):  # not the pipe it was given: its reports do not wait
         assert [e.metrics["epoch"] for e in events if e.trial_id == tid
                 and e.kind == EventKind.RESULT] == [1, 2]
