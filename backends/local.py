@@ -10,8 +10,9 @@ report reaches the tuner at once. Each run gets the read end of a pipe (named, w
 in `TUNESMITH_REPORT_ACK`) on which `poll()` acknowledges each report once the tuner has acted
 on it; `hpo_core.report.report` waits for that, so a trial paused at a report is ended there,
 as a function trial is (a launcher that closes the pipe, or a line printed by other means,
-such as Syne Tune's reporter, does not wait). A run ends when its main process exits: what it left holding
-stdout is read for at most `DRAIN_SECONDS` more, then ended; a failed write of its output
+such as Syne Tune's reporter, does not wait). A run ends when its main process exits: what it
+left holding stdout is read for at most `DRAIN_SECONDS` more, then ended; a failed write of its
+output
 (a full disk) fails the trial with the error as its reason. Processes are started and ended by
 `backends.processes`: each trial leads its own process group, dies with the tuner
 (PDEATHSIG, a watchdog), and its children, `setsid` ones included, are found by the token they

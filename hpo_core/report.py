@@ -14,8 +14,9 @@ In a training script::
 Under tunesmith's local backend, `report` waits until the tuner has acted on the report (a
 byte on the pipe named by `TUNESMITH_REPORT_ACK`), so a trial the scheduler pauses there stops
 at that report, and resumes from the checkpoint saved before it. Under a distributed launcher
-(`torchrun`, Accelerate, DeepSpeed), every rank runs the script and only rank 0 reports. Lines in Syne Tune's format (``[tune-metric]: {...}``) are parsed too, so
-Syne Tune scripts run unchanged. Every trial pays for importing this module, so it imports only
+(`torchrun`, Accelerate, DeepSpeed), every rank runs the script and only rank 0 reports. Lines
+in Syne Tune's format (``[tune-metric]: {...}``) are parsed too, so Syne Tune scripts run
+unchanged. Every trial pays for importing this module, so it imports only
 `json`, `math`, `os` and `sys` up front (about 1 ms); the rest is imported where it is used.
 """
 
