@@ -29,8 +29,11 @@ from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store import ExperimentStore
 from hpo_core.tuner import Tuner, TunerCallback
 
-# Fields that may change when an existing experiment is resumed (a longer budget, more workers).
-RESUMABLE_CHANGES = {"stop", "n_workers", "max_failures", "tracking_uri", "backend_options"}
+#: Spec fields that may change when an existing experiment is resumed (a longer budget, more
+#: workers); `results_root` says where the experiment is, not what it is (the same folder
+#: spelled another way, or a folder moved elsewhere)
+RESUMABLE_CHANGES = {"stop", "n_workers", "max_failures", "tracking_uri", "backend_options",
+                     "results_root"}
 
 
 @dataclass

@@ -44,7 +44,7 @@ def test_run_list_show_and_resume_without_prefect(tmp_path, capsys):
     assert "ended: max_trials_completed" in capsys.readouterr().out  # nothing left to do
 
 
-def test_show_says_an_interrupted_experiment_can_be_resumed(tmp_path, capsys):
+def test_show_says_an_interrupted_experiment_can_be_resumed(tmp_path, monkeypatch, capsys):
     from flows.experiment import build_tuner
     from hpo_core.spec import ExperimentSpec
 
@@ -64,8 +64,9 @@ def test_show_says_an_interrupted_experiment_can_be_resumed(tmp_path, capsys):
     assert "`tunesmith resume cli-killed` continues it" in capsys.readouterr().out
     assert main(["list", "--results-root", str(tmp_path / "exp")]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[3] == "no"
-    assert main(["resume", "cli-killed", "--results-root", str(tmp_path / "exp"),
-                 "--no-flow"]) == 0
+    # the folder it was started with, spelled relative to the working directory this time
+    monkeypatch.chdir(tmp_path)
+    assert main(["resume", "cli-killed", "--results-root", "exp", "--no-flow"]) == 0
     assert "ended: max_trials_completed" in capsys.readouterr().out
 
 
