@@ -178,9 +178,25 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
     def poll(self) -> list[TrialEvent]:
         events, self._early = self._early, []
         self._housekeeping(events)
+        self._take_queued(events, wait=0 if events else self.poll_interval)
+        self._launch_pending()
+        events.sort(key=lambda e: e.time)
+        return events
+
+    def drain(self) -> list[TrialEvent]:
+        """What the reader threads queued, as events (no waiting, launching or
+        acknowledging)."""
+        events, self._early = self._early, []
+        self._take_queued(events, wait=0)
+        events.sort(key=lambda e: e.time)
+        return events
+
+    def _take_queued(self, events: list[TrialEvent], wait: float) -> None:
+        """What the reader threads queued, turned into events; waits up to `wait` seconds for
+        the first item."""
         items = []
         try:
-            items.append(self._queue.get(timeout=0 if events else self.poll_interval))
+            items.append(self._queue.get(timeout=wait))
             while True:
                 items.append(self._queue.get_nowait())
         except queue.Empty:
@@ -188,9 +204,6 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         for kind, source, payload, t in items:
             if kind != "wake":
                 self._handle(kind, source, payload, t, events)
-        self._launch_pending()
-        events.sort(key=lambda e: e.time)
-        return events
 
     def wake(self) -> None:
         self._queue.put(("wake", None, None, 0.0))

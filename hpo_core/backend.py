@@ -17,7 +17,8 @@ backend differs; nothing is probed at run time:
 - `set_context(context)`: where the experiment's trials keep their files (`TrialContext`,
   handed over by the tuner from the experiment store before anything starts);
 - `state_dict()` / `load_state_dict()`: state kept across a crash;
-- `distributed` and `trial_worker(trial_id)`: trials run on a cluster's workers, and on which.
+- `distributed` and `trial_worker(trial_id)`: trials run on a cluster's workers, and on which;
+- `drain()`: the events already received, for an interrupted tuner's last record.
 """
 
 from __future__ import annotations
@@ -120,6 +121,14 @@ class TrialBackend(ABC):
     @abstractmethod
     def now(self) -> float:
         """Seconds since the backend started, on its clock (wall or simulated)."""
+
+    def drain(self) -> list[TrialEvent]:
+        """The events that reached the backend but no `poll()` returned yet, without waiting,
+        launching or letting a trial go on past a report: what the tuner records when it is
+        interrupted, before it ends the trials (a report a trial made just before the end is
+        then not lost). Backends whose events are made by `poll()` itself need not override
+        it."""
+        return []
 
     def wake(self) -> None:
         """Make a `poll()` waiting in another thread return early (safe from any thread).

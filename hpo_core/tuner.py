@@ -279,26 +279,39 @@ class Tuner:
         self._fill_workers()
         if not self._running and not replaying:
             return "no trial running and the scheduler has nothing to start"
-        events = self._poll()
+        self._handle_batch(self._poll())
+        if self._open is not None and self._open.snapshot_due():
+            self._snapshot(self._open)
+        return None
+
+    def _handle_batch(self, events: list[TrialEvent]) -> None:
         for index, event in enumerate(events):
             self._event_index = index
             self._handle(event)
         self._event_index = None
-        if self._open is not None and self._open.snapshot_due():
-            self._snapshot(self._open)
-        return None
 
     def _poll(self) -> list[TrialEvent]:
         """The backend's next events, journaled before anything acts on them; while
         replaying, the journal's next batch (checked against a backend that restores exactly)."""
         if self._replay_batches is not None:
             return self._replay_poll(self._replay_batches)
-        events = self.backend.poll()
+        return self._journaled(self.backend.poll())
+
+    def _journaled(self, events: list[TrialEvent]) -> list[TrialEvent]:
+        """`events` less the reports an earlier session already had, journaled."""
         if self._reported_upto:
             events = [e for e in events if not self._already_reported(e)]
         if events and self._open is not None:
             self._open.journal_events(events, self._time_offset)
         return events
+
+    def _handle_in_flight(self) -> None:
+        """After an interruption, before the trials are ended: the events that reached the
+        backend and no poll returned (a trial that saved its checkpoint and then reported,
+        just before the end), journaled and handled like a poll's, so a trial resumed from
+        that checkpoint does not miss that report."""
+        if self._replay_batches is None:
+            self._handle_batch(self._journaled(self.backend.drain()))
 
     def _fill_workers(self) -> None:
         while len(self._running) < self.n_workers:
@@ -607,6 +620,14 @@ class Tuner:
                     self.backend.stop(trial_id)
                     self._finish(trial, TrialStatus.STOPPED, self.backend.now())
                     self._emit("on_trial_complete", trial)
+            if not finished and self._open is not None:
+                try:
+                    self._handle_in_flight()
+                except StoreError as err:  # the error that ended the run is raised
+                    logger.debug("reports after the interruption: %s", err)
+                except Exception:  # the state stays as it was: those reports are lost
+                    logger.warning("could not record the last reports after the interruption",
+                                   exc_info=True)
             self._update_status()
             if self._open is not None:
                 try:

@@ -21,7 +21,7 @@ from hpo_core.spec import ExperimentSpec
 from hpo_core.stopping import StoppingCriterion
 from hpo_core.store import ExperimentStore, load_experiment
 from hpo_core.trial import EventKind, Trial, TrialStatus
-from hpo_core.tuner import TooManyFailuresError, Tuner
+from hpo_core.tuner import TooManyFailuresError, Tuner, TunerCallback
 
 # Reports epochs from its checkpoint on, and the epoch this run started at.
 EPOCHS = """\
@@ -195,6 +195,38 @@ def test_a_report_that_cannot_be_acknowledged_does_not_wait(tmp_path, backend_fa
     assert failed.kind == EventKind.FAILED and "exited without reporting" in failed.reason
     stderr = (tmp_path / "trials" / "2" / "stderr").read_text()
     assert stderr.count("no acknowledgment of a report in 0.3s") == 1
+
+
+def test_reports_in_flight_when_the_tuner_is_interrupted_are_kept(tmp_path):
+    space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9, "sleep": 0.05}
+    store = ExperimentStore(tmp_path / "exp", "in-flight")
+
+    class Interrupt(TunerCallback):
+        results = 0
+
+        def on_trial_result(self, trial, result, decision):
+            self.results += 1
+            if self.results == 6:
+                time.sleep(0.5)  # the other trials save a checkpoint, report and wait meanwhile
+                raise KeyboardInterrupt
+
+    def tuner(*callbacks):
+        scheduler = build_scheduler("asha_promotion", space, "loss", "min", seed=2,
+                                    options={"max_t": 9, "grace_period": 1,
+                                             "reduction_factor": 3})
+        return Tuner(scheduler, LocalBackend(str(write(tmp_path, "epochs.py", EPOCHS)),
+                                             gpus=None),
+                     StoppingCriterion(max_trials_started=6), n_workers=3, store=store,
+                     callbacks=list(callbacks))
+
+    with pytest.raises(KeyboardInterrupt):
+        tuner(Interrupt()).run()
+    tuner().run()  # resumed: the interrupted trials continue from their checkpoints
+    frame = load_experiment(store.path).results
+    for tid, rows in frame.groupby("trial_id"):
+        epochs = rows["epoch"].tolist()  # a report made just before the end was not lost
+        assert epochs == list(range(1, len(epochs) + 1)), f"trial {tid}: {epochs}"
+    assert frame["trial_id"].nunique() == 6
 
 
 def test_stop_ends_the_whole_process_group_without_blocking(tmp_path, backend_factory):
