@@ -306,8 +306,8 @@ class Tuner:
         return events
 
     def _handle_in_flight(self) -> None:
-        """After an interruption, before the trials are ended: the events that reached the
-        backend and no poll returned (a trial that saved its checkpoint and then reported,
+        """After a kill (Ctrl-C, a termination signal, a cancellation), before the trials are
+        ended: the events that reached the backend and no poll returned (a trial that saved its checkpoint and then reported,
         just before the end), journaled and handled like a poll's, so a trial resumed from
         that checkpoint does not miss that report."""
         if self._replay_batches is None:
@@ -620,7 +620,8 @@ class Tuner:
                     self.backend.stop(trial_id)
                     self._finish(trial, TrialStatus.STOPPED, self.backend.now())
                     self._emit("on_trial_complete", trial)
-            if not finished and self._open is not None:
+            if not finished and self._open is not None \
+                    and not isinstance(self.interruption, Exception):  # a kill, not an error
                 try:
                     self._handle_in_flight()
                 except StoreError as err:  # the error that ended the run is raised
