@@ -271,9 +271,8 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
     def _exited(self, run: _Run) -> bool:
         return run.worker.dead.is_set()
 
-    def _cancel(self, run: _Run) -> None:
-        """End a run at once: kill its worker (the next trial takes or starts another)."""
-        run.cancelled = True
+    def _end_now(self, run: _Run) -> None:
+        """Kill the run's worker at once (the next trial takes or starts another)."""
         self._kill(run.worker)
 
     def _handle(self, kind: str, source: Any, payload: Any, t: float,

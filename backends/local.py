@@ -309,8 +309,7 @@ class LocalBackend(ProcessTrialBackend[_Run]):
                 self._terminating.discard(run)
                 run.tree.forget()
 
-    def _cancel(self, run: _Run) -> None:
-        run.cancelled = True
+    def _end_now(self, run: _Run) -> None:
         self._terminate(run)
 
     def _terminate(self, run: _Run) -> None:

@@ -13,7 +13,7 @@ it, so that a trial paused at a report is ended there (its checkpoint is the one
 that report, no epoch run past it). The reports a `poll()` returns are acknowledged at the next
 `poll()` (the tuner has acted on them by then), except for runs cancelled meanwhile.
 
-A subclass starts a run (`_launch`), cancels one (`_cancel`), turns what its reader threads
+A subclass starts a run (`_launch`), ends one's processes (`_end_now`), turns what its reader threads
 queued into events (`_handle`, calling `_reported_by` for each report), lets a run go on past a
 report (`_send_ack`), names the runs whose processes may still be alive (`_live_runs`, `_over`,
 `_exited`) and ends everything in `close()`.
@@ -46,6 +46,8 @@ from hpo_core.trial import EventKind, Trial, TrialEvent
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 10
+#: seconds `drain()` waits for the last output of the trials it ends
+DRAIN_WAIT_SECONDS = 3.0
 
 
 @dataclass(eq=False, kw_only=True)
@@ -114,8 +116,8 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         """Start a run of the trial now (a failed start: `_launch_failed`)."""
 
     @abstractmethod
-    def _cancel(self, run: RunT) -> None:
-        """End a run the tuner no longer wants (stop, pause, timeout); mark it cancelled."""
+    def _end_now(self, run: RunT) -> None:
+        """Start ending a run's processes now (the backend's way: a grace period or not)."""
 
     @abstractmethod
     def _handle(self, kind: str, source: Any, payload: Any, t: float,
@@ -184,8 +186,21 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         return events
 
     def drain(self) -> list[TrialEvent]:
-        """What the reader threads queued, as events (no waiting, launching or
-        acknowledging)."""
+        """End the running trials now and return what they reported that no poll returned.
+
+        Their processes are ended as `stop` would end them, and this waits (up to
+        DRAIN_WAIT_SECONDS) until what they printed or sent before they ended is read, so a report
+        that follows a saved checkpoint is not lost. Their ends are not events: the tuner is
+        being interrupted, the trials did not fail (they are resumed from their checkpoints);
+        `close()` ends whatever is left."""
+        runs = list(self._active.values())
+        self._active.clear()  # so that their ends make no event
+        self._pending.clear()
+        for run in runs:
+            self._end_now(run)
+        deadline = time.monotonic() + DRAIN_WAIT_SECONDS
+        while not all(self._over(run) for run in runs) and time.monotonic() < deadline:
+            time.sleep(0.01)
         events, self._early = self._early, []
         self._take_queued(events, wait=0)
         events.sort(key=lambda e: e.time)
@@ -318,6 +333,12 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         for run in runs:
             if not run.cancelled:
                 self._send_ack(run)
+
+    def _cancel(self, run: RunT) -> None:
+        """End a run the tuner no longer wants (stop, pause, timeout); its later reports and
+        its end are dropped."""
+        run.cancelled = True
+        self._end_now(run)
 
     def _housekeeping(self, events: list[TrialEvent]) -> None:
         """What each poll does before it reads the queue: acknowledge the reports the last poll

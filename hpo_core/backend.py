@@ -18,7 +18,7 @@ backend differs; nothing is probed at run time:
   handed over by the tuner from the experiment store before anything starts);
 - `state_dict()` / `load_state_dict()`: state kept across a crash;
 - `distributed` and `trial_worker(trial_id)`: trials run on a cluster's workers, and on which;
-- `drain()`: the events already received, for an interrupted tuner's last record.
+- `drain()`: a killed tuner's last poll (its trials ended, their last reports returned).
 """
 
 from __future__ import annotations
@@ -123,11 +123,13 @@ class TrialBackend(ABC):
         """Seconds since the backend started, on its clock (wall or simulated)."""
 
     def drain(self) -> list[TrialEvent]:
-        """The events that reached the backend but no `poll()` returned yet, without waiting,
-        launching or letting a trial go on past a report: what the tuner records when it is
-        interrupted, before it ends the trials (a report a trial made just before the end is
-        then not lost). Backends whose events are made by `poll()` itself need not override
-        it."""
+        """The tuner is being killed: end the running trials now (as `close()` would) and
+        return the events that reached the backend and no `poll()` returned, reports made
+        just before the end included, but not the trials' ends (they did not fail; they are
+        resumed later). The tuner records them before it saves its state. Nothing is
+        launched. Backends whose events are made by `poll()` itself, or that cannot end their
+        trials any sooner than `close()`, need not override it (the default: none, nothing
+        ended)."""
         return []
 
     def wake(self) -> None:

@@ -279,16 +279,14 @@ class Tuner:
         self._fill_workers()
         if not self._running and not replaying:
             return "no trial running and the scheduler has nothing to start"
-        self._handle_batch(self._poll())
-        if self._open is not None and self._open.snapshot_due():
-            self._snapshot(self._open)
-        return None
-
-    def _handle_batch(self, events: list[TrialEvent]) -> None:
+        events = self._poll()
         for index, event in enumerate(events):
             self._event_index = index
             self._handle(event)
         self._event_index = None
+        if self._open is not None and self._open.snapshot_due():
+            self._snapshot(self._open)
+        return None
 
     def _poll(self) -> list[TrialEvent]:
         """The backend's next events, journaled before anything acts on them; while
@@ -305,13 +303,12 @@ class Tuner:
             self._open.journal_events(events, self._time_offset)
         return events
 
-    def _handle_in_flight(self) -> None:
-        """After a kill (Ctrl-C, a termination signal, a cancellation), before the trials are
-        ended: the events that reached the backend and no poll returned (a trial that saved its checkpoint and then reported,
-        just before the end), journaled and handled like a poll's, so a trial resumed from
-        that checkpoint does not miss that report."""
+    def _journal_in_flight(self) -> None:
+        """After a kill: the backend ends the trials and hands over what they reported that no
+        poll returned (`drain()`); journaled, so the resume replays it, and a trial resumed
+        from a checkpoint it saved just before its last report does not miss that report."""
         if self._replay_batches is None:
-            self._handle_batch(self._journaled(self.backend.drain()))
+            self._journaled(self.backend.drain())
 
     def _fill_workers(self) -> None:
         while len(self._running) < self.n_workers:
@@ -620,17 +617,18 @@ class Tuner:
                     self.backend.stop(trial_id)
                     self._finish(trial, TrialStatus.STOPPED, self.backend.now())
                     self._emit("on_trial_complete", trial)
-            if not finished and self._open is not None \
-                    and not isinstance(self.interruption, Exception):  # a kill, not an error
+            # a kill (Ctrl-C, a signal, a cancellation), not an error: it may have come in the
+            # middle of handling an event, so no snapshot is taken of that state; the resume
+            # replays the journal from the last snapshot (as after a SIGKILL), with the trials'
+            # last reports in it
+            killed = not finished and not isinstance(self.interruption, Exception)
+            if killed and self._open is not None:
                 try:
-                    self._handle_in_flight()
+                    self._journal_in_flight()
                 except StoreError as err:  # the error that ended the run is raised
                     logger.debug("reports after the interruption: %s", err)
-                except Exception:  # the state stays as it was: those reports are lost
-                    logger.warning("could not record the last reports after the interruption",
-                                   exc_info=True)
             self._update_status()
-            if self._open is not None:
+            if self._open is not None and not killed:
                 try:
                     self.save()
                 except StoreError as err:

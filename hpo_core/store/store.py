@@ -231,8 +231,7 @@ class ExperimentStore:
             self._write_snapshot(_Snapshot(self._state_text(state, len(self._rows), 0), trials,
                                            len(self._rows), 0), None)
             return
-        if self._decisions:
-            self._append({"d": []})  # flush the last batch's decisions into this segment
+        self._flush_decisions()  # into the segment this snapshot covers
         segment = (self._journal.segment or 0) + 1
         self._journal.open(segment)
         job = _Snapshot(self._state_text(state, len(self._rows), segment), trials,
@@ -273,14 +272,25 @@ class ExperimentStore:
         self.snapshot(state, trials, wait=True)
 
     def close(self) -> None:
-        """Stop the writer (after its last snapshot), close the journal, release the lock."""
+        """Journal the last batch's decisions, stop the writer (after its last snapshot), close
+        the journal, release the lock."""
         writer, self._writer = self._writer, None
         try:
             if writer is not None:
+                try:
+                    self._flush_decisions()
+                except StoreError:  # a full disk or a lost lock: the error is raised elsewhere
+                    pass
                 writer.stop()
         finally:
             self._journal.close()
             self.unlock()
+
+    def _flush_decisions(self) -> None:
+        """The decisions of the last journaled batch, journaled now (else they go with the
+        next record)."""
+        if self._decisions:
+            self._append({"d": []})
 
     def _write_snapshot(self, job: _Snapshot, writer: _SnapshotWriter | None) -> None:
         """results.parquet, then state.json (both durable), then remove covered segments."""

@@ -382,6 +382,37 @@ def test_a_journal_written_with_the_old_sixth_event_entry_is_read_and_replayed(t
     assert seen <= set(zip(frame.trial_id, frame.epoch, strict=True))
 
 
+def test_a_kill_while_a_report_is_handled_loses_nothing(tmp_path):
+    """Ctrl-C in the middle of handling a report (counted, not yet recorded): no snapshot is
+    taken of that state; the resume replays the journal, so the report is kept."""
+    class WallBackend(CurveBackend):
+        clock_kind = ClockKind.WALL
+
+    criterion = StoppingCriterion(max_trials_completed=6)
+    scheduler = random_scheduler(seed=5)
+    decide = scheduler.on_trial_result
+    calls = []
+
+    def cut_short(trial, result):
+        calls.append(result)
+        if len(calls) == 9:
+            raise KeyboardInterrupt
+        return decide(trial, result)
+
+    scheduler.on_trial_result = cut_short
+    first = Tuner(scheduler, WallBackend(), criterion, n_workers=2,
+                  store=ExperimentStore(tmp_path, "cut"), checkpoint_interval=1e9)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    cut = (calls[-1].trial_id, calls[-1].metrics["epoch"])
+    Tuner(random_scheduler(seed=5), WallBackend(), criterion, n_workers=2,
+          store=ExperimentStore(tmp_path, "cut"), checkpoint_interval=1e9).run()
+    frame = load_experiment(tmp_path / "cut").results
+    assert cut in set(zip(frame.trial_id, frame.epoch, strict=True))
+    for trial_id, rows in frame.groupby("trial_id"):
+        assert rows["epoch"].tolist() == list(range(1, len(rows) + 1)), trial_id
+
+
 def test_reports_a_relaunched_trial_repeats_are_dropped_also_after_a_second_kill(tmp_path):
     """Checkpoints two epochs behind the reports: a trial relaunched after a kill reports
     epochs the journal holds; they are dropped, live and again when a second kill's journal
