@@ -20,8 +20,9 @@ inherit. Stop, pause, timeouts and `close()` send SIGTERM to the whole tree, and
 `stop_grace_period` has passed (checked in `poll()`, never blocking the tuner). Each run's
 process record lies in `trials/<id>/processes/` while it may be alive; `set_context` ends
 what the records of a killed session still name, before anything is launched. With GPUs,
-each trial gets `gpus_per_trial` of them through `CUDA_VISIBLE_DEVICES` (`backends.gpus`). A trial started while a stopped or paused
-trial is still exiting waits for that trial's GPU, unless the workers outnumber the GPU slots.
+each trial gets `gpus_per_trial` of them through `CUDA_VISIBLE_DEVICES` (`backends.gpus`). A
+trial started while a stopped or paused trial is still exiting waits for that trial's GPU,
+unless the workers outnumber the GPU slots.
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ it, so that a trial paused at a report is ended there (its checkpoint is the one
 that report, no epoch run past it). The reports a `poll()` returns are acknowledged at the next
 `poll()` (the tuner has acted on them by then), except for runs cancelled meanwhile.
 
-A subclass starts a run (`_launch`), ends one's processes (`_end_now`), turns what its reader threads
-queued into events (`_handle`, calling `_reported_by` for each report), lets a run go on past a
-report (`_send_ack`), names the runs whose processes may still be alive (`_live_runs`, `_over`,
-`_exited`) and ends everything in `close()`.
+A subclass starts a run (`_launch`), ends its processes (`_end_now`), turns what its reader
+threads queued into events (`_handle`, calling `_reported_by` for each report), lets a run go
+on past a report (`_send_ack`), names the runs whose processes may still be alive
+(`_live_runs`, `_over`, `_exited`) and ends everything in `close()`.
 """
 
 from __future__ import annotations
@@ -189,8 +189,8 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         """End the running trials now and return what they reported that no poll returned.
 
         Their processes are ended as `stop` would end them, and this waits (up to
-        DRAIN_WAIT_SECONDS) until what they printed or sent before they ended is read, so a report
-        that follows a saved checkpoint is not lost. Their ends are not events: the tuner is
+        DRAIN_WAIT_SECONDS) until what they printed or sent before they ended is read, so a
+        report that follows a saved checkpoint is not lost. Their ends are not events: the tuner is
         being interrupted, the trials did not fail (they are resumed from their checkpoints);
         `close()` ends whatever is left."""
         runs = list(self._active.values())

@@ -126,7 +126,7 @@ class TrialBackend(ABC):
         """The tuner is being killed: end the running trials now (as `close()` would) and
         return the events that reached the backend and no `poll()` returned, reports made
         just before the end included, but not the trials' ends (they did not fail; they are
-        resumed later). The tuner records them before it saves its state. Nothing is
+        resumed later). The tuner journals them, for the resume to replay. Nothing is
         launched. Backends whose events are made by `poll()` itself, or that cannot end their
         trials any sooner than `close()`, need not override it (the default: none, nothing
         ended)."""

@@ -627,6 +627,8 @@ class Tuner:
                     self._journal_in_flight()
                 except StoreError as err:  # the error that ended the run is raised
                     logger.debug("reports after the interruption: %s", err)
+                except Exception:  # the kill is what the caller hears of; those reports are lost
+                    logger.warning("could not journal the trials' last reports", exc_info=True)
             self._update_status()
             if self._open is not None and not killed:
                 try:
