@@ -232,6 +232,13 @@ class PrefectTrialBackend(TrialBackend):
                 self._end(event.trial_id, event.kind.value, event.reason)
         return events
 
+    def drain(self) -> list[TrialEvent]:
+        """The real backend's drain(), and the launches that failed for good meanwhile."""
+        with self._lock:
+            events, self._failed_launches = self._failed_launches, []
+            events += self.inner.drain()
+        return events
+
     def close(self) -> None:
         with self._lock:
             self.inner.close()

@@ -186,6 +186,37 @@ def test_a_launch_does_not_wait_out_the_poll_interval(tmp_path: Path) -> None:
     assert run_slow_polls() < 15.0  # without the wake-up, each launch waited up to 30 s
 
 
+def test_drain_hands_over_the_reports_of_the_trials_it_ends(tmp_path: Path) -> None:
+    """What a killed tuner records last: the wrapper passes on the real backend's drain()."""
+    import time
+
+    from prefect import flow
+
+    from backends.local import LocalBackend
+    from flows._prefect_backend import PrefectTrialBackend
+    from hpo_core.trial import Trial
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    stdout = tmp_path / "trials" / "0" / "stdout"
+
+    @flow
+    def drained() -> list[tuple[str, int, Any]]:
+        backend = PrefectTrialBackend(LocalBackend(str(script), gpus=None))
+        backend.set_trial_root(tmp_path / "trials")
+        backend.start(Trial(0, {"x": 0.2, "epochs": 3}))
+        deadline = time.monotonic() + 60
+        while "[tunesmith]" not in (stdout.read_text() if stdout.exists() else ""):
+            assert time.monotonic() < deadline, "the trial never reported"
+            time.sleep(0.05)
+        time.sleep(0.2)  # its reader queues the report it just wrote to the file
+        events = backend.drain()  # no poll ran: the trial waits at its first report
+        backend.close()
+        return [(e.kind.value, e.trial_id, (e.metrics or {}).get("epoch")) for e in events]
+
+    assert drained() == [("result", 0, 1)]
+
+
 def test_trial_output_reaches_mlflow_with_secrets_masked(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
