@@ -138,6 +138,7 @@ class Tuner:
         #: the store, once it is loaded and its journal open for this session
         self._open: ExperimentStore | None = None
         self._event_index: int | None = None  # place of the event handled in its poll
+        self._polling = False  # in the backend's poll(): between two events
         self._replay_batches: list[dict[str, Any]] | None = None
         self._replay_starts: dict[int, list[Any]] = {}
         self._snapshot_n_workers: int | None = None
@@ -293,7 +294,10 @@ class Tuner:
         replaying, the journal's next batch (checked against a backend that restores exactly)."""
         if self._replay_batches is not None:
             return self._replay_poll(self._replay_batches)
-        return self._journaled(self.backend.poll())
+        self._polling = True  # a kill in here finds the state between two events
+        events = self.backend.poll()
+        self._polling = False
+        return self._journaled(events)
 
     def _journaled(self, events: list[TrialEvent]) -> list[TrialEvent]:
         """`events` less the reports an earlier session already had, journaled."""
@@ -617,20 +621,13 @@ class Tuner:
                     self.backend.stop(trial_id)
                     self._finish(trial, TrialStatus.STOPPED, self.backend.now())
                     self._emit("on_trial_complete", trial)
-            # a kill (Ctrl-C, a signal, a cancellation), not an error: it may have come in the
-            # middle of handling an event, so no snapshot is taken of that state; the resume
-            # replays the journal from the last snapshot (as after a SIGKILL), with the trials'
-            # last reports in it
+            # A kill (Ctrl-C, a signal, a cancellation), not an error: the state is saved only
+            # if the kill found it between two events (waiting in a poll), not in the middle of
+            # handling one; else the resume replays the journal from the last snapshot, as
+            # after a SIGKILL. Either way the trials' last reports are journaled after it.
             killed = not finished and not isinstance(self.interruption, Exception)
-            if killed and self._open is not None:
-                try:
-                    self._journal_in_flight()
-                except StoreError as err:  # the error that ended the run is raised
-                    logger.debug("reports after the interruption: %s", err)
-                except Exception:  # the kill is what the caller hears of; those reports are lost
-                    logger.warning("could not journal the trials' last reports", exc_info=True)
             self._update_status()
-            if self._open is not None and not killed:
+            if self._open is not None and (self._polling or not killed):
                 try:
                     self.save()
                 except StoreError as err:
@@ -638,6 +635,13 @@ class Tuner:
                         raise
                     logger.debug("final snapshot: %s", err)  # the error that ended the run
                     # is raised: the user sees one line
+            if killed and self._open is not None:
+                try:
+                    self._journal_in_flight()
+                except StoreError as err:  # the error that ended the run is raised
+                    logger.debug("reports after the interruption: %s", err)
+                except Exception:  # the kill is what the caller hears of; those reports are lost
+                    logger.warning("could not journal the trials' last reports", exc_info=True)
         finally:
             try:
                 if self.store is not None:

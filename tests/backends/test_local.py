@@ -197,30 +197,49 @@ def test_a_report_that_cannot_be_acknowledged_does_not_wait(tmp_path, backend_fa
     assert stderr.count("no acknowledgment of a report in 0.3s") == 1
 
 
-def test_reports_in_flight_when_the_tuner_is_interrupted_are_kept(tmp_path):
+@pytest.mark.parametrize("where", ["handling a report", "waiting in a poll"])
+def test_reports_in_flight_when_the_tuner_is_killed_are_kept(tmp_path, where):
+    """Ctrl-C while the tuner handles a report (no snapshot of that state: the resume replays
+    the journal) or while it waits in a poll (its state is saved); either way the reports the
+    trials made meanwhile, after saving their checkpoints, are journaled (`drain()`)."""
     space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9, "sleep": 0.05}
     store = ExperimentStore(tmp_path / "exp", "in-flight")
+    script = str(write(tmp_path, "epochs.py", EPOCHS))
 
-    class Interrupt(TunerCallback):
+    def stall_then_kill() -> None:
+        time.sleep(0.5)  # the other trials save a checkpoint, report and wait meanwhile
+        raise KeyboardInterrupt
+
+    class KillWhileHandling(TunerCallback):
         results = 0
 
         def on_trial_result(self, trial, result, decision):
             self.results += 1
             if self.results == 6:
-                time.sleep(0.5)  # the other trials save a checkpoint, report and wait meanwhile
-                raise KeyboardInterrupt
+                stall_then_kill()
 
-    def tuner(*callbacks):
+    class KillWhilePolling(LocalBackend):
+        reports = 0
+
+        def poll(self):
+            if self.reports >= 6:
+                stall_then_kill()  # as a signal comes while poll() waits for the queue
+            events = super().poll()
+            self.reports += sum(e.kind == EventKind.RESULT for e in events)
+            return events
+
+    def tuner(backend_class=LocalBackend, callbacks=()):
         scheduler = build_scheduler("asha_promotion", space, "loss", "min", seed=2,
                                     options={"max_t": 9, "grace_period": 1,
                                              "reduction_factor": 3})
-        return Tuner(scheduler, LocalBackend(str(write(tmp_path, "epochs.py", EPOCHS)),
-                                             gpus=None),
+        return Tuner(scheduler, backend_class(script, gpus=None),
                      StoppingCriterion(max_trials_started=6), n_workers=3, store=store,
                      callbacks=list(callbacks))
 
+    killed = tuner(callbacks=[KillWhileHandling()]) if where == "handling a report" \
+        else tuner(KillWhilePolling)
     with pytest.raises(KeyboardInterrupt):
-        tuner(Interrupt()).run()
+        killed.run()
     tuner().run()  # resumed: the interrupted trials continue from their checkpoints
     frame = load_experiment(store.path).results
     for tid, rows in frame.groupby("trial_id"):
