@@ -275,7 +275,7 @@ class LocalBackend(ProcessTrialBackend[_Run]):
         run.close_ack()
         if run.private_config is not None:
             run.private_config.unlink(missing_ok=True)
-        self._terminate(run)  # children the script left behind
+        self._end_now(run)  # children the script left behind
         if not self._run_ended(run):
             return
         if run.error is not None:
@@ -301,7 +301,7 @@ class LocalBackend(ProcessTrialBackend[_Run]):
         now = time.monotonic()
         for run in list(self._active.values()):
             if run.kill_at is None and not run.done.is_set() and run.proc.poll() is not None:
-                self._terminate(run)
+                self._end_now(run)
         for run in list(self._terminating):
             if run.kill_at is not None and now >= run.kill_at:
                 run.tree.kill()
@@ -311,9 +311,6 @@ class LocalBackend(ProcessTrialBackend[_Run]):
                 run.tree.forget()
 
     def _end_now(self, run: _Run) -> None:
-        self._terminate(run)
-
-    def _terminate(self, run: _Run) -> None:
         """SIGTERM to the run's process tree now, SIGKILL after the grace period."""
         if run.kill_at is not None:
             return

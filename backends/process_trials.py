@@ -317,14 +317,14 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
                 self._launch(trial)
 
     # -- runs ----------------------------------------------------------------------------------
-    def _reported_by(self, run: RunT, metrics: Mapping[str, Any], t: float,
+    def _reported_by(self, run: RunT, metrics: dict[str, Any], t: float,
                      events: list[TrialEvent]) -> None:
         """A report of a run (dropped if the run was cancelled): an event, acknowledged at the
         next poll."""
         if run.cancelled:
             return
         self._unacknowledged.append(run)
-        events.append(TrialEvent(EventKind.RESULT, run.trial_id, t, metrics=dict(metrics)))
+        events.append(TrialEvent(EventKind.RESULT, run.trial_id, t, metrics=metrics))
 
     def _acknowledge(self) -> None:
         """Let the runs go on past the reports the last `poll()` returned: the tuner has acted
