@@ -47,9 +47,9 @@ from backends import dask_worker
 from backends.checkpoint_url import check_url
 from backends.local import _command
 from backends.objectives import ObjectiveError, is_function_entry, objective_from
-from backends.process_trials import _non_negative, _positive_or_none
+from backends.process_trials import DRAIN_WAIT_SECONDS, _non_negative, _positive_or_none
 from hpo_core.backend import TrialBackend, TrialContext
-from hpo_core.secrets import is_reference
+from hpo_core.secrets import is_reference, resolver_modules
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
@@ -159,6 +159,8 @@ class DaskBackend(TrialBackend):
             "poll_interval": 0.05,
             "reuse_workers": bool(reuse_workers),
             "tuner_lease": _lease(tuner_lease),
+            # the workers register the resolvers this process has (`prefect:` references)
+            "resolvers": resolver_modules(),
         }
         if checkpoint_url is not None:
             self.options["checkpoint_url"] = check_url(checkpoint_url, checkpoint_options)
@@ -263,6 +265,38 @@ class DaskBackend(TrialBackend):
         self._finish_ends(events)
         self._check_scheduler()
         return events
+
+    def drain(self) -> list[TrialEvent]:
+        """End the segments now and return the reports that reached this client, or reach it
+        within DRAIN_WAIT_SECONDS, that no poll returned (not the segments' ends).
+
+        A cancelled segment's task ends its trial and then says how many reports it forwarded
+        (its "ended" message, after them on the same stream), so this waits for exactly those.
+        Reports a worker had not forwarded yet are not recovered: on Dask a trial's reports are
+        acknowledged by its worker, not by the tuner."""
+        segments = list(self._segments.values())
+        try:
+            if segments and self.client.status == "running":
+                self.client.cancel([s.future for s in segments])
+        except Exception as err:  # noqa: BLE001 - a lost cluster: close() ends what is left
+            logger.debug("drain: could not cancel the segments: %s", err)
+        events: list[TrialEvent] = []
+        deadline = time.monotonic() + DRAIN_WAIT_SECONDS
+        while True:  # until every report is in (or the deadline), then what is queued already
+            waiting = time.monotonic() < deadline and not all(
+                s.ending is not None and s.reports >= s.ending["reports"] for s in segments)
+            try:
+                kind, payload = self._queue.get(timeout=0.05) if waiting \
+                    else self._queue.get_nowait()
+            except queue.Empty:
+                if waiting:
+                    continue
+                break
+            if kind == "event":  # a task's end ("done", "removed") is not an event here
+                self._on_message(payload, events)
+        self._segments.clear()
+        self._by_key.clear()
+        return [e for e in events if e.kind == EventKind.RESULT]
 
     def wake(self) -> None:
         self._queue.put(("wake", None))
@@ -511,7 +545,8 @@ def _check_checkpoint_url(client: Any, options: dict[str, Any]) -> None:
     url = options["checkpoint_url"]
     try:
         answers = client.run(dask_worker.probe_checkpoint_url, url,
-                             options["checkpoint_options"], on_error="return",
+                             options["checkpoint_options"], options["resolvers"],
+                             on_error="return",
                              callback_timeout=WORKER_CALL_TIMEOUT)
     except TimeoutError:
         raise ValueError(f"backend_options.checkpoint_url: not every Dask worker answered "

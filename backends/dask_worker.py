@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from backends.checkpoint_url import CheckpointURL, CheckpointURLError
-from hpo_core.secrets import mask_text
+from hpo_core.secrets import import_resolvers, mask_text
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class _Host:
         url = options.pop("checkpoint_url", None)
         storage_options = options.pop("checkpoint_options", None)
         name = options.pop("experiment_name", None)
+        import_resolvers(options.pop("resolvers", {}))  # before a trial resolves a reference
         #: the checkpoints' URL, when they live there (else in the trial folders)
         self.remote = CheckpointURL(url, name, storage_options) if url else None
         self.inner = _local_backend(options)
@@ -271,8 +272,11 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
     return ended
 
 
-def probe_checkpoint_url(url: str, storage_options: dict[str, Any] | None) -> str | None:
-    """Whether this worker can write to the checkpoint URL: None, or the (masked) reason."""
+def probe_checkpoint_url(url: str, storage_options: dict[str, Any] | None,
+                         resolvers: dict[str, str]) -> str | None:
+    """Whether this worker can write to the checkpoint URL: None, or the (masked) reason
+    (`resolvers`: the tuner's `resolver_modules()`, for references in the storage options)."""
+    import_resolvers(resolvers)
     try:
         CheckpointURL(url, None, storage_options).probe()
     except Exception as err:  # noqa: BLE001 - reported to the tuner as one line

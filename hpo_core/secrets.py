@@ -21,6 +21,7 @@ Masking, one mask (`MASK`) and one implementation for MLflow, Prefect, files and
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -119,6 +120,33 @@ def register_resolver(scheme: str, resolver: Resolver) -> None:
     if scheme not in SCHEMES:
         raise ValueError(f"unknown secret source {scheme!r}; expected one of {SCHEMES}")
     _resolvers[scheme] = resolver
+
+
+def resolver_modules() -> dict[str, str]:
+    """The module that registered each scheme's resolver, for another process that launches
+    trials (a Dask worker) to import with `import_resolvers`."""
+    return {scheme: resolver.__module__ for scheme, resolver in _resolvers.items()}
+
+
+def import_resolvers(modules: Mapping[str, str]) -> None:
+    """Import the modules of another process's `resolver_modules()`, so this process resolves
+    the same references. A module that cannot be imported here leaves a resolver that says
+    why when a reference of its scheme is resolved (the trial fails with that line)."""
+    for scheme, module in modules.items():
+        if scheme in _resolvers or scheme not in SCHEMES:
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # noqa: BLE001 - said when a reference needs it
+            register_resolver(scheme, _unavailable(
+                f"{scheme!r} secrets cannot be read in this process: importing {module} "
+                f"failed ({type(err).__name__}: {err})"))
+
+
+def _unavailable(reason: str) -> Resolver:
+    def resolver(name: str) -> str:
+        raise SecretError(reason)
+    return resolver
 
 
 def resolve(data: Any, field: str = "secret") -> Any:

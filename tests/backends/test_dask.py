@@ -220,6 +220,83 @@ def test_a_segments_end_reaches_the_tuner_as_an_event_without_fetching_its_resul
     assert "3" in (ended(failed, 0).reason or ""), ended(failed, 0).reason
 
 
+def test_drain_hands_over_the_reports_that_no_poll_returned_and_ends_the_trials(
+        dask_cluster: Cluster, script: Path, tmp_path: Path) -> None:
+    """A killed tuner journals what `drain()` returns: the reports its workers forwarded that
+    no poll took (queued here, or still on their way), not the trials' ends; the trials end."""
+    root = tmp_path / "trials"
+    backend = make_backend(dask_cluster.address, str(script), root)
+    try:
+        for tid in (0, 1):
+            backend.start(Trial(tid, {"x": 0.1, "epochs": 60, "sleep": 0.05}))
+        polled = collect(backend, lambda ev: all(len(epochs(ev, t)) >= 2 for t in (0, 1)))
+        time.sleep(0.6)  # the trials go on reporting; no poll takes their reports
+        drained = backend.drain()
+        assert wait_gone(root) == []
+    finally:
+        backend.close()
+    assert drained and {e.kind for e in drained} == {EventKind.RESULT}, drained
+    for tid in (0, 1):
+        reported = epochs(polled + drained, tid)
+        logged = [int(epoch) for _, _, epoch, *_ in log_lines(root, tid)]
+        # every report made before the end, in order; a SIGTERM may end a trial between an
+        # epoch's log line (with its checkpoint) and its report, never earlier
+        assert reported == list(range(1, len(reported) + 1)), reported
+        assert len(epochs(drained, tid)) >= 2 and len(reported) >= len(logged) - 1, \
+            (reported, logged)
+
+
+SECRET_SCRIPT = textwrap.dedent("""
+    import hashlib, os
+    from hpo_core.report import get_config, report
+
+    def digest(text):
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    expected = os.environ["EXPECTED_DIGEST"]
+    report(epoch=1, env_ok=float(digest(os.environ["TOKEN"]) == expected),
+           config_ok=float(digest(get_config()["token"]) == expected))
+""")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_prefect_secret_references_are_read_on_the_worker_from_its_prefect_api(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `prefect:` reference in a trial's environment or config is resolved on the worker
+    that runs the trial (the Prefect API its PREFECT_API_URL names), never in the tuner:
+    the value does not cross the cluster, and no worker log holds it."""
+    import hashlib
+    import uuid
+
+    from prefect.blocks.system import Secret
+    from prefect.settings import PREFECT_API_URL
+
+    import flows.secret_blocks  # noqa: F401 - the tuner's resolver, which the workers import
+
+    value = f"dask-s3cr3t-{uuid.uuid4().hex}"
+    Secret(value=value).save("dask-trial-token", overwrite=True)
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))  # the workers' API
+    cluster = start_cluster(tmp_path / "cluster", {"p1": 0}, nthreads=1)
+    script = tmp_path / "secret.py"
+    script.write_text(SECRET_SCRIPT)
+    reference = {"secret": "prefect:dask-trial-token"}
+    backend = make_backend(cluster.address, str(script), tmp_path / "trials",
+                           env={"TOKEN": reference,
+                                "EXPECTED_DIGEST": hashlib.sha256(value.encode()).hexdigest()})
+    try:
+        backend.start(Trial(0, {"token": reference}))
+        events = collect(backend, lambda ev: ended(ev, 0) is not None)
+    finally:
+        backend.close()
+        cluster.stop()
+    assert ended(events, 0).kind == EventKind.COMPLETED, ended(events, 0)
+    report = next(e.metrics for e in events if e.kind == EventKind.RESULT)
+    assert report["env_ok"] == 1.0 and report["config_ok"] == 1.0, report
+    assert value not in repr(events)
+    for log in cluster.folder.glob("*.log"):
+        assert value not in log.read_text(errors="replace"), log
+
+
 # -- ASHA with promotions through the tune flow ----------------------------------------------------
 def promotion_spec(name: str, points: list[float], tmp_path: Path, n_workers: int | str,
                    backend_options: dict[str, Any]) -> dict[str, Any]:

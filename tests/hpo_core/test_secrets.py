@@ -79,6 +79,25 @@ def test_prefect_references_need_their_resolver(monkeypatch):
     assert resolve({"secret": "prefect:my-block"}) == "block-value-of-my-block"
 
 
+def test_another_process_imports_the_resolvers_this_one_registered(monkeypatch, tmp_path):
+    """What a Dask worker does with the tuner's `resolver_modules()`: the same references
+    resolve there; a module it cannot import makes the reference fail with the reason."""
+    (tmp_path / "my_block_resolver.py").write_text(
+        "from hpo_core.secrets import register_resolver\n"
+        "register_resolver('prefect', lambda name: f'value-of-{name}')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(secrets, "_resolvers", {})
+    secrets.import_resolvers({"prefect": "my_block_resolver"})
+    assert secrets.resolver_modules() == {"prefect": "my_block_resolver"}
+    assert resolve({"secret": "prefect:b"}) == "value-of-b"
+
+    monkeypatch.setattr(secrets, "_resolvers", {})
+    secrets.import_resolvers({"prefect": "no_such_resolver_module"})
+    with pytest.raises(SecretError, match="importing no_such_resolver_module failed "
+                                          r"\(ModuleNotFoundError"):
+        resolve({"secret": "prefect:b"})
+
+
 def test_credential_environment_values_are_masked(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value-123")
     monkeypatch.setenv("SOME_FLAG", "a-plain-value-456")
