@@ -182,6 +182,8 @@ class DaskBackend(TrialBackend):
         self._t0 = time.monotonic()
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._segments: dict[int, _Segment] = {}  # the current segment of each running trial
+        # events taken by a poll that has not returned (a kill in it leaves them to drain())
+        self._unreturned: list[TrialEvent] = []
         self._by_key: dict[str, _Segment] = {}
         self._numbers = 0
         self._lost_since: float | None = None
@@ -247,28 +249,28 @@ class DaskBackend(TrialBackend):
             segment.future.cancel()
 
     def poll(self) -> list[TrialEvent]:
-        events: list[TrialEvent] = []
-        items = []
+        events = self._unreturned  # kept there until returned
         try:
-            items.append(self._queue.get(timeout=self.poll_interval))
-            while True:
-                items.append(self._queue.get_nowait())
+            kind, payload = self._queue.get(timeout=self.poll_interval)
+            while True:  # each item handled as it is taken (a kill loses none taken before)
+                if kind == "event":
+                    self._on_message(payload, events)
+                elif kind == "done":
+                    self._on_done(payload, events)
+                elif kind == "removed":
+                    self._on_worker_removed(payload, events)
+                kind, payload = self._queue.get_nowait()
         except queue.Empty:
             pass
-        for kind, payload in items:
-            if kind == "event":
-                self._on_message(payload, events)
-            elif kind == "done":
-                self._on_done(payload, events)
-            elif kind == "removed":
-                self._on_worker_removed(payload, events)
         self._finish_ends(events)
         self._check_scheduler()
+        self._unreturned = []
         return events
 
     def drain(self) -> list[TrialEvent]:
-        """End the segments now and return the reports that reached this client, or reach it
-        within DRAIN_WAIT_SECONDS, that no poll returned (not the segments' ends).
+        """End the segments now and return the events no poll returned: those a poll cut short
+        by the kill had taken, and the reports that reached this client, or reach it within
+        DRAIN_WAIT_SECONDS (not the ends of the segments this cancels).
 
         A cancelled segment's task ends its trial and then says how many reports it forwarded
         (its "ended" message, after them on the same stream), so this waits for exactly those.
@@ -280,7 +282,7 @@ class DaskBackend(TrialBackend):
                 self.client.cancel([s.future for s in segments])
         except Exception as err:  # noqa: BLE001 - a lost cluster: close() ends what is left
             logger.debug("drain: could not cancel the segments: %s", err)
-        events: list[TrialEvent] = []
+        events, self._unreturned = self._unreturned, []  # taken by a poll the kill cut short
         deadline = time.monotonic() + DRAIN_WAIT_SECONDS
         while True:  # until every report is in (or the deadline), then what is queued already
             waiting = time.monotonic() < deadline and not all(
@@ -296,7 +298,7 @@ class DaskBackend(TrialBackend):
                 self._on_message(payload, events)
         self._segments.clear()
         self._by_key.clear()
-        return [e for e in events if e.kind == EventKind.RESULT]
+        return events
 
     def wake(self) -> None:
         self._queue.put(("wake", None))

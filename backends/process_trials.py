@@ -106,7 +106,9 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         self._pending: dict[int, Trial] = {}  # launches waiting for an old run or a GPU
         self._reported: dict[int, int] = {}  # reports per trial over all its runs
         self._elapsed: dict[int, float] = {}  # seconds run per trial, ended runs
-        self._early: list[TrialEvent] = []  # events raised outside poll (failed launches)
+        # events no poll returned yet: raised outside poll (failed launches), or taken by a
+        # poll that has not returned (a kill in it leaves them to `drain()`)
+        self._early: list[TrialEvent] = []
         self._unacknowledged: list[RunT] = []  # one entry per report returned by poll()
         self._gpu_launches = 0
 
@@ -178,10 +180,11 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
             self._cancel(run)
 
     def poll(self) -> list[TrialEvent]:
-        events, self._early = self._early, []
+        events = self._early  # kept there until returned
         self._housekeeping(events)
         self._take_queued(events, wait=0 if events else self.poll_interval)
         self._launch_pending()
+        self._early = []
         events.sort(key=lambda e: e.time)
         return events
 
@@ -209,16 +212,15 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
     def _take_queued(self, events: list[TrialEvent], wait: float) -> None:
         """What the reader threads queued, turned into events; waits up to `wait` seconds for
         the first item."""
-        items = []
         try:
-            items.append(self._queue.get(timeout=wait))
-            while True:
-                items.append(self._queue.get_nowait())
+            item = self._queue.get(timeout=wait)
+            while True:  # each item handled as it is taken (a kill loses none taken before)
+                kind, source, payload, t = item
+                if kind != "wake":
+                    self._handle(kind, source, payload, t, events)
+                item = self._queue.get_nowait()
         except queue.Empty:
             pass
-        for kind, source, payload, t in items:
-            if kind != "wake":
-                self._handle(kind, source, payload, t, events)
 
     def wake(self) -> None:
         self._queue.put(("wake", None, None, 0.0))

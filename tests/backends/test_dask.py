@@ -223,14 +223,24 @@ def test_a_segments_end_reaches_the_tuner_as_an_event_without_fetching_its_resul
 def test_drain_hands_over_the_reports_that_no_poll_returned_and_ends_the_trials(
         dask_cluster: Cluster, script: Path, tmp_path: Path) -> None:
     """A killed tuner journals what `drain()` returns: the reports its workers forwarded that
-    no poll took (queued here, or still on their way), not the trials' ends; the trials end."""
+    no poll returned (taken by a poll the kill cut short, queued here, or still on their way),
+    not the trials' ends; the trials end."""
     root = tmp_path / "trials"
     backend = make_backend(dask_cluster.address, str(script), root)
+
+    def killed(events: list[TrialEvent]) -> None:
+        raise KeyboardInterrupt
+
     try:
         for tid in (0, 1):
             backend.start(Trial(tid, {"x": 0.1, "epochs": 60, "sleep": 0.05}))
         polled = collect(backend, lambda ev: all(len(epochs(ev, t)) >= 2 for t in (0, 1)))
-        time.sleep(0.6)  # the trials go on reporting; no poll takes their reports
+        time.sleep(0.4)  # the trials go on reporting; no poll takes their reports
+        backend._finish_ends = killed  # a poll takes them, and the kill comes before it returns
+        with pytest.raises(KeyboardInterrupt):
+            backend.poll()
+        del backend._finish_ends
+        time.sleep(0.3)  # more reports, queued
         drained = backend.drain()
         assert wait_gone(root) == []
     finally:
