@@ -138,7 +138,9 @@ class Tuner:
         #: the store, once it is loaded and its journal open for this session
         self._open: ExperimentStore | None = None
         self._event_index: int | None = None  # place of the event handled in its poll
-        self._polling = False  # in the backend's poll(): between two events
+        # between two events (at the top of a round, or waiting in the backend's poll()):
+        # the state holds everything journaled, so an interruption may snapshot it
+        self._between_events = False
         self._replay_batches: list[dict[str, Any]] | None = None
         self._replay_starts: dict[int, list[Any]] = {}
         self._snapshot_n_workers: int | None = None
@@ -264,6 +266,7 @@ class Tuner:
 
     def _step(self) -> str | None:
         """One round: check the stopping criterion, fill the workers, handle one poll."""
+        self._between_events = True
         self._update_status()
         replaying = self._replay_batches is not None  # the journal shows the run went on
         reason = None if replaying else self.stop_criterion.should_stop(self.status,
@@ -277,6 +280,7 @@ class Tuner:
             raise TooManyFailuresError(
                 f"{self.end_reason}; last failure: {one_line(self._last_failure())}"
             )
+        self._between_events = False
         self._fill_workers()
         if not self._running and not replaying:
             return "no trial running and the scheduler has nothing to start"
@@ -294,9 +298,9 @@ class Tuner:
         replaying, the journal's next batch (checked against a backend that restores exactly)."""
         if self._replay_batches is not None:
             return self._replay_poll(self._replay_batches)
-        self._polling = True  # a kill in here finds the state between two events
+        self._between_events = True  # a signal usually comes while poll() waits
         events = self.backend.poll()
-        self._polling = False
+        self._between_events = False
         return self._journaled(events)
 
     def _journaled(self, events: list[TrialEvent]) -> list[TrialEvent]:
@@ -621,13 +625,15 @@ class Tuner:
                     self.backend.stop(trial_id)
                     self._finish(trial, TrialStatus.STOPPED, self.backend.now())
                     self._emit("on_trial_complete", trial)
-            # A kill (Ctrl-C, a signal, a cancellation), not an error: the state is saved only
-            # if the kill found it between two events (waiting in a poll), not in the middle of
-            # handling one; else the resume replays the journal from the last snapshot, as
-            # after a SIGKILL. Either way the trials' last reports are journaled after it.
+            # Interrupted (a kill: Ctrl-C, a signal, a cancellation; or an error), the state is
+            # saved only if the interruption found it between two events (waiting in a poll, or
+            # at the top of a round: too many failures); in the middle of handling an event or
+            # starting trials (a scheduler's bug, a metric no trial reports, ...) it is not, and
+            # the resume replays the journal from the last snapshot, as after a SIGKILL. After a
+            # kill the trials' last reports are journaled.
             killed = not finished and not isinstance(self.interruption, Exception)
             self._update_status()
-            if self._open is not None and (self._polling or not killed):
+            if self._open is not None and (finished or self._between_events):
                 try:
                     self.save()
                 except StoreError as err:

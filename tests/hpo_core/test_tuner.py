@@ -382,9 +382,10 @@ def test_a_journal_written_with_the_old_sixth_event_entry_is_read_and_replayed(t
     assert seen <= set(zip(frame.trial_id, frame.epoch, strict=True))
 
 
-def test_a_kill_while_a_report_is_handled_loses_nothing(tmp_path):
-    """Ctrl-C in the middle of handling a report (counted, not yet recorded): no snapshot is
-    taken of that state; the resume replays the journal, so the report is kept."""
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, RuntimeError("a scheduler's bug")])
+def test_a_kill_while_a_report_is_handled_loses_nothing(tmp_path, interruption):
+    """Ctrl-C, or an error, in the middle of handling a report (counted, not yet recorded): no
+    snapshot is taken of that state; the resume replays the journal, so the report is kept."""
     class WallBackend(CurveBackend):
         clock_kind = ClockKind.WALL
 
@@ -396,13 +397,13 @@ def test_a_kill_while_a_report_is_handled_loses_nothing(tmp_path):
     def cut_short(trial, result):
         calls.append(result)
         if len(calls) == 9:
-            raise KeyboardInterrupt
+            raise interruption
         return decide(trial, result)
 
     scheduler.on_trial_result = cut_short
     first = Tuner(scheduler, WallBackend(), criterion, n_workers=2,
                   store=ExperimentStore(tmp_path, "cut"), checkpoint_interval=1e9)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(interruption if isinstance(interruption, type) else type(interruption)):
         first.run()
     cut = (calls[-1].trial_id, calls[-1].metrics["epoch"])
     Tuner(random_scheduler(seed=5), WallBackend(), criterion, n_workers=2,
