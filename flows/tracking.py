@@ -65,7 +65,7 @@ from hpo_core.secrets import (
     spec_secret_names,
 )
 from hpo_core.spec import ExperimentSpec
-from hpo_core.store import CONFIG_PREFIX, RESULTS_FILE, dumps
+from hpo_core.store import CONFIG_PREFIX, RESULTS_FILE, dumps, load_experiment, write_results
 from hpo_core.trial import Decision, Trial, TrialResult, counts_text, trial_counts
 from hpo_core.trial_value import (
     TrialValue,
@@ -327,8 +327,10 @@ class MlflowTracker(TunerCallback):
             tags[BEST_CONFIG_TAG] = json.dumps(redact(result.best_config, self._secret_names), default=str)
             tags[BEST_VALUE_TAG] = repr(float(result.best_value))
             tags["tunesmith.best_trial_id"] = str(result.best_trial_id)
-        results = Path(tuner.store.path) / RESULTS_FILE if tuner.store is not None else None
-        artifacts = [self._masked_copy(results)] if results is not None and results.exists() \
+        # every row: those of the last snapshot, and those journaled after it (a run cut short
+        # in the middle of an event ends without a snapshot)
+        results = load_experiment(tuner.store.path).results if tuner.store is not None else None
+        artifacts = [self._masked_copy(results)] if results is not None and not results.empty \
             else []
         chosen = self._chosen(tuner) if self._choose_at_end else None
         if chosen is not None:
@@ -435,19 +437,22 @@ class MlflowTracker(TunerCallback):
         return True
 
     # -- internals -----------------------------------------------------------------------------
-    def _masked_copy(self, results: Path) -> Path:
+    def _masked_copy(self, frame: pd.DataFrame) -> Path:
         """results.parquet as MLflow gets it: secret config columns masked, text masked."""
-        frame = pd.read_parquet(results)
         masked: dict[str, str] = {}  # each distinct text masked once (a column repeats a few)
         for column in frame.columns:
             name = column[len(CONFIG_PREFIX):] if column.startswith(CONFIG_PREFIX) else None
-            if name is not None and is_secret_name(name, self._secret_names):
-                frame[column] = [v if _is_reference_text(v) else MASK for v in frame[column]]
-            elif frame[column].dtype == object:
-                frame[column] = [_masked(v, masked) if isinstance(v, str) else v
-                                 for v in frame[column]]
+            secret = name is not None and is_secret_name(name, self._secret_names)
+            if not secret and frame[column].dtype != object:
+                continue
+            # structured values (a reference, a metric reported as a list) as JSON text, as the
+            # store's results.parquet keeps them; then masked
+            values = [v if v is None or isinstance(v, str | bool | int | float) else dumps(v)
+                      for v in frame[column]]
+            frame[column] = [v if _is_reference_text(v) else MASK for v in values] if secret \
+                else [_masked(v, masked) if isinstance(v, str) else v for v in values]
         target = self._temp_folder() / RESULTS_FILE
-        frame.to_parquet(target, index=False)
+        write_results(frame, target)
         return target
 
     def _temp_folder(self) -> Path:

@@ -29,10 +29,10 @@ from hpo_core.store.lock import ExperimentLockedError, experiment_lock
 
 if TYPE_CHECKING:
     from hpo_core.store.analysis import Experiment, load_experiment, pareto_mask
-    from hpo_core.store.store import ExperimentStore
+    from hpo_core.store.store import ExperimentStore, write_results
 
 _LAZY = {"Experiment": "analysis", "load_experiment": "analysis", "pareto_mask": "analysis",
-         "ExperimentStore": "store"}
+         "ExperimentStore": "store", "write_results": "store"}
 
 __all__ = [
     "CONFIG_PREFIX",
@@ -52,6 +52,7 @@ __all__ = [
     "load_experiment",
     "pareto_mask",
     "validate_name",
+    "write_results",
 ]
 
 

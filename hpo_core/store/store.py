@@ -301,7 +301,7 @@ class ExperimentStore:
             tmp = self.path / f".{RESULTS_FILE}.tmp"
             try:
                 cache = writer.config_columns if writer is not None else None
-                _to_parquet(results_frame(rows, job.configs, cache), tmp)
+                write_results(results_frame(rows, job.configs, cache), tmp)
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
                 os.replace(tmp, results)
@@ -429,7 +429,9 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
+def write_results(frame: pd.DataFrame, path: Path) -> None:
+    """A results frame as parquet: a column of mixed or structured values (a metric reported
+    as a list) as JSON text."""
     frame = frame.copy()
     for column in frame.columns:
         if frame[column].dtype == object:

@@ -205,7 +205,16 @@ def test_an_interrupted_experiment_ends_its_parent_run_killed_or_failed(
     with pytest.raises(type(interruption)):
         tuner.run()
     assert tracker.close() and tracker.error is None
-    run = MlflowClient(uri).get_run(tracker.parent_run_id)
+    client = MlflowClient(uri)
+    run = client.get_run(tracker.parent_run_id)
     assert run.info.status == status
     assert run.data.tags["tunesmith.end_reason"].startswith(
         f"interrupted by {type(interruption).__name__}")
+    # cut short while starting a trial: no snapshot of that state, yet the parent run's
+    # results.parquet has every report, those journaled after the last snapshot included
+    stored = load_experiment(tuner.store.path).results
+    logged = pd.read_parquet(client.download_artifacts(tracker.parent_run_id, "results.parquet",
+                                                       str(tmp_path)))
+    assert len(stored) > 0 and len(logged) == len(stored)
+    assert sorted(zip(logged.trial_id, logged.epoch, strict=True)) == sorted(
+        zip(stored.trial_id, stored.epoch, strict=True))
