@@ -272,16 +272,22 @@ class DaskBackend(TrialBackend):
         by the kill had taken, and the reports that reached this client, or reach it within
         DRAIN_WAIT_SECONDS (not the ends of the segments this cancels).
 
-        A cancelled segment's task ends its trial and then says how many reports it forwarded
-        (its "ended" message, after them on the same stream), so this waits for exactly those.
-        Reports a worker had not forwarded yet are not recovered: on Dask a trial's reports are
-        acknowledged by its worker, not by the tuner."""
+        Each worker first ends this session's trials the local backend's way, which reads
+        their last output (`dask_worker.drain_session`), so a report made just after a saved
+        checkpoint is not lost; then their segments are cancelled, and each task forwards the
+        reports still queued for it and says how many it forwarded in all (its "ended"
+        message, after them on the same stream): this waits for exactly those."""
         segments = list(self._segments.values())
-        try:
-            if segments and self.client.status == "running":
+        if segments and self.client.status == "running":
+            try:
+                self.client.run(dask_worker.drain_session, self.session,
+                                callback_timeout=WORKER_CALL_TIMEOUT)
+            except Exception as err:  # noqa: BLE001 - a frozen worker: its lease ends its trials
+                logger.debug("drain: the workers did not end their trials: %s", err)
+            try:
                 self.client.cancel([s.future for s in segments])
-        except Exception as err:  # noqa: BLE001 - a lost cluster: close() ends what is left
-            logger.debug("drain: could not cancel the segments: %s", err)
+            except Exception as err:  # noqa: BLE001 - a lost cluster: close() ends what is left
+                logger.debug("drain: could not cancel the segments: %s", err)
         events, self._unreturned = self._unreturned, []  # taken by a poll the kill cut short
         deadline = time.monotonic() + DRAIN_WAIT_SECONDS
         while True:  # until every report is in (or the deadline), then what is queued already

@@ -78,6 +78,9 @@ class _Host:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._done = False  # the pump has ended: no more segments
+        #: the tuner is being killed: its trials were ended by `drain`, and a cancelled segment
+        #: forwards the reports still queued for it (a pause would drop them)
+        self.draining = threading.Event()
         self._idle_since = time.monotonic()
         self._thread = threading.Thread(target=self._pump, name=f"tunesmith-host-{session}",
                                         daemon=True)
@@ -113,6 +116,18 @@ class _Host:
         self.inner.wake()
         self._thread.join(timeout=60)
 
+    def drain(self) -> int:
+        """End the trials now (the local backend's `drain`: their last output is read) and
+        queue their reports that no poll took for their segments; how many."""
+        from backends.process_trials import DRAIN_WAIT_SECONDS
+
+        done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._command("drain", done)
+        try:
+            return done.get(timeout=DRAIN_WAIT_SECONDS + 10)  # the pump may be mid-poll
+        except queue.Empty:
+            return 0
+
     def _command(self, name: str, arg: Any) -> None:
         self._commands.put((name, arg))
         self.inner.wake()
@@ -125,12 +140,14 @@ class _Host:
                         name, arg = self._commands.get_nowait()
                     except queue.Empty:
                         break
-                    self._do(name, arg)
-                for event in self.inner.poll():
-                    with self._lock:
-                        target = self._segments.get(event.trial_id)
-                    if target is not None:
-                        target.put(event)
+                    if name == "drain":
+                        self.draining.set()
+                        events = self.inner.drain()
+                        self._route(events)
+                        arg.put(len(events))
+                    else:
+                        self._do(name, arg)
+                self._route(self.inner.poll())
                 now = time.monotonic()
                 silent = now - _RENEWED.get(self.session, 0.0)
                 with self._lock:
@@ -151,6 +168,14 @@ class _Host:
                 self._done = True
                 for events in self._segments.values():
                     events.put(None)
+
+    def _route(self, events: list[TrialEvent]) -> None:
+        """Each event to its trial's segment (dropped if the trial has none here now)."""
+        for event in events:
+            with self._lock:
+                target = self._segments.get(event.trial_id)
+            if target is not None:
+                target.put(event)
 
     def _do(self, name: str, arg: Any) -> None:
         actions = {"start": self.inner.start, "resume": self.inner.resume,
@@ -235,6 +260,23 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
     reports = 0
     ended: dict[str, Any] | None = None
     event: TrialEvent | Literal[False] | None  # False: nothing came within CHECK_EVERY
+
+    def forward(event: TrialEvent) -> dict[str, Any] | None:
+        """One event of the trial passed on to the tuner; how the segment ended, if it did."""
+        nonlocal reports
+        if event.kind in (EventKind.COMPLETED, EventKind.FAILED):
+            return {"outcome": event.kind.value, "reason": event.reason}
+        if event.kind == EventKind.RESULT:
+            if host.remote is not None:  # its checkpoint first, then the report
+                try:
+                    host.remote.upload(tid, host.inner.checkpoint_dir(tid), current, versions)
+                except CheckpointURLError as err:
+                    return {"outcome": "failed", "reason": str(err)}
+            reports += 1
+            worker.log_event(topic, {"kind": "result", "trial": tid, "segment": segment,
+                                     "metrics": _plain(event.metrics)})
+        return None
+
     try:
         while ended is None:
             try:
@@ -244,22 +286,14 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
             if event is None:
                 ended = {"outcome": "cancelled", "reason": host.reason}
             elif event is not False:
-                if event.kind == EventKind.RESULT:
-                    if host.remote is not None:  # its checkpoint first, then the report
-                        try:
-                            host.remote.upload(tid, host.inner.checkpoint_dir(tid), current,
-                                               versions)
-                        except CheckpointURLError as err:
-                            ended = {"outcome": "failed", "reason": str(err)}
-                            break
-                    reports += 1
-                    worker.log_event(topic, {"kind": "result", "trial": tid, "segment": segment,
-                                             "metrics": _plain(event.metrics)})
-                elif event.kind in (EventKind.COMPLETED, EventKind.FAILED):
-                    ended = {"outcome": event.kind.value, "reason": event.reason}
+                ended = forward(event)
             if ended is None:
                 if not current():
                     ended = {"outcome": "cancelled", "reason": "the task was cancelled"}
+                    if host.draining.is_set():  # the tuner is being killed: its trials' last
+                        # reports go to it (those of a paused trial would be dropped)
+                        while (event := _next_queued(events)) is not None:
+                            forward(event)
                 elif worker.status.name not in ("running", "paused"):
                     # closing: it lost its scheduler (or is told to go); its trials go first
                     ended = {"outcome": "cancelled", "reason": f"the worker is {worker.status.name}"}
@@ -270,6 +304,23 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
     # the task's result from this worker
     worker.log_event(topic, {"kind": "ended", "trial": tid, "segment": segment, **ended})
     return ended
+
+
+def _next_queued(events: queue.SimpleQueue[TrialEvent | None]) -> TrialEvent | None:
+    """The next event queued for a segment, None if there is none."""
+    try:
+        return events.get_nowait()
+    except queue.Empty:
+        return None
+
+
+def drain_session(session: str) -> int:
+    """The tuner of `session` is being killed (run on every worker with `Client.run`, before
+    it cancels its segments): its trials here end now, and their reports that were not
+    forwarded yet go to the tuner with their segments' ends. Returns how many there were."""
+    with _HOSTS_LOCK:
+        host = _HOSTS.get(session)
+    return 0 if host is None else host.drain()
 
 
 def probe_checkpoint_url(url: str, storage_options: dict[str, Any] | None,
