@@ -327,9 +327,7 @@ class MlflowTracker(TunerCallback):
             tags[BEST_CONFIG_TAG] = json.dumps(redact(result.best_config, self._secret_names), default=str)
             tags[BEST_VALUE_TAG] = repr(float(result.best_value))
             tags["tunesmith.best_trial_id"] = str(result.best_trial_id)
-        # every row: those of the last snapshot, and those journaled after it (a run cut short
-        # in the middle of an event ends without a snapshot)
-        results = load_experiment(tuner.store.path).results if tuner.store is not None else None
+        results = self._results(tuner)
         artifacts = [self._masked_copy(results)] if results is not None and not results.empty \
             else []
         chosen = self._chosen(tuner) if self._choose_at_end else None
@@ -437,6 +435,18 @@ class MlflowTracker(TunerCallback):
         return True
 
     # -- internals -----------------------------------------------------------------------------
+    @staticmethod
+    def _results(tuner: Tuner) -> pd.DataFrame | None:
+        """Every report row: the final snapshot's results.parquet; for an interrupted run (cut
+        short in the middle of an event, it ends without a snapshot) also the rows journaled
+        after its last snapshot."""
+        if tuner.store is None:
+            return None
+        if tuner.interruption is not None:
+            return load_experiment(tuner.store.path).results
+        results = Path(tuner.store.path) / RESULTS_FILE
+        return pd.read_parquet(results) if results.exists() else None
+
     def _masked_copy(self, frame: pd.DataFrame) -> Path:
         """results.parquet as MLflow gets it: secret config columns masked, text masked."""
         masked: dict[str, str] = {}  # each distinct text masked once (a column repeats a few)
