@@ -161,6 +161,7 @@ class DaskBackend(TrialBackend):
             "tuner_lease": _lease(tuner_lease),
             # the workers register the resolvers this process has (`prefect:` references)
             "resolvers": resolver_modules(),
+            "tuner_acks": False,  # see `set_pausing`
         }
         if checkpoint_url is not None:
             self.options["checkpoint_url"] = check_url(checkpoint_url, checkpoint_options)
@@ -184,6 +185,11 @@ class DaskBackend(TrialBackend):
         self._segments: dict[int, _Segment] = {}  # the current segment of each running trial
         # events taken by a poll that has not returned (a kill in it leaves them to drain())
         self._unreturned: list[TrialEvent] = []
+        # with `set_pausing(True)`: the segments whose reports the last poll returned, and the
+        # thread that lets their trials go on (one `Client.run` per batch, off the tuner's loop)
+        self._acknowledge_next: list[_Segment] = []
+        self._acks: queue.SimpleQueue[dict[str, list[int]] | None] = queue.SimpleQueue()
+        self._acker: threading.Thread | None = None
         self._by_key: dict[str, _Segment] = {}
         self._numbers = 0
         self._lost_since: float | None = None
@@ -232,6 +238,18 @@ class DaskBackend(TrialBackend):
             logger.warning("ended the trials an earlier session of this experiment left on "
                            "workers %s", sorted(w for w, n in ended.items() if n))
 
+    def set_pausing(self, pausing: bool) -> None:
+        """With a scheduler that may pause, each trial waits at its reports until the tuner
+        has acted on them (as on the local backend), so a paused trial stops exactly there;
+        the acknowledgment is one `Client.run` to the workers per poll (a round trip through
+        the scheduler, ~5 ms on loopback, per report). Otherwise the workers let the trials
+        go on at once. Set before the first trial starts."""
+        self.options["tuner_acks"] = bool(pausing)
+        if pausing and self._acker is None:
+            self._acker = threading.Thread(target=self._send_acks, daemon=True,
+                                           name=f"tunesmith-acks-{self.session}")
+            self._acker.start()
+
     def start(self, trial: Trial) -> None:
         self._submit(trial, "start")
 
@@ -249,6 +267,7 @@ class DaskBackend(TrialBackend):
             segment.future.cancel()
 
     def poll(self) -> list[TrialEvent]:
+        self._acknowledge_acted()
         events = self._unreturned  # kept there until returned
         try:
             kind, payload = self._queue.get(timeout=self.poll_interval)
@@ -330,6 +349,9 @@ class DaskBackend(TrialBackend):
             logger.warning("could not close the trials on the Dask workers: %s", err)
         finally:
             self._renewer.join(timeout=10)
+            if self._acker is not None:
+                self._acks.put(None)
+                self._acker.join(timeout=10)
             self._close_client()
 
     def trial_worker(self, trial_id: int) -> str | None:
@@ -338,6 +360,45 @@ class DaskBackend(TrialBackend):
         return self._ran_on.get(trial_id)
 
     # -- internals -----------------------------------------------------------------------------
+    def _acknowledge_acted(self) -> None:
+        """Let the trials whose reports the last poll returned go on: the tuner has acted on
+        them (those it paused or stopped meanwhile have no segment now, and are not)."""
+        if not self._acknowledge_next:
+            return
+        by_worker: dict[str, list[int]] = {}
+        for segment in self._acknowledge_next:
+            if self._segments.get(segment.trial_id) is segment and segment.worker is not None:
+                by_worker.setdefault(segment.worker, []).append(segment.trial_id)
+        self._acknowledge_next = []
+        if by_worker:
+            self._acks.put(by_worker)
+
+    def _send_acks(self) -> None:
+        """The acknowledgment thread: what is queued, merged into one call to the workers
+        running those trials, until `None` comes."""
+        while True:
+            batches = [self._acks.get()]
+            while True:
+                try:
+                    batches.append(self._acks.get_nowait())
+                except queue.Empty:
+                    break
+            by_worker: dict[str, list[int]] = {}
+            for batch in batches:
+                for address, trial_ids in (batch or {}).items():
+                    by_worker.setdefault(address, []).extend(trial_ids)
+            if by_worker:
+                try:
+                    self.client.run(dask_worker.acknowledge, self.session, by_worker,
+                                    workers=list(by_worker), on_error="ignore",
+                                    callback_timeout=WORKER_CALL_TIMEOUT)
+                except Exception as err:  # noqa: BLE001 - a lost or frozen worker: its trials
+                    # fail or end with it; a trial never acknowledged goes on after ACK_PATIENCE
+                    logger.debug("could not acknowledge reports on %s: %s", sorted(by_worker),
+                                 err)
+            if None in batches:
+                return
+
     def _renew(self) -> None:
         """Renew this session's lease on every worker until closed (the lease thread). Each
         worker gets its own call, in its own thread, so a frozen worker (whose reply never
@@ -401,6 +462,8 @@ class DaskBackend(TrialBackend):
             self._ran_on[segment.trial_id] = f"{segment.worker_name} ({segment.worker})"
         elif message["kind"] == "result":
             segment.reports += 1
+            if self.options["tuner_acks"]:
+                self._acknowledge_next.append(segment)
             events.append(TrialEvent(EventKind.RESULT, segment.trial_id, self.now(),
                                      metrics=message["metrics"]))
         elif message["kind"] == "ended" and segment.ending is None:

@@ -49,6 +49,7 @@ IDLE_CLOSE = 60.0
 
 _HOSTS: dict[str, _Host] = {}  # by session of the tuner
 _HOSTS_LOCK = threading.Lock()
+_QUIET = False  # the filter of `_quiet_acknowledgments` is installed
 #: the last lease renewal of each tuner session (monotonic; kept, so that a silent session's
 #: next segment finds its lease expired too)
 _RENEWED: dict[str, float] = {}
@@ -69,9 +70,13 @@ class _Host:
         storage_options = options.pop("checkpoint_options", None)
         name = options.pop("experiment_name", None)
         import_resolvers(options.pop("resolvers", {}))  # before a trial resolves a reference
+        tuner_acks = bool(options.pop("tuner_acks", False))
         #: the checkpoints' URL, when they live there (else in the trial folders)
         self.remote = CheckpointURL(url, name, storage_options) if url else None
         self.inner = _local_backend(options)
+        if tuner_acks:  # the scheduler may pause: a trial waits at each report for the tuner
+            self.inner.auto_acknowledge = False
+            _quiet_acknowledgments()
         self.inner.set_trial_root(Path(trial_root))  # also ends what a dead session left here
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._segments: dict[int, queue.SimpleQueue[TrialEvent | None]] = {}
@@ -145,6 +150,8 @@ class _Host:
                         events = self.inner.drain()
                         self._route(events)
                         arg.put(len(events))
+                    elif name == "ack":
+                        self.inner.acknowledge(arg)
                     else:
                         self._do(name, arg)
                 self._route(self.inner.poll())
@@ -312,6 +319,27 @@ def _next_queued(events: queue.SimpleQueue[TrialEvent | None]) -> TrialEvent | N
         return events.get_nowait()
     except queue.Empty:
         return None
+
+
+def acknowledge(session: str, trial_ids: dict[str, list[int]], dask_worker: Any = None) -> None:
+    """The tuner of `session` has acted on the reports of these trials (by worker address):
+    those running here go on (run on their workers with `Client.run`; the scheduler may
+    pause trials, so each waits at its reports for this)."""
+    mine = trial_ids.get(dask_worker.address, []) if dask_worker is not None else []
+    with _HOSTS_LOCK:
+        host = _HOSTS.get(session)
+    if host is not None and mine:
+        host._command("ack", set(mine))
+
+
+def _quiet_acknowledgments() -> None:
+    """Keep the worker's log free of a line per acknowledgment (`Client.run` logs each call
+    it runs at INFO)."""
+    global _QUIET
+    if not _QUIET:
+        _QUIET = True
+        logging.getLogger("distributed.worker").addFilter(
+            lambda record: record.args != (acknowledge.__name__,))
 
 
 def drain_session(session: str) -> int:

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -110,6 +110,9 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         # poll that has not returned (a kill in it leaves them to `drain()`)
         self._early: list[TrialEvent] = []
         self._unacknowledged: list[RunT] = []  # one entry per report returned by poll()
+        #: each poll acknowledges the reports the last one returned; off where another process
+        #: decides (a Dask worker's backend, told by the tuner through `acknowledge`)
+        self.auto_acknowledge = True
         self._gpu_launches = 0
 
     # -- what a subclass does ------------------------------------------------------------------
@@ -336,6 +339,19 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
             if not run.cancelled:
                 self._send_ack(run)
 
+    def acknowledge(self, trial_ids: Collection[int]) -> None:
+        """Let these trials go on past the reports polled so far (`auto_acknowledge` off: the
+        process that decides says when; a paused or stopped run is never acknowledged)."""
+        keep = []
+        for run in self._unacknowledged:
+            if run.cancelled:
+                continue
+            if run.trial_id in trial_ids:
+                self._send_ack(run)
+            else:
+                keep.append(run)
+        self._unacknowledged = keep
+
     def _cancel(self, run: RunT) -> None:
         """End a run the tuner no longer wants (stop, pause, timeout); its later reports and
         its end are dropped."""
@@ -344,8 +360,9 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
 
     def _housekeeping(self, events: list[TrialEvent]) -> None:
         """What each poll does before it reads the queue: acknowledge the reports the last poll
-        returned, and fail the runs that timed out."""
-        self._acknowledge()
+        returned (unless another process does), and fail the runs that timed out."""
+        if self.auto_acknowledge:
+            self._acknowledge()
         now = time.monotonic()
         for tid, run in list(self._active.items()):
             if run.deadline is not None and now >= run.deadline:

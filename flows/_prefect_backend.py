@@ -232,6 +232,9 @@ class PrefectTrialBackend(TrialBackend):
                 self._end(event.trial_id, event.kind.value, event.reason)
         return events
 
+    def set_pausing(self, pausing: bool) -> None:
+        self.inner.set_pausing(pausing)
+
     def drain(self) -> list[TrialEvent]:
         """The real backend's drain(), and the launches that failed for good meanwhile."""
         with self._lock:

@@ -18,7 +18,8 @@ backend differs; nothing is probed at run time:
   handed over by the tuner from the experiment store before anything starts);
 - `state_dict()` / `load_state_dict()`: state kept across a crash;
 - `distributed` and `trial_worker(trial_id)`: trials run on a cluster's workers, and on which;
-- `drain()`: a killed tuner's last poll (its trials ended, their last reports returned).
+- `drain()`: a killed tuner's last poll (its trials ended, their last reports returned);
+- `set_pausing(pausing)`: whether the scheduler may pause trials (the tuner says so).
 """
 
 from __future__ import annotations
@@ -131,6 +132,14 @@ class TrialBackend(ABC):
         trials any sooner than `close()`, need not override it (the default: none, nothing
         ended)."""
         return []
+
+    def set_pausing(self, pausing: bool) -> None:
+        """Whether the scheduler may pause trials; the tuner says so before anything starts.
+        A pause is exact when a trial waits at each report until the tuner has acted on it.
+        A backend for which that wait costs a round trip per report (Dask: a worker, not the
+        tuner, reads the trial) makes its trials wait only when the scheduler may pause.
+        Backends whose trials always wait (local processes, functions), or never can
+        (SageMaker jobs), need not override it."""
 
     def wake(self) -> None:
         """Make a `poll()` waiting in another thread return early (safe from any thread).

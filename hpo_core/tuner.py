@@ -134,6 +134,7 @@ class Tuner:
         self._time_offset = 0.0
         #: the backend's state restores its running trials exactly (a simulation)
         self._exact_backend = backend.restores_running_trials
+        backend.set_pausing(scheduler.may_pause)
         self._exact = self._exact_backend  # and the state was written by such a backend
         #: the store, once it is loaded and its journal open for this session
         self._open: ExperimentStore | None = None

@@ -28,6 +28,8 @@ class PromotionASHA(ASHA):
     `_find_promotion()`.
     """
 
+    may_pause = True
+
     def _on_rung(self, trial: Trial, bracket: int, rung: int) -> Decision:
         return Decision.PAUSE
 

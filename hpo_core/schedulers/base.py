@@ -48,6 +48,9 @@ class Scheduler(ABC):
 
     resource_attr: str | None = None
     max_t: float | None = None
+    #: True for methods that may PAUSE a trial and resume it later: the tuner then asks the
+    #: backend to hold each report until it has acted on it (`TrialBackend.set_pausing`)
+    may_pause: bool = False
 
     def __init__(
         self,

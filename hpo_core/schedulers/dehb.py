@@ -77,6 +77,7 @@ class DEHB(Scheduler):
 
     max_t: float  # set from `fidelity`: never None here
     resource_attr: str
+    may_pause = True
 
     def __init__(
         self,

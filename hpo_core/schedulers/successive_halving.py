@@ -115,6 +115,7 @@ class SyncSuccessiveHalving(Scheduler):
 
     max_t: float  # set from `fidelity`: never None here
     resource_attr: str
+    may_pause = True
 
     def __init__(
         self,

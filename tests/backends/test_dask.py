@@ -276,6 +276,36 @@ def test_drain_hands_over_the_reports_that_no_poll_returned_and_ends_the_trials(
         assert reported == logged == list(range(1, len(logged) + 1)), (reported[-3:], logged[-3:])
 
 
+@pytest.mark.parametrize("pausing", [True, False])
+def test_a_trial_waits_at_its_report_for_the_tuner_when_the_scheduler_may_pause(
+        dask_cluster: Cluster, script: Path, tmp_path: Path, pausing: bool) -> None:
+    """`set_pausing(True)` (a promotion method): a trial waits at each report until the tuner
+    has acted on it, so one paused at its first report stops there and resumes after it.
+    Otherwise its worker lets it go on at once (no round trip per report)."""
+    root = tmp_path / "trials"
+    backend = make_backend(dask_cluster.address, str(script), root)
+    backend.set_pausing(pausing)
+    config = {"x": 0.1, "epochs": 200, "sleep": 0.002}
+    try:
+        backend.start(Trial(0, config))
+        events = collect(backend, lambda ev: epochs(ev, 0))
+        time.sleep(0.5)  # the tuner deciding slowly
+        ran = [int(epoch) for _, _, epoch, *_ in log_lines(root, 0)]
+        backend.pause(0)
+        time.sleep(0.3)
+        events += backend.poll()
+        if pausing:
+            backend.resume(Trial(0, config, num_results=len(epochs(events, 0))))
+            resumed = collect(backend, lambda ev: len(epochs(ev, 0)) >= 3)
+    finally:
+        backend.close()
+    if not pausing:
+        assert len(ran) > 10, ran  # it went on while the tuner decided
+        return
+    assert ran == [1] and epochs(events, 0) == [1], (ran, epochs(events, 0))
+    assert epochs(resumed, 0)[:3] == [2, 3, 4], epochs(resumed, 0)
+
+
 SECRET_SCRIPT = textwrap.dedent("""
     import hashlib, os
     from hpo_core.report import get_config, report

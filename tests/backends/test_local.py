@@ -158,6 +158,25 @@ def test_a_script_waits_at_each_report_until_the_tuner_has_acted_on_it(tmp_path,
     assert [(m["epoch"], m["start"]) for m in results] == [(2, 2), (3, 2), (4, 2), (5, 2)]
 
 
+def test_with_automatic_acknowledgment_off_a_report_waits_for_acknowledge(tmp_path,
+                                                                          backend_factory):
+    """A Dask worker's backend, where the tuner decides: polls do not let a script past its
+    report; `acknowledge(trial_ids)` does, for those trials only."""
+    backend = backend_factory(write(tmp_path, "epochs.py", EPOCHS))
+    backend.auto_acknowledge = False
+    for tid in (0, 1):
+        backend.start(Trial(tid, {"x": 0.5, "epochs": 3, "sleep": 0}))
+    events = collect(backend, lambda ev: len(ev) >= 2)
+    events += [e for _ in range(20) for e in backend.poll()]  # ~1 s of polls
+    assert sorted((e.trial_id, e.metrics["epoch"]) for e in events) == [(0, 1), (1, 1)]
+    backend.acknowledge({0})
+    events += collect(backend, lambda ev: any(e.trial_id == 0 for e in ev))
+    events += [e for _ in range(10) for e in backend.poll()]
+    assert [e.metrics["epoch"] for e in events if e.trial_id == 1] == [1]  # still waiting
+    assert [e.metrics["epoch"] for e in events if e.trial_id == 0
+            and e.kind == EventKind.RESULT] == [1, 2]
+
+
 # Reports twice after taking the acknowledgment pipe's fd number for another pipe or a file, or
 # after pointing stdout at a pipe the backend does not read.
 ACK_EDGES = """\
