@@ -77,6 +77,15 @@ def test_runs_to_the_limit_with_valid_configs_and_decisions(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_a_method_that_pauses_trials_says_so(name):
+    """`may_pause` tells the backend to hold each report for the tuner (exact pauses on Dask);
+    a method that pauses without it would let its paused trials run on past their reports."""
+    tuner, _, trace = reference_run(name)
+    if Decision.PAUSE in trace.decisions:
+        assert tuner.scheduler.may_pause
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_errors_and_completions_do_not_break_later_suggestions(name):
     _, _, trace = reference_run(name)
     first_error = next(i for i, e in enumerate(trace.trace) if e[0] == "error")
