@@ -49,6 +49,7 @@ from backends.local import _command
 from backends.objectives import ObjectiveError, is_function_entry, objective_from
 from backends.process_trials import DRAIN_WAIT_SECONDS, _non_negative, _positive_or_none
 from hpo_core.backend import TrialBackend, TrialContext
+from hpo_core.report import ACK_PATIENCE
 from hpo_core.secrets import is_reference, resolver_modules
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
@@ -190,6 +191,7 @@ class DaskBackend(TrialBackend):
         self._acknowledge_next: list[_Segment] = []
         self._acks: queue.SimpleQueue[dict[str, list[int]] | None] = queue.SimpleQueue()
         self._acker: threading.Thread | None = None
+        self._ack_failures = 0  # the first is a warning, later ones debug lines
         self._by_key: dict[str, _Segment] = {}
         self._numbers = 0
         self._lost_since: float | None = None
@@ -394,8 +396,10 @@ class DaskBackend(TrialBackend):
                                     callback_timeout=WORKER_CALL_TIMEOUT)
                 except Exception as err:  # noqa: BLE001 - a lost or frozen worker: its trials
                     # fail or end with it; a trial never acknowledged goes on after ACK_PATIENCE
-                    logger.debug("could not acknowledge reports on %s: %s", sorted(by_worker),
-                                 err)
+                    log = logger.debug if self._ack_failures else logger.warning
+                    self._ack_failures += 1
+                    log("could not acknowledge reports on workers %s (their trials wait for it, "
+                        "up to %g s): %s", sorted(by_worker), ACK_PATIENCE, err)
             if None in batches:
                 return
 
