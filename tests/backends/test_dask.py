@@ -306,6 +306,47 @@ def test_a_trial_waits_at_its_report_for_the_tuner_when_the_scheduler_may_pause(
     assert epochs(resumed, 0)[:3] == [2, 3, 4], epochs(resumed, 0)
 
 
+FUNCTION_EPOCHS = textwrap.dedent("""
+    from hpo_core.report import load_checkpoint, report, save_checkpoint
+
+    def epochs(config):
+        first = (load_checkpoint() or {"epoch": 0})["epoch"] + 1
+        for epoch in range(first, config["epochs"] + 1):
+            save_checkpoint({"epoch": epoch})
+            report(epoch=epoch, loss=(config["x"] - 0.3) ** 2 + 1 / epoch, start=first)
+""")
+
+
+def test_function_trials_pause_exactly_under_asha_promotion(dask_cluster: Cluster,
+                                                            tmp_path: Path) -> None:
+    """Python function trials on the workers, epochs with no sleep, through the tuner: every
+    paused trial stopped at its rung's report, and each resumed segment starts right after
+    the trial's last reported epoch (the tuner acknowledges every report)."""
+    from hpo_core.registry import build_scheduler
+    from hpo_core.stopping import StoppingCriterion
+    from hpo_core.store import ExperimentStore, load_experiment
+    from hpo_core.tuner import Tuner
+
+    module = tmp_path / "fn_epochs.py"
+    module.write_text(FUNCTION_EPOCHS)
+    space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 9}
+    scheduler = build_scheduler("asha_promotion", space, "loss", "min", seed=1,
+                                options={"max_t": 9, "grace_period": 1, "reduction_factor": 3})
+    store = ExperimentStore(tmp_path / "exp", "fn-promotion")
+    Tuner(scheduler, make_backend(dask_cluster.address, f"{module}:epochs", tmp_path / "unused"),
+          StoppingCriterion(max_trials_started=9), n_workers=3, store=store).run()
+    frame = load_experiment(store.path).results
+    resumed = 0
+    for tid, rows in frame.groupby("trial_id"):
+        epochs = rows["epoch"].tolist()
+        assert epochs == list(range(1, len(epochs) + 1)), f"trial {tid}: {epochs}"
+        for start in rows["start"].unique().tolist()[1:]:
+            assert start == 1 + max(e for e, s in zip(epochs, rows["start"], strict=True)
+                                    if s < start), f"trial {tid}: {rows.to_dict('records')}"
+            resumed += 1
+    assert resumed >= 3 and frame["epoch"].max() == 9
+
+
 SECRET_SCRIPT = textwrap.dedent("""
     import hashlib, os
     from hpo_core.report import get_config, report
