@@ -336,15 +336,7 @@ def test_function_trials_pause_exactly_under_asha_promotion(dask_cluster: Cluste
     Tuner(scheduler, make_backend(dask_cluster.address, f"{module}:epochs", tmp_path / "unused"),
           StoppingCriterion(max_trials_started=9), n_workers=3, store=store).run()
     frame = load_experiment(store.path).results
-    resumed = 0
-    for tid, rows in frame.groupby("trial_id"):
-        epochs = rows["epoch"].tolist()
-        assert epochs == list(range(1, len(epochs) + 1)), f"trial {tid}: {epochs}"
-        for start in rows["start"].unique().tolist()[1:]:
-            assert start == 1 + max(e for e, s in zip(epochs, rows["start"], strict=True)
-                                    if s < start), f"trial {tid}: {rows.to_dict('records')}"
-            resumed += 1
-    assert resumed >= 3 and frame["epoch"].max() == 9
+    assert trial_helpers.resumed_exactly(frame) >= 3 and frame["epoch"].max() == 9
 
 
 SECRET_SCRIPT = textwrap.dedent("""

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from trial_helpers import alive, assert_failed_with, collect, ended, kinds, wait_gone, write
+from trial_helpers import (
+    alive,
+    assert_failed_with,
+    collect,
+    ended,
+    kinds,
+    resumed_exactly,
+    wait_gone,
+    write,
+)
 
 from backends import processes
 from backends.local import LocalBackend
@@ -122,18 +131,9 @@ def test_asha_promotion_resumes_paused_trials_from_their_checkpoints(tmp_path):
                   store=store)
     result = tuner.run()
     frame = load_experiment(store.path).results
-    resumed = 0
-    for tid, rows in frame.groupby("trial_id"):
-        # exact pauses: each report waited for the tuner, so a run paused at epoch k had saved
-        # the checkpoint of epoch k and no later one; its next run starts at k + 1
-        epochs = rows["epoch"].tolist()
-        assert epochs == list(range(1, len(epochs) + 1)), f"trial {tid}: {epochs}"
-        starts = rows["start"].unique().tolist()
-        assert starts[0] == 1
-        for start in starts[1:]:  # each resumed run continued right after its last report
-            assert start == 1 + max(e for e, s in zip(epochs, rows["start"], strict=True)
-                                    if s < start)
-            resumed += 1
+    # exact pauses: each report waited for the tuner, so a run paused at epoch k had saved
+    # the checkpoint of epoch k and no later one; its next run starts at k + 1
+    resumed = resumed_exactly(frame)
     assert resumed >= 3  # top third of 9 promoted to epoch 3, its best to epoch 9
     assert frame["epoch"].max() == 9
     assert result.best_config is not None

@@ -39,6 +39,22 @@ def collect(backend: Any, until: Callable[[list[TrialEvent]], bool],
     return events
 
 
+def resumed_exactly(frame: Any) -> int:
+    """Check exact pauses in a results frame whose reports carry `epoch` and `start` (the
+    first epoch of the run): every trial's epochs are 1..n, and each resumed run starts right
+    after the trial's last report before it. Returns how many runs were resumed."""
+    resumed = 0
+    for tid, rows in frame.groupby("trial_id"):
+        epochs, starts = rows["epoch"].tolist(), rows["start"].tolist()
+        assert epochs == list(range(1, len(epochs) + 1)), f"trial {tid}: {epochs}"
+        assert starts[0] == 1, f"trial {tid}: runs start at {starts}"
+        for start in sorted(set(starts))[1:]:
+            last = max(e for e, s in zip(epochs, starts, strict=True) if s < start)
+            assert start == last + 1, f"trial {tid}: a run starts at {start} after {last}"
+            resumed += 1
+    return resumed
+
+
 def kinds(events: list[TrialEvent], trial_id: int) -> list[EventKind]:
     return [e.kind for e in events if e.trial_id == trial_id]
 
