@@ -134,8 +134,8 @@ class Tuner:
         self._time_offset = 0.0
         #: the backend's state restores its running trials exactly (a simulation)
         self._exact_backend = backend.restores_running_trials
-        backend.set_pausing(scheduler.may_pause)
         self._exact = self._exact_backend  # and the state was written by such a backend
+        backend.set_pausing(scheduler.may_pause)
         #: the store, once it is loaded and its journal open for this session
         self._open: ExperimentStore | None = None
         self._event_index: int | None = None  # place of the event handled in its poll
