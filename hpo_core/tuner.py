@@ -284,6 +284,8 @@ class Tuner:
         self._between_events = False
         self._fill_workers()
         if not self._running and not replaying:
+            if not self.stop_criterion.may_start_trial(self.status):
+                return f"max_trials_started {self.stop_criterion.max_trials_started} reached"
             return "no trial running and the scheduler has nothing to start"
         events = self._poll()
         for index, event in enumerate(events):

@@ -159,8 +159,11 @@ def test_keeps_n_workers_busy_and_stops_on_completed_trials():
 )
 def test_stopping_criteria(criterion, check):
     tuner = Tuner(random_scheduler(), CurveBackend(), criterion, n_workers=2)
-    tuner.run()
+    result = tuner.run()
     assert check(tuner)
+    # the reason names the criterion that ended the experiment
+    name = next(k for k in criterion.to_dict())
+    assert result.reason.startswith(name), result.reason
 
 
 def test_max_cost_sums_the_last_cost_of_each_trial():
