@@ -352,7 +352,7 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
         if not self._run_ended(run):
             return
         tid = run.trial_id
-        if status == "completed" and self._reported[tid] > 0:
+        if status == "completed" and self._ended_complete(tid):
             events.append(TrialEvent(EventKind.COMPLETED, tid, t))
             return
         if status == "completed":

@@ -281,7 +281,7 @@ class LocalBackend(ProcessTrialBackend[_Run]):
         if run.error is not None:
             events.append(TrialEvent(EventKind.FAILED, tid, t, reason=run.error))
             return
-        if returncode == 0 and self._reported[tid] > 0:
+        if returncode == 0 and self._ended_complete(tid):
             events.append(TrialEvent(EventKind.COMPLETED, tid, t))
             return
         if returncode == 0:

@@ -105,6 +105,7 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         self._active: dict[int, RunT] = {}  # the current run of each running trial
         self._pending: dict[int, Trial] = {}  # launches waiting for an old run or a GPU
         self._reported: dict[int, int] = {}  # reports per trial over all its runs
+        self._copied_in: set[int] = set()  # trials started from a checkpoint put in place
         self._elapsed: dict[int, float] = {}  # seconds run per trial, ended runs
         # events no poll returned yet: raised outside poll (failed launches), or taken by a
         # poll that has not returned (a kill in it leaves them to `drain()`)
@@ -160,6 +161,8 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         if trial.checkpoint_from is not None:
             source = self.checkpoint_dir(trial.checkpoint_from)
             copy_checkpoint(source, checkpoint, trial.checkpoint_from)
+        if checkpoint.is_dir() and any(checkpoint.iterdir()):  # copied (PBT), or downloaded
+            self._copied_in.add(trial.trial_id)
         config_path = self.trial_dir(trial.trial_id) / "config.json"
         if not config_path.exists():
             _write_json(config_path, trial.config)
@@ -370,6 +373,14 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
                 self._cancel(run)
                 reason = f"timed out after {self.timeout:g}s" + self._stderr_tail(run)
                 events.append(TrialEvent(EventKind.FAILED, tid, self.now(), reason=reason))
+
+    def _ended_complete(self, trial_id: int) -> bool:
+        """Whether a run that ended normally completed its trial (else it failed, "without
+        reporting"): the trial reported (in this run, an earlier one or an earlier session), or
+        it started from another trial's checkpoint, which may have trained to the end already
+        and leave nothing to report (PBT: a parent whose script ran ahead of the reports the
+        tuner had seen; Syne Tune counts such a trial as completed too)."""
+        return self._reported[trial_id] > 0 or trial_id in self._copied_in
 
     def _run_ended(self, run: RunT) -> bool:
         """Count an ended run's time and reports and free its GPUs. True when it was its

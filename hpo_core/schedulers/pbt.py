@@ -10,7 +10,10 @@ neighbour, or any value resampled with `resample_probability`).
 A child only starts from a checkpoint that can continue: when it is about to start, a parent
 that has since reached `max_t`, completed or failed is replaced by another top-quantile member
 that can still train (or, if there is none, the child starts afresh from a random config), so
-no child resumes a finished run and exits without reporting.
+no child resumes a finished run and exits without reporting. The scheduler knows a parent's
+progress from the reports the tuner has seen; a script that does not wait for its reports to
+be seen (Syne Tune's reporter) may have trained to the end meanwhile, and a child that copied
+that checkpoint exits without a report: the backends count it completed, as Syne Tune does.
 """
 
 from __future__ import annotations

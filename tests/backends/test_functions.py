@@ -369,3 +369,7 @@ def test_checkpoint_from_starts_a_trial_from_another_trials_checkpoint(module, m
     events = collect(backend, ended(1))
     assert [(e.metrics["epoch"], e.metrics["start"]) for e in events
             if e.kind == EventKind.RESULT] == [(4, 4), (5, 4)]
+    # a copy of a checkpoint that trained to the end leaves nothing to report: completed
+    backend.start(Trial(2, {"x": 0.5, "epochs": 5}, checkpoint_from=1))
+    assert [(e.kind, e.trial_id) for e in collect(backend, ended(2))] == [
+        (EventKind.COMPLETED, 2)]

@@ -451,6 +451,30 @@ def test_checkpoint_from_copies_another_trials_checkpoint(tmp_path, backend_fact
         "weights": 42}
 
 
+def test_a_copy_of_a_checkpoint_that_trained_to_the_end_completes_without_a_report(
+        tmp_path, backend_factory):
+    """PBT with a script that does not wait for its reports to be seen (Syne Tune's reporter):
+    the parent's checkpoint may be at the end when the child copies it; the child has nothing
+    left to train, exits 0 without a report, and completed (it did not fail)."""
+    script = write(tmp_path, "epochs.py", """\
+        from hpo_core.report import get_config, load_checkpoint, report, save_checkpoint
+        first = (load_checkpoint() or {"epoch": 0})["epoch"] + 1
+        for epoch in range(first, get_config()["epochs"] + 1):
+            save_checkpoint({"epoch": epoch})
+            report(epoch=epoch)
+        """)
+    backend = backend_factory(script)
+    backend.start(Trial(0, {"epochs": 2}))
+    collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 0))
+    backend.start(Trial(1, {"epochs": 2}, checkpoint_from=0))
+    backend.start(Trial(2, {"epochs": 0}))  # a fresh trial that ends without a report fails
+    events = collect(backend, lambda ev: {1, 2} <= {e.trial_id for e in ev})
+    assert [(e.kind, e.trial_id) for e in events] in (
+        [(EventKind.COMPLETED, 1), (EventKind.FAILED, 2)],
+        [(EventKind.FAILED, 2), (EventKind.COMPLETED, 1)])
+    assert "exited without reporting" in next(e.reason for e in events if e.trial_id == 2)
+
+
 def test_syne_tune_scripts_run_unchanged(tmp_path, backend_factory):
     script = write(tmp_path, "st_train.py", """\
         import argparse, json, os, time

@@ -50,6 +50,24 @@ for step in range(start, 10):
     time.sleep(0.03)
 """
 
+# Syne Tune's usual loop: from the epoch after the checkpoint's, reports without waiting.
+FROM_NEXT_EPOCH = """\
+import argparse, json, os, time
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float)
+parser.add_argument("--epochs", type=int)
+parser.add_argument("--st_checkpoint_dir", type=str)
+args, _ = parser.parse_known_args()
+checkpoint = os.path.join(args.st_checkpoint_dir, "ck.json")
+start = json.load(open(checkpoint))["epoch"] if os.path.exists(checkpoint) else 0
+for epoch in range(start + 1, args.epochs + 1):
+    time.sleep(0.03)
+    os.makedirs(args.st_checkpoint_dir, exist_ok=True)
+    json.dump({"epoch": epoch}, open(checkpoint, "w"))
+    print("[tune-metric]: " + json.dumps({"epoch": epoch, "loss": (args.lr - 0.01) ** 2 + 1 / epoch}),
+          flush=True)
+"""
+
 # Trains from its checkpoint to config["epochs"] (set by the scheduler) and exits.
 SEGMENTS = """\
 from hpo_core.report import get_config, load_checkpoint, report, save_checkpoint
@@ -108,6 +126,21 @@ def test_a_pbt_example_style_script_exploits_and_continues(tmp_path):
     for trial in trials:
         folder = store.path / "trials" / str(trial.trial_id) / "checkpoint"
         assert not folder.is_dir() or (folder / "checkpoint.json").is_file()
+
+
+def test_pbt_children_of_parents_that_ran_to_max_t_complete_rather_than_fail(tmp_path):
+    """The script does not wait for its reports to be seen, so a parent's checkpoint can be at
+    max_t by the time a child copies it: the child has nothing left to train and exits without
+    a report. That is a completed trial, not a failure (before: 10 of 31 trials failed "exited
+    without reporting" and the experiment ended with too many failures)."""
+    space = {"lr": {"type": "loguniform", "lower": 1e-4, "upper": 0.1}, "epochs": 9}
+    options = {"resource_attr": "epoch", "max_t": 9, "population_size": 4,
+               "perturbation_interval": 2}
+    tuner, results, _ = run(tmp_path, FROM_NEXT_EPOCH, "pbt", space, "loss", "min", options,
+                            StoppingCriterion(max_trials_started=24), 2, syne_tune_compat=True)
+    assert not [t.failure_reason for t in tuner.trials.values() if t.status == TrialStatus.FAILED]
+    assert [t for t in tuner.trials.values() if t.checkpoint_from is not None], "no exploit"
+    assert results["epoch"].max() == 9
 
 
 def test_max_resource_attr_ends_each_segment_of_a_pause_resume_scheduler(tmp_path):
