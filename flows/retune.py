@@ -11,12 +11,19 @@ ones. Running again on the same date resumes that date's experiment."""
 import datetime as dt
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
 
-from flows._mlflow_writer import BEST_CONFIG_TAG, BEST_VALUE_TAG, PARENT_TAG, ROLE_TAG
+from flows._mlflow_writer import (
+    BEST_CONFIG_TAG,
+    BEST_VALUE_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    STATUS_TAG,
+)
 from flows.mlflow_client import open_client
 from flows.tracking import resolve_tracking_uri
 from flows.tune import SpecLike, masked_flow, tune
@@ -24,6 +31,7 @@ from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import RESULTS_FILE, SPEC_FILE
 from hpo_core.transfer import load_tasks, zero_shot_portfolio
+from hpo_core.trial import TrialStatus
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +71,9 @@ def earlier_best_configs(tracking_uri: str, experiment: str, mode: str,
 def earlier_evaluations(tracking_uri: str, experiment: str, metric: str,
                         mode: str) -> list[dict[str, Any]]:
     """Each finished parent run of MLflow experiment `experiment` as inline evaluations for
-    `hpo_core.transfer` (its trials' params and last `metric`; empty if MLflow cannot be read)."""
+    `hpo_core.transfer`: its trials' params and values (each child run's best `metric` in
+    `mode`, as the views read a trial; failed trials left out); empty if MLflow cannot be
+    read."""
     try:
         client = open_client(tracking_uri)
         found = client.get_experiment_by_name(experiment)
@@ -78,8 +88,16 @@ def earlier_evaluations(tracking_uri: str, experiment: str, metric: str,
             children = client.search_runs(
                 ids, filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
                 max_results=10000)
-            trials = [(dict(c.data.params), c.data.metrics[metric]) for c in children
-                      if metric in c.data.metrics]
+            trials = []
+            for child in children:
+                if metric not in child.data.metrics or \
+                        child.data.tags.get(STATUS_TAG) == TrialStatus.FAILED.value:
+                    continue
+                history = [m.value for m in client.get_metric_history(child.info.run_id, metric)
+                           if math.isfinite(m.value)]
+                if history:
+                    trials.append((dict(child.data.params),
+                                   min(history) if mode == "min" else max(history)))
             if trials:
                 tasks.append({"name": parent.info.run_name, "mode": mode,
                               "configs": [c for c, _ in trials],

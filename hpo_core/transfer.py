@@ -4,7 +4,8 @@ An earlier experiment ("task") is given by `transfer_from`, a list whose items a
 path of a stored experiment folder (`hpo_core.store`) or its evaluations inline,
 ``{"configs": [...], "values": [...], "mode": "min"}`` (values of the metric as reported; `mode`
 defaults to the current experiment's). From a stored experiment each trial counts once, with its
-last reported value of the metric, read in that experiment's mode.
+value as every view reads it (its best report of the metric, in that experiment's mode;
+`hpo_core.trial_value`); failed trials are left out.
 
 * `zero_shot_portfolio`: the configs of the earlier tasks chosen greedily so that, averaged over
   the tasks, the best of the chosen ones ranks as high as possible (Wistuba et al., 2015); ties
@@ -82,21 +83,22 @@ def _stored_evaluations(path: Path, metric: str, mode: str, where: str
     frame = experiment.results
     if frame.empty or metric not in frame.columns:
         raise ValueError(f"{where}: the experiment at {str(path)!r} has no results for {metric!r}")
-    frame = frame[np.isfinite(frame[metric].to_numpy(dtype=float, na_value=np.nan))]
-    last = frame.groupby("trial_id", sort=True).tail(1)
+    if metric in experiment.metrics:
+        mode = experiment.modes[experiment.metrics.index(metric)]
+    trial_values = experiment.trial_values(metric, mode)
     trials = experiment.state.get("trials", {})
+    last_rows = frame.groupby("trial_id", sort=True).tail(1).set_index("trial_id")
     configs, values = [], []
-    for _, row in last.iterrows():
-        stored = trials.get(str(int(row["trial_id"])))
+    for trial_id, value in trial_values.items():
+        stored = trials.get(str(trial_id))
         if stored is not None:
             config = dict(stored["config"])
         else:
+            row = last_rows.loc[trial_id]
             config = {c[len(CONFIG_PREFIX):]: row[c] for c in frame.columns
                       if c.startswith(CONFIG_PREFIX) and row[c] == row[c]}  # NaN: inactive
         configs.append(config)
-        values.append(float(row[metric]))
-    if metric in experiment.metrics:
-        mode = experiment.modes[experiment.metrics.index(metric)]
+        values.append(value.value)
     return configs, values, mode
 
 

@@ -63,9 +63,16 @@ class Experiment:
         return self.state.get("resource_attr") or \
             (self.spec.get("scheduler_options") or {}).get("resource_attr")
 
-    def trial_values(self) -> dict[int, TrialValue]:
-        """Each trial's value (`hpo_core.trial_value.best_report`), for trials that have one."""
-        valid = self._valid()
+    def trial_values(self, metric: str | None = None, mode: str | None = None
+                     ) -> dict[int, TrialValue]:
+        """Each trial's value (`hpo_core.trial_value.best_report`), for trials that have one:
+        of the experiment's metric in its mode, or of `metric` (in its mode here if the
+        experiment has it, else in `mode`)."""
+        metric = metric or self.metric
+        if metric in self.metrics:
+            mode = self.modes[self.metrics.index(metric)]
+        mode = mode or self.mode
+        valid = self._valid(metric)
         if valid.empty:
             return {}
         values = {}
@@ -78,7 +85,7 @@ class Experiment:
         for trial_id in sorted(by_trial):
             if trial_id in failed:
                 continue
-            best = best_report(by_trial[trial_id], self.metric, self.mode, resource_attr)
+            best = best_report(by_trial[trial_id], metric, mode, resource_attr)
             if best is not None:
                 values[trial_id] = best
         return values

@@ -35,14 +35,14 @@ def earlier(prefect_harness, tmp_path_factory) -> tuple[Path, str]:
 
 
 def ranked_configs(path: Path) -> tuple[list[dict[str, Any]], list[float]]:
-    """The configs of an experiment best first (each trial counting with its last report),
-    and the first value each of them reported."""
+    """The configs of an experiment best first (each trial counting with its value, its best
+    report, as the views read it), and the first value each of them reported."""
     experiment = load_experiment(path)
-    last = experiment.results.groupby("trial_id", sort=True).tail(1)  # what transfer ranks by
-    last = last.sort_values(experiment.metric, kind="stable")
+    values = experiment.trial_values()  # what transfer ranks by
+    ranked = sorted(values, key=lambda t: (values[t].value, t))
     firsts = experiment.results.groupby("trial_id").head(1).set_index("trial_id")
-    configs = [experiment.state["trials"][str(int(t))]["config"] for t in last["trial_id"]]
-    return configs, [float(firsts.loc[t, experiment.metric]) for t in last["trial_id"]]
+    configs = [experiment.state["trials"][str(t)]["config"] for t in ranked]
+    return configs, [float(firsts.loc[t, experiment.metric]) for t in ranked]
 
 
 def test_zero_shot_warm_starts_from_the_stored_experiment(earlier, tmp_path: Path) -> None:
@@ -68,10 +68,12 @@ def test_zero_shot_warm_starts_from_the_stored_experiment(earlier, tmp_path: Pat
 
 
 def test_bounding_box_searches_the_box_of_the_earlier_best_configs(earlier) -> None:
-    from flows.retune import retune
+    from flows.retune import earlier_experiments, retune
 
     root, uri = earlier
-    best = ranked_configs(root / "experiments" / "nightly")[0][:3]
+    # the box holds the top 3 of each earlier run in the store (other tests' retunes too)
+    sources = earlier_experiments(ExperimentSpec.from_dict(base_spec(root)), "nightly-2026-02-01")
+    best = [config for source in sources for config in ranked_configs(Path(source))[0][:3]]
     outcome = retune(base_spec(root), top_k=3, date="2026-02-01", tracking_uri=uri,
                      transfer="bounding_box")
 

@@ -8,7 +8,9 @@ import pytest
 
 from hpo_core.registry import build_scheduler
 from hpo_core.space import ConfigSpace, choice, loguniform, ordinal, randint, uniform
+from hpo_core.store import ExperimentStore
 from hpo_core.transfer import Task, bounding_box_space, load_tasks, zero_shot_portfolio
+from hpo_core.trial import Trial, TrialStatus
 
 SPACE = ConfigSpace({"x": uniform(0, 1), "lr": loguniform(1e-4, 1e-1), "n": randint(1, 9),
                      "act": choice(["relu", "tanh", "gelu"]), "width": ordinal([8, 16, 32, 64]),
@@ -95,3 +97,22 @@ def test_bad_transfer_sources_are_errors_naming_the_item(transfer_from, message)
 def test_zero_shot_needs_transfer_from():
     with pytest.raises(ValueError, match="scheduler_options.transfer_from: is empty"):
         build_scheduler("zero_shot", SPACE, "loss", "min", 0)
+
+
+def test_a_stored_experiment_gives_each_trial_its_best_report_and_leaves_failed_ones_out(
+        tmp_path):
+    """Each trial counts with its value as the views read it: trial 0's best report (0.1),
+    not its last (0.9, an overfit epoch); trial 2 failed, whatever it reported before."""
+    store = ExperimentStore(tmp_path, "earlier")
+    store.create()
+    store.write_spec({"name": "earlier", "metric": "loss", "mode": "min",
+                      "scheduler_options": {"resource_attr": "epoch"}})
+    trials = {0: Trial(0, A, TrialStatus.COMPLETED), 1: Trial(1, B, TrialStatus.STOPPED),
+              2: Trial(2, C, TrialStatus.FAILED)}
+    for trial_id, epoch, loss in [(0, 1, 0.5), (1, 1, 0.3), (0, 2, 0.1), (2, 1, 0.05), (0, 3, 0.9)]:
+        store.record({"trial_id": trial_id, "time": float(epoch), "status": "running",
+                      "decision": "continue", "epoch": epoch, "loss": loss})
+    store.save({"trials": {str(k): t.to_dict() for k, t in trials.items()}}, trials)
+    [task] = load_tasks([str(store.path)], "loss", "min")
+    assert (task.configs, task.values) == ([A, B], [0.1, 0.3])
+    assert zero_shot_portfolio(SPACE, [task], num_configs=1) == [A]
