@@ -463,3 +463,42 @@ def test_a_run_freezes_the_objects_before_it_and_unfreezes_them_after():
           n_workers=1, callbacks=[Watch()]).run()
     assert len(frozen) == 5 and min(frozen) > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_secrets_in_what_a_trial_reports_are_masked_before_the_journal_and_the_store(
+        tmp_path, monkeypatch):
+    """A trial that echoes a resolved secret in a report or its failure: the journal, state.json
+    and results.parquet hold `[redacted]`, never the value."""
+    from hpo_core import secrets
+
+    secret = "S3cret-Value-4821"
+    monkeypatch.setattr(secrets, "_known", {secret})
+
+    class Echoing(CurveBackend):
+        def poll(self):
+            events = super().poll()
+            for e in events:
+                if e.kind == EventKind.RESULT and e.trial_id == 0:
+                    e.metrics.update(note=f"using {secret}", nested={"t": [secret, 1]})
+                elif e.kind == EventKind.RESULT:
+                    return [TrialEvent(EventKind.FAILED, e.trial_id, e.time,
+                                       reason=f"auth {secret} refused")]
+            return events
+
+    journaled: list[bytes] = []
+
+    class ReadJournal(TunerCallback):
+        def on_trial_complete(self, trial):
+            journaled.extend(p.read_bytes() for p in (store.path / "journal").glob("*.jsonl"))
+
+    store = ExperimentStore(tmp_path, "echo")
+    tuner = Tuner(random_scheduler(), Echoing(epochs=2), StoppingCriterion(max_trials_started=2),
+                  n_workers=1, store=store, callbacks=[ReadJournal()])
+    tuner.run()
+    assert journaled and any(b"[redacted]" in text for text in journaled)
+    stored = [p.read_bytes() for p in store.path.rglob("*") if p.is_file()]
+    for text in journaled + stored:
+        assert secret.encode() not in text
+    rows = load_experiment(store.path).results
+    assert set(rows["note"].dropna()) == {"using [redacted]"}
+    assert tuner.trials[1].failure_reason == "auth [redacted] refused"
