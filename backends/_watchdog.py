@@ -1,11 +1,13 @@
 """The tuner's watchdog: ends every process of a tuner session once the tuner is gone.
 
-Run by `backends.processes` as `python -I -S _watchdog.py <session>` (standard library only, so
-it starts in milliseconds), with a pipe on its stdin whose write end only the tuner holds. When
-the tuner exits, however it dies (SIGKILL included), the pipe reads end-of-file; the watchdog
-then SIGKILLs every process whose environment carries `TUNESMITH_PROCESS_TOKEN=<session>.<n>`:
-trial processes, and whatever they started, even with `setsid` or a double fork (a process
-that clears its environment escapes; the next session's reconcile still finds its record).
+Run by `backends.processes` as `python -I -S _watchdog.py <session> <temporary folder>`
+(standard library only, so it starts in milliseconds), with a pipe on its stdin whose write end
+only the tuner holds. When the tuner exits, however it dies (SIGKILL included), the pipe reads
+end-of-file; the watchdog then SIGKILLs every process whose environment carries
+`TUNESMITH_PROCESS_TOKEN=<session>.<n>`: trial processes, and whatever they started, even with
+`setsid` or a double fork (a process that clears its environment escapes; the next session's
+reconcile still finds its record). Then it removes the session's private folders
+(`<temporary folder>/tunesmith-<session>-*`: trials' configs with their secrets resolved).
 It also acts on SIGTERM, SIGHUP and SIGINT; it runs in a session of its own, so a Ctrl-C in
 the terminal reaches the tuner, not it.
 """
@@ -13,6 +15,7 @@ the terminal reaches the tuner, not it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -38,6 +41,22 @@ def session_processes(session: str) -> list[int]:
     return found
 
 
+def private_prefix(session: str) -> str:
+    """The name every private folder of `session` starts with (`processes.private_dir`)."""
+    return f"tunesmith-{session}-"
+
+
+def remove_private(session: str, folder: str) -> None:
+    """Remove the session's private folders in `folder`."""
+    prefix = private_prefix(session)
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
 def end_session(session: str, passes: int = 20) -> int:
     """SIGKILL the session's processes until a scan finds none (a process may fork while it
     is being killed). Returns how many were signalled."""
@@ -56,7 +75,7 @@ def end_session(session: str, passes: int = 20) -> int:
     return killed
 
 
-def main(session: str) -> None:
+def main(session: str, folder: str | None = None) -> None:
     def on_signal(*_: object) -> None:
         raise SystemExit
 
@@ -70,7 +89,9 @@ def main(session: str) -> None:
     finally:
         if os.path.isdir("/proc"):
             end_session(session)
+        if folder is not None:
+            remove_private(session, folder)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

@@ -366,8 +366,9 @@ def _output(tree: processes.ProcessTree, drain: float) -> Iterator[bytes]:
 
 
 def _private_json(data: Any) -> Path:
-    """`data` as a JSON file that only this user can read, outside the experiment store."""
-    fd, name = tempfile.mkstemp(prefix="tunesmith-config-", suffix=".json")
+    """`data` as a JSON file that only this user can read, outside the experiment store, in a
+    folder the session's watchdog removes if the tuner dies before the run ends."""
+    fd, name = tempfile.mkstemp(prefix="config-", suffix=".json", dir=processes.private_dir())
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, default=_json_default)
     return Path(name)

@@ -40,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -50,7 +51,7 @@ from typing import IO, Any, TypeVar
 
 import psutil
 
-from backends._watchdog import TOKEN_ENV
+from backends._watchdog import TOKEN_ENV, private_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -322,6 +323,7 @@ class _State:
         self.setpriv: str | None = None  # its path, "" when unusable, None until checked
         self.host = socket.gethostname()
         self.me = psutil.Process()
+        self.private: Path | None = None  # `private_dir()`, made on first use
 
     def call(self, fn: Callable[[], _T]) -> _T:
         """Run `fn` in the long-lived launching thread and return its result."""
@@ -360,7 +362,8 @@ class _State:
         read_fd, write_fd = os.pipe()
         env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
         try:
-            subprocess.Popen([sys.executable, "-I", "-S", str(_WATCHDOG), self.session],
+            subprocess.Popen([sys.executable, "-I", "-S", str(_WATCHDOG), self.session,
+                              tempfile.gettempdir()],
                              stdin=read_fd, stdout=subprocess.DEVNULL, env=env,
                              start_new_session=True, close_fds=True)
         except OSError:
@@ -392,6 +395,18 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def session_id() -> str:
     """This process's session: every token it hands out is `<session>.<n>`."""
     return _state.session
+
+
+def private_dir() -> Path:
+    """This session's folder (mode 0700, in the temporary folder) for files that only this user
+    may read and that must not outlive the session, such as a trial's config with its secrets
+    resolved: the session's watchdog removes it when this process ends, however it ends (a
+    SIGKILL included; `_watchdog.PRIVATE_PREFIX`)."""
+    _state.call(_state.start_watchdog)  # before the folder: nothing put there outlives us
+    with _state.lock:
+        if _state.private is None:
+            _state.private = Path(tempfile.mkdtemp(prefix=private_prefix(_state.session)))
+        return _state.private
 
 
 def launch(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,17 +88,20 @@ TUNER = textwrap.dedent("""\
     thread = threading.Thread(target=start)
     thread.start()
     thread.join()
-    print("launched", flush=True)
+    (processes.private_dir() / "config.json").write_text("a resolved secret")
+    print(processes.private_dir(), flush=True)
     time.sleep(600)
     """)
 
 
-def start_tuner(tmp_path: Path, marker: str) -> subprocess.Popen:
+def start_tuner(tmp_path: Path, marker: str) -> tuple[subprocess.Popen, Path]:
+    """A tuner that launched a tree and put a file in its private folder; that folder."""
     tuner = subprocess.Popen([sys.executable, "-c", TUNER, SPAWNS, marker, str(tmp_path / "rec")],
                              stdout=subprocess.PIPE)
-    assert tuner.stdout.readline() == b"launched\n"
+    private = Path(tuner.stdout.readline().decode().strip())
+    assert (private / "config.json").is_file() and private.stat().st_mode & 0o077 == 0
     wait_for(lambda: len(marked(marker)) == 4)  # the tuner (marker in its argv too) and three
-    return tuner
+    return tuner, private
 
 
 def watchdog_of(tuner: subprocess.Popen) -> psutil.Process:
@@ -107,18 +111,20 @@ def watchdog_of(tuner: subprocess.Popen) -> psutil.Process:
 
 @pytest.mark.slow
 def test_nothing_outlives_a_sigkilled_tuner(tmp_path, marker):
-    tuner = start_tuner(tmp_path, marker)
+    tuner, private = start_tuner(tmp_path, marker)
     time.sleep(0.5)  # the launching thread has ended: the trial must still run
     assert len(marked(marker)) == 4
     tuner.kill()
     tuner.wait()
     wait_for(lambda: marked(marker) == [], timeout=5.0)
+    wait_for(lambda: not private.exists(), timeout=5.0)  # nor its private files
 
 
 @pytest.mark.slow
 def test_without_its_watchdog_the_main_process_still_dies_and_a_new_session_ends_the_rest(
         tmp_path, marker):
-    tuner = start_tuner(tmp_path, marker)
+    tuner, private = start_tuner(tmp_path, marker)
+    shutil.rmtree(private)  # the watchdog is what removes it
     trial = next(p for p in psutil.Process(tuner.pid).children() if SPAWNS in p.cmdline())
     watchdog_of(tuner).kill()
     tuner.kill()
@@ -158,18 +164,24 @@ def test_records_of_live_trees_are_left_alone(tmp_path, marker):
     assert not (tmp_path / f"{tree.token}.json").exists()
 
 
-def test_the_watchdog_ends_its_session_when_its_pipe_closes(marker):
+def test_the_watchdog_ends_its_session_when_its_pipe_closes(marker, tmp_path):
     read_fd, write_fd = os.pipe()
     session = uuid.uuid4().hex[:16]
     env = {**os.environ, processes.TOKEN_ENV: f"{session}.0"}
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", marker],
                               env=env, start_new_session=True)
+    private = tmp_path / f"tunesmith-{session}-abc"
+    private.mkdir()
+    (private / "config.json").write_text("a resolved secret")
+    other = tmp_path / "tunesmith-othersession-abc"
+    other.mkdir()
     watchdog = subprocess.Popen(
         [sys.executable, "-I", "-S", str(Path(processes.__file__).with_name("_watchdog.py")),
-         session], stdin=read_fd)
+         session, str(tmp_path)], stdin=read_fd)
     os.close(read_fd)
     time.sleep(0.3)
-    assert victim.poll() is None
+    assert victim.poll() is None and private.exists()
     os.close(write_fd)
     assert watchdog.wait(timeout=10) == 0
     assert victim.wait(timeout=5) == -signal.SIGKILL
+    assert not private.exists() and other.exists()  # its session's private folders only

@@ -110,7 +110,7 @@ def test_no_secret_leaks_through_the_tune_flow(tmp_path: Path, monkeypatch, pref
     kept = all_bytes([store / "spec.json", store / "state.json", store / "results.parquet",
                       *store.glob("trials/*/config.json")])
     assert b"env:CANARY_ENDPOINT" in kept and REFERENCED.encode() not in kept
-    left = Path(tempfile.gettempdir()).glob("tunesmith-config-*.json")  # removed at each run's end
+    left = Path(tempfile.gettempdir()).glob("tunesmith-*/config-*.json")  # removed at each end
     assert not [p for p in left if REFERENCED in p.read_text()]
 
     database = prefect_database()
