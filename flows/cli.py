@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from flows.failures import user_error
 from hpo_core.secrets import MASK, is_secret_name, mask_logs, one_line, redact, spec_secret_names
-from hpo_core.spec import ExperimentSpec
+from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store import (
     CONFIG_PREFIX,
     Experiment,
@@ -157,7 +157,11 @@ def _run(spec: ExperimentSpec, use_flow: bool) -> int:
     # any flow runs or any folder is made
     check_spec(spec)
     lock = experiment_lock(spec.experiment_path)
-    lock.acquire()  # a second run of the experiment refuses here, before Prefect starts
+    try:
+        lock.acquire()  # a second run of the experiment refuses here, before Prefect starts
+    except OSError as err:  # a folder that cannot be made there
+        raise SpecError(f"spec.results_root: cannot store the experiment in "
+                        f"{str(spec.experiment_path)!r}: {err.strerror or err}") from None
     try:
         print(f"running {spec.name}: {spec.scheduler}, {spec.n_workers} workers, stop {spec.stop}")
         with _signals_as_exceptions():
@@ -293,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                 spec = ExperimentSpec.from_file(path / "spec.json")
             if args.results_root:
                 spec.results_root = args.results_root
+                spec.validate()
             return _run(spec, use_flow=not args.no_flow)
         if args.command == "compare":
             from flows import cli_compare

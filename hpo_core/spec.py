@@ -113,6 +113,16 @@ class ExperimentSpec:
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise SpecError(f"spec.{name}: must be an integer, got {value!r}")
+        if self.seed < 0:
+            raise SpecError(f"spec.seed: must be a non-negative integer, got {self.seed}")
+        if not isinstance(self.results_root, str) or not self.results_root:
+            raise SpecError(f"spec.results_root: must be a folder path, got {self.results_root!r}")
+        if Path(self.results_root).exists() and not Path(self.results_root).is_dir():
+            raise SpecError(f"spec.results_root: {self.results_root!r} is not a folder")
+        if self.tracking_uri is not None and (not isinstance(self.tracking_uri, str)
+                                              or not self.tracking_uri):
+            raise SpecError(f"spec.tracking_uri: must be an MLflow tracking URI, "
+                            f"got {self.tracking_uri!r}")
         if isinstance(self.n_workers, int) and not 1 <= self.n_workers <= MAX_N_WORKERS:
             raise SpecError(f"spec.n_workers: must be between 1 and {MAX_N_WORKERS}, "
                             f"got {self.n_workers}")

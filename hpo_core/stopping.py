@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -52,8 +53,9 @@ class StoppingCriterion:
                 continue
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"stop.{f.name}: must be a number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not math.isfinite(value):
+                raise ValueError(f"stop.{f.name}: must be a finite number, got {value!r}")
             if f.name != "metric_threshold" and value <= 0:
                 raise ValueError(f"stop.{f.name}: must be positive, got {value!r}")
 

@@ -48,7 +48,7 @@ def job_name(prefix: str, token: str, trial_id: int, attempt: int) -> str:
     """`<prefix>-<token>-<trial>-<attempt>`, at most 63 characters, valid for SageMaker."""
     suffix = f"-{token}-{int(trial_id)}-{int(attempt)}"
     name = prefix[: MAX_JOB_NAME - len(suffix)].rstrip("-") + suffix
-    if not JOB_NAME_PATTERN.match(name):
+    if not JOB_NAME_PATTERN.fullmatch(name):
         raise ValueError(f"job name {name!r} is not a valid SageMaker training job name")
     return name
 
@@ -122,7 +122,7 @@ def resolve_secrets(
                 )
             secrets[str(name)] = value
     for name, value in secrets.items():
-        if not ENV_NAME_PATTERN.match(name):
+        if not ENV_NAME_PATTERN.fullmatch(name):
             raise ValueError(f"{field_name}: {name!r} is not a valid environment variable name")
         if not value:
             raise ValueError(f"{field_name}: the value of {name!r} is empty")
@@ -156,7 +156,7 @@ class JobSettings:
         if not isinstance(self.image_uri, str) or not self.image_uri:
             raise ValueError(f"{f}.image_uri: the training image URI is required")
         if not (ROLE_ARN_PATTERN.match(self.role_arn or "")
-                or ROLE_NAME_PATTERN.match(self.role_arn or "")):
+                or ROLE_NAME_PATTERN.fullmatch(self.role_arn or "")):
             raise ValueError(f"{f}.role: {self.role_arn!r} is not an IAM role ARN or name")
         if not re.match(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$", self.bucket or ""):
             raise ValueError(f"{f}.bucket: {self.bucket!r} is not a valid S3 bucket name")
@@ -183,7 +183,7 @@ class JobSettings:
             if not isinstance(uri, str) or not uri.startswith("s3://"):
                 raise ValueError(f"{f}.inputs.{channel}: expected an s3:// URI, got {uri!r}")
         for name in self.environment:
-            if not ENV_NAME_PATTERN.match(name):
+            if not ENV_NAME_PATTERN.fullmatch(name):
                 raise ValueError(f"{f}.environment: {name!r} is not a valid variable name")
 
     def s3_root(self, experiment: str) -> str:

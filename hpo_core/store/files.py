@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the whole name (fullmatch)
 CONFIG_PREFIX = "config_"
 RESULTS_FILE = "results.parquet"
 STATE_FILE = "state.json"
@@ -20,7 +20,7 @@ SPEC_FILE = "spec.json"
 
 def validate_name(name: str, field: str = "name") -> str:
     """Check a name used in paths: letters, digits, '.', '_', '-'; no leading dot; <= 128 chars."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise ValueError(
             f"{field}: {name!r} is not a valid name (letters, digits, '.', '_', '-'; "
             "starting with a letter or digit; at most 128 characters)"

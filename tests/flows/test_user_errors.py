@@ -115,3 +115,14 @@ def test_a_full_disk_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     out, err = capsys.readouterr()
     assert code == 2 and err.strip().startswith("error: no space left on the device")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("root, expected", [
+    ("a-file", "spec.results_root: "),  # given on the command line: checked as the spec's
+    ("a-file/below", "spec.results_root: cannot store the experiment in"),  # no folder there
+])
+def test_a_results_root_that_cannot_hold_the_experiment_is_one_line(
+        root, expected, tmp_path: Path, capsys) -> None:
+    (tmp_path / "a-file").write_text("")
+    check_one_line(capsys, main(["demo", "--no-flow", "--results-root", str(tmp_path / root)]),
+                   expected)
