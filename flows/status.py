@@ -196,8 +196,13 @@ class StatusView(TrialValues):
         return Group(*lines, self._table(tuner))
 
     def _best_trial(self) -> int | None:
-        ranked = self._ranked()
-        return ranked[0] if ranked else None
+        """The best trial that did not fail (a failed one never is, whatever it reported)."""
+        trials = self.tuner.trials if self.tuner is not None else {}
+        for trial_id in self._ranked():
+            trial = trials.get(trial_id)
+            if trial is None or trial.status != TrialStatus.FAILED:
+                return trial_id
+        return None
 
     def _ranked(self) -> list[int]:
         sign = 1.0 if self.tuner is None or self.tuner.scheduler.mode == "min" else -1.0

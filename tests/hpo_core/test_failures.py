@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+
+from flows.status import StatusView
 from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.registry import build_scheduler
 from hpo_core.stopping import StoppingCriterion
@@ -52,11 +55,14 @@ def test_a_failed_trial_is_never_the_best(tmp_path) -> None:
     scheduler = build_scheduler("random", {"x": {"type": "uniform", "lower": 0, "upper": 1}},
                                 "loss", "min", 0)
     store = ExperimentStore(tmp_path, "failures")
+    stream = io.StringIO()
     tuner = Tuner(scheduler, ScriptedBackend(), StoppingCriterion(max_trials_started=3),
-                  n_workers=3, store=store)
+                  n_workers=3, store=store, callbacks=[StatusView(top=3, stream=stream)])
     result = tuner.run()
     assert result.best_trial_id == 1 and result.best_value == 0.5
     assert tuner.status.num_trials_failed == 2
+    final = stream.getvalue().split("== Status (final) ==")[-1]
+    assert "best loss (min): 0.5 (trial 1, report 1)" in final  # the status view, too
 
     experiment = load_experiment(store.path)
     assert experiment.best_trial_id() == 1 and experiment.best_value() == 0.5
