@@ -186,7 +186,11 @@ def _list(root: Path) -> int:
     print(f"{'experiment':<32} {'trials':>7} {'best':>10}  {'ended':<5} {'trial':>6} "
           f"{'failed':>6}  metric")
     for path in sorted(p for p in root.iterdir() if (p / "spec.json").exists()):
-        experiment = load_experiment(path)
+        try:
+            experiment = load_experiment(path)
+        except StoreError as err:  # a damaged experiment: the others are still listed
+            print(f"{path.name:<32} {'-':>7} {'-':>10}  {'-':<5} {'-':>6} {'-':>6}  {err}")
+            continue
         best_id = experiment.best_trial_id() if experiment.metrics else None
         best = format_value(experiment.best_value()) if best_id is not None else "-"
         metric = experiment.metric if experiment.metrics else "-"
@@ -254,6 +258,17 @@ def _how_it_ended(experiment: Experiment, root: Path, name: str) -> str:
             + (f" (with --results-root {root})" if str(root) != "experiments" else ""))
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunesmith", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="the best trials of an experiment")
     show.add_argument("name")
     show.add_argument("--results-root", default="experiments")
-    show.add_argument("--top", type=int, default=10)
+    show.add_argument("--top", type=positive_int, default=10, help="trials to list, best first")
     from flows import cli_compare
 
     cli_compare.add_parser(sub)

@@ -37,6 +37,8 @@ def _seeds(text: str) -> list[int]:
 
 def add_parser(sub: Any) -> None:
     """The `compare` subcommand's arguments."""
+    from flows.cli import positive_int
+
     parser = sub.add_parser("compare", help="compare methods over tasks and seeds (simulated)",
                             description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="random,asha,bohb", help="comma-separated")
@@ -47,8 +49,8 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--mode", default="max", choices=["min", "max"])
     parser.add_argument("--max-time", type=float, default=3600.0,
                         help="simulated seconds per run")
-    parser.add_argument("--workers", type=int, default=4, help="trials in flight per run")
-    parser.add_argument("--processes", type=int, default=2, help="runs in parallel")
+    parser.add_argument("--workers", type=positive_int, default=4, help="trials in flight per run")
+    parser.add_argument("--processes", type=positive_int, default=2, help="runs in parallel")
     parser.add_argument("--name", default="compare")
     parser.add_argument("--results-root", default="experiments")
     parser.add_argument("--tracking-uri", help="MLflow (default: sqlite:///mlflow.db)")

@@ -13,7 +13,7 @@ import pandas as pd
 
 from hpo_core.store.files import CONFIG_PREFIX, SPEC_FILE
 from hpo_core.store.journal import Journal
-from hpo_core.store.store import read_rows, read_state, results_frame
+from hpo_core.store.store import read_rows, read_state, results_frame, unreadable
 from hpo_core.trial_value import TrialValue, best_report
 
 
@@ -332,7 +332,10 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
     info = (state or {}).get("store", {})
     rows = read_rows(path, info.get("num_rows"))
     spec_path = path / SPEC_FILE
-    spec = json.loads(spec_path.read_text()) if spec_path.exists() else None
+    try:
+        spec = json.loads(spec_path.read_text()) if spec_path.exists() else None
+    except (OSError, ValueError) as err:
+        raise unreadable(spec_path, err) from None
     if spec is None and state is not None:
         spec = {"metric": state.get("metric"), "mode": state.get("mode", "min")}
     records = Journal(path).read(int(info.get("segment", 0)))

@@ -35,6 +35,7 @@ import pandas as pd
 
 from hpo_core.backend import TrialContext
 from hpo_core.json_encoders import compiled_encoder
+from hpo_core.secrets import one_line
 from hpo_core.store.config_columns import ConfigColumns
 from hpo_core.store.files import (
     CONFIG_PREFIX,
@@ -390,11 +391,22 @@ def event_record(event: TrialEvent, time_offset: float) -> list[Any]:
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:
+    """state.json (None if there is none); StoreError naming the file if it cannot be read."""
     path = Path(folder) / STATE_FILE
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
+        raise unreadable(path, err) from None
+    if not isinstance(state, dict):
+        raise unreadable(path, ValueError("not a JSON object"))
+    return state
+
+
+def unreadable(path: Path, err: Exception) -> StoreError:
+    """The error for a store file that cannot be read (damaged, or not the store's)."""
+    return StoreError(f"experiment store: cannot read {path}: {one_line(str(err), 200)}")
 
 
 def read_rows(folder: Path, num_rows: int | None) -> list[dict[str, Any]]:
@@ -402,7 +414,10 @@ def read_rows(folder: Path, num_rows: int | None) -> list[dict[str, Any]]:
     results = Path(folder) / RESULTS_FILE
     if not results.exists():
         return []
-    frame = pd.read_parquet(results)
+    try:
+        frame = pd.read_parquet(results)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise unreadable(results, err) from None
     if num_rows is not None:
         frame = frame.iloc[: int(num_rows)]
     frame = frame[[c for c in frame.columns if not c.startswith(CONFIG_PREFIX)]]

@@ -101,3 +101,32 @@ def test_demo_through_the_tune_flow(tmp_path, monkeypatch, capsys, prefect_harne
     assert ("mlflow ui    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 "
             "--backend-store-uri sqlite:///") in out
     assert (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("damaged, text", [
+    ("state.json", '{"trials": '), ("results.parquet", "not parquet"), ("spec.json", "{,")])
+def test_a_damaged_experiment_is_named_and_the_others_are_still_listed(
+        tmp_path, capsys, damaged, text):
+    root = str(tmp_path / "exp")
+    for name in ("a-damaged", "b-good"):
+        assert main(["run", str(write_spec(tmp_path, name=name)), "--no-flow"]) == 0
+    (tmp_path / "exp" / "a-damaged" / damaged).write_text(text)
+    capsys.readouterr()
+    assert main(["list", "--results-root", root]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[1].startswith("a-damaged") and \
+        f"cannot read {tmp_path / 'exp' / 'a-damaged' / damaged}" in listing[1]
+    good = listing[2].split()
+    assert good[0] == "b-good" and good[3] == "yes"  # listed as usual
+    assert main(["show", "a-damaged", "--results-root", root]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot read {tmp_path / 'exp' / 'a-damaged' / damaged}" in err[0]
+
+
+@pytest.mark.parametrize("argv", [["show", "x", "--top", "-1"], ["show", "x", "--top", "0"],
+                                  ["compare", "--workers", "0"], ["compare", "--processes", "-2"]])
+def test_counts_on_the_command_line_must_be_at_least_1(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "must be a whole number of at least 1" in capsys.readouterr().err
