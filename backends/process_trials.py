@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import sys
 import tempfile
@@ -92,6 +93,8 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         poll_interval: float,
     ):
         super().__init__()
+        if python is not None and (not isinstance(python, str) or shutil.which(python) is None):
+            raise ValueError(f"backend_options.python: no such executable: {python!r}")
         self.python = python or sys.executable
         self.timeout = _positive_or_none(timeout, "timeout")
         self.poll_interval = _non_negative(poll_interval, "poll_interval")
@@ -450,9 +453,9 @@ def _gpu_setup(gpus: Any, gpus_per_trial: int) -> tuple[GpuRotation | None, bool
             raise ValueError(f"backend_options.{err}") from None
     if isinstance(gpus, str):
         gpus = [g.strip() for g in gpus.split(",") if g.strip()]
-    if not isinstance(gpus, Sequence) or not all(
-            isinstance(g, int | str) and not isinstance(g, bool) for g in gpus):
-        raise ValueError(f"backend_options.gpus: must be 'auto', a list of GPU ids or null, got {gpus!r}")
+    if not isinstance(gpus, Sequence) or not all(_is_gpu_id(g) for g in gpus):
+        raise ValueError(f"backend_options.gpus: must be 'auto', a list of GPU ids (indices, or "
+                         f"UUIDs as nvidia-smi -L prints them) or null, got {gpus!r}")
     if not gpus:
         return None, True
     ids = [str(g) for g in gpus]
@@ -462,6 +465,15 @@ def _gpu_setup(gpus: Any, gpus_per_trial: int) -> tuple[GpuRotation | None, bool
     except ValueError as err:
         raise ValueError(f"backend_options.{err}") from None
     return rotation, False
+
+
+def _is_gpu_id(value: Any) -> bool:
+    """A GPU id CUDA_VISIBLE_DEVICES takes: an index (0, "1"), or a GPU or MIG UUID."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    return isinstance(value, str) and (value.isdigit() or value.startswith(("GPU-", "MIG-")))
 
 
 def _write_json(path: Path, data: Any) -> None:

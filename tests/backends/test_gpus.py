@@ -106,6 +106,11 @@ def test_explicit_gpu_list_and_hidden_gpus(no_gpus, tmp_path):
     assert _run_trials(backend, 1, tmp_path / "hidden") == {0: ""}
     with pytest.raises(ValueError, match="backend_options.gpus_per_trial"):
         LocalBackend(str(script), gpus="0,1", gpus_per_trial=3)
+    for not_ids in ("all", [0, "cuda:1"], [-1], [True]):  # "all" hid every GPU, silently
+        with pytest.raises(ValueError, match="backend_options.gpus: must be 'auto', a list"):
+            LocalBackend(str(script), gpus=not_ids)
+    uuid = "GPU-8f2e4c1a-7d3b-4e6f-9a1c-2b3d4e5f6a7b"
+    assert LocalBackend(str(script), gpus=f"1,{uuid}").rotation is not None
 
 
 def test_cpu_only_machine_leaves_cuda_alone(no_gpus, tmp_path):

@@ -560,7 +560,12 @@ def test_entry_point_forms_and_option_errors(tmp_path, backend_factory):
         backend.start(Trial(0, {"x": 2}))
         events = collect(backend, lambda ev: EventKind.COMPLETED in kinds(ev, 0))
         assert events[0].metrics["argv"] == ["--fixed", "1", "--x", "2"]
-    broken = backend_factory(script, python=str(tmp_path / "no-such-python"))
+    with pytest.raises(ValueError, match="backend_options.python: no such executable"):
+        backend_factory(script, python=str(tmp_path / "no-such-python"))
+    gone = tmp_path / "gone-python"  # there when the backend was made, not at the launch
+    gone.symlink_to(sys.executable)
+    broken = backend_factory(script, python=str(gone))
+    gone.unlink()
     broken.start(Trial(1, {}))
     events = collect(broken, lambda ev: len(ev) == 1)
     assert events[0].kind == EventKind.FAILED and "could not start" in events[0].reason

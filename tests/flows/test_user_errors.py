@@ -50,6 +50,11 @@ CASES = {
         {"config_space": {"x": 1, "key": {"secret": "env:TUNESMITH_TEST_UNSET"}}},
         "spec.config_space.key: the environment variable 'TUNESMITH_TEST_UNSET' is not set"),
     "a bad max_failures": ({"max_failures": 0}, "spec.max_failures: must be a positive"),
+    "an interpreter that is not there": (
+        {"backend_options": {"entry_point": "train.py", "gpus": None, "python": "/nope/python"}},
+        "spec.backend_options.python: no such executable: '/nope/python'"),
+    "GPUs that are not GPU ids": ({"backend_options": {"entry_point": "train.py", "gpus": "all"}},
+                                  "spec.backend_options.gpus: must be 'auto', a list of GPU ids"),
 }
 FILES = {
     "YAML syntax": ("spec.yaml", "name: [x\n", "invalid YAML"),
