@@ -14,13 +14,13 @@ and returns the Tuner.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import flows.secret_blocks  # noqa: F401 - registers the resolver of `prefect:` references
 from backends.factory import build_backend
-from hpo_core.backend import TrialBackend
+from hpo_core.backend import Fidelity, TrialBackend
 from hpo_core.registry import METHODS, build_scheduler
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.secrets import one_line
@@ -139,12 +139,25 @@ def default_scheduler_options(spec: ExperimentSpec, backend: TrialBackend) -> di
 
     For a multi-fidelity method, `resource_attr` becomes the fidelity's name, `max_t` its
     largest value and `grace_period` its smallest, each only where the spec leaves it out and
-    the method takes it.
+    the method takes it; for a method that runs another one (`bounding_box`), the same goes for
+    the other one's options.
     """
-    options = dict(spec.scheduler_options)
-    info = METHODS.get(spec.scheduler)
-    fidelity = backend.fidelity()
-    if info is None or not info.multi_fidelity or fidelity is None or not fidelity.values:
+    return _with_fidelity(spec.scheduler, dict(spec.scheduler_options), backend.fidelity())
+
+
+def _with_fidelity(method: str, options: dict[str, Any], fidelity: Fidelity | None
+                   ) -> dict[str, Any]:
+    info = METHODS.get(method)
+    if info is None:
+        return options
+    inner = options.get("scheduler")
+    if isinstance(inner, str) and {"scheduler", "scheduler_options"} <= set(info.option_names()):
+        inner_options = options.get("scheduler_options")
+        if inner_options is None or isinstance(inner_options, Mapping):
+            options["scheduler_options"] = _with_fidelity(inner, dict(inner_options or {}),
+                                                          fidelity)
+        return options
+    if not info.multi_fidelity or fidelity is None or not fidelity.values:
         return options
     defaults = {
         "resource_attr": fidelity.name,

@@ -48,6 +48,21 @@ def test_the_parts_come_from_the_spec_and_what_the_backend_declares(tmp_path):
     assert tuner.run().best_trial_id is not None
 
 
+def test_a_method_that_runs_another_one_gives_it_the_backends_fidelity_too(tmp_path):
+    earlier = {"configs": [{"batch_size": 64, "learning_rate": 0.01, "max_dropout": 0.2,
+                            "max_units": 256, "momentum": 0.9, "num_layers": 2,
+                            "weight_decay": 0.01}], "values": [0.5]}
+    built = assemble(spec(tmp_path, scheduler="bounding_box", scheduler_options={
+        "transfer_from": [earlier], "scheduler": "asha",
+        "scheduler_options": {"reduction_factor": 2}}))
+    fidelity = built.backend.fidelity()
+    assert fidelity is not None
+    assert built.scheduler_options["scheduler_options"] == {
+        "reduction_factor": 2, "resource_attr": fidelity.name, "max_t": fidelity.values[-1],
+        "grace_period": fidelity.values[0]}  # was: "max_t: required", with a working backend
+    assert built.tuner().run().best_trial_id is not None
+
+
 def test_a_part_that_fails_closes_the_backend_built_for_it(tmp_path, closed):
     with pytest.raises(SpecError, match=r"spec.scheduler_options"):
         assemble(spec(tmp_path, scheduler_options={"reduction_factor": "three"}))
