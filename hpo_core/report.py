@@ -13,7 +13,9 @@ In a training script::
 
 Under tunesmith's local backend, `report` waits until the tuner has acted on the report (a
 byte on the pipe named by `TUNESMITH_REPORT_ACK`), so a trial the scheduler pauses there stops
-at that report, and resumes from the checkpoint saved before it. Under a distributed launcher
+at that report, and resumes from the checkpoint saved before it. A script told to stop
+(SIGTERM: the tuner was interrupted) after it saved a checkpoint and before it reported it
+stops at that report instead, so the checkpoint's report is not lost. Under a distributed launcher
 (`torchrun`, Accelerate, DeepSpeed), every rank runs the script and only rank 0 reports. Lines
 in Syne Tune's format (``[tune-metric]: {...}``) are parsed too, so Syne Tune scripts run
 unchanged. Every trial pays for importing this module, so it imports only
@@ -87,13 +89,58 @@ def report(_metrics: Mapping[str, Any] | None = None, /, **metrics: Any) -> None
         return
     if _metrics is not None:
         metrics = {**_metrics, **metrics}
+    global _unreported_save
     line = format_report(metrics)
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+    _unreported_save = False
     if _sink is not None:
         _sink(line[len(PREFIX) + 1:])
+    elif _stop_requested:
+        _stop_now()
     elif len(line) < MAX_LINE_CHARS:  # a longer line is dropped by the backend's parser
         _await_ack()
+
+
+#: a checkpoint was saved since the last report; SIGTERM then waits for the report
+_unreported_save = False
+_stop_requested = False
+
+
+def _report_before_stopping() -> None:
+    """Once per process, in a script under tunesmith's local backend that leaves SIGTERM to its
+    default: a SIGTERM that comes between `save_checkpoint` and the next `report` ends the
+    script at that report (else at once, as by default)."""
+    global _sigterm_deferred
+    if _sigterm_deferred or _sink is not None or not is_rank_zero() or _ack_pipe() < 0:
+        return
+    import signal
+    import threading
+
+    _sigterm_deferred = True
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # the script handles SIGTERM itself
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        global _stop_requested
+        if _unreported_save:
+            _stop_requested = True  # `report` stops the script once the line is out
+        else:
+            _stop_now()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+_sigterm_deferred = False
+
+
+def _stop_now() -> None:
+    """End this process by SIGTERM's default action, as if no handler had been installed."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _await_ack() -> None:
@@ -262,6 +309,9 @@ def save_checkpoint(state: Any, filename: str = "checkpoint.json") -> Path | Non
         import pickle
 
         data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    global _unreported_save
+    _report_before_stopping()
+    _unreported_save = True  # from here a SIGTERM lets the save finish and waits for the report
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
