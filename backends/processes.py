@@ -467,12 +467,12 @@ def launch(
     return tree
 
 
-def reconcile(paths: Iterable[Path]) -> list[ProcessRecord]:
+def reconcile(paths: Iterable[Path]) -> list[int]:
     """End what the records at `paths` still name, when they come from a session that is gone:
     the recorded process if its create time matches, and every process carrying the record's
     token. Records of a tree this process still manages, of a live session of another process,
-    or of another host, are left alone (with a warning for the last two). Returns the records whose processes were ended (or found gone); their
-    files are removed."""
+    or of another host, are left alone (with a warning for the last two). Returns the pids of
+    the processes it ended; the files of the records it handled are removed."""
     records: dict[str, tuple[Path, ProcessRecord]] = {}
     for path in paths:
         try:
@@ -504,6 +504,12 @@ def reconcile(paths: Iterable[Path]) -> list[ProcessRecord]:
                 victims[proc.pid] = proc
         except (psutil.Error, OSError):
             continue
+    for pid, proc in list(victims.items()):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:  # dead already, only not reaped
+                del victims[pid]
+        except psutil.Error:
+            del victims[pid]
     for proc in victims.values():
         logger.warning("ending process %d left by an earlier session", proc.pid)
         try:
@@ -513,7 +519,7 @@ def reconcile(paths: Iterable[Path]) -> list[ProcessRecord]:
     psutil.wait_procs(list(victims.values()), timeout=2.0)
     for path, _ in records.values():
         path.unlink(missing_ok=True)
-    return [record for _, record in records.values()]
+    return sorted(victims)
 
 
 def _same_process(pid: int, create_time: float) -> bool:

@@ -139,7 +139,8 @@ def test_without_its_watchdog_the_main_process_still_dies_and_a_new_session_ends
                                        "gone.0", 1, 1.0)
         fake.write(tmp_path / "rec" / "gone.0.json")
         ended = processes.reconcile(sorted((tmp_path / "rec").glob("*.json")))
-        assert len(ended) == 2
+        assert len(ended) == 2  # the setsid and double-forked children, not the bystander
+        assert bystander.pid not in ended
         wait_for(lambda: marked(marker) == [], timeout=5.0)
         assert bystander.poll() is None
         assert list((tmp_path / "rec").iterdir()) == []
@@ -185,3 +186,16 @@ def test_the_watchdog_ends_its_session_when_its_pipe_closes(marker, tmp_path):
     assert watchdog.wait(timeout=10) == 0
     assert victim.wait(timeout=5) == -signal.SIGKILL
     assert not private.exists() and other.exists()  # its session's private folders only
+
+
+def test_records_whose_processes_are_gone_end_nothing_and_are_removed(tmp_path):
+    """What `resume` says it ended counts processes it ended, not records (it said it ended
+    2 processes when they had died with the killed tuner)."""
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    created = psutil.Process(done.pid).create_time()
+    done.wait()
+    gone = processes.ProcessRecord(done.pid, created, done.pid, processes._state.host,
+                                   "gone-session.0", done.pid, created)  # its owner is gone too
+    gone.write(tmp_path / "gone-session.0.json")
+    assert processes.reconcile([tmp_path / "gone-session.0.json"]) == []
+    assert not (tmp_path / "gone-session.0.json").exists()
