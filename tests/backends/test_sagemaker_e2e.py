@@ -80,7 +80,7 @@ def test_asha_experiment_on_sagemaker(aws, tmp_path, caplog, monkeypatch):
         tuner = build_tuner(spec, backend=backend_for(spec, url, fake))
         result = tuner.run()
 
-    assert result.reason.startswith("no trial running")  # all 8 trials ran to their end
+    assert result.reason == "max_trials_started 8 reached"  # and all 8 trials ran to their end
     trials = tuner.trials
     assert len(trials) == 8
     # a failed job is a failed trial, with SageMaker's FailureReason; the experiment went on
