@@ -397,7 +397,7 @@ class MlflowWriter(threading.Thread):
                         continue
                     value = float(value)
                 out.append((key, value, timestamp, step))
-        best = seg.best
+        best = seg.best if seg.status != "failed" else None  # a failed trial is never ranked
         best_key = self._key(f"best_{self.settings.metric}") if best is not None else None
         if best is not None and best_key is not None:
             timestamp = seg.reports[-1][1] if seg.reports else now_ms()

@@ -324,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as err:  # e.g. a full disk: the store resumes once there is room
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`tunesmith show x | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1
     except Exception as err:
         message = user_error(err)
         if message is None:

@@ -196,8 +196,10 @@ def retune(spec: SpecLike = "deployments/specs/lcbench-asha.yaml", top_k: int = 
         elif sources:
             box = {"transfer_from": sources, "top_k": top_k}
             spec = ExperimentSpec.from_dict({**spec.to_dict(), "scheduler_options": options})
-    run_logger.info("re-tuning %s as %s-%s (transfer %s from %d earlier runs), warm-started "
-                    "with %d configs", spec.name, spec.name, day, transfer, len(sources), len(warm))
+    run_logger.info("re-tuning %s as %s-%s (transfer %s from %s), warm-started with %d configs",
+                    spec.name, spec.name, day, transfer,
+                    "the earlier MLflow parent runs" if transfer == "top_k"
+                    else f"{len(sources)} earlier runs", len(warm))
     outcome = tune(dated_spec(spec, day, warm, box), tracking_uri=uri,
                    mlflow_experiment=spec.name)
     outcome["warm_start_configs"] = warm

@@ -197,17 +197,18 @@ class StatusView(TrialValues):
 
     def _best_trial(self) -> int | None:
         """The best trial that did not fail (a failed one never is, whatever it reported)."""
-        trials = self.tuner.trials if self.tuner is not None else {}
-        for trial_id in self._ranked():
-            trial = trials.get(trial_id)
-            if trial is None or trial.status != TrialStatus.FAILED:
-                return trial_id
-        return None
+        ranked = self._ranked()
+        return ranked[0] if ranked and not self._failed(ranked[0]) else None
 
     def _ranked(self) -> list[int]:
+        """Trials with a value, best first; failed ones after the others (as `show` lists)."""
         sign = 1.0 if self.tuner is None or self.tuner.scheduler.mode == "min" else -1.0
-        return sorted(self.values, key=lambda t: (sign * self.values[t].value,
+        return sorted(self.values, key=lambda t: (self._failed(t), sign * self.values[t].value,
                                                   self.values[t].time))
+
+    def _failed(self, trial_id: int) -> bool:
+        trial = self.tuner.trials.get(trial_id) if self.tuner is not None else None
+        return trial is not None and trial.status == TrialStatus.FAILED
 
     def _table(self, tuner: Tuner) -> Table:
         metric = tuner.scheduler.metric

@@ -130,3 +130,20 @@ def test_counts_on_the_command_line_must_be_at_least_1(argv, capsys):
         main(argv)
     assert exit_.value.code == 2
     assert "must be a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
+    """`tunesmith show x | head -1`: the reader goes away; no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    assert main(["run", str(write_spec(tmp_path)), "--no-flow"]) == 0
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write gets EPIPE
+    shown = subprocess.run([sys.executable, "-m", "flows.cli", "show", "cli-random",
+                            "--results-root", str(tmp_path / "exp")], stdout=write,
+                           stderr=subprocess.PIPE, text=True, timeout=120,
+                           cwd=Path(__file__).resolve().parents[2])
+    os.close(write)
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr

@@ -143,6 +143,33 @@ def test_a_segment_over_mlflows_batch_limits_reads_back_whole(tmp_path: Path) ->
     assert len(nan) == 300 and all(m.value != m.value for m in nan)
 
 
+def test_a_failed_trials_child_run_gets_no_best_value(tmp_path: Path) -> None:
+    """Sorting the child runs by best_<metric> gives the leaderboard: a trial that failed after
+    reporting the lowest loss is not ranked (the views never name it best)."""
+    from mlflow import MlflowClient
+
+    from flows._mlflow_writer import STOP, MlflowWriter, Segment, WriterSettings
+    from hpo_core.trial_value import TrialValue
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = WriterSettings(uri, "ranked", "ranked", "ranked",
+                              (tmp_path / "mlartifacts").as_uri(), {}, {}, "{}", None, "epoch",
+                              metric="loss")
+    records: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    writer = MlflowWriter(settings, records, lambda message: None)
+    for tid, status, loss in ((0, "completed", 0.5), (1, "failed", 0.1)):
+        records.put(Segment(tid, {"x": tid}, status, [({"epoch": 1, "loss": loss}, 1000)], 0,
+                            1000, 2000, best=TrialValue(loss, 1)))
+    records.put(STOP)
+    writer.run()
+    assert writer.error is None
+    client = MlflowClient(uri)
+    completed, failed = (client.get_run(writer._children[t][0]) for t in (0, 1))
+    assert completed.data.metrics["best_loss"] == 0.5
+    assert "best_loss" not in failed.data.metrics and failed.data.metrics["loss"] == 0.1
+    assert failed.info.status == "FAILED"
+
+
 def test_credentials_never_reach_mlflow(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 

@@ -63,6 +63,8 @@ def test_a_failed_trial_is_never_the_best(tmp_path) -> None:
     assert tuner.status.num_trials_failed == 2
     final = stream.getvalue().split("== Status (final) ==")[-1]
     assert "best loss (min): 0.5 (trial 1, report 1)" in final  # the status view, too
+    rows = [line.split()[:2] for line in final.splitlines()[-2:]]
+    assert rows == [["1", "completed"], ["0", "failed"]]  # its table lists failed trials last
 
     experiment = load_experiment(store.path)
     assert experiment.best_trial_id() == 1 and experiment.best_value() == 0.5
