@@ -51,7 +51,8 @@ RUN_FILE = "mlflow.json"
 TRIALS_FILE = "trials.csv"
 RUN_ID_COLUMN = "mlflow_run_id"
 MLFLOW_STATUS = {"completed": "FINISHED", "stopped": "FINISHED", "paused": "FINISHED",
-                 "failed": "FAILED", "running": None, "pending": None}
+                 "failed": "FAILED", "running": None, "pending": None,
+                 "interrupted": "KILLED"}  # running when the tuner was interrupted
 MAX_KEY, MAX_PARAM_VALUE, MAX_TAG_VALUE = 250, 6000, 8000
 MAX_PARAMS_PER_BATCH, MAX_ENTITIES_PER_BATCH = 100, 1000
 _BAD_KEY_CHARS = re.compile(r"[^\w\-. :/]")

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -66,7 +66,14 @@ from hpo_core.secrets import (
 )
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import CONFIG_PREFIX, RESULTS_FILE, dumps, load_experiment, write_results
-from hpo_core.trial import Decision, Trial, TrialResult, counts_text, trial_counts
+from hpo_core.trial import (
+    Decision,
+    Trial,
+    TrialResult,
+    TrialStatus,
+    counts_text,
+    trial_counts,
+)
 from hpo_core.trial_value import (
     TrialValue,
     best_report,
@@ -328,6 +335,10 @@ class MlflowTracker(TunerCallback):
             tags[BEST_VALUE_TAG] = repr(float(result.best_value))
             tags["tunesmith.best_trial_id"] = str(result.best_trial_id)
         results = self._results(tuner)
+        if tuner.interruption is not None and not self._choose_at_end:
+            for trial in tuner.trials.values():
+                if trial.status == TrialStatus.RUNNING:
+                    self._end_interrupted(trial, results)
         artifacts = [self._masked_copy(results)] if results is not None and not results.empty \
             else []
         chosen = self._chosen(tuner) if self._choose_at_end else None
@@ -338,6 +349,34 @@ class MlflowTracker(TunerCallback):
                                  best_trial_id=result.best_trial_id,
                                  trials=self._trials_table(tuner),
                                  trials_path=self._temp_folder() / TRIALS_FILE))
+
+    def _end_interrupted(self, trial: Trial, results: pd.DataFrame | None) -> None:
+        """A trial the interruption found running: its child run gets its last reports (those
+        since its last segment, and those the backend handed over as it ended the trial, which
+        were journaled without a callback: its rows in `results` past those the tuner handled)
+        and ends KILLED (`interrupted`); a resume continues it."""
+        tid = trial.trial_id
+        reports = self._pending.pop(tid, [])
+        first_index = trial.num_results - len(reports)
+        best = self._best.get(tid)
+        if results is not None and not results.empty:
+            stamp = now_ms()
+            rows = results[results["trial_id"] == tid].iloc[trial.num_results:]
+            records = cast(list[dict[str, Any]], rows.to_dict(orient="records"))
+            for index, row in enumerate(records, trial.num_results + 1):
+                metrics = {k: v for k, v in row_metrics(row).items()  # what it reported
+                           if not k.startswith(CONFIG_PREFIX) and v is not None
+                           and not (isinstance(v, float) and math.isnan(v))}
+                reports.append((metrics, stamp))
+                value = metric_value(metrics, self._metric)
+                if value is not None:
+                    candidate = TrialValue(value, report_step(metrics, index, self._resource_attr),
+                                           float(row.get("time", 0.0)))
+                    if candidate.better_than(best, self._mode):
+                        best = candidate
+        self._records.put(Segment(tid, dict(trial.config), "interrupted", reports, first_index,
+                                  self._started.get(tid) or now_ms(), now_ms(),
+                                  logs=self._logs(trial), best=best))
 
     def _chosen(self, tuner: Tuner) -> list[int]:
         """The trials of a simulated experiment that get a child run: the best `child_runs`

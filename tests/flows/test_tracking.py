@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,80 @@ def test_an_interrupted_experiment_ends_its_parent_run_killed_or_failed(
     assert len(stored) > 0 and len(logged) == len(stored)
     assert sorted(zip(logged.trial_id, logged.epoch, strict=True)) == sorted(
         zip(stored.trial_id, stored.epoch, strict=True))
+
+
+EPOCHS = """\
+import time
+from hpo_core.report import get_config, load_checkpoint, report, save_checkpoint
+config = get_config()
+first = (load_checkpoint() or {"epoch": 0})["epoch"] + 1
+for epoch in range(first, 7):
+    time.sleep(0.05)
+    save_checkpoint({"epoch": epoch})
+    report(epoch=epoch, loss=float(config["x"]) + 1 / epoch)
+"""
+
+
+@pytest.mark.slow
+def test_trials_running_at_an_interruption_end_their_child_runs_killed_with_every_report(
+        tmp_path: Path) -> None:
+    """Ctrl-C while trials run: each running trial's child run gets every report the store has
+    (those since its last flush, and those the backend handed over as it ended the trials) and
+    ends KILLED; the resume continues the same runs (before: left RUNNING, points missing, and
+    trials that had not flushed yet had no child run at all)."""
+    from mlflow import MlflowClient
+
+    from backends.local import LocalBackend
+    from hpo_core.trial import EventKind
+
+    script = tmp_path / "epochs.py"
+    script.write_text(EPOCHS)
+    spec = ExperimentSpec.from_dict({
+        "name": "killed", "metric": "loss", "scheduler": "random",
+        "config_space": {"x": {"type": "uniform", "lower": 0, "upper": 1}},
+        "backend": "local", "backend_options": {"entry_point": str(script), "gpus": None},
+        "stop": {"max_trials_started": 4}, "n_workers": 2,
+        "results_root": str(tmp_path / "experiments")})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    class KilledWhilePolling(LocalBackend):
+        reports = 0
+
+        def poll(self):
+            if self.reports >= 3:
+                time.sleep(0.2)  # the trials report meanwhile: drained, without callbacks
+                raise KeyboardInterrupt
+            events = super().poll()
+            self.reports += sum(e.kind == EventKind.RESULT for e in events)
+            return events
+
+    def mirrored(client: Any, tracker: MlflowTracker) -> dict[int, Any]:
+        stored = load_experiment(tmp_path / "experiments" / "killed")
+        runs = children_by_trial(client, client.get_run(tracker.parent_run_id).info.experiment_id,
+                                 tracker.parent_run_id)
+        assert sorted(runs) == sorted(int(t) for t in stored.state["trials"])
+        for tid, run in runs.items():
+            rows = stored.results[stored.results["trial_id"] == tid]
+            history = client.get_metric_history(run.info.run_id, "loss")
+            assert sorted((m.step, m.value) for m in history) == list(
+                zip(rows["epoch"].astype(int), rows["loss"], strict=True)), tid
+        return runs
+
+    tracker = MlflowTracker(spec, tracking_uri=uri)
+    tuner = build_tuner(spec, [tracker], backend=KilledWhilePolling(str(script), gpus=None))
+    with pytest.raises(KeyboardInterrupt):
+        tuner.run()
+    assert tracker.close() and tracker.error is None
+    client = MlflowClient(uri)
+    running = {t.trial_id for t in tuner.trials.values() if t.status.value == "running"}
+    assert running
+    runs = mirrored(client, tracker)
+    for tid in running:
+        assert runs[tid].info.status == "KILLED"
+        assert runs[tid].data.tags["tunesmith.status"] == "interrupted"
+
+    tracker = MlflowTracker(spec, tracking_uri=uri)
+    build_tuner(spec, [tracker]).run()  # resumed
+    assert tracker.close() and tracker.error is None
+    runs = mirrored(client, tracker)
+    assert {r.info.status for r in runs.values()} == {"FINISHED"} and len(runs) == 4
