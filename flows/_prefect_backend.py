@@ -20,7 +20,7 @@ from typing import Any, cast
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 from prefect.tasks import TaskRunNameCallbackWithParameters
 from prefect.utilities.annotations import quote
 
@@ -43,7 +43,7 @@ class _Segment:
     trial_id: int
     action: str  # "start" or "resume"
     done: threading.Event = field(default_factory=threading.Event)
-    outcome: str | None = None  # completed, failed, stopped, paused
+    outcome: str | None = None  # completed, failed, stopped, paused, interrupted
     reason: str | None = None
     launch_error: str | None = None
     future: PrefectFuture[Any] | None = None
@@ -92,8 +92,10 @@ def trial_segment(backend: PrefectTrialBackend, trial: Trial, segment: _Segment)
     if outcome == "stopped" and trial.status == TrialStatus.COMPLETED:
         outcome = "completed"  # stopped by the scheduler at max_t: it ran its course
     report = segment.last_report if segment.last_report is not None else trial.last_result
-    return Completed(message=segment_message(trial.trial_id, outcome, report) + on,
-                     name=STATE_NAMES.get(outcome, "Completed"))
+    message = segment_message(trial.trial_id, outcome, report) + on
+    if outcome == "interrupted":  # the tuner was: a resume continues the trial
+        return Cancelled(message=message)
+    return Completed(message=message, name=STATE_NAMES.get(outcome, "Completed"))
 
 
 def _await_worker(backend: TrialBackend, trial_id: int, segment: _Segment) -> str | None:
@@ -223,14 +225,19 @@ class PrefectTrialBackend(TrialBackend):
             events, self._failed_launches = self._failed_launches, []
             events += self.inner.poll()
         self._locate()
+        self._note_reports(events)
+        for event in events:
+            if event.kind in (EventKind.COMPLETED, EventKind.FAILED):
+                self._end(event.trial_id, event.kind.value, event.reason)
+        return events
+
+    def _note_reports(self, events: Sequence[TrialEvent]) -> None:
+        """Each open segment's last report, for its task's message."""
         for event in events:
             if event.kind == EventKind.RESULT and event.metrics is not None:
                 segment = self._segments.get(event.trial_id)
                 if segment is not None and not segment.done.is_set():
                     segment.last_report = event.metrics
-            elif event.kind in (EventKind.COMPLETED, EventKind.FAILED):
-                self._end(event.trial_id, event.kind.value, event.reason)
-        return events
 
     def set_pausing(self, pausing: bool) -> None:
         self.inner.set_pausing(pausing)
@@ -240,13 +247,17 @@ class PrefectTrialBackend(TrialBackend):
         with self._lock:
             events, self._failed_launches = self._failed_launches, []
             events += self.inner.drain()
+        self._note_reports(events)
         return events
 
     def close(self) -> None:
+        """Close the real backend; a segment still open is one the tuner did not end (it was
+        interrupted: a finished experiment stops its trials first), and its task is
+        Cancelled."""
         with self._lock:
             self.inner.close()
         for segment in list(self._segments.values()):
-            segment.end("stopped")
+            segment.end("interrupted")
         for segment in list(self._segments.values()):
             if segment.future is not None:
                 segment.future.wait(timeout=30)

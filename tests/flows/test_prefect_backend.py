@@ -201,7 +201,7 @@ def test_drain_hands_over_the_reports_of_the_trials_it_ends(tmp_path: Path) -> N
     stdout = tmp_path / "trials" / "0" / "stdout"
 
     @flow
-    def drained() -> list[tuple[str, int, Any]]:
+    def drained() -> tuple[list[tuple[str, int, Any]], Any]:
         backend = PrefectTrialBackend(LocalBackend(str(script), gpus=None))
         backend.set_trial_root(tmp_path / "trials")
         backend.start(Trial(0, {"x": 0.2, "epochs": 3}))
@@ -212,9 +212,16 @@ def test_drain_hands_over_the_reports_of_the_trials_it_ends(tmp_path: Path) -> N
         time.sleep(0.2)  # its reader queues the report it just wrote to the file
         events = backend.drain()  # no poll ran: the trial waits at its first report
         backend.close()
-        return [(e.kind.value, e.trial_id, (e.metrics or {}).get("epoch")) for e in events]
+        state = backend._segments[0].future.state  # type: ignore[union-attr]
+        return ([(e.kind.value, e.trial_id, (e.metrics or {}).get("epoch")) for e in events],
+                state)
 
-    assert drained() == [("result", 0, 1)]
+    events, state = drained()
+    assert events == [("result", 0, 1)]
+    # the task of a segment the interruption cut short: Cancelled, not "stopped early", with
+    # the report the drain handed over
+    assert state.is_cancelled()
+    assert state.message.startswith("trial 0 interrupted; last report: epoch=1 ")
 
 
 def test_trial_output_reaches_mlflow_with_secrets_masked(tmp_path: Path) -> None:
