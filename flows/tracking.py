@@ -262,8 +262,8 @@ class MlflowTracker(TunerCallback):
             parent_tags={
                 "scheduler": self.spec.scheduler,
                 "backend": self.spec.backend,
-                "metric": json.dumps(self.spec.metric),
-                "mode": json.dumps(self.spec.mode),
+                "metric": _tag_text(self.spec.metric),
+                "mode": _tag_text(self.spec.mode),
                 "tunesmith.name": self.spec.name,
                 "tunesmith.store": str(store_path or ""),
                 **self.tags,
@@ -556,6 +556,11 @@ def _restored_best(rows: Sequence[Mapping[str, Any]], metric: str, mode: str,
         if best is not None:
             out[trial_id] = best
     return out
+
+
+def _tag_text(value: str | Sequence[str]) -> str:
+    """A spec's metric or mode as a tag: itself, or a JSON list for several objectives."""
+    return value if isinstance(value, str) else json.dumps(list(value))
 
 
 def _run_status(tuner: Tuner) -> str:

@@ -85,6 +85,9 @@ def test_tune_flow_mirrors_every_trial_into_mlflow_and_prefect(tmp_path: Path) -
     assert len(parent.data.params) <= 10
     assert parent.data.tags["prefect.flow_run_id"] == outcome["flow_run_id"]
     assert parent.data.tags["backend"] == "simulated"
+    # as the params show them (they were JSON strings: '"Train/val_cross_entropy"')
+    assert (parent.data.tags["metric"], parent.data.tags["mode"]) == (
+        "Train/val_cross_entropy", "min")
     assert json.loads(parent.data.tags["tunesmith.best_config"]) == outcome["best_config"]
     assert parent.data.metrics["best_Train/val_cross_entropy"] == pytest.approx(
         outcome["best_value"])
