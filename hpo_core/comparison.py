@@ -15,7 +15,8 @@ to the end of the budget, and its end reason is shown.
 Figures per run: `area`, the time-average of its regret curve over the budget (anytime
 performance, 0 is best); `final`, its regret at the budget; `rank` among the methods on the same
 (task, seed), by area (ties share the mean rank). Methods are compared with 95% t-intervals
-over the (task, seed) runs and, pairwise, with a paired test over the same (task, seed) blocks.
+over the (task, seed) runs (kept within the range of the figure: [0, 1] for regret, [1, number
+of methods] for rank) and, pairwise, with a paired test over the same (task, seed) blocks.
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ class Comparison:
         return sorted({t for t, _ in self.curves})
 
 
-def mean_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and its t-interval (NaN bounds for fewer than 2 values)."""
+def mean_interval(values: Iterable[float], level: float = 0.95,
+                  bounds: tuple[float, float] = (-math.inf, math.inf)
+                  ) -> tuple[float, float, float]:
+    """Mean and its t-interval (NaN bounds for fewer than 2 values), kept within `bounds`, the
+    range the mean can take (regret's [0, 1]: a t-interval of few runs reaches past it)."""
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     if x.size == 0:
         return math.nan, math.nan, math.nan
@@ -86,7 +90,7 @@ def mean_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, 
     if x.size < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return mean, mean - half, mean + half
+    return mean, max(mean - half, bounds[0]), min(mean + half, bounds[1])
 
 
 def incumbent(run: Run, grid: np.ndarray) -> np.ndarray:
@@ -150,17 +154,20 @@ def analyse(runs: Sequence[Run], mode: str, grid_points: int = GRID_POINTS) -> C
     order = table.groupby("method")["area"].mean().sort_values().index.tolist()
     per_task = pd.DataFrame([
         {"task": task, "method": method, **_figures(table[(table.task == task)
-                                                          & (table.method == method)])}
+                                                          & (table.method == method)],
+                                                    len(order))}
         for task in sorted(table["task"].unique()) for method in order
         if ((table.task == task) & (table.method == method)).any()])
-    overall = pd.DataFrame([{"method": m, **_figures(table[table.method == m])} for m in order])
+    overall = pd.DataFrame([{"method": m, **_figures(table[table.method == m], len(order))}
+                            for m in order])
     return Comparison(mode, grid, table, per_task, overall, curves, _rank_curve(curve_of, grid))
 
 
-def _figures(rows: pd.DataFrame) -> dict[str, Any]:
+def _figures(rows: pd.DataFrame, num_methods: int) -> dict[str, Any]:
     out: dict[str, Any] = {"tool": rows["tool"].iloc[0], "runs": len(rows)}
-    for name in ("area", "final", "rank"):
-        mean, lo, hi = mean_interval(rows[name])
+    for name, bounds in (("area", (0.0, 1.0)), ("final", (0.0, 1.0)),
+                         ("rank", (1.0, float(num_methods)))):
+        mean, lo, hi = mean_interval(rows[name], bounds=bounds)
         out.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
     early = rows[rows["ended_early"]]
     out["ended_early"] = len(early)

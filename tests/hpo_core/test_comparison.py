@@ -66,3 +66,16 @@ def test_mean_interval_is_a_t_interval():
     assert mean == 2.0 and hi - mean == pytest.approx(4.302653 / math.sqrt(3))
     assert math.isnan(mean_interval([1.0])[1])  # no interval from one value
     assert math.isnan(mean_interval([])[0])
+    # kept within the range the mean can take (regret: [0, 1])
+    assert mean_interval([0.0, 0.0, 0.3], bounds=(0.0, 1.0))[1] == 0.0
+    assert mean_interval([1.0, 1.0, 0.7], bounds=(0.0, 1.0))[2] == 1.0
+
+
+def test_regret_and_rank_intervals_stay_within_their_ranges():
+    """Four runs, three of them at zero regret: the t-interval would reach below 0."""
+    runs = [run("good", "t", seed, [10.0], [1.0 if seed else 0.5]) for seed in range(4)]
+    runs += [run("bad", "t", seed, [10.0], [0.0]) for seed in range(4)]
+    overall = analyse(runs, "max").overall.set_index("method")
+    for name, low, high in (("final", 0.0, 1.0), ("area", 0.0, 1.0), ("rank", 1.0, 2.0)):
+        assert (overall[f"{name}_lo"] >= low).all() and (overall[f"{name}_hi"] <= high).all()
+    assert overall.loc["good", "final_lo"] == 0.0
