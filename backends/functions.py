@@ -128,6 +128,7 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
                 self._release_gpus(worker.run)
         self._workers.clear()
         self._idle.clear()
+        self._remove_temporary_root()
 
     # -- workers -------------------------------------------------------------------------------
     def _spawn(self, gpus: str | None) -> _Worker:

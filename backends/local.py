@@ -154,6 +154,7 @@ class LocalBackend(ProcessTrialBackend[_Run]):
             run.close_ack()
         self._live.clear()
         self._terminating.clear()
+        self._remove_temporary_root()
 
     # -- launching -----------------------------------------------------------------------------
     def _launch(self, trial: Trial) -> None:

@@ -109,6 +109,7 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         self._pending: dict[int, Trial] = {}  # launches waiting for an old run or a GPU
         self._reported: dict[int, int] = {}  # reports per trial over all its runs
         self._copied_in: set[int] = set()  # trials started from a checkpoint put in place
+        self._temporary_root: Path | None = None  # a trial folder made here, removed at close
         self._elapsed: dict[int, float] = {}  # seconds run per trial, ended runs
         # events no poll returned yet: raised outside poll (failed launches), or taken by a
         # poll that has not returned (a kill in it leaves them to `drain()`)
@@ -255,9 +256,18 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
     def _context(self) -> TrialContext:
         """The trial context; a temporary folder when the tuner set none."""
         if self.context is None:
-            self.set_trial_root(Path(tempfile.mkdtemp(prefix="tunesmith-trials-")))
-            logger.info("no trial root set: trial files go to %s", self.trial_root)
+            self._temporary_root = Path(tempfile.mkdtemp(prefix="tunesmith-trials-"))
+            self.set_trial_root(self._temporary_root)
+            logger.info("no trial root set: trial files go to %s (removed when the backend "
+                        "closes; a store keeps them)", self.trial_root)
         return super()._context()
+
+    def _remove_temporary_root(self) -> None:
+        """Remove the trial folder `_context` made for want of one (closing: nothing else
+        knows it)."""
+        root, self._temporary_root = self._temporary_root, None
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
 
     def _environment(self) -> dict[str, str]:
         """This process's environment for a run, less a distributed launch's own variables,

@@ -579,6 +579,8 @@ def test_too_many_failures_end_the_experiment(tmp_path):
                        match=r"(?s)[34] trials failed \(max_failures=3\).*boom before reporting"):
         tuner.run()
     assert wait_gone([int(p.read_text()) for p in pid_dir.iterdir()])
+    assert backend.trial_root is not None and not backend.trial_root.exists()  # made for
+    # want of a store, removed at the end
 
 
 def test_entry_point_forms_and_option_errors(tmp_path, backend_factory):
