@@ -55,3 +55,8 @@ def prefect_console(capfd: pytest.CaptureFixture[str]) -> Iterator[pytest.Captur
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The session's PREFECT_HOME goes with it."""
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
