@@ -24,6 +24,11 @@ independently. Those that log a warning for each such hyperparameter of each tri
 (`warn_independent_sampling`; TPE's is deprecated) are built with it off, unless
 `sampler_options` turns it on.
 
+A config is never proposed twice, as with every searcher here: when the sampler asks for one
+it proposed (or saw started) before, that Optuna trial is told the value the config got
+(Optuna's own advice for repeats; failed if it has none yet) and the sampler is asked again,
+up to `MAX_REPEATS` times, after which the space is taken as exhausted (a small finite space).
+
 State: the ask/tell history. Loading it replays the history into a fresh study with a sampler
 seeded the same way, so a resumed searcher proposes what the original would have (samplers
 given as instances cannot be rebuilt: their state holds the history only).
@@ -39,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hpo_core.searchers.base import Searcher
+from hpo_core.searchers.seen_configs import SeenConfigs, config_digest
 from hpo_core.space import Categorical, ConfigSpace, Float, Integer, Ordinal
 
 SAMPLERS = {
@@ -51,6 +57,9 @@ SAMPLERS = {
 }
 
 logger = logging.getLogger(__name__)
+
+#: asks in a row that found only configs proposed before, after which the space is exhausted
+MAX_REPEATS = 100
 
 
 def _optuna() -> Any:
@@ -100,7 +109,10 @@ class OptunaSearcher(Searcher):
         self._asked: dict[int, Any] = {}  # trial id -> Optuna trial asked for it
         self._foreign: dict[int, dict[str, Any]] = {}  # trial id -> config not asked by us
         self._values: dict[int, float] = {}  # last value observed per pending trial
-        self._log: list[list[Any]] = []  # ["ask", id, params] / ["tell", id, v] / ["add", p, v]
+        # ["ask", id, params] / ["tell", id, v] / ["add", p, v] / ["repeat", params, v]
+        self._log: list[list[Any]] = []
+        self._seen = SeenConfigs()  # configs proposed or seen started
+        self._outcomes: dict[str, float | None] = {}  # a finished config's value, by digest
 
     def _new_study(self) -> Any:
         optuna = _optuna()
@@ -125,10 +137,19 @@ class OptunaSearcher(Searcher):
 
     # -- proposing and learning ----------------------------------------------------------------
     def _suggest(self, trial_id: int) -> dict[str, Any] | None:
-        trial = self._ask()
-        self._asked[trial_id] = trial
-        self._log.append(["ask", trial_id, dict(trial.params)])
-        return self._config(trial.params)
+        for _ in range(MAX_REPEATS):
+            trial = self._ask()
+            config = self._config(trial.params)
+            digest = config_digest(self.config_space, config)
+            if digest not in self._seen:
+                self._seen.add(digest)
+                self._asked[trial_id] = trial
+                self._log.append(["ask", trial_id, dict(trial.params)])
+                return config
+            value = self._outcomes.get(digest)  # a repeat: what that config got, if known
+            self._tell(trial, value)
+            self._log.append(["repeat", dict(trial.params), value])
+        return None  # the space looks exhausted
 
     def _ask(self) -> Any:
         """A new Optuna trial with its hyperparameters suggested (the active ones only)."""
@@ -162,6 +183,7 @@ class OptunaSearcher(Searcher):
     def on_trial_start(self, trial_id: int, config: Mapping[str, Any]) -> None:
         if trial_id not in self._asked:
             self._foreign[trial_id] = dict(config)
+            self._seen.add(config_digest(self.config_space, config))
 
     def on_result(self, trial_id: int, config: Mapping[str, Any], value: float,
                   resource: float | None = None, metrics: Mapping[str, Any] | None = None) -> None:
@@ -172,12 +194,16 @@ class OptunaSearcher(Searcher):
     def on_trial_end(self, trial_id: int) -> None:
         value = self._values.pop(trial_id, None)
         if trial_id in self._asked:
-            self._tell(self._asked.pop(trial_id), value)
+            trial = self._asked.pop(trial_id)
+            self._tell(trial, value)
             self._log.append(["tell", trial_id, value])
+            self._outcomes[config_digest(self.config_space, self._config(trial.params))] = value
         elif trial_id in self._foreign:
-            params = self._params(self._foreign.pop(trial_id))
+            config = self._foreign.pop(trial_id)
+            params = self._params(config)
             self._add(params, value)
             self._log.append(["add", params, value])
+            self._outcomes[config_digest(self.config_space, config)] = value
 
     def _tell(self, trial: Any, value: float | None) -> None:
         optuna = _optuna()
@@ -203,6 +229,9 @@ class OptunaSearcher(Searcher):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self._study, self._asked, self._log = self._new_study(), {}, []
+        self._seen, self._outcomes = SeenConfigs(), {}
+        space = self.config_space
+        asked: dict[int, Any] = {}  # params by trial id, until told
         for entry in state["log"]:
             if entry[0] == "ask":
                 _, trial_id, params = entry
@@ -214,6 +243,8 @@ class OptunaSearcher(Searcher):
                     self._foreign[int(trial_id)] = self._config(params)
                 else:
                     self._asked[int(trial_id)] = trial
+                asked[int(trial_id)] = params
+                self._seen.add(config_digest(space, self._config(params)))
                 self._log.append(["ask", int(trial_id), params])
             elif entry[0] == "tell":
                 _, trial_id, value = entry
@@ -222,12 +253,23 @@ class OptunaSearcher(Searcher):
                 else:
                     self._add(self._params(self._foreign.pop(int(trial_id))), value)
                 self._log.append(["tell", int(trial_id), value])
+                config = self._config(asked.pop(int(trial_id)))
+                self._outcomes[config_digest(space, config)] = value
+            elif entry[0] == "repeat":
+                _, params, value = entry
+                self._tell(self._ask(), value)  # a repeat asked and told again, as it was
+                self._log.append(["repeat", dict(params), value])
             else:
                 _, params, value = entry
                 self._add(params, value)
                 self._log.append(["add", dict(params), value])
+                config = self._config(params)
+                self._seen.add(config_digest(space, config))
+                self._outcomes[config_digest(space, config)] = value
         self._values = {int(t): float(v) for t, v in state["values"].items()}
         self._foreign.update({int(t): dict(c) for t, c in state["foreign"].items()})
+        for config in self._foreign.values():
+            self._seen.add(config_digest(space, config))
 
 
 def _suggest_param(trial: Any, name: str, distribution: Any) -> Any:

@@ -132,3 +132,29 @@ def test_bad_options_name_the_field():
     if importlib.util.find_spec("torch") is None:
         with pytest.raises(ValueError, match="sampler: 'gp' .* needs PyTorch"):
             build_searcher("optuna", SPACE, options={"sampler": "gp"})
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_config_is_never_proposed_twice_and_a_finite_space_runs_dry(sampler):
+    """12 configs, 30 trials allowed: each config once, then the searcher has nothing new
+    (before: 30 trials, 9 to 12 of them distinct). The sampler was told each repeat's value."""
+    space = ConfigSpace({"a": choice([0.0, 0.5, 1.0]), "b": ordinal([1, 2, 3, 4]), "batch": 64})
+    scheduler = build_scheduler("optuna", space, "loss", "min", 0, {"sampler": sampler})
+    tuner = Tuner(scheduler, QuadraticBackend(space), StoppingCriterion(max_trials_started=30),
+                  n_workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = tuner.run()
+    configs = [tuple(sorted(t.config.items())) for t in tuner.trials.values()]
+    assert len(configs) == len(set(configs)) == 12
+    assert result.reason.startswith("no trial running")
+    study = scheduler.searcher._study
+    repeats = [t for t in study.trials if t.number not in
+               {asked.number for asked in scheduler.searcher._asked.values()}]
+    assert len(study.trials) > 12 and all(t.state.is_finished() for t in repeats)
+    # the state replays into the same searcher: repeats included
+    state = json.loads(json.dumps(scheduler.searcher.state_dict()))
+    again = build_searcher("optuna", space, seed=0, options={"sampler": sampler})
+    again.load_state_dict(state)
+    assert len(again._study.trials) == len(study.trials) and len(again._seen) == 12
+    assert again.suggest(99) is None
