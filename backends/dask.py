@@ -99,7 +99,8 @@ class DaskBackend(TrialBackend):
         on_worker_death: "fail" (the trials of a dead worker fail with the reason) or
             "requeue" (Dask runs them again elsewhere, from their checkpoints).
         trial_root: the trials folder as the workers see it (default: the experiment's);
-            `{worker}` in it becomes each worker's name.
+            `{worker}` in it becomes each worker's name; the experiment's trials go in its
+            `<experiment name>` folder there.
         checkpoint_url: an fsspec URL (`s3://bucket/prefix`) for the trials' checkpoints, when
             the workers share no filesystem; each experiment's go under `<url>/<name>/`.
         checkpoint_options: fsspec storage options for it (`endpoint_url`, `key`, `secret`,
@@ -220,15 +221,19 @@ class DaskBackend(TrialBackend):
         return max(total, 1)
 
     def set_context(self, context: TrialContext) -> None:
-        """Also names the experiment (by its trials folder) and ends on every worker what an
-        earlier session of it still runs."""
+        """Also names the experiment (by its own trials folder, so two experiments on one
+        cluster never take each other for an earlier session) and ends on every worker what
+        an earlier session of it still runs. A `trial_root` given in the options may hold other
+        experiments' trials too: this one's go in its `<experiment name>` folder there."""
         super().set_context(context)
-        root = self._shared_root or str(context.root.resolve())
-        self.options_root = root
-        self.experiment = hashlib.sha1(root.encode()).hexdigest()[:16]
+        own = str(context.root.resolve())
+        self.experiment = hashlib.sha1(own.encode()).hexdigest()[:16]
         # checkpoints at the URL go under the experiment's name (a backend used on its own:
         # the name of the folder holding the trials folder, as in a store's <name>/trials)
-        self.options["experiment_name"] = context.experiment or context.root.resolve().parent.name
+        name = context.experiment or context.root.resolve().parent.name
+        self.options["experiment_name"] = name
+        self.options_root = f"{self._shared_root.rstrip('/')}/{name}" if self._shared_root \
+            else own
         try:
             ended = self.client.run(dask_worker.end_experiment, self.experiment, self.session,
                                     callback_timeout=WORKER_CALL_TIMEOUT)

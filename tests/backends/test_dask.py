@@ -694,6 +694,38 @@ def test_a_resumed_experiment_ends_what_its_earlier_session_still_runs(
                 backend.close()
 
 
+def test_two_experiments_sharing_a_trial_root_leave_each_other_alone(
+        faults_cluster: Cluster, script: Path, tmp_path: Path) -> None:
+    """The layout cluster.md suggests (a fixed `trial_root`) for two experiments at once: the
+    second neither ends the first one's trials (as an earlier session of itself) nor writes
+    into its trial folders, and each one's end leaves the other running (before: both trials
+    failed 'closed')."""
+    shared = str(tmp_path / "scratch" / "trials")
+    first = make_backend(faults_cluster.address, str(script), tmp_path / "a" / "trials",
+                         trial_root=shared)
+    second = None
+    try:
+        first.start(Trial(0, {"x": 0.1, "epochs": 8, "sleep": 0.1}))
+        events = collect(first, lambda ev: len(epochs(ev, 0)) >= 1)
+        second = make_backend(faults_cluster.address, str(script), tmp_path / "b" / "trials",
+                              trial_root=shared)
+        second.start(Trial(0, {"x": 0.2, "epochs": 3, "sleep": 0.1}))
+        other = collect(second, lambda ev: ended(ev, 0) is not None)
+        second.close()
+        second = None
+        events += collect(first, lambda ev: ended(ev, 0) is not None)
+    finally:
+        for backend in (first, second):
+            if backend is not None:
+                backend.close()
+    assert ended(events, 0).kind == EventKind.COMPLETED and epochs(events, 0) == list(
+        range(1, 9))
+    assert ended(other, 0).kind == EventKind.COMPLETED and epochs(other, 0) == [1, 2, 3]
+    # each experiment's trials in a folder of its own under the shared root
+    assert (tmp_path / "scratch" / "trials" / "a" / "0" / "config.json").is_file()
+    assert (tmp_path / "scratch" / "trials" / "b" / "0" / "config.json").is_file()
+
+
 def test_losing_the_scheduler_fails_the_experiment_with_a_clear_message(
         tmp_path: Path, script: Path) -> None:
     from backends.dask import ClusterLostError
@@ -819,7 +851,7 @@ def test_a_paused_trial_resumes_on_another_worker_from_its_checkpoint_at_an_s3_u
 
     cluster, url = s3_cluster
     # each worker keeps its trial folders apart: a checkpoint reaches the other one only via S3
-    roots = {name: tmp_path / name / "trials" for name in ("s1", "s2")}
+    roots = {name: tmp_path / name / "trials" / "exp" for name in ("s1", "s2")}
     backend = make_backend(cluster.address, str(script), tmp_path / "exp" / "trials",
                            trial_root=str(tmp_path / "{worker}" / "trials"),
                            checkpoint_url=f"s3://{BUCKET}/runs/", checkpoint_options=s3_options(url))
@@ -881,8 +913,9 @@ def test_asha_through_the_flow_resumes_trials_from_s3_on_workers_sharing_no_fold
     results = load_experiment(Path(outcome["store_path"])).results
     for tid, rows in results.groupby("trial_id"):
         # the log lines of each worker's own folder, in the order they were written
-        lines = sorted((line for name in ("s1", "s2")
-                        for line in log_lines(tmp_path / name / "trials", int(tid))),
+        lines = sorted((line for name in ("s1", "s2")  # each experiment has its folder there
+                        for line in log_lines(tmp_path / name / "trials" / spec["name"],
+                                              int(tid))),
                        key=lambda line: float(line[3]))
         ran = [int(e) for _, _, e, *_ in lines]
         # never started over: a resumed segment continues from the checkpoint of a report
