@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from backends.checkpoint_url import CheckpointURL, CheckpointURLError
-from hpo_core.secrets import import_resolvers, mask_text
+from hpo_core.secrets import import_resolvers, mask_event, mask_text
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
@@ -269,8 +269,11 @@ def run_segment(experiment: str, session: str, topic: str, segment: int, options
     event: TrialEvent | Literal[False] | None  # False: nothing came within CHECK_EVERY
 
     def forward(event: TrialEvent) -> dict[str, Any] | None:
-        """One event of the trial passed on to the tuner; how the segment ended, if it did."""
+        """One event of the trial passed on to the tuner, secrets masked (this worker resolved
+        the trial's references: the tuner may not know their values); how the segment ended,
+        if it did."""
         nonlocal reports
+        mask_event(event)
         if event.kind in (EventKind.COMPLETED, EventKind.FAILED):
             return {"outcome": event.kind.value, "reason": event.reason}
         if event.kind == EventKind.RESULT:

@@ -28,7 +28,10 @@ import re
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hpo_core.trial import TrialEvent
 
 MASK = "[redacted]"
 SCHEMES = ("env", "prefect")
@@ -281,6 +284,19 @@ def mask_values(data: Any) -> Any:
     if isinstance(data, list | tuple):
         return [mask_values(v) for v in data]
     return mask_text(data) if isinstance(data, str) else data
+
+
+_PLAIN = (int, float, bool, type(None))
+
+
+def mask_event(event: TrialEvent) -> None:
+    """Mask secrets in what a trial wrote: a report's text values, a failure reason (in place;
+    a report of numbers only costs one pass over its values)."""
+    metrics = event.metrics
+    if metrics and not all(type(v) in _PLAIN for v in metrics.values()):
+        event.metrics = {k: v if type(v) in _PLAIN else mask_values(v) for k, v in metrics.items()}
+    if event.reason:
+        event.reason = mask_text(event.reason)
 
 
 def mask_value(value: Any, secret_names: Iterable[str] = ()) -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.frozen_heap import frozen_heap
 from hpo_core.schedulers.base import Scheduler
-from hpo_core.secrets import mask_text, mask_values, one_line
+from hpo_core.secrets import mask_event, mask_text, one_line
 from hpo_core.stopping import StoppingCriterion, TuningStatus
 from hpo_core.store.journal import StoreError
 from hpo_core.trial import (
@@ -310,8 +310,8 @@ class Tuner:
         """`events` less the reports an earlier session already had, journaled."""
         if self._reported_upto:
             events = [e for e in events if not self._already_reported(e)]
-        for event in events:
-            _mask_secrets(event)
+        for event in events:  # before the journal, the store or any view sees them
+            mask_event(event)
         if events and self._open is not None:
             self._open.journal_events(events, self._time_offset)
         return events
@@ -696,19 +696,6 @@ def _interrupted(err: BaseException | None) -> str:
     if err is None:
         return "interrupted"
     return f"interrupted by {type(err).__name__}" + (f": {err}" if str(err) else "")
-
-
-_PLAIN = (int, float, bool, type(None))
-
-
-def _mask_secrets(event: TrialEvent) -> None:
-    """Mask secrets in what the trial wrote (a report's text values, a failure reason), before
-    the journal, the store or any view sees it."""
-    metrics = event.metrics
-    if metrics and not all(type(v) in _PLAIN for v in metrics.values()):
-        event.metrics = {k: v if type(v) in _PLAIN else mask_values(v) for k, v in metrics.items()}
-    if event.reason:
-        event.reason = mask_text(event.reason)
 
 
 def _is_finite_number(value: Any) -> TypeGuard[float]:

@@ -349,6 +349,9 @@ SECRET_SCRIPT = textwrap.dedent("""
     expected = os.environ["EXPECTED_DIGEST"]
     report(epoch=1, env_ok=float(digest(os.environ["TOKEN"]) == expected),
            config_ok=float(digest(get_config()["token"]) == expected))
+    if get_config().get("echo"):  # a careless script: the value in a report and an error
+        report(epoch=2, note=f"using {os.environ['TOKEN']}")
+        raise RuntimeError(f"auth failed with {os.environ['TOKEN']}")
 """)
 
 
@@ -378,14 +381,18 @@ def test_prefect_secret_references_are_read_on_the_worker_from_its_prefect_api(
                                 "EXPECTED_DIGEST": hashlib.sha256(value.encode()).hexdigest()})
     try:
         backend.start(Trial(0, {"token": reference}))
-        events = collect(backend, lambda ev: ended(ev, 0) is not None)
+        backend.start(Trial(1, {"token": reference, "echo": True}))
+        events = collect(backend, lambda ev: None not in (ended(ev, 0), ended(ev, 1)))
     finally:
         backend.close()
         cluster.stop()
     assert ended(events, 0).kind == EventKind.COMPLETED, ended(events, 0)
     report = next(e.metrics for e in events if e.kind == EventKind.RESULT)
     assert report["env_ok"] == 1.0 and report["config_ok"] == 1.0, report
+    # the worker masks what the trial echoed: the tuner never knew the value to mask it
     assert value not in repr(events)
+    assert {"epoch": 2, "note": "using [redacted]"} in [e.metrics for e in events]
+    assert "auth failed with [redacted]" in (ended(events, 1).reason or "")
     for log in cluster.folder.glob("*.log"):
         assert value not in log.read_text(errors="replace"), log
 
