@@ -77,6 +77,8 @@ class CheckpointURL:
 
         self.url = f"{url}/{experiment}" if experiment else url
         options = resolve(dict(storage_options or {}), "backend_options.checkpoint_options")
+        if self.url.split("://", 1)[0] in ("file", "local"):
+            options.setdefault("auto_mkdir", True)  # folders, where object stores need none
         self.fs, self.root = url_to_fs(self.url, **options)
         self.root = self.root.rstrip("/")
 
@@ -153,7 +155,11 @@ class CheckpointURL:
                         continue
                     local = Path(root, name)
                     remote = f"{base}/{version}/{local.relative_to(staging).as_posix()}"
-                    self._call("write to", partial(self.fs.put_file, str(local), remote))
+                    try:
+                        self._call("write to", partial(self.fs.put_file, str(local), remote))
+                    except FileNotFoundError as err:  # a folder missing there: one line
+                        raise CheckpointURLError(mask_text(
+                            f"could not write to the checkpoints at {self.url}: {err}")) from None
         if not current():
             self._remove(f"{base}/{version}")
             return None

@@ -41,3 +41,22 @@ def test_a_copy_never_catches_a_half_written_file(tmp_path):
         writer.join()
     assert not settled_copy(tmp_path / "missing", tmp_path / "child")
     assert not (tmp_path / "child").exists()
+
+
+def test_checkpoints_at_a_file_url_need_no_folder_made_first(tmp_path):
+    """`checkpoint_url: file:///...`: each version's folder is made as it is uploaded (before,
+    every upload failed with FileNotFoundError, unless checkpoint_options said auto_mkdir)."""
+    from backends.checkpoint_url import CheckpointURL
+
+    store = CheckpointURL((tmp_path / "store").as_uri(), "exp", None)
+    store.probe()
+    source = tmp_path / "trial" / "checkpoint"
+    source.mkdir(parents=True)
+    (source / "checkpoint.json").write_text('{"epoch": 3}')
+    versions: list[str] = []
+    version = store.upload(7, source, lambda: True, versions)
+    assert version is not None and store.latest(7) == version
+    target = tmp_path / "other" / "checkpoint"  # in the trial's folder on another worker
+    target.parent.mkdir()
+    assert store.download(7, target) == version
+    assert (target / "checkpoint.json").read_text() == '{"epoch": 3}'
