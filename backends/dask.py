@@ -613,11 +613,27 @@ def _connect(address: str | None, client: Any, timeout: float) -> tuple[Any, boo
                          f"got {type(client).__name__}")
     if not isinstance(address, str) or not address.strip():
         raise ValueError("backend_options.address: required (the scheduler, tcp://host:8786)")
+    _check_address(address)  # before a Client: a half-made one hangs 2 timeouts as it goes
     try:
         return Client(address, timeout=timeout, set_as_default=False), True
     except (OSError, TimeoutError) as err:
         raise ValueError(f"backend_options.address: cannot reach the Dask scheduler at "
                          f"{address} within {timeout:g}s ({type(err).__name__}: {err})") from None
+
+
+def _check_address(address: str) -> None:
+    """ValueError naming the option for an address Dask cannot connect to by its form (an
+    unknown scheme such as http://, no port)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        if scheme != "inproc":
+            parse_host_port(location)
+    except ValueError as err:
+        raise ValueError(f"backend_options.address: {err} (expected tcp://host:port)") from None
 
 
 def _check_checkpoint_url(client: Any, options: dict[str, Any]) -> None:

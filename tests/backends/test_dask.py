@@ -129,6 +129,30 @@ def test_an_unreachable_scheduler_is_one_error(script: Path) -> None:
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.parametrize("address, message", [
+    ("http://127.0.0.1:8786", "unknown address scheme 'http'"),
+    ("scheduler-host", "missing port number"),
+])
+def test_an_address_dask_cannot_use_is_one_error_at_once(address: str, message: str,
+                                                         script: Path) -> None:
+    """Checked before a client is made: a half-made Client took 2 x 10 s to go, then printed
+    a traceback at exit."""
+    import subprocess
+    import sys
+
+    code = ("from backends.dask import DaskBackend\n"
+            "try:\n"
+            f"    DaskBackend({str(script)!r}, address={address!r}, connect_timeout=5.0)\n"
+            "except ValueError as err:\n"
+            "    print(err)\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert time.monotonic() - started < 8
+    assert done.stdout.startswith("backend_options.address: ") and message in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 def test_the_cli_says_one_error_line_for_an_unreachable_scheduler(tmp_path: Path, script: Path,
                                                                   capsys: Any) -> None:
     from flows.cli import main
