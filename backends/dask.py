@@ -48,7 +48,7 @@ from backends.checkpoint_url import check_url
 from backends.local import _command
 from backends.objectives import ObjectiveError, is_function_entry, objective_from
 from backends.process_trials import DRAIN_WAIT_SECONDS, _non_negative, _positive_or_none
-from hpo_core.backend import TrialBackend, TrialContext
+from hpo_core.backend import BackendLostError, TrialBackend, TrialContext
 from hpo_core.report import ACK_PATIENCE
 from hpo_core.secrets import is_reference, resolver_modules
 from hpo_core.trial import EventKind, Trial, TrialEvent
@@ -69,7 +69,7 @@ RENEWALS_PER_LEASE = 5
 WORKER_CALL_TIMEOUT = 30.0
 
 
-class ClusterLostError(RuntimeError):
+class ClusterLostError(BackendLostError):
     """The Dask scheduler is gone: the experiment stops (its store can be resumed)."""
 
 
@@ -553,7 +553,8 @@ class DaskBackend(TrialBackend):
         return ClusterLostError(
             f"lost the Dask scheduler at {self.address} (client {self.client.status}); its "
             "trials ended with it. The store keeps every report so far: resume the "
-            "experiment (tunesmith resume <name>) once the cluster is back")
+            f"experiment (tunesmith resume {self.options.get('experiment_name', '<name>')}) "
+            "once the cluster is back")
 
     def _close_client(self) -> None:
         if self._owns_client:

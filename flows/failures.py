@@ -13,6 +13,7 @@ import errno
 from collections.abc import Mapping
 from typing import Any
 
+from hpo_core.backend import BackendLostError
 from hpo_core.secrets import one_line
 from hpo_core.store import ExperimentLockedError
 from hpo_core.tuner import TooManyFailuresError
@@ -31,7 +32,7 @@ def user_error(err: BaseException) -> str | None:
         return (f"no space left on the device{where}; free some space and run the experiment "
                 "again (it resumes from its store)")
     if isinstance(err, ValueError | TooManyFailuresError | AllTrialsFailed | FileNotFoundError
-                  | ExperimentLockedError):
+                  | ExperimentLockedError | BackendLostError):
         return one_line(str(err)) or type(err).__name__
     return None
 

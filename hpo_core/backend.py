@@ -46,6 +46,11 @@ class ClockKind(enum.Enum):
     SIMULATED = "simulated"
 
 
+class BackendLostError(RuntimeError):
+    """What runs the trials is gone (a cluster's scheduler): the experiment stops, and its store
+    resumes it once that is back."""
+
+
 @dataclass(frozen=True)
 class TrialContext:
     """Where an experiment's trials keep their files: trial `i` in `root / str(i)`, its

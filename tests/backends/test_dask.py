@@ -770,8 +770,12 @@ def test_losing_the_scheduler_fails_the_experiment_with_a_clear_message(
         cluster.scheduler.kill()
         cluster.scheduler.wait()
         with pytest.raises(ClusterLostError, match="lost the Dask scheduler at tcp://127.0.0.1:"
-                                                   r"\d+ .*resume the experiment"):
+                                                   r"\d+ .*resume the experiment") as lost:
             collect(backend, lambda _: False, timeout=60)
+        # the CLI's one line (it was a traceback, exit 1), naming the experiment to resume
+        from flows.failures import user_error
+
+        assert f"(tunesmith resume {tmp_path.name}) once" in (user_error(lost.value) or "")
         backend.close()
         assert wait_gone(root) == [], "trials outlived the lost scheduler"
     finally:
