@@ -206,6 +206,14 @@ def _local_backend(options: dict[str, Any]) -> Any:
     gpus_per_trial = options.pop("gpus_per_trial")
     gpu_options = {"gpus": "auto", "gpus_per_trial": gpus_per_trial} if gpus_per_trial \
         else {"gpus": []}
+    if gpus_per_trial:
+        from backends.gpus import detect_gpus
+
+        if not detect_gpus():  # it advertises GPUs (its GPU resource) it cannot give a trial
+            raise ValueError(
+                f"backend_options.gpus_per_trial: {gpus_per_trial} GPUs per trial, but this "
+                "worker finds no GPU (nvidia-smi, on its PATH): give `--resources GPU=n` only "
+                "to workers that have GPUs")
     entry_point = options["entry_point"]
     if is_function_entry(entry_point) if isinstance(entry_point, str) \
             else not isinstance(entry_point, list | tuple):

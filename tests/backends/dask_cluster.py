@@ -30,7 +30,10 @@ class Cluster:
     scheduler: subprocess.Popen[bytes]
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def add_worker(self, name: str, gpus: int = 0, nthreads: int = 2, wait: bool = True) -> None:
+    def add_worker(self, name: str, gpus: int = 0, nthreads: int = 2, wait: bool = True,
+                   nvidia_smi: bool = True) -> None:
+        """A worker advertising `gpus` GPUs, which a fake nvidia-smi on its PATH lists (none
+        with `nvidia_smi=False`: a worker that advertises GPUs it does not have)."""
         env = dict(os.environ)
         env.pop("CUDA_VISIBLE_DEVICES", None)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path.cwd()), env.get("PYTHONPATH"))
@@ -38,7 +41,7 @@ class Cluster:
         args = [str(BIN / "dask"), "worker", self.address, "--no-nanny", "--nthreads",
                 str(nthreads), "--name", name, "--no-dashboard", "--host", "127.0.0.1",
                 "--local-directory", str(self.folder / name)]
-        if gpus:
+        if gpus and nvidia_smi:
             folder = self.folder / f"bin-{name}"
             folder.mkdir(parents=True, exist_ok=True)
             exe = folder / "nvidia-smi"
@@ -46,6 +49,7 @@ class Cluster:
             exe.write_text(f"#!/bin/sh\nprintf '{rows}'\n")
             exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
             env["PATH"] = f"{folder}{os.pathsep}{env['PATH']}"
+        if gpus:
             args += ["--resources", f"GPU={gpus}"]
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - the process keeps it
         self.workers[name] = subprocess.Popen(args, env=env, stdout=log, stderr=log)
@@ -94,7 +98,8 @@ def start_cluster(folder: Path, workers: dict[str, int], nthreads: int = 2) -> C
         _wait_port(port, scheduler)
         for name, gpus in workers.items():
             cluster.add_worker(name, gpus, nthreads, wait=False)
-        cluster.wait_for(len(workers))
+        if workers:
+            cluster.wait_for(len(workers))
     except BaseException:
         cluster.stop()
         raise

@@ -189,6 +189,26 @@ def test_gpus_on_a_cluster_without_gpus_is_one_error(faults_cluster: Cluster,
 
 
 # -- GPUs ----------------------------------------------------------------------------------------
+def test_a_worker_that_advertises_gpus_it_does_not_have_fails_the_trial_saying_so(
+        tmp_path: Path, script: Path) -> None:
+    """`--resources GPU=1` on a worker without GPUs (or whose nvidia-smi is not on its PATH):
+    its trials fail with one line saying so (before: they ran with every GPU visible, shared)."""
+    cluster = start_cluster(tmp_path / "cluster", {}, nthreads=1)
+    try:
+        cluster.add_worker("g0", gpus=1, nthreads=1, nvidia_smi=False)
+        backend = make_backend(cluster.address, str(script), tmp_path / "trials",
+                               gpus_per_trial=1)
+        try:
+            backend.start(Trial(0, {"x": 0.1, "epochs": 1}))
+            events = collect(backend, lambda ev: ended(ev, 0) is not None)
+        finally:
+            backend.close()
+    finally:
+        cluster.stop()
+    failed = ended(events, 0)
+    assert failed.kind == EventKind.FAILED and "this worker finds no GPU" in failed.reason
+
+
 def test_trials_get_distinct_gpus_of_their_worker(dask_cluster: Cluster, script: Path,
                                                   tmp_path: Path) -> None:
     root = tmp_path / "trials"
