@@ -83,6 +83,8 @@ class _Channel:
     def report(self, text: str) -> None:
         with self.lock:
             self.send_json_text("report", text)
+            if reporting.stop_requested():  # told to stop after this report (a drain)
+                reporting.stop_now()
             while True:
                 message = self.receive()
                 if message is None:
@@ -151,6 +153,7 @@ class _TrialContext:
         os.environ[reporting.CONFIG_ENV] = self.trial["config_path"]
         os.environ[reporting.CHECKPOINT_ENV] = self.trial["checkpoint_dir"]
         os.environ[reporting.TRIAL_ID_ENV] = str(self.trial["trial_id"])
+        reporting.new_trial()
 
     def __exit__(self, *exc: object) -> None:
         sys.stdout.flush()

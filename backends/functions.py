@@ -9,7 +9,8 @@ only for a trial with the same GPU assignment. Workers stay alive between trials
 imported once; `reuse_workers=False` gives each trial a fresh process, started ahead of time),
 so a short trial does not pay for an interpreter start. Stop, pause and timeouts kill the
 worker's whole process tree at once (SIGKILL); the next trial takes another worker or starts
-one. `backends.processes` starts and ends workers, so they also die with the tuner, and a
+one. An interrupted tuner's drain sends SIGTERM instead, so a trial that saved a checkpoint
+and has not reported it yet makes that report first (`hpo_core.report`). `backends.processes` starts and ends workers, so they also die with the tuner, and a
 resumed experiment ends what a killed one left (their records lie in `trials/.workers/`). A
 paused trial resumes from its checkpoint through the same helpers as scripts
 (`hpo_core.report`). Reports reach the
@@ -275,6 +276,15 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
     def _end_now(self, run: _Run) -> None:
         """Kill the run's worker at once (the next trial takes or starts another)."""
         self._kill(run.worker)
+
+    def _end_for_drain(self, run: _Run) -> None:
+        """SIGTERM to the run's worker: a trial that saved a checkpoint it has not reported yet
+        makes that report first (`hpo_core.report`); `close()` kills what is left."""
+        worker = run.worker
+        worker.killed = True
+        if worker in self._idle:
+            self._idle.remove(worker)
+        worker.tree.terminate()
 
     def _handle(self, kind: str, source: Any, payload: Any, t: float,
                 events: list[TrialEvent]) -> None:

@@ -210,7 +210,7 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
         self._active.clear()  # so that their ends make no event
         self._pending.clear()
         for run in runs:
-            self._end_now(run)
+            self._end_for_drain(run)
         deadline = time.monotonic() + DRAIN_WAIT_SECONDS
         while not all(self._over(run) for run in runs) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -386,6 +386,10 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
                 self._cancel(run)
                 reason = f"timed out after {self.timeout:g}s" + self._stderr_tail(run)
                 events.append(TrialEvent(EventKind.FAILED, tid, self.now(), reason=reason))
+
+    def _end_for_drain(self, run: RunT) -> None:
+        """End a run because the tuner is being interrupted (`drain`): as `stop` would."""
+        self._end_now(run)
 
     def _ended_complete(self, trial_id: int) -> bool:
         """Whether a run that ended normally completed its trial (else it failed, "without

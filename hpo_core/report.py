@@ -97,7 +97,7 @@ def report(_metrics: Mapping[str, Any] | None = None, /, **metrics: Any) -> None
     if _sink is not None:
         _sink(line[len(PREFIX) + 1:])
     elif _stop_requested:
-        _stop_now()
+        stop_now()
     elif len(line) < MAX_LINE_CHARS:  # a longer line is dropped by the backend's parser
         _await_ack()
 
@@ -108,11 +108,12 @@ _stop_requested = False
 
 
 def _report_before_stopping() -> None:
-    """Once per process, in a script under tunesmith's local backend that leaves SIGTERM to its
-    default: a SIGTERM that comes between `save_checkpoint` and the next `report` ends the
-    script at that report (else at once, as by default)."""
+    """Once per process, in a trial under tunesmith's local backend (a script, or a function
+    trial's worker) that leaves SIGTERM to its default: a SIGTERM that comes between
+    `save_checkpoint` and the next `report` ends the trial at that report (else at once, as
+    by default)."""
     global _sigterm_deferred
-    if _sigterm_deferred or _sink is not None or not is_rank_zero() or _ack_pipe() < 0:
+    if _sigterm_deferred or not is_rank_zero() or (_sink is None and _ack_pipe() < 0):
         return
     import signal
     import threading
@@ -125,9 +126,9 @@ def _report_before_stopping() -> None:
     def on_sigterm(signum: int, frame: Any) -> None:
         global _stop_requested
         if _unreported_save:
-            _stop_requested = True  # `report` stops the script once the line is out
+            _stop_requested = True  # `report` stops the trial once its report is out
         else:
-            _stop_now()
+            stop_now()
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -135,7 +136,18 @@ def _report_before_stopping() -> None:
 _sigterm_deferred = False
 
 
-def _stop_now() -> None:
+def new_trial() -> None:
+    """A worker process starts its next trial: no checkpoint of it awaits a report."""
+    global _unreported_save
+    _unreported_save = False
+
+
+def stop_requested() -> bool:
+    """Whether a SIGTERM waits for the report just made (then `stop_now`)."""
+    return _stop_requested
+
+
+def stop_now() -> None:
     """End this process by SIGTERM's default action, as if no handler had been installed."""
     import signal
 

@@ -101,6 +101,16 @@ def probe(config):
     time.sleep(config.get("hold", 0.3))
 
 
+def save_evaluate_report(config):
+    first = (load_checkpoint() or {"epoch": 0})["epoch"] + 1
+    for epoch in range(first, 100):
+        save_checkpoint({"epoch": epoch})
+        with open(os.environ["SAVED"], "w") as f:
+            f.write(str(epoch))
+        time.sleep(0.5)  # an evaluation between the save and the report
+        report(epoch=epoch)
+
+
 def sleeper(config):
     import subprocess
     sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -359,6 +369,24 @@ def test_a_killed_tuner_leaves_no_worker_and_a_resumed_one_ends_what_was_left(mo
     backend.set_trial_root(tmp_path / "trials")
     assert not list((tmp_path / "trials" / ".workers" / "processes").glob("*.json"))
     backend.close()
+
+
+def test_a_trial_interrupted_between_its_save_and_its_report_reports_first(module, make,
+                                                                           tmp_path,
+                                                                           monkeypatch):
+    """As for scripts: the drain's SIGTERM after the function saved epoch 1's checkpoint and
+    before it reported it; the report is made, then the worker stops (before: killed at once,
+    the epoch was never reported and the resume skipped it)."""
+    saved = tmp_path / "saved"
+    monkeypatch.setenv("SAVED", str(saved))
+    backend = make("fn_objectives:save_evaluate_report")
+    backend.start(Trial(0, {}))
+    deadline = time.monotonic() + 20
+    while not saved.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    events = backend.drain()
+    assert [(e.kind, e.metrics) for e in events] == [(EventKind.RESULT, {"epoch": 1})]
 
 
 def test_checkpoint_from_starts_a_trial_from_another_trials_checkpoint(module, make):
