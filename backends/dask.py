@@ -242,8 +242,9 @@ class DaskBackend(TrialBackend):
                            "left there ends when its lease runs out", WORKER_CALL_TIMEOUT)
             return
         if any(ended.values()):
-            logger.warning("ended the trials an earlier session of this experiment left on "
-                           "workers %s", sorted(w for w, n in ended.items() if n))
+            logger.warning("ended %d trials an earlier session of this experiment left running "
+                           "on workers %s", sum(ended.values()),
+                           sorted(w for w, n in ended.items() if n))
 
     def set_pausing(self, pausing: bool) -> None:
         """With a scheduler that may pause, each trial waits at its reports until the tuner

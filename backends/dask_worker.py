@@ -378,15 +378,19 @@ def probe_checkpoint_url(url: str, storage_options: dict[str, Any] | None,
 def end_experiment(experiment: str, keep_session: str | None = None,
                    dask_worker: Any = None) -> int:
     """Close this worker's hosts of `experiment` (all sessions but `keep_session`): their trial
-    processes end. Run on every worker with `Client.run`; returns how many were closed."""
+    processes end. Run on every worker with `Client.run`; returns how many trials were still
+    running there."""
     with _HOSTS_LOCK:
         hosts = [h for s, h in _HOSTS.items()
                  if h.experiment == experiment and s != keep_session]
         for host in hosts:
             del _HOSTS[host.session]
+    running = 0
     for host in hosts:
+        with host._lock:
+            running += len(host._segments)
         host.close()
-    return len(hosts)
+    return running
 
 
 def _plain(value: Any) -> Any:
