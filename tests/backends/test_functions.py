@@ -14,8 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 from trial_helpers import (
+    SAVE_EVALUATE_REPORT,
     assert_failed_with,
     collect,
+    drained_after_a_save,
     ended,
     fake_nvidia_smi,
     resumed_exactly,
@@ -99,16 +101,6 @@ def probe(config):
     report(epoch=1, loss=config["x"], pid=os.getpid(), imported_with=IMPORTED_WITH,
            cuda=os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
     time.sleep(config.get("hold", 0.3))
-
-
-def save_evaluate_report(config):
-    first = (load_checkpoint() or {"epoch": 0})["epoch"] + 1
-    for epoch in range(first, 100):
-        save_checkpoint({"epoch": epoch})
-        with open(os.environ["SAVED"], "w") as f:
-            f.write(str(epoch))
-        time.sleep(0.5)  # an evaluation between the save and the report
-        report(epoch=epoch)
 
 
 def sleeper(config):
@@ -379,13 +371,8 @@ def test_a_trial_interrupted_between_its_save_and_its_report_reports_first(modul
     the epoch was never reported and the resume skipped it)."""
     saved = tmp_path / "saved"
     monkeypatch.setenv("SAVED", str(saved))
-    backend = make("fn_objectives:save_evaluate_report")
-    backend.start(Trial(0, {}))
-    deadline = time.monotonic() + 20
-    while not saved.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    events = backend.drain()
+    write(tmp_path, "fn_save_evaluate.py", SAVE_EVALUATE_REPORT)
+    events = drained_after_a_save(make("fn_save_evaluate:save_evaluate_report"), saved)
     assert [(e.kind, e.metrics) for e in events] == [(EventKind.RESULT, {"epoch": 1})]
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 import psutil
 import pytest
 from trial_helpers import (
+    SAVE_EVALUATE_REPORT,
     alive,
     assert_failed_with,
     collect,
+    drained_after_a_save,
     ended,
     kinds,
     resumed_exactly,
@@ -287,19 +289,6 @@ def test_reports_in_flight_when_the_tuner_is_killed_are_kept(tmp_path, where):
     assert frame["trial_id"].nunique() == 6
 
 
-SAVE_EVALUATE_REPORT = """\
-import os, time
-from hpo_core.report import load_checkpoint, report, save_checkpoint
-first = (load_checkpoint() or {"epoch": 0})["epoch"] + 1
-for epoch in range(first, 100):
-    save_checkpoint({"epoch": epoch})
-    with open(os.environ["SAVED"], "w") as f:
-        f.write(str(epoch))
-    time.sleep(0.5)  # an evaluation between the save and the report
-    report(epoch=epoch)
-"""
-
-
 def test_a_script_stopped_between_its_save_and_its_report_reports_first(tmp_path,
                                                                          backend_factory):
     """The tuner is interrupted (drain: SIGTERM to the trials) after a script saved epoch 1's
@@ -307,14 +296,8 @@ def test_a_script_stopped_between_its_save_and_its_report_reports_first(tmp_path
     is drained, and the resume (from that checkpoint) leaves no gap. Before, the script died at
     once: epoch 1 was never reported and the resumed trial started at epoch 2."""
     saved = tmp_path / "saved"
-    backend = backend_factory(write(tmp_path, "save_evaluate.py", SAVE_EVALUATE_REPORT),
-                              env={"SAVED": str(saved)})
-    backend.start(Trial(0, {}))
-    deadline = time.monotonic() + 20
-    while not saved.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    events = backend.drain()
+    script = write(tmp_path, "save_evaluate.py", SAVE_EVALUATE_REPORT + "save_evaluate_report()\n")
+    events = drained_after_a_save(backend_factory(script, env={"SAVED": str(saved)}), saved)
     assert [(e.kind, e.metrics) for e in events] == [(EventKind.RESULT, {"epoch": 1})]
     checkpoint = json.loads((tmp_path / "trials/0/checkpoint/checkpoint.json").read_text())
     assert checkpoint == {"epoch": 1}

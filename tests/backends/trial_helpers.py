@@ -21,6 +21,35 @@ from hpo_core.trial import EventKind, Trial, TrialEvent, TrialStatus
 FOUR_GPUS = "0, 1200, 35\n1, 100, 0\n2, 100, 5\n3, 80000, [N/A]\n"
 
 
+#: a trial (a function; call it at the end of a script) that saves each epoch's checkpoint,
+#: writes the epoch to the file $SAVED, evaluates for 0.5 s, then reports the epoch
+SAVE_EVALUATE_REPORT = """
+import os, time
+from hpo_core.report import load_checkpoint, report, save_checkpoint
+
+
+def save_evaluate_report(config=None):
+    first = (load_checkpoint() or {"epoch": 0})["epoch"] + 1
+    for epoch in range(first, 100):
+        save_checkpoint({"epoch": epoch})
+        with open(os.environ["SAVED"], "w") as f:
+            f.write(str(epoch))
+        time.sleep(0.5)  # an evaluation between the save and the report
+        report(epoch=epoch)
+"""
+
+
+def drained_after_a_save(backend: Any, saved: Path) -> list[TrialEvent]:
+    """Start SAVE_EVALUATE_REPORT as trial 0, and drain the backend (an interrupted tuner) once
+    epoch 1's checkpoint is saved, before its report: what the drain hands over."""
+    backend.start(Trial(0, {}))
+    deadline = time.monotonic() + 20
+    while not saved.exists():
+        assert time.monotonic() < deadline, "the trial never saved a checkpoint"
+        time.sleep(0.01)
+    return backend.drain()
+
+
 def write(folder: Path, name: str, text: str) -> Path:
     """`text` (dedented) as the file `folder / name`."""
     path = folder / name
