@@ -295,12 +295,7 @@ class MlflowTracker(TunerCallback):
             return
         if not self._choose_at_end:
             self._pending.setdefault(trial.trial_id, []).append((result.metrics, now_ms()))
-        value = metric_value(result.metrics, self._metric)
-        if value is not None:
-            candidate = TrialValue(value, report_step(result.metrics, trial.num_results,
-                                                      self._resource_attr), result.time)
-            if candidate.better_than(self._best.get(trial.trial_id), self._mode):
-                self._best[trial.trial_id] = candidate
+        self._add_value(trial.trial_id, result.metrics, trial.num_results, result.time)
         if self._realtime and decision == Decision.CONTINUE and \
                 time.monotonic() - self._flushed.get(trial.trial_id, 0.0) >= self.flush_interval:
             self._flushed[trial.trial_id] = time.monotonic()
@@ -358,7 +353,6 @@ class MlflowTracker(TunerCallback):
         tid = trial.trial_id
         reports = self._pending.pop(tid, [])
         first_index = trial.num_results - len(reports)
-        best = self._best.get(tid)
         if results is not None and not results.empty:
             stamp = now_ms()
             rows = results[results["trial_id"] == tid].iloc[trial.num_results:]
@@ -368,15 +362,19 @@ class MlflowTracker(TunerCallback):
                            if not k.startswith(CONFIG_PREFIX) and v is not None
                            and not (isinstance(v, float) and math.isnan(v))}
                 reports.append((metrics, stamp))
-                value = metric_value(metrics, self._metric)
-                if value is not None:
-                    candidate = TrialValue(value, report_step(metrics, index, self._resource_attr),
-                                           float(row.get("time", 0.0)))
-                    if candidate.better_than(best, self._mode):
-                        best = candidate
+                self._add_value(tid, metrics, index, float(row.get("time", 0.0)))
         self._records.put(Segment(tid, dict(trial.config), "interrupted", reports, first_index,
                                   self._started.get(tid) or now_ms(), now_ms(),
-                                  logs=self._logs(trial), best=best))
+                                  logs=self._logs(trial), best=self._best.get(tid)))
+
+    def _add_value(self, trial_id: int, metrics: Mapping[str, Any], index: int,
+                   time_: float) -> None:
+        """Keep the trial's value (its best report) up to date with its `index`-th report."""
+        value = metric_value(metrics, self._metric)
+        if value is not None:
+            candidate = TrialValue(value, report_step(metrics, index, self._resource_attr), time_)
+            if candidate.better_than(self._best.get(trial_id), self._mode):
+                self._best[trial_id] = candidate
 
     def _chosen(self, tuner: Tuner) -> list[int]:
         """The trials of a simulated experiment that get a child run: the best `child_runs`

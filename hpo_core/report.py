@@ -13,9 +13,10 @@ In a training script::
 
 Under tunesmith's local backend, `report` waits until the tuner has acted on the report (a
 byte on the pipe named by `TUNESMITH_REPORT_ACK`), so a trial the scheduler pauses there stops
-at that report, and resumes from the checkpoint saved before it. A script told to stop
+at that report, and resumes from the checkpoint saved before it. A trial told to stop
 (SIGTERM: the tuner was interrupted) after it saved a checkpoint and before it reported it
-stops at that report instead, so the checkpoint's report is not lost. Under a distributed launcher
+stops at that report instead, so the checkpoint's report is not lost (scripts, and function
+trials in their workers). Under a distributed launcher
 (`torchrun`, Accelerate, DeepSpeed), every rank runs the script and only rank 0 reports. Lines
 in Syne Tune's format (``[tune-metric]: {...}``) are parsed too, so Syne Tune scripts run
 unchanged. Every trial pays for importing this module, so it imports only
