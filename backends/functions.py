@@ -10,7 +10,8 @@ imported once; `reuse_workers=False` gives each trial a fresh process, started a
 so a short trial does not pay for an interpreter start. Stop, pause and timeouts kill the
 worker's whole process tree at once (SIGKILL); the next trial takes another worker or starts
 one. An interrupted tuner's drain sends SIGTERM instead, so a trial that saved a checkpoint
-and has not reported it yet makes that report first (`hpo_core.report`). `backends.processes` starts and ends workers, so they also die with the tuner, and a
+and has not reported it yet makes that report first (`hpo_core.report`).
+`backends.processes` starts and ends workers, so they also die with the tuner, and a
 resumed experiment ends what a killed one left (their records lie in `trials/.workers/`). A
 paused trial resumes from its checkpoint through the same helpers as scripts
 (`hpo_core.report`). Reports reach the
@@ -187,13 +188,18 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
             pass
         worker.to_worker = -1
 
-    def _kill(self, worker: _Worker) -> None:
+    def _kill(self, worker: _Worker, graceful: bool = False) -> None:
         """SIGKILL to the worker's whole tree (its process group and whatever carries its
-        token, `setsid` children included)."""
+        token, `setsid` children included); SIGTERM if `graceful` (the drain: a trial that
+        saved a checkpoint it has not reported yet makes that report first, `hpo_core.report`;
+        `close()` kills what is left)."""
         worker.killed = True
         if worker in self._idle:
             self._idle.remove(worker)
-        worker.tree.kill()
+        if graceful:
+            worker.tree.terminate()
+        else:
+            worker.tree.kill()
         if worker.to_worker >= 0:
             self._retire(worker)
 
@@ -278,13 +284,7 @@ class FunctionBackend(ProcessTrialBackend[_Run]):
         self._kill(run.worker)
 
     def _end_for_drain(self, run: _Run) -> None:
-        """SIGTERM to the run's worker: a trial that saved a checkpoint it has not reported yet
-        makes that report first (`hpo_core.report`); `close()` kills what is left."""
-        worker = run.worker
-        worker.killed = True
-        if worker in self._idle:
-            self._idle.remove(worker)
-        worker.tree.terminate()
+        self._kill(run.worker, graceful=True)
 
     def _handle(self, kind: str, source: Any, payload: Any, t: float,
                 events: list[TrialEvent]) -> None:
