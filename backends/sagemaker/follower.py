@@ -61,6 +61,9 @@ class Job:
     stop_sent: bool = False
     done: bool = False  # ended and accounted for
     missing: int = 0  # polls in a row without the job in ListTrainingJobs
+    # followed again after a restart: stopped meanwhile (the earlier session stopped it as it
+    # ended, after its last snapshot), the trial goes on in a new job from its checkpoint
+    reattached: bool = False
     tail: LogTail = field(default_factory=lambda: LogTail(""))
     parser: ReportParser | None = None
 
@@ -236,6 +239,7 @@ class JobFollower:
         run.want = "run"
         run.config = dict(trial.config)
         job.parser = None
+        job.reattached = True
         logger.info("trial %s: following its running job %s again", run.trial_id, job.name)
         return True
 
@@ -452,6 +456,11 @@ class JobFollower:
             logger.info("trial %s: job %s completed", run.trial_id, job.name)
             return [TrialEvent(EventKind.COMPLETED, run.trial_id, self._now(),
                                metrics=final_metrics or None)]
+        if job.status == "Stopped" and job.reattached:  # stopped by the session that ended
+            logger.info("trial %s: job %s was stopped as the last session ended; it goes on "
+                        "in a new job from its checkpoint", run.trial_id, job.name)
+            self._request_job(run)
+            return []
         if job.status == "Failed":
             reason = f"training job {job.name} failed: {job.failure_reason or 'no reason given'}"
         else:

@@ -157,6 +157,36 @@ def test_missing_role_fails_before_any_job(aws):
     assert fake.calls["create_training_job"] == 0
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"role": "NoSuchRole"}, "backend_options.role: IAM role 'NoSuchRole' does not exist"),
+    ({"bucket": "no-such-bucket-here"}, "backend_options.bucket: S3 bucket 'no-such-bucket-here'"),
+    ({"endpoint_url": "http://127.0.0.1:9"}, "backend_options.region: cannot reach AWS"),
+])
+def test_a_setup_that_cannot_run_jobs_is_one_error_line(aws, tmp_path, monkeypatch, capsys,
+                                                        options, message):
+    """Through `tunesmith run`: one `error:` line and exit 2 (they were tracebacks, exit 1;
+    an endpoint that cannot be reached was botocore's own traceback)."""
+    from flows.cli import main
+
+    url, _ = aws
+    for name, value in (("AWS_ACCESS_KEY_ID", "AKIAX"), ("AWS_SECRET_ACCESS_KEY", "x"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    (tmp_path / "train.py").write_text("print('x')\n")
+    spec = {"name": "sm-setup", "metric": "loss", "scheduler": "random",
+            "config_space": {"lr": {"type": "uniform", "lower": 0, "upper": 1}},
+            "backend": "sagemaker", "stop": {"max_trials_started": 1},
+            "results_root": str(tmp_path / "exp"),
+            "backend_options": {"role": "TunesmithSageMakerRole", "bucket": BUCKET,
+                                "image_uri": IMAGE, "endpoint_url": url,
+                                "entry_point": "train.py", "source_dir": str(tmp_path),
+                                **options}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert main(["run", str(tmp_path / "spec.json"), "--no-flow"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
 def test_rejected_credentials_fail_fast(aws):
     url, _ = aws
     sts = client("sts", url)
@@ -338,6 +368,29 @@ def test_state_dict_round_trip_follows_running_jobs(aws, tmp_path):
     restarted.resume(Trial(0, {"lr": 0.01}, num_results=1))
     events = run_until(restarted, ended([0]))
     assert len(fake.jobs) == 1  # the running job was followed again, not started twice
+    epochs = [e.metrics["epoch"] for e in first + events if e.kind == EventKind.RESULT]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_a_job_the_ended_session_stopped_after_its_snapshot_goes_on_in_a_new_job(aws, tmp_path):
+    """SIGTERM: the state is saved, then the backend closes and stops the running job (that
+    stop is in no snapshot). The resume finds the job Stopped: the trial goes on from its
+    checkpoint in a new job (before: 'stopped outside tunesmith', a failed trial)."""
+    url, _ = aws
+    fake = FakeSageMaker(url)
+    backend = make_backend(url, fake, tmp_path, hyperparameters={"epochs": 4})
+    backend.start(Trial(0, {"lr": 0.01}))
+    first = run_until(backend, lambda ev: any(e.kind == EventKind.RESULT and e.metrics["epoch"] == 2
+                                              for e in ev))
+    state = json.loads(json.dumps(backend.state_dict()))  # the snapshot
+    backend.close()  # stops the job
+    restarted = make_backend(url, fake, tmp_path, hyperparameters={"epochs": 4})
+    restarted.load_state_dict(state)
+    restarted.resume(Trial(0, {"lr": 0.01}, num_results=2))
+    events = run_until(restarted, ended([0]))
+    assert [e.kind for e in events if e.kind != EventKind.RESULT] == [EventKind.COMPLETED]
+    first_job, second_job = fake.jobs_of(0)
+    assert first_job.status == "Stopped" and second_job.start_epoch == 2
     epochs = [e.metrics["epoch"] for e in first + events if e.kind == EventKind.RESULT]
     assert epochs == [1, 2, 3, 4]
 
