@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from backends.aws_retry import error_code, error_message
 from backends.sagemaker.checkpoints import split_s3
@@ -22,8 +22,9 @@ SERVICES: tuple[Literal["sagemaker", "s3", "logs", "sts", "iam"], ...] = (
     "sagemaker", "s3", "logs", "sts", "iam")
 
 
-class SageMakerSetupError(RuntimeError):
-    """The AWS setup cannot run jobs (credentials, role, bucket, region); nothing was started."""
+class SageMakerSetupError(ValueError):
+    """The AWS setup cannot run jobs (credentials, role, bucket, region); nothing was started.
+    A user's error (one line naming the option), so a ValueError."""
 
 
 def make_clients(clients: Mapping[str, Any] | None, boto_session: Any | None,
@@ -68,6 +69,10 @@ def check_setup(clients: Mapping[str, Any], call: Callable[..., Any], role: str,
         raise SageMakerSetupError(
             f"AWS rejected the credentials ({error_code(err)}): {error_message(err)}"
         ) from None
+    except BotoCoreError as err:  # no endpoint there: an unknown region, or no network
+        raise SageMakerSetupError(
+            f"backend_options.region: cannot reach AWS ({err}); check the region (and "
+            "endpoint_url) and the network") from None
     role_name = role.rsplit("/", 1)[-1]
     arn = None
     try:

@@ -11,7 +11,7 @@ from sagemaker_fake import FakeSageMaker, client, fresh_account, loss_of, serve_
 
 from backends.aws_pricing import TRAINING_PRICES_US_EAST_1, job_cost
 from backends.factory import build_backend
-from backends.sagemaker import SageMakerBackend
+from backends.sagemaker import SageMakerBackend, SageMakerSetupError
 from backends.sagemaker.jobs import JOB_NAME_PATTERN
 from flows.experiment import build_tuner
 from hpo_core.secrets import MASK
@@ -209,7 +209,7 @@ def test_example_spec_builds_the_backend_against_an_endpoint(aws, tmp_path, monk
     assert backend.settings.role_arn == role  # resolved from the role name through IAM
     assert backend.settings.keep_alive == 600 and backend.hourly_price == 0.115
     spec.backend_options["bucket"] = "no-such-bucket-e2e"
-    with pytest.raises(RuntimeError, match="bucket"):
+    with pytest.raises(SageMakerSetupError, match="backend_options.bucket: S3 bucket"):
         build_backend(spec)
 
 
