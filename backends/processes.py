@@ -401,7 +401,7 @@ def private_dir() -> Path:
     """This session's folder (mode 0700, in the temporary folder) for files that only this user
     may read and that must not outlive the session, such as a trial's config with its secrets
     resolved: the session's watchdog removes it when this process ends, however it ends (a
-    SIGKILL included; `_watchdog.PRIVATE_PREFIX`)."""
+    SIGKILL included; `_watchdog.private_prefix`)."""
     _state.call(_state.start_watchdog)  # before the folder: nothing put there outlives us
     with _state.lock:
         if _state.private is None:
