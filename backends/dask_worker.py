@@ -206,26 +206,27 @@ def _local_backend(options: dict[str, Any]) -> Any:
     gpus_per_trial = options.pop("gpus_per_trial")
     gpu_options = {"gpus": "auto", "gpus_per_trial": gpus_per_trial} if gpus_per_trial \
         else {"gpus": []}
-    if gpus_per_trial:
-        from backends.gpus import detect_gpus
-
-        if not detect_gpus():  # it advertises GPUs (its GPU resource) it cannot give a trial
-            raise ValueError(
-                f"backend_options.gpus_per_trial: {gpus_per_trial} GPUs per trial, but this "
-                "worker finds no GPU (nvidia-smi, on its PATH): give `--resources GPU=n` only "
-                "to workers that have GPUs")
     entry_point = options["entry_point"]
+    backend: Any
     if is_function_entry(entry_point) if isinstance(entry_point, str) \
             else not isinstance(entry_point, list | tuple):
         from backends.functions import FunctionBackend
 
         options.pop("stop_grace_period", None)
-        return FunctionBackend(**options, **gpu_options)
-    from backends.local import LocalBackend
+        backend = FunctionBackend(**options, **gpu_options)
+    else:
+        from backends.local import LocalBackend
 
-    options.pop("metric", None)
-    options.pop("reuse_workers", None)
-    return LocalBackend(**options, **gpu_options)
+        options.pop("metric", None)
+        options.pop("reuse_workers", None)
+        backend = LocalBackend(**options, **gpu_options)
+    if gpus_per_trial and backend.rotation is None:  # "auto" found none: it advertises GPUs
+        # (its GPU resource) it cannot give a trial
+        raise ValueError(
+            f"backend_options.gpus_per_trial: {gpus_per_trial} GPUs per trial, but this "
+            "worker finds no GPU (nvidia-smi, on its PATH): give `--resources GPU=n` only "
+            "to workers that have GPUs")
+    return backend
 
 
 def _host(experiment: str, session: str, options: dict[str, Any], trial_root: str,
