@@ -60,7 +60,7 @@ def _print_summary(spec: ExperimentSpec, extra: dict[str, Any] | None = None) ->
     best_id = experiment.best_trial_id()
     print()
     print(f"experiment   {spec.name}  ({spec.scheduler} on the {spec.backend} backend)")
-    print(_counts(experiment, trials))
+    print(_counts(experiment, trials, ended=True))  # this process ran it, and is done
     if best_id is None:
         print(f"best         none: no trial reported {experiment.metric}")
     else:
@@ -76,10 +76,11 @@ def _print_summary(spec: ExperimentSpec, extra: dict[str, Any] | None = None) ->
         print(f"{key:<12} {value}")
 
 
-def _counts(experiment: Experiment, trials: pd.DataFrame) -> str:
-    """`303 trials: 12 completed, 291 stopped early` for `Experiment.trials()`."""
+def _counts(experiment: Experiment, trials: pd.DataFrame, ended: bool) -> str:
+    """`303 trials: 12 completed, 291 stopped early` for `Experiment.trials()` (`ended`: no
+    process runs it, so its running trials were interrupted)."""
     statuses = [] if trials.empty else list(trials["status"].fillna("running"))
-    return counts_text(trial_counts(statuses, len(experiment.results)))
+    return counts_text(trial_counts(statuses, len(experiment.results), ended=ended))
 
 
 def _step_name(experiment: Experiment) -> str:
@@ -207,8 +208,10 @@ def _show(root: Path, name: str, top: int) -> int:
     path = root / validate_name(name, "experiment")
     experiment = load_experiment(path)
     trials = experiment.trials()
-    print(f"experiment {name}: {_counts(experiment, trials)}; results in {path}")
-    print(_how_it_ended(experiment, root, name))
+    running = experiment.running
+    print(f"experiment {name}: {_counts(experiment, trials, ended=not running)}; "
+          f"results in {path}")
+    print(_how_it_ended(experiment, root, name, running))
     if trials.empty:
         return 0
     failed = trials[trials["status"] == "failed"]
@@ -232,13 +235,15 @@ def _show(root: Path, name: str, top: int) -> int:
     columns = ["trial_id", "status", metric, f"at {step}", "reports"] + \
         [c[len(CONFIG_PREFIX):] for c in experiment.config_columns]
     table = table[[c for c in columns if c in table.columns]]
+    if not running:  # their processes ended with the experiment's
+        table = table.assign(status=table["status"].replace("running", "interrupted"))
     print(table.to_string(index=False, formatters={c: format_value for c in table.columns}))
     print(f"trajectory plot: {experiment.plot_trajectory()}")
     return 0
 
 
-def _how_it_ended(experiment: Experiment, root: Path, name: str) -> str:
-    """Why it ended; or whether (and how) it can be resumed."""
+def _how_it_ended(experiment: Experiment, root: Path, name: str, running: bool) -> str:
+    """Why it ended; or that it runs now; or whether (and how) it can be resumed."""
     state = experiment.state or {}
     reason = state.get("end_reason")
     if reason and str(reason).startswith("too many failures"):
@@ -246,6 +251,8 @@ def _how_it_ended(experiment: Experiment, root: Path, name: str) -> str:
                 "and run it again")
     if reason:
         return f"ended: {reason}"
+    if running:
+        return "running now"
     if not state:
         return "not started: no state was saved, so there is nothing to resume"
     try:
@@ -254,7 +261,7 @@ def _how_it_ended(experiment: Experiment, root: Path, name: str) -> str:
         check_spec(ExperimentSpec.from_file(experiment.path / "spec.json"))
     except Exception as err:  # noqa: BLE001 - any reason it cannot run is shown, in one line
         return f"not ended, and it cannot be resumed as it is: {one_line(str(err))}"
-    return (f"not ended (running now, or interrupted): `tunesmith resume {name}` continues it"
+    return (f"interrupted: `tunesmith resume {name}` continues it"
             + (f" (with --results-root {root})" if str(root) != "experiments" else ""))
 
 

@@ -177,7 +177,8 @@ class StatusView(TrialValues):
         tuner = self.tuner
         assert tuner is not None
         scheduler = tuner.scheduler
-        counts = trial_counts((t.status for t in tuner.trials.values()), tuner.status.num_results)
+        counts = trial_counts((t.status for t in tuner.trials.values()), tuner.status.num_results,
+                              ended=final)
         title = "== Status ==" if not final else "== Status (final) =="
         lines = [
             Text(title, style="bold"),
@@ -193,7 +194,7 @@ class StatusView(TrialValues):
             lines.append(Text(f"best {scheduler.metric} ({scheduler.mode}): "
                               f"{format_value(best.value)} (trial {best_id}, "
                               f"{self.step_name} {format_value(best.step)})"))
-        return Group(*lines, self._table(tuner))
+        return Group(*lines, self._table(tuner, final))
 
     def _best_trial(self) -> int | None:
         """The best trial that did not fail (a failed one never is, whatever it reported)."""
@@ -210,7 +211,7 @@ class StatusView(TrialValues):
         trial = self.tuner.trials.get(trial_id) if self.tuner is not None else None
         return trial is not None and trial.status == TrialStatus.FAILED
 
-    def _table(self, tuner: Tuner) -> Table:
+    def _table(self, tuner: Tuner, final: bool) -> Table:
         metric = tuner.scheduler.metric
         table = Table(box=box.SIMPLE_HEAD if self.live else None, show_edge=False,
                       pad_edge=False)
@@ -224,7 +225,9 @@ class StatusView(TrialValues):
             if trial is None:
                 continue
             value = self.values[trial_id]
-            table.add_row(str(trial_id), trial.status.value, format_value(value.value),
+            status = "interrupted" if final and trial.status == TrialStatus.RUNNING \
+                else trial.status.value  # its process ended with the experiment's
+            table.add_row(str(trial_id), status, format_value(value.value),
                           format_value(value.step), format_value(self.last_step.get(trial_id)),
                           *(format_value(trial.config.get(n)) for n in names))
         return table

@@ -319,7 +319,8 @@ class MlflowTracker(TunerCallback):
         result = tuner.result()
         status = tuner.status
         metric = tuner.scheduler.metric
-        counts = trial_counts((t.status for t in tuner.trials.values()), status.num_results)
+        counts = trial_counts((t.status for t in tuner.trials.values()), status.num_results,
+                              ended=True)
         metrics = {("num_results" if k == "results" else "num_trials" if k == "trials"
                     else f"num_trials_{k}"): float(v) for k, v in counts.items()}
         metrics["experiment_time"] = float(tuner.now())

@@ -25,16 +25,23 @@ class TrialStatus(str, Enum):
 ENDED_STATUSES = frozenset((TrialStatus.STOPPED, TrialStatus.COMPLETED, TrialStatus.FAILED))
 
 
-def trial_counts(statuses: Iterable[TrialStatus | str], num_results: int) -> dict[str, int]:
+def trial_counts(statuses: Iterable[TrialStatus | str], num_results: int,
+                 ended: bool = False) -> dict[str, int]:
     """The counts every view prints: trials, finished (completed + stopped: what
     `max_trials_completed` counts), completed (ran to the end), stopped (early, by the
-    scheduler or at the experiment's end), paused, running, failed, and reports."""
+    scheduler or at the experiment's end), paused, running, interrupted, failed, and reports.
+
+    `ended`: no process runs the experiment any more (it ended, or was interrupted). A trial
+    still marked running then counts as interrupted: its process ended with the experiment's,
+    and a resume relaunches it."""
     counts = Counter(TrialStatus(s).value for s in statuses)
     out = {"trials": sum(counts.values()),
            "finished": counts["completed"] + counts["stopped"]}
     out.update((s.value, counts[s.value]) for s in (
-        TrialStatus.COMPLETED, TrialStatus.STOPPED, TrialStatus.PAUSED, TrialStatus.RUNNING,
-        TrialStatus.FAILED))
+        TrialStatus.COMPLETED, TrialStatus.STOPPED, TrialStatus.PAUSED, TrialStatus.RUNNING))
+    out["interrupted"] = out["running"] if ended else 0
+    out["running"] -= out["interrupted"]
+    out["failed"] = counts["failed"]
     out["results"] = int(num_results)
     return out
 
@@ -42,7 +49,7 @@ def trial_counts(statuses: Iterable[TrialStatus | str], num_results: int) -> dic
 def counts_text(counts: Mapping[str, int]) -> str:
     """`303 trials: 12 completed, 291 stopped early, 1 failed` (zero counts left out)."""
     labels = {"completed": "completed", "stopped": "stopped early", "paused": "paused",
-              "running": "running", "failed": "failed"}
+              "running": "running", "interrupted": "interrupted", "failed": "failed"}
     parts = [f"{counts[k]} {label}" for k, label in labels.items() if counts.get(k)]
     trials = counts.get("trials", 0)
     return f"{trials} trial{'s' if trials != 1 else ''}" + (f": {', '.join(parts)}" if parts else "")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from hpo_core.store.files import CONFIG_PREFIX, SPEC_FILE
 from hpo_core.store.journal import Journal
+from hpo_core.store.lock import is_held
 from hpo_core.store.store import read_rows, read_state, results_frame, unreadable
 from hpo_core.trial_value import TrialValue, best_report
 
@@ -38,6 +39,11 @@ class Experiment:
     @property
     def mode(self) -> str:
         return self.modes[0]
+
+    @property
+    def running(self) -> bool:
+        """Whether a process runs the experiment now (holds its lock)."""
+        return is_held(self.path)
 
     @property
     def config_columns(self) -> list[str]:

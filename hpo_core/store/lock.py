@@ -149,6 +149,16 @@ def read_lock(folder: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def is_held(folder: Path) -> bool:
+    """Whether a live process holds the lock of the experiment in `folder` (one this process
+    may not read counts as held)."""
+    try:
+        info = read_lock(folder)
+    except ExperimentLockedError:
+        return True
+    return info is not None and holder_is_alive(info)
+
+
 class ExperimentLock:
     """The lock of one experiment folder, as this process holds it (see the module docstring).
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
+from hpo_core.store.lock import experiment_lock
 
 SPEC = {
     "name": "cli-random", "metric": "Train/val_cross_entropy", "scheduler": "random",
@@ -61,7 +62,18 @@ def test_show_says_an_interrupted_experiment_can_be_resumed(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         tuner.run()
     assert main(["show", "cli-killed", "--results-root", str(tmp_path / "exp")]) == 0
-    assert "`tunesmith resume cli-killed` continues it" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "interrupted: `tunesmith resume cli-killed` continues it" in out
+    # no process runs it: the trials it was running are not said to run
+    assert " interrupted" in out.splitlines()[0] and "running" not in out
+    lock = experiment_lock(spec.experiment_path)
+    lock.acquire()  # as the process that runs it holds it
+    try:
+        assert main(["show", "cli-killed", "--results-root", str(tmp_path / "exp")]) == 0
+        out = capsys.readouterr().out
+    finally:
+        lock.release()
+    assert out.splitlines()[1] == "running now" and " running" in out.splitlines()[0]
     assert main(["list", "--results-root", str(tmp_path / "exp")]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[3] == "no"
     # the folder it was started with, spelled relative to the working directory this time

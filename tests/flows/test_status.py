@@ -11,6 +11,7 @@ from flows.experiment import build_tuner
 from flows.status import StatusView, TrialLogLines
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import load_experiment
+from hpo_core.trial import Trial
 from hpo_core.trial_value import format_value
 
 METRIC = "Train/val_cross_entropy"
@@ -73,3 +74,28 @@ def test_status_view_prints_plain_blocks_when_not_on_a_terminal(tmp_path: Path) 
     assert all(pattern.match(r) for r in records), records[:5]
     assert any(r.startswith("trial ") and "completed (ran to the end) at epoch 9" in r
                for r in records)
+
+
+def test_the_final_status_of_an_interrupted_run_says_its_running_trials_were_interrupted(
+        tmp_path: Path) -> None:
+    stream = io.StringIO()
+    tuner = build_tuner(_spec(tmp_path), callbacks=[StatusView(top=50, stream=stream)])
+    add = tuner.scheduler.on_trial_add
+
+    def interrupt(trial: Trial) -> None:
+        if trial.trial_id == 12:  # as Ctrl-C would, with trials running
+            raise KeyboardInterrupt
+        add(trial)
+
+    tuner.scheduler.on_trial_add = interrupt  # type: ignore[method-assign]
+    try:
+        tuner.run()
+    except KeyboardInterrupt:
+        pass
+    running = [t for t in tuner.trials.values() if t.status.value == "running"]
+    assert running  # kept as running in the state: a resume relaunches them
+    final = stream.getvalue().split("== Status (final) ==")[1].splitlines()
+    assert f"{len(running)} interrupted" in final[1] and "running" not in final[1]
+    statuses = {line.split()[0]: line.split()[1] for line in final[4:] if line.strip()}
+    assert all(statuses.get(str(t.trial_id), "interrupted") == "interrupted" for t in running)
+    assert "running" not in statuses.values()
