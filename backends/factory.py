@@ -68,12 +68,21 @@ def _simulated(spec: ExperimentSpec) -> TrialBackend:
     except (BlackboxError, FileNotFoundError) as err:
         raise SpecError(f"spec.backend_options: {err}") from err
     metrics = [spec.metric] if isinstance(spec.metric, str) else list(spec.metric)
+    reported = backend.reported_names
     for metric in metrics:
-        if metric not in blackbox.objective_names:
+        if metric not in reported:
+            backend.close()
             raise SpecError(
                 f"spec.metric: {metric!r} is not reported by blackbox {blackbox.name!r}; "
-                f"it reports {blackbox.objective_names}"
+                f"it reports {reported}"
             )
+    cost_attr = spec.stop.get("cost_attr", "cost")
+    if spec.stop.get("max_cost") is not None and cost_attr not in reported:
+        backend.close()
+        raise SpecError(
+            f"spec.stop.cost_attr: max_cost sums the trials' {cost_attr!r}, which blackbox "
+            f"{blackbox.name!r} does not report; set cost_attr to what it does, e.g. the time "
+            f"a trial ran, {blackbox.time_attr!r} (it reports {reported})")
     return backend
 
 

@@ -169,6 +169,11 @@ class SimulatedBackend(TrialBackend):
     def max_fidelity(self) -> Any:
         return self.fidelity_values[-1]
 
+    @property
+    def reported_names(self) -> list[str]:
+        """What every report carries: the fidelity, then the objectives simulated."""
+        return [self.fidelity_name, *self._names]
+
     def config_space(self) -> ConfigSpace:
         """The blackbox's config space."""
         return self.blackbox.config_space

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_core.loading import LoadError, check_size, load_file
-from hpo_core.registry import METHODS, check_scheduler_options
+from hpo_core.registry import METHODS, MethodInfo, check_scheduler_options
 from hpo_core.secrets import SecretError, check_references, remember_spec
 from hpo_core.space import ConfigSpace
 from hpo_core.stopping import StoppingCriterion
@@ -83,6 +83,8 @@ class ExperimentSpec:
             ConfigSpace(self.config_space)
         except ValueError as err:
             raise SpecError(f"spec.{err}") from None
+        if self.backend not in BACKENDS:
+            raise SpecError(f"spec.backend: unknown backend {self.backend!r}; expected one of {BACKENDS}")
         if not self.config_space and self.backend != "simulated":
             raise SpecError("spec.config_space: required unless the backend is 'simulated'")
         if not isinstance(self.scheduler, str) or not self.scheduler:
@@ -94,13 +96,12 @@ class ExperimentSpec:
             check_scheduler_options(self.scheduler, self.scheduler_options)
         except ValueError as err:
             raise SpecError(f"spec.{err}") from None
-        if self.backend not in BACKENDS:
-            raise SpecError(f"spec.backend: unknown backend {self.backend!r}; expected one of {BACKENDS}")
         try:
             criterion = StoppingCriterion.from_dict(self.stop)
         except (TypeError, ValueError) as err:
             raise SpecError(f"spec.{err}") from None
         info = METHODS[self.scheduler]
+        _check_objectives(info, metrics)
         if criterion.is_unbounded and info.needs_stop_limit:
             why = ("a multi-fidelity method starts new trials for as long as it runs"
                    if info.multi_fidelity
@@ -185,3 +186,17 @@ class ExperimentSpec:
         if isinstance(value, dict):
             return cls.from_dict(value)
         return cls.from_file(value)
+
+
+def _check_objectives(info: MethodInfo, metrics: list[str]) -> None:
+    """A method of one metric gets one, a multi-objective method several (a transfer method
+    passes them to the method it wraps)."""
+    if info.transfer:
+        return
+    if len(metrics) > 1 and not info.multi_objective:
+        several = sorted(name for name, m in METHODS.items() if m.multi_objective)
+        raise SpecError(f"spec.metric: {info.name!r} optimizes one metric, got {len(metrics)} "
+                        f"({metrics}); the multi-objective methods are {several}")
+    if len(metrics) == 1 and info.multi_objective:
+        raise SpecError(f"spec.metric: {info.name!r} optimizes several metrics: give a list of "
+                        f"at least two, got {metrics[0]!r}")

@@ -152,6 +152,8 @@ class Tuner:
         self._metric = scheduler.metric
         self._sign = 1.0 if scheduler.mode == "min" else -1.0
         self._missing_metrics = set(scheduler.metrics)  # not in any report yet
+        #: max_cost is set and no trial reported its cost yet (checked once a trial finished)
+        self._cost_unchecked = self.stop_criterion.max_cost is not None
         self._keys_reported: dict[str, None] = {}  # keys of the reports so far, in order
         self.end_reason: str | None = None
         #: what interrupted `run()`: an error (Exception) or a kill (KeyboardInterrupt, a
@@ -281,6 +283,8 @@ class Tuner:
             raise TooManyFailuresError(
                 f"{self.end_reason}; last failure: {one_line(self._last_failure())}"
             )
+        if self._cost_unchecked and not replaying:
+            self._check_cost()
         self._between_events = False
         self._fill_workers()
         if not self._running and not replaying:
@@ -461,6 +465,24 @@ class Tuner:
         raise MetricNotReportedError(
             f"spec.metric: no trial reports {', '.join(text)}; the reports of trial(s) "
             f"{trials} carry {keys}")
+
+    def _check_cost(self) -> None:
+        """Fail fast when `max_cost` can never be reached: a trial finished and no trial has
+        reported `cost_attr` (else the experiment would run without end)."""
+        if self._costs:
+            self._cost_unchecked = False
+            return
+        if not self.status.num_trials_completed:
+            return
+        finished = [t for t in self.trials.values()
+                    if t.status in (TrialStatus.COMPLETED, TrialStatus.STOPPED)]
+        attr = self.stop_criterion.cost_attr
+        keys = list(self._keys_reported)
+        close = difflib.get_close_matches(attr, keys, 1)
+        raise MetricNotReportedError(
+            f"spec.stop.cost_attr: max_cost sums the trials' {attr!r}, and no trial reports it"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; trial {finished[0].trial_id} finished with reports carrying {keys}")
 
     def _finish(self, trial: Trial, status: TrialStatus, time: float) -> None:
         trial.status = status

@@ -107,3 +107,36 @@ def test_flow_run_final_state_says_why_it_failed_or_what_the_best_was(tmp_path: 
     stopped = [m for m in messages
                if re.fullmatch(r"trial \d+ stopped early(; last report: epoch=\d+ .*)?", m)]
     assert completed and len(completed) + len(stopped) == len(messages), messages
+
+
+def test_a_cost_limit_no_trial_reports_fails_once_a_trial_finished(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec.json"  # no trial reports `cost`: max_cost would never be reached
+    spec.write_text(json.dumps(local_spec(tmp_path, "val_loss", scheduler="random",
+                                          scheduler_options={}, stop={"max_cost": 5})))
+    assert main(["run", str(spec), "--no-flow"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(r"error: spec\.stop\.cost_attr: max_cost sums the trials' 'cost', and "
+                        r"no trial reports it; trial \d finished with reports carrying "
+                        r"\['epoch', 'val_loss', 'val_accuracy'\]", err[-1]), err
+    assert load_experiment(tmp_path / "exp" / "typo").num_trials() <= 3  # 2 workers
+
+
+def test_simulated_backend_checks_the_cost_before_anything_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = {"name": "sim-cost", "metric": "Train/val_cross_entropy", "scheduler": "asha",
+            "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center"},
+            "stop": {"max_cost": 600}, "results_root": str(tmp_path / "exp")}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    assert main(["run", str(path), "--no-flow"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "error: spec.stop.cost_attr: max_cost sums the trials' 'cost', which blackbox 'lcbench' "
+        "does not report; set cost_attr to what it does, e.g. the time a trial ran, "
+        "'elapsed_time' (it reports ['epoch', "), err
+    # the time each trial ran, summed over trials: the limit is reached
+    path.write_text(json.dumps({**spec, "stop": {"max_cost": 600,
+                                                 "cost_attr": "elapsed_time"}}))
+    assert main(["run", str(path), "--no-flow"]) == 0
+    assert "ended: max_cost 600 reached" in capsys.readouterr().out

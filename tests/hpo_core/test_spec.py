@@ -32,7 +32,7 @@ def test_a_good_spec_round_trips(tmp_path):
     assert ExperimentSpec.from_file(path) == s
     yaml_path = tmp_path / "spec.yaml"
     yaml_path.write_text("name: y\nmetric: [a, b]\nmode: [min, max]\nbackend: simulated\n"
-                         "scheduler: hyperband\nscheduler_options: {max_t: 5}\nstop: {max_time: 60}\n")
+                         "scheduler: moasha\nscheduler_options: {max_t: 5}\nstop: {max_time: 60}\n")
     loaded = ExperimentSpec.coerce(str(yaml_path))
     assert loaded.metric == ["a", "b"] and loaded.mode == ["min", "max"]
 
@@ -49,6 +49,11 @@ def test_a_good_spec_round_trips(tmp_path):
     ({"metric": ["a", 3]}, "spec.metric"),
     ({"mode": "maximize"}, "spec.mode"),
     ({"mode": ["min", "max"]}, "spec.mode"),
+    # a second objective a single-objective method would ignore; a multi-objective method
+    # with one
+    ({"metric": ["loss", "latency"], "mode": ["min", "min"]},
+     "spec.metric: 'asha' optimizes one metric, got 2 .*the multi-objective methods are "),
+    ({"scheduler": "moasha"}, "spec.metric: 'moasha' optimizes several metrics"),
     ({"name": ...}, "spec.name: missing"),
     ({"name": "../up"}, "spec.name"),
     ({"scheduler": "nope"}, "spec.scheduler: unknown method 'nope'"),
@@ -56,6 +61,7 @@ def test_a_good_spec_round_trips(tmp_path):
     ({"scheduler_options": {"seed": 2}}, "spec.scheduler_options.seed: set at the top"),
     ({"scheduler_options": [1]}, "spec.scheduler_options: must be a mapping"),
     ({"backend": "cloud"}, "spec.backend: unknown backend 'cloud'"),
+    ({"backend": "lokal", "config_space": {}}, "spec.backend: unknown backend 'lokal'"),
     ({"stop": {"max_tim": 5}}, "spec.stop: unknown keys \\['max_tim'\\]"),
     ({"stop": {"max_time": -1}}, "spec.stop.max_time: must be positive"),
     ({"stop": {"max_time": float("nan")}}, "spec.stop.max_time: must be a finite number"),
