@@ -279,7 +279,8 @@ class DaskBackend(TrialBackend):
         events = self._unreturned  # kept there until returned
         try:
             kind, payload = self._queue.get(timeout=self.poll_interval)
-            while True:  # each item handled as it is taken (a kill loses none taken before)
+            while True:  # each item handled as it is taken (the tuner holds a kill's
+                # exception until a poll's events are journaled: `hpo_core.interrupts`)
                 if kind == "event":
                     self._on_message(payload, events)
                 elif kind == "done":

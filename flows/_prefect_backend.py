@@ -239,6 +239,9 @@ class PrefectTrialBackend(TrialBackend):
                 if segment is not None and not segment.done.is_set():
                     segment.last_report = event.metrics
 
+    def wake(self) -> None:
+        self.inner.wake()
+
     def set_pausing(self, pausing: bool) -> None:
         self.inner.set_pausing(pausing)
 

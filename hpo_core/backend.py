@@ -147,10 +147,13 @@ class TrialBackend(ABC):
         (SageMaker jobs), need not override it."""
 
     def wake(self) -> None:
-        """Make a `poll()` waiting in another thread return early (safe from any thread).
+        """Make a waiting `poll()` return early (safe from any thread, and reentrant: the
+        tuner calls it from a signal handler, in the thread that waits in `poll()`; a
+        `queue.SimpleQueue.put` is, a lock's acquire is not).
 
         Wrappers that start trials from other threads call it, so a launch never waits out a
-        poll interval. Backends whose `poll()` never waits need not override it.
+        poll interval; a kill calls it, so the tuner ends without waiting out one either.
+        Backends whose `poll()` never waits need not override it.
         """
 
     def close(self) -> None:

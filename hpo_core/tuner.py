@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from hpo_core import interrupts
 from hpo_core.backend import ClockKind, TrialBackend
 from hpo_core.frozen_heap import frozen_heap
 from hpo_core.schedulers.base import Scheduler
@@ -171,7 +172,8 @@ class Tuner:
         if self.store is not None:
             self.store.lock()
         finished = False
-        with frozen_heap():  # collections walk the run's objects, not the whole process
+        # a kill's exception waits until what a poll took is journaled (`_poll`)
+        with interrupts.guard(), frozen_heap():  # collections walk the run's objects only
             try:
                 if self.store is not None:
                     self._open_store(self.store)
@@ -306,9 +308,17 @@ class Tuner:
         if self._replay_batches is not None:
             return self._replay_poll(self._replay_batches)
         self._between_events = True  # a signal usually comes while poll() waits
-        events = self.backend.poll()
-        self._between_events = False
-        return self._journaled(events)
+        # A kill (its signal handler's exception) is held until the events poll() took are
+        # journaled: raised in between, it would lose them (drain() cannot return events a
+        # cut-short poll took off its queue but had not recorded yet); the signal wakes a
+        # waiting poll. Raised after a non-empty batch, the state is not saved: the resume
+        # replays that batch.
+        with interrupts.held(wake=self.backend.wake):
+            events = self.backend.poll()
+            self._between_events = False
+            events = self._journaled(events)
+            self._between_events = not events
+        return events
 
     def _journaled(self, events: list[TrialEvent]) -> list[TrialEvent]:
         """`events` less the reports an earlier session already had, journaled."""

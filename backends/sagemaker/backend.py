@@ -9,7 +9,7 @@ backend's state, and sums costs.
 from __future__ import annotations
 
 import logging
-import threading
+import queue
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -149,7 +149,7 @@ class SageMakerBackend(TrialBackend):
         self._backoff = Backoff(retry_base_delay, retry_max_delay)
         self._retry_attempts = retry_attempts
         self._sleep = sleep
-        self._woken = threading.Event()
+        self._woken: queue.SimpleQueue[None] = queue.SimpleQueue()  # wake() is reentrant
         self._t0 = time.monotonic()
         self._last_poll: float | None = None
         self._validated = False
@@ -253,7 +253,7 @@ class SageMakerBackend(TrialBackend):
         return events
 
     def wake(self) -> None:
-        self._woken.set()
+        self._woken.put(None)
 
     def close(self) -> None:
         """Stop every job still running (their checkpoints stay in S3), and wait up to
@@ -299,9 +299,18 @@ class SageMakerBackend(TrialBackend):
         """Wait out the poll interval; False when `wake()` cut the wait short."""
         if self._last_poll is not None:
             wait = self.poll_interval - (time.monotonic() - self._last_poll)
-            if wait > 0 and self._woken.wait(wait):
-                self._woken.clear()
+            if wait > 0 and self._woke(wait):
                 return False
-        self._woken.clear()
+        self._woke(0.0)
         self._last_poll = time.monotonic()
+        return True
+
+    def _woke(self, wait: float) -> bool:
+        """Whether `wake()` was called (waiting up to `wait` seconds for it); forgets it."""
+        try:
+            self._woken.get(timeout=wait) if wait > 0 else self._woken.get_nowait()
+        except queue.Empty:
+            return False
+        while not self._woken.empty():
+            self._woken.get_nowait()
         return True

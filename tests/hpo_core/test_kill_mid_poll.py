@@ -1,0 +1,156 @@
+"""A kill whose signal handler runs after a backend took a report off its queue, before that
+report was journaled (the Dask backend: `poll()` between `SimpleQueue.get` and `_on_message`):
+the report must still be in the store after the resume."""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import signal
+import threading
+import time
+
+import pytest
+
+from hpo_core.backend import ClockKind, TrialBackend
+from hpo_core.registry import build_scheduler
+from hpo_core.stopping import StoppingCriterion
+from hpo_core.store import ExperimentStore, load_experiment
+from hpo_core.trial import EventKind, Trial, TrialEvent
+from hpo_core.tuner import Tuner
+
+SPACE = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}}
+EPOCHS = 4
+
+
+class Terminated(BaseException):
+    """What the CLI's SIGTERM handler raises."""
+
+
+class QueuedReports(TrialBackend):
+    """Trials that checkpoint each epoch, then report it; the reports wait in a queue that
+    `poll()` takes them from one by one (as the Dask and local backends do). `checkpoints`
+    outlives the tuner (the trials' folders): a resumed trial goes on after its last saved
+    epoch. `drain()` hands over what is still queued, like a real backend's."""
+
+    clock_kind = ClockKind.WALL
+
+    def __init__(self, checkpoints: dict[int, int], sigterm_at_report: int | None = None):
+        self.checkpoints = checkpoints
+        self.sigterm_at_report = sigterm_at_report
+        self.queue: collections.deque[TrialEvent] = collections.deque()
+        self.running: dict[int, dict] = {}
+        self.t = 0.0
+        self.taken = 0
+
+    def start(self, trial: Trial) -> None:
+        self.running[trial.trial_id] = trial.config
+
+    resume = start
+
+    def stop(self, trial_id: int) -> None:
+        self.running.pop(trial_id, None)
+
+    pause = stop
+
+    def _train(self) -> None:
+        for tid, config in list(self.running.items()):
+            epoch = self.checkpoints.get(tid, 0) + 1
+            self.checkpoints[tid] = epoch  # saved, then reported
+            self.t += 1.0
+            loss = (config["x"] - 0.3) ** 2 + 1.0 / epoch
+            self.queue.append(TrialEvent(EventKind.RESULT, tid, self.t,
+                                         {"epoch": epoch, "loss": loss}))
+            if epoch >= EPOCHS:
+                del self.running[tid]
+                self.queue.append(TrialEvent(EventKind.COMPLETED, tid, self.t))
+
+    def poll(self) -> list[TrialEvent]:
+        if not self.queue:
+            self._train()
+        events = []
+        while self.queue:
+            event = self.queue.popleft()  # taken: no longer queued, not returned yet
+            if event.kind == EventKind.RESULT:
+                self.taken += 1
+                if self.taken == self.sigterm_at_report:
+                    os.kill(os.getpid(), signal.SIGTERM)  # the kill lands here
+            events.append(event)
+        return events
+
+    def drain(self) -> list[TrialEvent]:
+        events = list(self.queue)
+        self.queue.clear()
+        return events
+
+    def now(self) -> float:
+        return self.t
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def sigterm_raises():
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.usefixtures("sigterm_raises")
+@pytest.mark.parametrize("at_report", [1, 5, 9, 14])
+def test_a_report_taken_by_the_poll_a_kill_cuts_short_is_not_lost(tmp_path, at_report):
+    checkpoints: dict[int, int] = {}
+    criterion = StoppingCriterion(max_trials_started=6)
+
+    def tuner(backend: QueuedReports) -> Tuner:
+        return Tuner(build_scheduler("random", SPACE, "loss", "min", 0), backend, criterion,
+                     n_workers=3, store=ExperimentStore(tmp_path, "killed"),
+                     checkpoint_interval=1e9)
+
+    with pytest.raises(Terminated):
+        tuner(QueuedReports(checkpoints, sigterm_at_report=at_report)).run()
+    tuner(QueuedReports(checkpoints)).run()
+    frame = load_experiment(tmp_path / "killed").results
+    for tid, rows in frame.groupby("trial_id"):
+        # every epoch a trial checkpointed was reported once: none missing after the resume
+        assert sorted(rows["epoch"]) == list(range(1, EPOCHS + 1)), (tid, list(rows["epoch"]))
+
+
+class WaitingPoll(QueuedReports):
+    """A poll that waits long for its next events (as SageMaker's paced polls do), unless
+    `wake()` ends the wait."""
+
+    def __init__(self, checkpoints: dict[int, int]):
+        super().__init__(checkpoints)
+        self.woken: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def poll(self) -> list[TrialEvent]:
+        if self.taken >= 2:  # two reports in: from now on the poll waits
+            try:
+                self.woken.get(timeout=60)
+            except queue.Empty:
+                pass
+            return []
+        events = super().poll()
+        self.taken += len(events)
+        return events
+
+    def wake(self) -> None:
+        self.woken.put(None)
+
+
+@pytest.mark.usefixtures("sigterm_raises")
+def test_a_kill_wakes_the_poll_it_is_held_in(tmp_path):
+    store = ExperimentStore(tmp_path, "woken")
+    tuner = Tuner(build_scheduler("random", SPACE, "loss", "min", 0), WaitingPoll({}),
+                  StoppingCriterion(max_trials_started=6), n_workers=2, store=store)
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    started = time.monotonic()
+    with pytest.raises(Terminated):
+        tuner.run()
+    assert time.monotonic() - started < 10  # not the poll's 60 s
