@@ -40,7 +40,7 @@ def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], rese
                    extra: tuple[str, ...] = ()) -> None:
     """Unknown options and missing required ones are errors that name the option."""
     allowed = keywords(factory, leave_out=reserved)
-    allowed = Keywords(allowed.names | set(extra), allowed.required, allowed.open)
+    allowed = Keywords(allowed.names | set(extra), allowed.required, allowed.open, allowed.flags)
     try:
         check_options(options, allowed, "spec.backend_options", check_required=True)
     except ValueError as err:

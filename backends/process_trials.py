@@ -41,12 +41,14 @@ from backends.checkpoints import settled_copy
 from backends.gpus import GpuRotation, detect_gpus
 from hpo_core.backend import TrialBackend, TrialContext
 from hpo_core.report import DISTRIBUTED_ENV
-from hpo_core.secrets import is_reference, resolve
+from hpo_core.secrets import is_reference, known_values, mask_text, resolve
 from hpo_core.trial import EventKind, Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 10
+#: ... read from at most this many bytes at its end
+STDERR_TAIL_BYTES = 8192
 #: seconds `drain()` waits for the last output of the trials it ends
 DRAIN_WAIT_SECONDS = 3.0
 
@@ -431,12 +433,15 @@ def copy_checkpoint(source: Path, target: Path, source_id: int) -> None:
 
 def stderr_tail(path: Path, offset: int) -> str:
     """The last `STDERR_TAIL_LINES` non-empty lines a run wrote to its stderr file after
-    `offset`, for a failure reason."""
+    `offset` (of its last STDERR_TAIL_BYTES), for a failure reason, secrets masked. The bytes
+    before that window that a secret cut by it could start in are read and masked too: the
+    tail never holds part of a secret."""
+    margin = max((len(value.encode()) for value in known_values()), default=0)
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            f.seek(max(offset, size - 8192))
-            text = f.read().decode("utf-8", "replace")
+            f.seek(max(offset, size - STDERR_TAIL_BYTES - margin))
+            text = mask_text(f.read().decode("utf-8", "replace"))[-STDERR_TAIL_BYTES:]
     except OSError:
         return ""
     lines = [line for line in text.splitlines() if line.strip()][-STDERR_TAIL_LINES:]

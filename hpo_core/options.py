@@ -17,12 +17,14 @@ _KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_O
 
 @dataclass(frozen=True)
 class Keywords:
-    """The keyword arguments of a callable: all of them, the required ones, and whether it
-    also takes any other (`**kwargs`)."""
+    """The keyword arguments of a callable: all of them, the required ones, whether it
+    also takes any other (`**kwargs`), and the flags (those whose default is True or False:
+    they take nothing but a bool; a YAML "false" string would read as true)."""
 
     names: frozenset[str]
     required: frozenset[str]
     open: bool
+    flags: frozenset[str] = frozenset()
 
 
 def keywords(target: Callable[..., Any], leave_out: Collection[str] = ()) -> Keywords:
@@ -31,7 +33,8 @@ def keywords(target: Callable[..., Any], leave_out: Collection[str] = ()) -> Key
     names = {n for n, p in params.items() if p.kind in _KEYWORD and n != "self"} - set(leave_out)
     required = {n for n in names if params[n].default is inspect.Parameter.empty}
     is_open = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return Keywords(frozenset(names), frozenset(required), is_open)
+    flags = {n for n in names if isinstance(params[n].default, bool)}
+    return Keywords(frozenset(names), frozenset(required), is_open, frozenset(flags))
 
 
 def check_options(
@@ -47,9 +50,11 @@ def check_options(
     `reserved` options are set elsewhere in the spec (seed, metric, ...); `check_required` also
     refuses a missing required option. `owner` names what the options are for, in the message.
     """
-    for key in options:
+    for key, value in options.items():
         if key in reserved:
             raise ValueError(f"{field}.{key}: set at the top of the spec, not as an option")
+        if key in allowed.flags and not isinstance(value, bool):
+            raise ValueError(f"{field}.{key}: must be true or false, got {value!r}")
     if check_required:
         for key in sorted(allowed.required):
             if key not in options:

@@ -111,3 +111,15 @@ def test_a_spec_runs_end_to_end_on_the_simulated_backend(tmp_path):
     table = backend.blackbox.objectives[..., backend.blackbox.objective_index(METRIC)]
     assert result.best_value >= float(table.min()) - 1e-6  # nothing better than the table
     assert backend.now() >= 600
+
+
+@pytest.mark.parametrize("option, value", [
+    ("reuse_workers", "false"), ("reuse_workers", 0), ("syne_tune_compat", "no")])
+def test_a_flag_option_takes_nothing_but_true_or_false(tmp_path, option, value):
+    script = tmp_path / "train.py"
+    script.write_text("def objective(config):\n    return {'loss': config['x']}\n")
+    entry = f"{script}:objective" if option == "reuse_workers" else str(script)
+    with pytest.raises(SpecError, match=rf"^spec.backend_options.{option}: must be true or "
+                                        rf"false, got {value!r}$"):
+        build_backend(spec(backend="local", config_space={"x": 1},
+                           backend_options={"entry_point": entry, option: value}))

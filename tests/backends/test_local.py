@@ -718,3 +718,17 @@ def test_a_new_trial_waits_for_the_gpu_of_a_stopped_trial(tmp_path, caplog):
     finally:
         backend.close()
 
+
+
+@pytest.mark.parametrize("cut", [0, 1, 9, 20, 21])
+def test_a_failure_reason_never_holds_part_of_a_secret_the_stderr_window_cuts(tmp_path, cut):
+    from backends.process_trials import STDERR_TAIL_BYTES, stderr_tail
+    from hpo_core import secrets
+
+    secret = "zqxFAKESECRETvalue9137"  # resolved for a trial: known to this process
+    secrets.remember([secret])
+    stderr = tmp_path / "stderr"
+    # the window of the last STDERR_TAIL_BYTES starts `cut` characters into the secret
+    stderr.write_text(secret + "B" * (STDERR_TAIL_BYTES - len(secret) + cut - 1) + "\n")
+    tail = stderr_tail(stderr, 0)
+    assert not any(secret[i:i + 4] in tail for i in range(len(secret) - 3)), tail[:40]
