@@ -21,7 +21,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import artifact_key
-from flows.comparison import DEFAULT_BLACKBOX, ComparisonPlan, process_pool, run_one, write_outputs
+from flows.comparison import (
+    DEFAULT_BLACKBOX,
+    ComparisonPlan,
+    comparison_defaults,
+    process_pool,
+    run_one,
+    write_outputs,
+)
 from flows.mlflow_client import open_client
 from flows.tracking import default_artifact_location, resolve_tracking_uri
 from hpo_core.comparison import Comparison, Run, analyse
@@ -39,11 +46,11 @@ def run_in_process(label: str, spec: dict[str, Any], pool: ProcessPoolExecutor) 
 @flow(name="compare", flow_run_name="compare-{name}")
 def compare(
     methods: list[str] = ["random", "asha", "bohb"],  # noqa: B006 - a flow parameter
-    tasks: list[str] = ["3945", "7593"],  # noqa: B006
+    tasks: list[str] | None = None,
     seeds: list[int] = [0, 1, 2],  # noqa: B006
     blackbox: str = DEFAULT_BLACKBOX,
-    metric: str = "val_accuracy",
-    mode: str = "max",
+    metric: str | None = None,
+    mode: str | None = None,
     max_time: float = 3600.0,
     n_workers: int = 4,
     processes: int = 2,
@@ -55,8 +62,12 @@ def compare(
     track: bool = True,
 ) -> dict[str, Any]:
     """Run every method on every task of `blackbox` with every seed for `max_time` simulated
-    seconds and compare them (see the module doc). `backend_options` go to every run's simulated
-    backend (e.g. `start_delay`); `method_options` are per method scheduler options."""
+    seconds and compare them (see the module doc). Tasks, metric and mode left out are the
+    blackbox's (`comparison_defaults`: on yahpo-lcbench tasks 3945 and 7593, val_accuracy, max).
+    `backend_options` go to every run's simulated backend (e.g. `start_delay`); `method_options`
+    are per method scheduler options."""
+    tasks, metric, mode = comparison_defaults(
+        blackbox, None if tasks is None else [str(t) for t in tasks], metric, mode)
     plan = ComparisonPlan(name=name, methods=list(methods), tasks=[str(t) for t in tasks],
                           seeds=[int(s) for s in seeds], metric=metric, mode=mode,
                           max_time=float(max_time), results_root=results_root, blackbox=blackbox,
