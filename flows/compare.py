@@ -83,13 +83,23 @@ def compare(
     title = (f"{name}: {len(plan.methods)} methods x {len(plan.tasks)} tasks x "
              f"{len(plan.seeds)} seeds, {blackbox} {metric} ({mode})")
     outputs = write_outputs(comparison, Path(results_root) / f"{name}-summary", title)
-    logger.info("%s\n%s", title, outputs["text"])
+    # one line, as the `tune` flow's: the table is in the artifacts and the CLI prints it
+    logger.info("%s", _summary_line(comparison, title, outputs["paths"]["report"].parent))
     _publish(comparison, outputs, name, title)
     run_id = _log_to_mlflow(tracking_uri, plan, comparison, outputs) if track else None
     return {"summary": _records(comparison.overall), "per_task": _records(comparison.per_task),
             "paired_test": outputs["paired_test"], "text": outputs["text"],
             "folder": str(outputs["paths"]["report"].parent), "mlflow_run_id": run_id,
             "flow_run_id": str(runtime.flow_run.id)}
+
+
+def _summary_line(comparison: Comparison, title: str, folder: Path) -> str:
+    """`<title>; best: asha (area 0.2424, final 0.1170, rank 1.25); tables, plots and report:
+    <folder>` (the overall table is ordered by area, best first)."""
+    best = comparison.overall.iloc[0]
+    figures = ", ".join(f"{figure} {best[figure]:.{2 if figure == 'rank' else 4}f}"
+                        for figure in ("area", "final", "rank"))
+    return f"{title}; best: {best['method']} ({figures}); tables, plots and report: {folder}"
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:

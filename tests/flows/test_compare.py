@@ -21,14 +21,19 @@ ARGS = ["--methods", "random,asha", "--tasks", "3945,7593", "--seeds", "2", "--m
 
 
 def test_tunesmith_compare_2_methods_2_tasks_2_seeds_through_the_flow(
-        tmp_path: Path, capsys, prefect_harness) -> None:
+        tmp_path: Path, prefect_console, prefect_harness) -> None:
     from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["compare", *ARGS, "--results-root", str(tmp_path), "--tracking-uri", uri]) == 0
-    out = capsys.readouterr().out
+    out, err = prefect_console.readouterr()
+    # the table once, on stdout; the flow's log has a one-line summary
+    assert (out + err).count("area (95% CI)") == 1 and "area (95% CI)" in out
+    assert re.search(r"cmp: 2 methods x 2 tasks x 2 seeds, .*; best: (asha|random) \(area "
+                     r"\d\.\d{4}, final \d\.\d{4}, rank \d\.\d\d\); tables, plots and report: ",
+                     err), err
     # the table: both methods with area, final regret and rank as mean [95% interval]
     rows = {line.split()[0]: line for line in out.splitlines()
             if line.startswith(("random ", "asha "))}
