@@ -55,8 +55,11 @@ def add_parser(sub: Any) -> None:
                         help="simulated seconds per run")
     parser.add_argument("--workers", type=positive_int, default=4, help="trials in flight per run")
     parser.add_argument("--processes", type=positive_int, default=2, help="runs in parallel")
-    parser.add_argument("--name", default="compare")
-    parser.add_argument("--results-root", default="experiments")
+    parser.add_argument("--name", default="compare",
+                        help="the summary folder is <name>-summary, each run's experiment "
+                        "<name>-<method>-t<task>-s<seed> (default: compare)")
+    parser.add_argument("--results-root", default="experiments",
+                        help="where the runs and the summary are stored (default: experiments)")
     parser.add_argument("--tracking-uri", help="MLflow (default: sqlite:///mlflow.db)")
     parser.add_argument("--no-flow", action="store_true", help="no Prefect, no MLflow")
 
