@@ -280,21 +280,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunesmith", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run (or resume) the experiment of a spec file (YAML/JSON)")
-    run.add_argument("spec", type=Path)
+    run.add_argument("spec", type=Path, help="the experiment's spec file (YAML or JSON)")
     run.add_argument("--no-flow", action="store_true", help="bare tuner: no Prefect, no MLflow")
     run.add_argument("--results-root", help="override spec.results_root")
     demo = sub.add_parser("demo", help="ASHA on the bundled LCBench benchmark, simulated")
     demo.add_argument("--no-flow", action="store_true", help="bare tuner: no Prefect, no MLflow")
     demo.add_argument("--results-root", help="where experiments are stored")
     resume = sub.add_parser("resume", help="resume an experiment from its store")
-    resume.add_argument("name")
-    resume.add_argument("--results-root", default="experiments")
-    resume.add_argument("--no-flow", action="store_true")
+    resume.add_argument("name", help="the experiment's name (its folder in the results root)")
+    resume.add_argument("--results-root", default="experiments",
+                        help="where the experiment is stored (default: experiments)")
+    resume.add_argument("--no-flow", action="store_true", help="bare tuner: no Prefect, no MLflow")
     listing = sub.add_parser("list", help="experiments in a results root")
-    listing.add_argument("--results-root", default="experiments")
+    listing.add_argument("--results-root", default="experiments",
+                         help="the folder to list (default: experiments)")
     show = sub.add_parser("show", help="the best trials of an experiment")
-    show.add_argument("name")
-    show.add_argument("--results-root", default="experiments")
+    show.add_argument("name", help="the experiment's name (its folder in the results root)")
+    show.add_argument("--results-root", default="experiments",
+                      help="where the experiment is stored (default: experiments)")
     show.add_argument("--top", type=positive_int, default=10, help="trials to list, best first")
     from flows import cli_compare
 

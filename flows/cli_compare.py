@@ -42,31 +42,43 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser("compare", help="compare methods over tasks and seeds (simulated)",
                             description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="random,asha,bohb", help="comma-separated")
-    parser.add_argument("--tasks", default="3945,7593", help="task ids of the blackbox")
+    parser.add_argument("--tasks", help="comma-separated task ids of the blackbox (default: "
+                        "3945,7593 on yahpo-lcbench, else its first two tasks)")
     parser.add_argument("--seeds", default="3", help="a count (0..N-1) or comma-separated seeds")
-    parser.add_argument("--blackbox", default="yahpo-lcbench")
-    parser.add_argument("--metric", default="val_accuracy")
-    parser.add_argument("--mode", default="max", choices=["min", "max"])
+    parser.add_argument("--blackbox", default="yahpo-lcbench",
+                        help="a bundled or imported blackbox (default: yahpo-lcbench)")
+    parser.add_argument("--metric", help="the objective to compare on (default: the blackbox's "
+                        "default metric, e.g. val_accuracy on yahpo-lcbench)")
+    parser.add_argument("--mode", choices=["min", "max"],
+                        help="min or max (default: the metric's mode on the blackbox)")
     parser.add_argument("--max-time", type=float, default=3600.0,
                         help="simulated seconds per run")
     parser.add_argument("--workers", type=positive_int, default=4, help="trials in flight per run")
     parser.add_argument("--processes", type=positive_int, default=2, help="runs in parallel")
-    parser.add_argument("--name", default="compare")
-    parser.add_argument("--results-root", default="experiments")
+    parser.add_argument("--name", default="compare",
+                        help="the summary folder is <name>-summary, each run's experiment "
+                        "<name>-<method>-t<task>-s<seed> (default: compare)")
+    parser.add_argument("--results-root", default="experiments",
+                        help="where the runs and the summary are stored (default: experiments)")
     parser.add_argument("--tracking-uri", help="MLflow (default: sqlite:///mlflow.db)")
     parser.add_argument("--no-flow", action="store_true", help="no Prefect, no MLflow")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and print its table."""
+    from flows.comparison import comparison_defaults
+
+    methods, seeds = _list(args.methods, "--methods"), _seeds(args.seeds)
+    tasks, metric, mode = comparison_defaults(
+        args.blackbox, None if args.tasks is None else _list(args.tasks, "--tasks"),
+        args.metric, args.mode)
     options: dict[str, Any] = {
-        "methods": _list(args.methods, "--methods"), "tasks": _list(args.tasks, "--tasks"),
-        "seeds": _seeds(args.seeds), "blackbox": args.blackbox, "metric": args.metric,
-        "mode": args.mode, "max_time": args.max_time, "n_workers": args.workers,
+        "methods": methods, "tasks": tasks, "seeds": seeds, "blackbox": args.blackbox,
+        "metric": metric, "mode": mode, "max_time": args.max_time, "n_workers": args.workers,
         "name": args.name, "results_root": args.results_root,
     }
     print(f"comparing {', '.join(options['methods'])} on {args.blackbox} tasks "
-          f"{', '.join(options['tasks'])}, seeds {options['seeds']}, "
+          f"{', '.join(options['tasks'])}, seeds {options['seeds']}, {metric} ({mode}), "
           f"{args.max_time:g} simulated s each")
     if args.no_flow:
         from flows.comparison import ComparisonPlan, compare_runs, paired_text

@@ -21,7 +21,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import artifact_key
-from flows.comparison import DEFAULT_BLACKBOX, ComparisonPlan, process_pool, run_one, write_outputs
+from flows.comparison import (
+    DEFAULT_BLACKBOX,
+    ComparisonPlan,
+    comparison_defaults,
+    process_pool,
+    run_one,
+    write_outputs,
+)
 from flows.mlflow_client import open_client
 from flows.tracking import default_artifact_location, resolve_tracking_uri
 from hpo_core.comparison import Comparison, Run, analyse
@@ -39,11 +46,11 @@ def run_in_process(label: str, spec: dict[str, Any], pool: ProcessPoolExecutor) 
 @flow(name="compare", flow_run_name="compare-{name}")
 def compare(
     methods: list[str] = ["random", "asha", "bohb"],  # noqa: B006 - a flow parameter
-    tasks: list[str] = ["3945", "7593"],  # noqa: B006
+    tasks: list[str] | None = None,
     seeds: list[int] = [0, 1, 2],  # noqa: B006
     blackbox: str = DEFAULT_BLACKBOX,
-    metric: str = "val_accuracy",
-    mode: str = "max",
+    metric: str | None = None,
+    mode: str | None = None,
     max_time: float = 3600.0,
     n_workers: int = 4,
     processes: int = 2,
@@ -55,8 +62,12 @@ def compare(
     track: bool = True,
 ) -> dict[str, Any]:
     """Run every method on every task of `blackbox` with every seed for `max_time` simulated
-    seconds and compare them (see the module doc). `backend_options` go to every run's simulated
-    backend (e.g. `start_delay`); `method_options` are per method scheduler options."""
+    seconds and compare them (see the module doc). Tasks, metric and mode left out are the
+    blackbox's (`comparison_defaults`: on yahpo-lcbench tasks 3945 and 7593, val_accuracy, max).
+    `backend_options` go to every run's simulated backend (e.g. `start_delay`); `method_options`
+    are per method scheduler options."""
+    tasks, metric, mode = comparison_defaults(
+        blackbox, None if tasks is None else [str(t) for t in tasks], metric, mode)
     plan = ComparisonPlan(name=name, methods=list(methods), tasks=[str(t) for t in tasks],
                           seeds=[int(s) for s in seeds], metric=metric, mode=mode,
                           max_time=float(max_time), results_root=results_root, blackbox=blackbox,
@@ -72,13 +83,23 @@ def compare(
     title = (f"{name}: {len(plan.methods)} methods x {len(plan.tasks)} tasks x "
              f"{len(plan.seeds)} seeds, {blackbox} {metric} ({mode})")
     outputs = write_outputs(comparison, Path(results_root) / f"{name}-summary", title)
-    logger.info("%s\n%s", title, outputs["text"])
+    # one line, as the `tune` flow's: the table is in the artifacts and the CLI prints it
+    logger.info("%s", _summary_line(comparison, title, outputs["paths"]["report"].parent))
     _publish(comparison, outputs, name, title)
     run_id = _log_to_mlflow(tracking_uri, plan, comparison, outputs) if track else None
     return {"summary": _records(comparison.overall), "per_task": _records(comparison.per_task),
             "paired_test": outputs["paired_test"], "text": outputs["text"],
             "folder": str(outputs["paths"]["report"].parent), "mlflow_run_id": run_id,
             "flow_run_id": str(runtime.flow_run.id)}
+
+
+def _summary_line(comparison: Comparison, title: str, folder: Path) -> str:
+    """`<title>; best: asha (area 0.2424, final 0.1170, rank 1.25); tables, plots and report:
+    <folder>` (the overall table is ordered by area, best first)."""
+    best = comparison.overall.iloc[0]
+    figures = ", ".join(f"{figure} {best[figure]:.{2 if figure == 'rank' else 4}f}"
+                        for figure in ("area", "final", "rank"))
+    return f"{title}; best: {best['method']} ({figures}); tables, plots and report: {folder}"
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:

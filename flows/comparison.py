@@ -22,6 +22,33 @@ from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store.files import validate_name
 
 DEFAULT_BLACKBOX = "yahpo-lcbench"
+#: the tasks a comparison on these blackboxes runs when none are given (other blackboxes: their
+#: first two tasks)
+DEFAULT_TASKS = {"yahpo-lcbench": ["3945", "7593"]}
+
+
+def comparison_defaults(blackbox: str, tasks: list[str] | None = None, metric: str | None = None,
+                        mode: str | None = None) -> tuple[list[str], str, str]:
+    """The tasks, metric and mode of a comparison on `blackbox`, each as given or, where None,
+    the blackbox's own: `DEFAULT_TASKS` or its first two tasks, its default metric, that
+    metric's mode (so `tunesmith compare --blackbox lcbench` runs LCBench's bundled table)."""
+    from backends.blackbox import BlackboxError, available_blackboxes, load_blackbox
+
+    if tasks is not None and metric is not None and mode is not None:
+        return tasks, metric, mode
+    available = available_blackboxes()
+    if blackbox not in available:
+        raise BlackboxError(f"blackbox: unknown name {blackbox!r}; available: "
+                            f"{', '.join(available) or 'none'}")
+    known = available[blackbox]
+    if tasks is None:
+        tasks = [t for t in DEFAULT_TASKS.get(blackbox, []) if t in known] or known[:2]
+    task = next((t for t in tasks if t in known), None)
+    if task is None:  # none of the tasks given exists: validation names them
+        return tasks, metric or "val_accuracy", mode or "max"
+    box = load_blackbox(blackbox, task)
+    metric = metric or box.default_metric
+    return tasks, metric, mode or box.modes.get(metric, "max")
 
 
 @dataclass

@@ -159,3 +159,14 @@ def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
                            cwd=Path(__file__).resolve().parents[2])
     os.close(write)
     assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
+
+
+def test_every_option_of_every_command_has_a_help_text() -> None:
+    import argparse
+
+    from flows.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [f"{command} {action.dest}" for command, parser in sub.choices.items()
+               for action in parser._actions if not action.help]
+    assert not missing, missing

@@ -4,6 +4,7 @@ finite space ends with a reason the comparison shows."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from uuid import UUID
@@ -20,14 +21,19 @@ ARGS = ["--methods", "random,asha", "--tasks", "3945,7593", "--seeds", "2", "--m
 
 
 def test_tunesmith_compare_2_methods_2_tasks_2_seeds_through_the_flow(
-        tmp_path: Path, capsys, prefect_harness) -> None:
+        tmp_path: Path, prefect_console, prefect_harness) -> None:
     from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["compare", *ARGS, "--results-root", str(tmp_path), "--tracking-uri", uri]) == 0
-    out = capsys.readouterr().out
+    out, err = prefect_console.readouterr()
+    # the table once, on stdout; the flow's log has a one-line summary
+    assert (out + err).count("area (95% CI)") == 1 and "area (95% CI)" in out
+    assert re.search(r"cmp: 2 methods x 2 tasks x 2 seeds, .*; best: (asha|random) \(area "
+                     r"\d\.\d{4}, final \d\.\d{4}, rank \d\.\d\d\); tables, plots and report: ",
+                     err), err
     # the table: both methods with area, final regret and rank as mean [95% interval]
     rows = {line.split()[0]: line for line in out.splitlines()
             if line.startswith(("random ", "asha "))}
@@ -97,6 +103,48 @@ def test_a_method_that_runs_out_of_configs_ends_with_a_reason_the_comparison_sho
     runs = pd.read_csv(tmp_path / "exp" / "fin-summary" / "runs.csv")
     assert (runs["end_time"] < 3600).all()
     assert (runs[runs.method == "random"]["final"] == 0).all()  # all 6 configs, to the end
+
+
+BUNDLED_DEFAULTS = {  # blackbox -> the tasks and metric a comparison on it uses by default
+    "lcbench": (["blood-transfusion-service-center"], "Train/val_cross_entropy", "min"),
+    "yahpo-lcbench": (["3945", "7593"], "val_accuracy", "max"),
+}
+
+
+def test_the_bundled_blackboxes_are_the_ones_with_defaults_here(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from backends.blackbox import available_blackboxes
+
+    monkeypatch.delenv(ROOT_ENV, raising=False)
+    assert set(available_blackboxes()) == set(BUNDLED_DEFAULTS)
+
+
+@pytest.mark.parametrize("blackbox", sorted(BUNDLED_DEFAULTS))
+def test_compare_on_any_bundled_blackbox_needs_no_tasks_metric_or_mode(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        blackbox: str) -> None:
+    monkeypatch.delenv(ROOT_ENV, raising=False)
+    code = main(["compare", "--methods", "asha", "--blackbox", blackbox, "--seeds", "1",
+                 "--max-time", "100", "--workers", "2", "--processes", "1", "--name", "cmpbb",
+                 "--results-root", str(tmp_path), "--no-flow"])
+    assert code == 0, capsys.readouterr().err
+    tasks, metric, mode = BUNDLED_DEFAULTS[blackbox]
+    per_task = pd.read_csv(tmp_path / "cmpbb-summary" / "per_task.csv")
+    assert sorted(per_task["task"].astype(str).unique()) == tasks
+    spec = json.loads((tmp_path / f"cmpbb-asha-t{tasks[0]}-s0" / "spec.json").read_text())
+    assert (spec["metric"], spec["mode"]) == (metric, mode)
+
+
+def test_a_blackbox_of_ones_own_defaults_to_its_first_tasks_and_its_default_metric(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.comparison import comparison_defaults
+
+    finite_blackbox(tmp_path / "bb")
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path / "bb"))
+    assert comparison_defaults("tiny") == (["six"], "loss", "min")
+    assert comparison_defaults("tiny", ["six"], "loss", "max") == (["six"], "loss", "max")
+    with pytest.raises(ValueError, match=r"blackbox: unknown name 'nope'"):
+        comparison_defaults("nope")
 
 
 @pytest.mark.parametrize("argv, message", [
