@@ -77,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
         "metric": metric, "mode": mode, "max_time": args.max_time, "n_workers": args.workers,
         "name": args.name, "results_root": args.results_root,
     }
+    from flows.comparison import ComparisonPlan
+
+    ComparisonPlan(**options).validate()  # bad input is one line, before Prefect starts
     print(f"comparing {', '.join(options['methods'])} on {args.blackbox} tasks "
           f"{', '.join(options['tasks'])}, seeds {options['seeds']}, {metric} ({mode}), "
           f"{args.max_time:g} simulated s each")
     if args.no_flow:
-        from flows.comparison import ComparisonPlan, compare_runs, paired_text
+        from flows.comparison import compare_runs, paired_text
 
         _, outputs = compare_runs(ComparisonPlan(**options), processes=args.processes,
                                   on_done=_progress)

@@ -159,6 +159,14 @@ def test_bad_compare_input_is_one_line_and_exit_2(tmp_path, capsys, argv, messag
     assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
 
 
+def test_bad_compare_input_fails_before_the_flow_starts(tmp_path, capsys):
+    # the flow mode: nothing of Prefect (no server, no flow run, no traceback in its log)
+    assert main(["compare", "--results-root", str(tmp_path), "--methods", "nope"]) == 2
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert "unknown method 'nope'" in captured.err and "prefect" not in captured.out.lower()
+
+
 def test_the_compare_deployment_names_the_flow_with_valid_parameters() -> None:
     import yaml
 
