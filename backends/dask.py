@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
+import shlex
 import threading
 import time
 import uuid
@@ -174,6 +176,7 @@ class DaskBackend(TrialBackend):
         try:
             self.workers = _check_workers(self.client, self.address, gpus_per_trial,
                                           connect_timeout)
+            _check_entry_point(self.client, self.options["entry_point"])
             if checkpoint_url is not None:
                 _check_checkpoint_url(self.client, self.options)
         except BaseException:
@@ -575,7 +578,8 @@ def _lease(value: Any) -> float:
 
 def _portable_entry_point(entry_point: Any) -> Any:
     """The entry point with paths made absolute (workers do not share the tuner's working
-    folder), checked as the local or function backend checks it."""
+    folder), checked as the local or function backend checks it; an absolute path to a file
+    this host does not have is left to the workers (`_check_entry_point`)."""
     if not isinstance(entry_point, str | Sequence) or (
             isinstance(entry_point, str) and not entry_point.strip()):
         try:
@@ -583,6 +587,10 @@ def _portable_entry_point(entry_point: Any) -> Any:
         except ObjectiveError as err:
             raise ValueError(str(err)) from None
         return entry_point
+    script = _script_path(entry_point)
+    if script is not None and Path(script).is_absolute() and not Path(script).exists():
+        return entry_point if isinstance(entry_point, str) and is_function_entry(entry_point) \
+            else _parts(entry_point)
     if isinstance(entry_point, str) and is_function_entry(entry_point):
         try:
             objective_from(entry_point)
@@ -596,6 +604,37 @@ def _portable_entry_point(entry_point: Any) -> Any:
     if command[0] == "python":  # a .py file: the workers run it with their interpreter
         return command[1:]
     return command
+
+
+def _parts(entry_point: str | Sequence[Any]) -> list[str]:
+    return shlex.split(entry_point) if isinstance(entry_point, str) \
+        else [os.fspath(p) for p in entry_point]
+
+
+def _script_path(entry_point: Any) -> str | None:
+    """The `.py` file an entry point runs (a script, or `file.py:function`), if any."""
+    if isinstance(entry_point, str) and is_function_entry(entry_point):
+        target = entry_point.rpartition(":")[0]
+        return target if target.endswith(".py") else None
+    try:
+        first = _parts(entry_point)[0]
+    except (IndexError, TypeError, ValueError):
+        return None
+    return first if first.endswith(".py") else None
+
+
+def _check_entry_point(client: Any, entry_point: Any) -> None:
+    """An entry point's file must be on every worker, at the same path: else one error
+    before anything runs (not a failed trial per worker that lacks it)."""
+    script = _script_path(entry_point)
+    if script is None:
+        return
+    found = client.run(os.path.isfile, script)
+    missing = sorted(addr for addr, ok in found.items() if not ok)
+    if missing:
+        where = "any worker" if len(missing) == len(found) else f"workers {missing}"
+        raise ValueError(f"backend_options.entry_point: no file {script!r} on {where} of the "
+                         "Dask cluster (it must be at the same path on every worker)")
 
 
 def _connect(address: str | None, client: Any, timeout: float) -> tuple[Any, bool]:

@@ -238,8 +238,32 @@ def _show(root: Path, name: str, top: int) -> int:
     if not running:  # their processes ended with the experiment's
         table = table.assign(status=table["status"].replace("running", "interrupted"))
     print(table.to_string(index=False, formatters={c: format_value for c in table.columns}))
+    if len(experiment.metrics) > 1:
+        _print_front(experiment, top, names)
     print(f"trajectory plot: {experiment.plot_trajectory()}")
     return 0
+
+
+def _print_front(experiment: Experiment, top: int, secret_names: set[str]) -> None:
+    """A multi-objective experiment's Pareto front: its non-dominated reports (the table above
+    ranks by the first metric only)."""
+    front = experiment.pareto_front()
+    objectives = ", ".join(f"{m} ({d})" for m, d in zip(experiment.metrics, experiment.modes,
+                                                       strict=True))
+    print(f"Pareto front of {objectives}: {len(front)} reports of "
+          f"{front['trial_id'].nunique() if not front.empty else 0} trials"
+          + (f", the first {top} by {experiment.metric}" if len(front) > top else ""))
+    if front.empty:
+        return
+    step = experiment.resource_attr
+    configs = experiment.config_columns
+    columns = ["trial_id", *([step] if step in front.columns else []), *experiment.metrics,
+               *configs]
+    table = front.head(top)[columns].rename(columns={c: c[len(CONFIG_PREFIX):] for c in configs})
+    for column in configs:
+        if is_secret_name(column[len(CONFIG_PREFIX):], secret_names):
+            table[column[len(CONFIG_PREFIX):]] = MASK
+    print(table.to_string(index=False, formatters={c: format_value for c in table.columns}))
 
 
 def _how_it_ended(experiment: Experiment, root: Path, name: str, running: bool) -> str:
@@ -261,8 +285,12 @@ def _how_it_ended(experiment: Experiment, root: Path, name: str, running: bool) 
         check_spec(ExperimentSpec.from_file(experiment.path / "spec.json"))
     except Exception as err:  # noqa: BLE001 - any reason it cannot run is shown, in one line
         return f"not ended, and it cannot be resumed as it is: {one_line(str(err))}"
-    return (f"interrupted: `tunesmith resume {name}` continues it"
-            + (f" (with --results-root {root})" if str(root) != "experiments" else ""))
+    resume = f"`tunesmith resume {name}` continues it" + (
+        f" (with --results-root {root})" if str(root) != "experiments" else "")
+    last_exit = experiment.last_exit
+    if last_exit is not None and last_exit[1]:  # an error: it comes back unless fixed
+        return f"stopped by an error: {last_exit[0]}; once its cause is fixed, {resume}"
+    return f"interrupted{f' by {last_exit[0]}' if last_exit else ''}: {resume}"
 
 
 def positive_int(text: str) -> int:

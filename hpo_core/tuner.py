@@ -685,6 +685,8 @@ class Tuner:
                     logger.debug("reports after the interruption: %s", err)
                 except Exception:  # the kill is what the caller hears of; those reports are lost
                     logger.warning("could not journal the trials' last reports", exc_info=True)
+            if not finished and self._open is not None:
+                self._journal_exit()
         finally:
             try:
                 if self.store is not None:
@@ -693,6 +695,17 @@ class Tuner:
                 self._open = None
                 self.backend.close()
                 self._emit("on_tuning_end", self)
+
+    def _journal_exit(self) -> None:
+        """Journal what interrupted the run (the views say why it did not end)."""
+        err = self.interruption
+        if err is None or self._open is None:
+            return
+        text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        try:
+            self._open.journal_exit(one_line(text), isinstance(err, Exception))
+        except StoreError as store_err:  # the error that ended the run is raised
+            logger.debug("why the run ended: %s", store_err)
 
     def _emit(self, hook: str, *args: Any) -> None:
         if self._muted:

@@ -139,7 +139,8 @@ def resource_of(metrics: Mapping[str, Any], resource_attr: str, trial_id: int) -
     value = metrics.get(resource_attr)
     if value is None or isinstance(value, bool) or not isinstance(value, int | float | np.number):
         raise ValueError(
-            f"resource_attr: trial {trial_id} reported {sorted(metrics)} without a number "
+            f"spec.scheduler_options.resource_attr: trial {trial_id} reported "
+            f"{sorted(metrics)} without a number "
             f"{resource_attr!r}; set resource_attr to the reported fidelity"
         )
     return float(value)

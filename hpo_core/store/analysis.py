@@ -22,11 +22,14 @@ class Experiment:
     """A finished or running experiment read back from its folder (see `load_experiment`)."""
 
     def __init__(self, path: Path, results: pd.DataFrame, spec: dict[str, Any] | None,
-                 state: dict[str, Any] | None):
+                 state: dict[str, Any] | None, last_exit: tuple[str, bool] | None = None):
         self.path = path
         self.results = results
         self.spec = spec or {}
         self.state = state or {}
+        #: what interrupted its last session (the exception, masked, and whether it was an
+        #: error rather than a kill); None if it ended, runs, or died without a word (SIGKILL)
+        self.last_exit = last_exit
         metric = self.spec.get("metric")
         mode = self.spec.get("mode", "min")
         self.metrics: list[str] = [metric] if isinstance(metric, str) else list(metric or [])
@@ -216,16 +219,19 @@ class Experiment:
 
     def pareto_front(self, metrics: Sequence[str] | None = None,
                      modes: Sequence[str] | None = None) -> pd.DataFrame:
-        """Non-dominated reports for several metrics (defaults: the experiment's metrics)."""
+        """Non-dominated reports for several metrics (defaults: the experiment's metrics), of
+        trials that did not fail (a failed one is never best), best first in the first."""
         metrics = list(metrics or self.metrics)
         modes = list(modes or self.modes)
         if self.results.empty or any(m not in self.results.columns for m in metrics):
             return self.results.iloc[0:0]
-        frame = self.results.dropna(subset=metrics)
+        failed = self.results["trial_id"].isin(list(self.failed_trial_ids()))
+        frame = self.results[~failed.to_numpy()].dropna(subset=metrics)
         values = frame[metrics].to_numpy(dtype=float)
         signs = np.array([1.0 if m == "min" else -1.0 for m in modes])
         mask = pareto_mask(values * signs)
-        return frame[mask].sort_values(metrics[0]).reset_index(drop=True)
+        return frame[mask].sort_values(metrics[0], ascending=modes[0] == "min"
+                                       ).reset_index(drop=True)
 
     def plot_trajectory(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Save the incumbent trajectory as a PNG (default `<experiment>/trajectory.png`)."""
@@ -349,7 +355,19 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
         state = _with_journal(state or {"trials": {}}, rows, records)
     configs = {int(tid): t["config"] for tid, t in (state or {}).get("trials", {}).items()}
     results = results_frame(rows, configs) if rows else pd.DataFrame()
-    return Experiment(path, results, spec, state)
+    return Experiment(path, results, spec, state, _last_exit(records))
+
+
+def _last_exit(records: Sequence[Mapping[str, Any]]) -> tuple[str, bool] | None:
+    """The last session's `x` record (`ExperimentStore.journal_exit`), if no session began
+    after it."""
+    last = None
+    for record in records:
+        if "n" in record:
+            last = None
+        elif "x" in record:
+            last = (str(record["x"][0]), bool(record["x"][1]))
+    return last
 
 
 def _with_journal(state: dict[str, Any], rows: list[dict[str, Any]],
@@ -383,8 +401,8 @@ def _with_journal(state: dict[str, Any], rows: list[dict[str, Any]],
                 settle({d[0]: d[1:3] for d in record["d"]})
             pending = None
             continue
-        if pending is not None:
-            settle(None if "end" in record else {})
+        if pending is not None:  # an `x` record (the session's exit) decided nothing either
+            settle(None if "end" in record or "x" in record else {})
             pending = None
         if "s" in record:
             tid, config, source = record["s"]

@@ -8,7 +8,9 @@
   `poll()`), written before the scheduler sees any of them; `time` is the experiment's time
   (journals written before 2026-11-30 have a sixth, unused entry per event);
 * `{"d": [[index, status, decision], ...]}`: what became of the previous batch's reports
-  (written in front of the next record; a resume recomputes it, readers use it).
+  (written in front of the next record; a resume recomputes it, readers use it);
+* `{"x": [exception, is_error]}`: what interrupted the session (its last record; a resume
+  ignores it, the views say why the experiment did not end).
 
 Each record reaches the file with one `os.write` (no user-space buffer), so a SIGKILL loses
 nothing written; `sync()` (fdatasync, called off the tuner's thread) makes it durable against

@@ -173,6 +173,11 @@ class ExperimentStore:
         self._append({"b": [event_record(e, time_offset) for e in events]})
         self._events_since += len(events)
 
+    def journal_exit(self, reason: str, error: bool) -> None:
+        """Journal why this session ended before the experiment did (`error`: an error, not a
+        kill), for the views (`Experiment.last_exit`); a resume ignores it."""
+        self._append({"x": [reason, error]})
+
     def record(self, row: dict[str, Any], index: int | None = None) -> None:
         """Buffer one report row (trial_id, time, status, decision, metrics); `index` is its
         event's place in the last journaled batch (its decision is journaled with the next

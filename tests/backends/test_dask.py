@@ -179,6 +179,19 @@ def test_more_gpus_than_any_worker_has_is_one_error(dask_cluster: Cluster, scrip
         DaskBackend(str(script), address=dask_cluster.address, gpus_per_trial=3)
 
 
+@pytest.mark.parametrize("entry_point", ["/nowhere/project/train.py --epochs 3",
+                                         "/nowhere/project/train.py:objective"])
+def test_an_entry_point_is_looked_for_on_the_workers_not_on_the_tuners_host(
+        faults_cluster: Cluster, entry_point: str) -> None:
+    from backends.dask import DaskBackend
+
+    # the tuner's host need not have the code (submitted from a laptop): the workers must
+    with pytest.raises(ValueError, match=r"^backend_options.entry_point: no file "
+                                         r"'/nowhere/project/train.py' on any worker of the "
+                                         r"Dask cluster \(it must be at the same path"):
+        DaskBackend(entry_point, address=faults_cluster.address)
+
+
 def test_gpus_on_a_cluster_without_gpus_is_one_error(faults_cluster: Cluster,
                                                      script: Path) -> None:
     from backends.dask import DaskBackend

@@ -63,7 +63,8 @@ def test_show_says_an_interrupted_experiment_can_be_resumed(tmp_path, monkeypatc
         tuner.run()
     assert main(["show", "cli-killed", "--results-root", str(tmp_path / "exp")]) == 0
     out = capsys.readouterr().out
-    assert "interrupted: `tunesmith resume cli-killed` continues it" in out
+    assert ("interrupted by KeyboardInterrupt: `tunesmith resume cli-killed` continues it"
+            in out)
     # no process runs it: the trials it was running are not said to run
     assert " interrupted" in out.splitlines()[0] and "running" not in out
     lock = experiment_lock(spec.experiment_path)
@@ -170,3 +171,30 @@ def test_every_option_of_every_command_has_a_help_text() -> None:
     missing = [f"{command} {action.dest}" for command, parser in sub.choices.items()
                for action in parser._actions if not action.help]
     assert not missing, missing
+
+
+def test_show_of_a_multi_objective_experiment_prints_its_pareto_front(tmp_path, capsys):
+    from hpo_core.store import load_experiment
+
+    metrics = ["Train/val_cross_entropy", "elapsed_time"]
+    path = write_spec(tmp_path, name="cli-mo", scheduler="moasha", metric=metrics,
+                      mode=["min", "min"], scheduler_options={"reduction_factor": 3},
+                      stop={"max_trials_completed": 20})
+    assert main(["run", str(path), "--no-flow"]) == 0
+    capsys.readouterr()
+    root = str(tmp_path / "exp")
+    assert main(["show", "cli-mo", "--results-root", root, "--top", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    experiment = load_experiment(tmp_path / "exp" / "cli-mo")
+    reports = experiment.results.dropna(subset=metrics)
+    values = reports[metrics].to_numpy(dtype=float)  # both minimized; brute force
+    dominated = [((values <= v).all(axis=1) & (values < v).any(axis=1)).any() for v in values]
+    front = reports[[not d for d in dominated]]
+    at = next(i for i, line in enumerate(out) if line.startswith("Pareto front of "))
+    assert out[at] == (f"Pareto front of Train/val_cross_entropy (min), elapsed_time (min): "
+                       f"{len(front)} reports of {front['trial_id'].nunique()} trials"
+                       + (", the first 4 by Train/val_cross_entropy" if len(front) > 4 else ""))
+    assert out[at + 1].split()[:4] == ["trial_id", "epoch", *metrics]
+    best = front.sort_values(metrics[0]).head(4)
+    shown = [int(line.split()[0]) for line in out[at + 2: at + 2 + len(best)]]
+    assert shown == [int(t) for t in best["trial_id"]]

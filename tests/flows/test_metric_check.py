@@ -57,6 +57,13 @@ def test_local_backend_fails_fast_naming_the_metric_and_the_reported_keys(
     results = load_experiment(tmp_path / "exp" / "typo").results
     counts = sorted(results.groupby("trial_id").size())
     assert len(counts) == 2 and counts[0] == METRIC_CHECK_REPORTS and counts[1] < 40, counts
+    # `show` says why it stopped: a resume as it is would stop the same way
+    assert main(["show", "typo", "--results-root", str(tmp_path / "exp")]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[1].startswith("stopped by an error: MetricNotReportedError: spec.metric: no "
+                               "trial reports 'val_los'"), shown
+    assert shown[1].endswith("; once its cause is fixed, `tunesmith resume typo` continues it "
+                             f"(with --results-root {tmp_path / 'exp'})"), shown
 
 
 def test_simulated_backend_checks_the_metric_before_anything_runs(

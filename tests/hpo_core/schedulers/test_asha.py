@@ -239,3 +239,14 @@ def test_report_without_the_resource_names_resource_attr():
     trial = driver.start()
     with pytest.raises(ValueError, match="resource_attr"):
         driver.report(trial, 1, 1.0)
+
+
+def test_a_report_without_the_resource_is_an_error_naming_the_spec_field():
+    from hpo_core.trial import Trial, TrialResult, TrialStatus
+
+    scheduler = asha()  # resource_attr: epoch
+    trial = Trial(0, scheduler.suggest(0).config, TrialStatus.RUNNING)
+    scheduler.on_trial_add(trial)
+    with pytest.raises(ValueError, match=r"^spec\.scheduler_options\.resource_attr: trial 0 "
+                                         r"reported \['loss', 'step'\] without a number 'epoch'"):
+        scheduler.on_trial_result(trial, TrialResult(0, {"step": 1, "loss": 0.5}, 1.0))
