@@ -181,6 +181,8 @@ def _run(spec: ExperimentSpec, use_flow: bool) -> int:
 
 
 def _list(root: Path) -> int:
+    if root.exists() and not root.is_dir():
+        raise SpecError(f"--results-root: {str(root)!r} is not a folder")
     if not root.is_dir():
         print(f"no experiments under {root}")
         return 0

@@ -85,6 +85,7 @@ def test_show_says_an_interrupted_experiment_can_be_resumed(tmp_path, monkeypatc
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["show", "nothing-here"], "no experiment folder"),
+    (["list", "--results-root", __file__], "is not a folder"),
     (["show", "../etc"], "not a valid name"),
     (["resume", "nothing-here"], "no experiment at"),
     (["run", "missing.yaml"], "missing.yaml"),
