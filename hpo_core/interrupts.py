@@ -39,7 +39,6 @@ def _wrap(handler: Callable[[int, FrameType | None], Any]) -> Callable[[int, Fra
             return None
         return handler(signum, frame)
 
-    held_handler.__wrapped__ = handler  # type: ignore[attr-defined]
     return held_handler
 
 
