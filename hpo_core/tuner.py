@@ -352,7 +352,8 @@ class Tuner:
                     trial.config = dict(suggestion.config)
                 trial.status = TrialStatus.RUNNING
                 self._running.add(trial.trial_id)
-                self.backend.resume(trial)
+                with interrupts.held():  # a kill waits until the backend recorded the launch
+                    self.backend.resume(trial)
                 self._emit("on_trial_start", trial)
                 continue
             self._update_status()
@@ -380,7 +381,10 @@ class Tuner:
             self.store.write_trial_config(trial)
         if self._open is not None:
             self._open.journal_start(trial)
-        self.backend.start(trial)
+        # a kill waits until the backend recorded what it launched (raised in between, the
+        # launch would run on unknown to `drain()` and `close()`)
+        with interrupts.held():
+            self.backend.start(trial)
         self.scheduler.on_trial_add(trial)
         self._emit("on_trial_start", trial)
 
@@ -623,11 +627,12 @@ class Tuner:
         for trial in self.trials.values():
             if trial.status == TrialStatus.RUNNING and trial.trial_id not in self._running:
                 self._running.add(trial.trial_id)
-                if trial.num_results == 0 and trial.checkpoint_from is None:
-                    self.backend.start(trial)
-                else:
-                    self._mark_relaunched(trial)
-                    self.backend.resume(trial)
+                with interrupts.held():  # as in `_start_new`
+                    if trial.num_results == 0 and trial.checkpoint_from is None:
+                        self.backend.start(trial)
+                    else:
+                        self._mark_relaunched(trial)
+                        self.backend.resume(trial)
                 self._emit("on_trial_start", trial)
 
     @property
@@ -656,45 +661,53 @@ class Tuner:
 
     def _shutdown(self, finished: bool) -> None:
         try:
-            if finished:
-                for trial_id in sorted(self._running):
-                    trial = self.trials[trial_id]
-                    self.backend.stop(trial_id)
-                    self._finish(trial, TrialStatus.STOPPED, self.backend.now())
-                    self._emit("on_trial_complete", trial)
-            # Interrupted (a kill: Ctrl-C, a signal, a cancellation; or an error), the state is
-            # saved only if the interruption found it between two events (waiting in a poll, or
-            # at the top of a round: too many failures); in the middle of handling an event or
-            # starting trials (a scheduler's bug, a metric no trial reports, ...) it is not, and
-            # the resume replays the journal from the last snapshot, as after a SIGKILL. After a
-            # kill the trials' last reports are journaled.
-            killed = not finished and not isinstance(self.interruption, Exception)
-            self._update_status()
-            if self._open is not None and (finished or self._between_events):
+            # a second kill (Ctrl-C twice) waits until the store has the state and the trials'
+            # last reports, then is raised (ending the trials, `backend.close()`, it need not)
+            with interrupts.held():
                 try:
-                    self.save()
-                except StoreError as err:
-                    if self.interruption is None:
-                        raise
-                    logger.debug("final snapshot: %s", err)  # the error that ended the run
-                    # is raised: the user sees one line
-            if killed and self._open is not None:
-                try:
-                    self._journal_in_flight()
-                except StoreError as err:  # the error that ended the run is raised
-                    logger.debug("reports after the interruption: %s", err)
-                except Exception:  # the kill is what the caller hears of; those reports are lost
-                    logger.warning("could not journal the trials' last reports", exc_info=True)
-            if not finished and self._open is not None:
-                self._journal_exit()
+                    self._record_end(finished)
+                finally:
+                    if self.store is not None:
+                        self.store.close()
         finally:
+            self._open = None
+            self.backend.close()
+            self._emit("on_tuning_end", self)
+
+    def _record_end(self, finished: bool) -> None:
+        """The trials still running stopped (a normal end), the last snapshot, and after an
+        interruption the trials' last reports and what interrupted the run, journaled."""
+        if finished:
+            for trial_id in sorted(self._running):
+                trial = self.trials[trial_id]
+                self.backend.stop(trial_id)
+                self._finish(trial, TrialStatus.STOPPED, self.backend.now())
+                self._emit("on_trial_complete", trial)
+        # Interrupted (a kill: Ctrl-C, a signal, a cancellation; or an error), the state is
+        # saved only if the interruption found it between two events (waiting in a poll, or
+        # at the top of a round: too many failures); in the middle of handling an event or
+        # starting trials (a scheduler's bug, a metric no trial reports, ...) it is not, and
+        # the resume replays the journal from the last snapshot, as after a SIGKILL. After a
+        # kill the trials' last reports are journaled.
+        killed = not finished and not isinstance(self.interruption, Exception)
+        self._update_status()
+        if self._open is not None and (finished or self._between_events):
             try:
-                if self.store is not None:
-                    self.store.close()
-            finally:
-                self._open = None
-                self.backend.close()
-                self._emit("on_tuning_end", self)
+                self.save()
+            except StoreError as err:
+                if self.interruption is None:
+                    raise
+                logger.debug("final snapshot: %s", err)  # the error that ended the run
+                # is raised: the user sees one line
+        if killed and self._open is not None:
+            try:
+                self._journal_in_flight()
+            except StoreError as err:  # the error that ended the run is raised
+                logger.debug("reports after the interruption: %s", err)
+            except Exception:  # the kill is what the caller hears of; those reports are lost
+                logger.warning("could not journal the trials' last reports", exc_info=True)
+        if not finished and self._open is not None:
+            self._journal_exit()
 
     def _journal_exit(self) -> None:
         """Journal what interrupted the run (the views say why it did not end)."""

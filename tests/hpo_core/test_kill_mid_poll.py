@@ -1,6 +1,8 @@
 """A kill whose signal handler runs after a backend took a report off its queue, before that
 report was journaled (the Dask backend: `poll()` between `SimpleQueue.get` and `_on_message`):
-the report must still be in the store after the resume."""
+the report must still be in the store after the resume. Likewise a kill while a trial
+launches (the backend must record it, else drain() and close() miss it) and a second kill
+while the first one's shutdown journals the trials' last reports (`hpo_core.interrupts`)."""
 
 from __future__ import annotations
 
@@ -154,3 +156,60 @@ def test_a_kill_wakes_the_poll_it_is_held_in(tmp_path):
     with pytest.raises(Terminated):
         tuner.run()
     assert time.monotonic() - started < 10  # not the poll's 60 s
+
+
+class KilledAtLaunch(QueuedReports):
+    """A kill that lands while `start()` launched a trial and has not recorded it yet."""
+
+    def __init__(self, checkpoints: dict[int, int], sigterm_at_start: int):
+        super().__init__(checkpoints)
+        self.sigterm_at_start = sigterm_at_start
+        self.ended: set[int] = set()
+
+    def start(self, trial: Trial) -> None:
+        if trial.trial_id == self.sigterm_at_start:
+            os.kill(os.getpid(), signal.SIGTERM)  # launched; recorded next
+        super().start(trial)
+
+    resume = start
+
+    def drain(self) -> list[TrialEvent]:
+        self.ended = set(self.running)  # what the drain knows to end
+        return super().drain()
+
+
+@pytest.mark.usefixtures("sigterm_raises")
+def test_a_kill_while_a_trial_launches_waits_until_the_backend_recorded_it(tmp_path):
+    backend = KilledAtLaunch({}, sigterm_at_start=4)
+    tuner = Tuner(build_scheduler("random", SPACE, "loss", "min", 0), backend,
+                  StoppingCriterion(max_trials_started=8), n_workers=3,
+                  store=ExperimentStore(tmp_path, "launch"))
+    with pytest.raises(Terminated):
+        tuner.run()
+    assert 4 in backend.ended  # else it would run on, unknown to drain() and close()
+
+
+class KilledTwice(QueuedReports):
+    """A second kill (Ctrl-C twice) while `drain()` hands over the trials' last reports."""
+
+    def drain(self) -> list[TrialEvent]:
+        self._train()  # the trials report once more as they are ended
+        os.kill(os.getpid(), signal.SIGTERM)
+        return super().drain()
+
+
+@pytest.mark.usefixtures("sigterm_raises")
+def test_a_second_kill_waits_until_the_last_reports_are_journaled(tmp_path):
+    checkpoints: dict[int, int] = {}
+
+    def tuner(backend: QueuedReports) -> Tuner:
+        return Tuner(build_scheduler("random", SPACE, "loss", "min", 0), backend,
+                     StoppingCriterion(max_trials_started=6), n_workers=3,
+                     store=ExperimentStore(tmp_path, "twice"), checkpoint_interval=1e9)
+
+    with pytest.raises(Terminated):
+        tuner(KilledTwice(checkpoints, sigterm_at_report=2)).run()
+    tuner(QueuedReports(checkpoints)).run()
+    frame = load_experiment(tmp_path / "twice").results
+    for tid, rows in frame.groupby("trial_id"):
+        assert sorted(rows["epoch"]) == list(range(1, EPOCHS + 1)), (tid, list(rows["epoch"]))
