@@ -34,7 +34,7 @@ from hpo_core.store import (
     load_experiment,
     validate_name,
 )
-from hpo_core.trial import counts_text, trial_counts
+from hpo_core.trial import counts_text, status_text, trial_counts
 from hpo_core.trial_value import format_value
 
 if TYPE_CHECKING:
@@ -237,8 +237,7 @@ def _show(root: Path, name: str, top: int) -> int:
     columns = ["trial_id", "status", metric, f"at {step}", "reports"] + \
         [c[len(CONFIG_PREFIX):] for c in experiment.config_columns]
     table = table[[c for c in columns if c in table.columns]]
-    if not running:  # their processes ended with the experiment's
-        table = table.assign(status=table["status"].replace("running", "interrupted"))
+    table = table.assign(status=[status_text(s, ended=not running) for s in table["status"]])
     print(table.to_string(index=False, formatters={c: format_value for c in table.columns}))
     if len(experiment.metrics) > 1:
         _print_front(experiment, top, names)

@@ -23,7 +23,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from hpo_core.trial import Decision, Trial, TrialResult, TrialStatus, counts_text, trial_counts
+from hpo_core.trial import (
+    Decision,
+    Trial,
+    TrialResult,
+    TrialStatus,
+    counts_text,
+    status_text,
+    trial_counts,
+)
 from hpo_core.trial_value import TrialValue, format_value, metric_value, report_step
 from hpo_core.tuner import Tuner, TunerCallback
 
@@ -225,9 +233,8 @@ class StatusView(TrialValues):
             if trial is None:
                 continue
             value = self.values[trial_id]
-            status = "interrupted" if final and trial.status == TrialStatus.RUNNING \
-                else trial.status.value  # its process ended with the experiment's
-            table.add_row(str(trial_id), status, format_value(value.value),
+            table.add_row(str(trial_id), status_text(trial.status, final),
+                          format_value(value.value),
                           format_value(value.step), format_value(self.last_step.get(trial_id)),
                           *(format_value(trial.config.get(n)) for n in names))
         return table

@@ -72,6 +72,7 @@ from hpo_core.trial import (
     TrialResult,
     TrialStatus,
     counts_text,
+    status_text,
     trial_counts,
 )
 from hpo_core.trial_value import (
@@ -415,7 +416,7 @@ class MlflowTracker(TunerCallback):
         for tid, trial in sorted(tuner.trials.items()):
             best = self._best.get(tid)
             row: dict[str, Any] = {
-                "trial_id": tid, "status": trial.status.value,
+                "trial_id": tid, "status": status_text(trial.status, ended=True),
                 self._metric: best.value if best else None,
                 "best_step": best.step if best else None, "num_reports": trial.num_results}
             for name, value in redact(trial.config, self._secret_names).items():

@@ -224,7 +224,7 @@ def _report(spec: ExperimentSpec, tuner: Tuner, result: TuningResult,
 def _final_message(outcome: dict[str, Any]) -> str:
     """`best val_loss = 0.1138 (trial 3, epoch 9); 12 trials: ...; ended: <reason>`."""
     if outcome.get("best_trial_id") is None:
-        best = f"no trial reported {outcome['metric']}"
+        best = f"no trial that did not fail reported {outcome['metric']}"
     else:
         best = (f"best {outcome['metric']} = {format_value(outcome['best_value'])} "
                 f"(trial {outcome['best_trial_id']}, {outcome.get('best_step_name', 'step')} "

@@ -10,9 +10,10 @@ keeps the reference.
 
 Masking, one mask (`MASK`) and one implementation for MLflow, Prefect, files and the console:
 
-- `redact(mapping)`: values under secret-looking names (password, secret, token, key,
-  credential, auth, ... as words of the name) are replaced whole (a reference stays visible,
-  it holds no secret); every other string is masked with `mask_text`.
+- `redact(mapping)`: values under secret-looking names (password, secret, credential, ... as
+  words of the name; token, key, auth as its last word: `api_key`, not `key_dim`) are replaced
+  whole (a reference stays visible, it holds no secret); every other string is masked with
+  `mask_text`.
 - `mask_text(text)`: the known secret values (resolved references, literal values under
   secret-looking names in a spec, the values of credential environment variables such as
   `AWS_SECRET_ACCESS_KEY`), URL passwords (`scheme://user:pass@host`) and AWS access key ids.
@@ -36,9 +37,12 @@ if TYPE_CHECKING:
 MASK = "[redacted]"
 SCHEMES = ("env", "prefect")
 SECRET_WORDS = frozenset({
-    "password", "passwd", "pwd", "passphrase", "secret", "secrets", "token", "key",
-    "keys", "apikey", "credential", "credentials", "auth", "authorization", "private",
+    "password", "passwd", "pwd", "passphrase", "secret", "secrets", "apikey", "credential",
+    "credentials", "authorization", "private",
 })
+#: words that name a credential only as a name's last word (`api_key`, `hf_token`, `auth`), not
+#: as a qualifier (`key_dim`, `token_dim`, `key_size`: model hyperparameters)
+SECRET_LAST_WORDS = frozenset({"token", "key", "auth"})
 SECRET_SUBSTRINGS = ("password", "secret", "credential", "apikey", "accesskey", "privatekey")
 MIN_VALUE_CHARS = 4  # a shorter known value would mask ordinary text
 MIN_ENV_VALUE_CHARS = 8  # values of secret-named environment variables ("1", "true" are not)
@@ -68,8 +72,8 @@ def is_secret_name(name: Any, secret_names: Iterable[str] = ()) -> bool:
     lowered = text.lower().replace("_", "").replace("-", "")
     if any(s in lowered for s in SECRET_SUBSTRINGS):
         return True
-    words = {w.lower() for w in _WORD_SPLIT.split(text) if w}
-    return bool(words & SECRET_WORDS)
+    words = [w.lower() for w in _WORD_SPLIT.split(text) if w]
+    return bool(set(words) & SECRET_WORDS) or bool(words) and words[-1] in SECRET_LAST_WORDS
 
 
 def spec_secret_names(spec: Mapping[str, Any]) -> set[str]:

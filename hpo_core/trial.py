@@ -46,6 +46,13 @@ def trial_counts(statuses: Iterable[TrialStatus | str], num_results: int,
     return out
 
 
+def status_text(status: TrialStatus | str, ended: bool) -> str:
+    """A trial's status as the views show it (`ended`: as in `trial_counts`, a trial still
+    marked running is `interrupted`)."""
+    value = status.value if isinstance(status, TrialStatus) else str(status)
+    return "interrupted" if ended and value == TrialStatus.RUNNING.value else value
+
+
 def counts_text(counts: Mapping[str, int]) -> str:
     """`303 trials: 12 completed, 291 stopped early, 1 failed` (zero counts left out)."""
     labels = {"completed": "completed", "stopped": "stopped early", "paused": "paused",

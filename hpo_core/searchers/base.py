@@ -40,7 +40,9 @@ class Searcher(ABC):
         self.rng = np.random.default_rng(seed)
         self._points_to_evaluate: list[dict[str, Any]] = []
         for i, point in enumerate(points_to_evaluate or []):
-            config = {**self.config_space.fixed, **self.config_space.cast(dict(point))}
+            # the space's fixed values hold for every config (a point's own value for a fixed
+            # name, e.g. a warm start's masked copy of a secret, is not used)
+            config = {**self.config_space.cast(dict(point)), **self.config_space.fixed}
             if any(n not in config for n in self.config_space.names
                    if self.config_space.is_active(n, config)):
                 # partially given points are completed at random

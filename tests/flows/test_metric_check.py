@@ -147,3 +147,14 @@ def test_simulated_backend_checks_the_cost_before_anything_runs(
                                                  "cost_attr": "elapsed_time"}}))
     assert main(["run", str(path), "--no-flow"]) == 0
     assert "ended: max_cost 600 reached" in capsys.readouterr().out
+
+
+def test_the_final_message_of_a_run_whose_trials_all_failed_does_not_deny_their_reports(
+        ) -> None:
+    from flows.tune import _final_message
+
+    outcome = {"best_trial_id": None, "metric": "loss", "reason": "too many failures: 2 ...",
+               "counts": {"trials": 2, "failed": 2, "results": 6}}
+    # the trials reported loss, then failed: a failed trial is never best
+    assert _final_message(outcome).startswith("no trial that did not fail reported loss; "
+                                              "2 trials: 2 failed; ended: too many failures")

@@ -317,6 +317,10 @@ def test_trials_running_at_an_interruption_end_their_child_runs_killed_with_ever
     for tid in running:
         assert runs[tid].info.status == "KILLED"
         assert runs[tid].data.tags["tunesmith.status"] == "interrupted"
+    table = pd.read_csv(client.download_artifacts(tracker.parent_run_id, "trials.csv",
+                                                  str(tmp_path)))
+    statuses = dict(zip(table["trial_id"], table["status"], strict=True))
+    assert {statuses[tid] for tid in running} == {"interrupted"}  # no process runs them
 
     tracker = MlflowTracker(spec, tracking_uri=uri)
     build_tuner(spec, [tracker]).run()  # resumed

@@ -22,17 +22,19 @@ from hpo_core.secrets import (
 
 def test_redact_masks_secret_names_and_secret_values() -> None:
     params = {
-        "lr": 0.1, "max_tokens": 512, "monkey": 1, "batch_size": 32,
+        "lr": 0.1, "max_tokens": 512, "monkey": 1, "batch_size": 32, "key_dim": 64,
+        "token_dim": 16, "num_keys": 8, "ssh_key": "k0",
         "api_key": "k1", "AWS_SECRET_ACCESS_KEY": "k2", "authToken": "k3", "db_password": "k4",
         "hf-token": "k5", "credentials": {"user": "u", "pass": "k6"},
         "nested": {"depth": 3, "private_key": "k7", "url": "postgres://me:k8@db:5432/x"},
         "aws_id": "AKIAABCDEFGHIJKLMNOP", "names": ["ok", "https://u:k9@host/path"],
     }
     safe = redact(params)
-    assert {k: safe[k] for k in ("lr", "max_tokens", "monkey", "batch_size")} == \
-        {"lr": 0.1, "max_tokens": 512, "monkey": 1, "batch_size": 32}
+    # a model's hyperparameters named after keys and tokens (Keras' key_dim) are not secrets
+    plain = ("lr", "max_tokens", "monkey", "batch_size", "key_dim", "token_dim", "num_keys")
+    assert {k: safe[k] for k in plain} == {k: params[k] for k in plain}
     for key in ("api_key", "AWS_SECRET_ACCESS_KEY", "authToken", "db_password", "hf-token",
-                "credentials"):
+                "credentials", "ssh_key"):
         assert safe[key] == REDACTED, key
     assert safe["nested"]["depth"] == 3 and safe["nested"]["private_key"] == REDACTED
     assert safe["nested"]["url"] == f"postgres://me:{REDACTED}@db:5432/x"
@@ -146,7 +148,7 @@ def test_a_spec_s_literal_secrets_are_remembered_but_not_its_words(monkeypatch):
     monkeypatch.setattr(secrets, "_known", set())
     secrets.remember_spec({
         "config_space": {"api_key": "literal-key-1", "num_keys": 1000,
-                         "auth_mode": {"type": "choice", "categories": ["oauth-x1", "basic-x2"]}},
+                         "proxy_auth": {"type": "choice", "categories": ["oauth-x1", "basic-x2"]}},
         "backend_options": {"env": {"DB_PASSWORD": "pw-literal-2", "HOME_DIR": "/home/me"},
                             "secret_hyperparameters": ["HF_TOKEN"]},
     })

@@ -19,3 +19,11 @@ def test_a_small_space_is_exhausted_without_repeats_and_the_state_round_trips():
     assert configs[-1] is None  # 6 configs in the space
     keys = [config_digest(space, c) for c in configs[:-1]]
     assert len(set(keys)) == 6 and again._seen.to_state() == keys  # in arrival order
+
+
+def test_a_point_to_evaluate_keeps_the_spaces_fixed_values():
+    # a warm start read back from MLflow holds a secret's mask: the spec's value is used
+    space = ConfigSpace({"a": choice(["x", "y"]), "api_key": "the-real-key"})
+    searcher = RandomSearcher(space, seed=0,
+                              points_to_evaluate=[{"a": "y", "api_key": "[redacted]"}])
+    assert searcher.suggest(0) == {"a": "y", "api_key": "the-real-key"}
