@@ -144,14 +144,9 @@ def valid_configs(space: ConfigSpace, configs: list[dict[str, Any]]) -> list[dic
 def dated_spec(spec: ExperimentSpec, day: str, warm: list[dict[str, Any]],
                box: dict[str, Any] | None = None) -> ExperimentSpec:
     """`spec` as experiment `<name>-<day>`, evaluating `warm` first, and with `box` (the options
-    of `bounding_box`) run on a bounding box; the stored spec of that experiment if it exists
-    already (so a second run on the same day resumes it)."""
-    name = f"{spec.name}-{day}"
-    stored = Path(spec.results_root) / name / SPEC_FILE
-    if stored.exists():
-        return ExperimentSpec.from_file(stored)
+    of `bounding_box`) run on a bounding box."""
     data = spec.to_dict()
-    data["name"] = name
+    data["name"] = f"{spec.name}-{day}"
     if warm:
         options = dict(data["scheduler_options"])
         options["points_to_evaluate"] = warm + list(options.get("points_to_evaluate") or [])
@@ -182,6 +177,13 @@ def retune(spec: SpecLike = "deployments/specs/lcbench-asha.yaml", top_k: int = 
     day = date or dt.datetime.now(dt.UTC).date().isoformat()
     metric = spec.metric if isinstance(spec.metric, str) else spec.metric[0]
     mode = spec.mode if isinstance(spec.mode, str) else spec.mode[0]
+    stored = Path(spec.results_root) / f"{spec.name}-{day}" / SPEC_FILE
+    if stored.exists():  # a second run on the same day resumes that experiment as it began
+        run_logger.info("resuming %s-%s as it was started (its warm start included); transfer "
+                        "%s is not applied again", spec.name, day, transfer)
+        outcome = tune(ExperimentSpec.from_file(stored), tracking_uri=uri,
+                       mlflow_experiment=spec.name)
+        return {**outcome, "warm_start_configs": [], "transfer": None}
     space, options = space_and_options(spec)
     sources: list[Any] = []
     box = None
@@ -202,6 +204,4 @@ def retune(spec: SpecLike = "deployments/specs/lcbench-asha.yaml", top_k: int = 
                     else f"{len(sources)} earlier runs", len(warm))
     outcome = tune(dated_spec(spec, day, warm, box), tracking_uri=uri,
                    mlflow_experiment=spec.name)
-    outcome["warm_start_configs"] = warm
-    outcome["transfer"] = transfer
-    return outcome
+    return {**outcome, "warm_start_configs": warm, "transfer": transfer}

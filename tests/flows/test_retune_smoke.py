@@ -39,8 +39,11 @@ def test_retune_warm_starts_from_the_best_earlier_config(tmp_path: Path) -> None
     assert outcome["mlflow_experiment_id"] == first["mlflow_experiment_id"]
     assert outcome["mlflow_parent_run_id"] != first["mlflow_parent_run_id"]
 
-    again = retune(base_spec(tmp_path), date="2026-01-02", tracking_uri=uri)
+    again = retune(base_spec(tmp_path), date="2026-01-02", tracking_uri=uri,
+                   transfer="zero_shot")
     assert again["resumed"] and again["mlflow_parent_run_id"] == outcome["mlflow_parent_run_id"]
+    # it resumed the day's experiment as it was started: no transfer applied this time
+    assert again["transfer"] is None and again["warm_start_configs"] == []
 
 
 def test_smoke_flow_passes_on_a_healthy_engine(tmp_path: Path) -> None:
