@@ -46,6 +46,9 @@ REPORTS_TAG = "tunesmith.num_reports"
 FAILURE_TAG = "tunesmith.failure_reason"
 BEST_CONFIG_TAG = "tunesmith.best_config"
 BEST_VALUE_TAG = "tunesmith.best_value"
+#: a resume with a changed spec: which params changed (params are immutable in MLflow and
+#: keep the first session's values), and each one's current value under CURRENT_PARAM_TAG<name>
+CHANGED_PARAMS_TAG, CURRENT_PARAM_TAG = "tunesmith.changed_params", "tunesmith.current."
 BEST_STEP_TAG = "tunesmith.best_step"
 RUN_FILE = "mlflow.json"
 TRIALS_FILE = "trials.csv"
@@ -215,11 +218,19 @@ class MlflowWriter(threading.Thread):
             )
             self.parent_run_id = run.info.run_id
             self._log_batch(self.parent_run_id, [], s.parent_params, {})
-        else:  # resumed: params are immutable in MLflow, so only new ones are added
+        else:  # resumed: params are immutable in MLflow, so only new ones are added, and
+            # the current values of those the spec changed are tags
             self.parent_run_id = run.info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
-            params = {k: v for k, v in s.parent_params.items() if k not in run.data.params}
-            self._log_batch(self.parent_run_id, [], params, s.parent_tags)
+            logged = run.data.params
+            params = {k: v for k, v in s.parent_params.items() if k not in logged}
+            changed = {k: v for k, v in s.parent_params.items()
+                       if k in logged and logged[k] != str(v)}
+            tags = dict(s.parent_tags)
+            if changed:
+                tags[CHANGED_PARAMS_TAG] = ", ".join(sorted(changed))
+                tags.update({CURRENT_PARAM_TAG + k: str(v) for k, v in changed.items()})
+            self._log_batch(self.parent_run_id, [], params, tags)
         self.client.log_text(self.parent_run_id, s.spec_json, "spec.json")
         if s.store_path is not None:
             atomic_write_text(s.store_path / RUN_FILE, json.dumps({

@@ -327,3 +327,25 @@ def test_trials_running_at_an_interruption_end_their_child_runs_killed_with_ever
     assert tracker.close() and tracker.error is None
     runs = mirrored(client, tracker)
     assert {r.info.status for r in runs.values()} == {"FINISHED"} and len(runs) == 4
+
+
+def test_a_resume_with_a_changed_spec_tags_the_parent_run_with_the_current_values(
+        tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = simulated_spec(tmp_path, "changed", 4)
+    tracker = MlflowTracker(spec, tracking_uri=uri)
+    build_tuner(spec, [tracker]).run()
+    assert tracker.close() and tracker.error is None
+    spec.stop = {"max_trials_completed": 8}  # raised, then run again: it resumes
+    spec.max_failures = 7
+    tracker = MlflowTracker(spec, tracking_uri=uri)
+    build_tuner(spec, [tracker]).run()
+    assert tracker.close() and tracker.error is None
+    run = MlflowClient(uri).get_run(tracker.parent_run_id)
+    assert run.data.params["stop"] == '{"max_trials_completed": 4}'  # immutable in MLflow
+    assert run.data.tags["tunesmith.changed_params"] == "max_failures, stop"
+    assert run.data.tags["tunesmith.current.stop"] == '{"max_trials_completed": 8}'
+    assert run.data.tags["tunesmith.current.max_failures"] == "7"
+    assert run.data.tags["tunesmith.end_reason"] == "max_trials_completed 8 reached"
