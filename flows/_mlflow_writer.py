@@ -127,6 +127,9 @@ class WriterSettings:
     mode: str = "min"
     restored_trials: dict[int, tuple[dict[str, Any], str, str | None]] = field(default_factory=dict)
     restored_rows: list[Mapping[str, Any]] = field(default_factory=list)
+    #: what finds the output files of each restored trial that ended (attached when its child
+    #: run is written on resume, as when it ended live)
+    restored_logs: dict[int, Callable[[], TrialLogs | None] | None] = field(default_factory=dict)
     #: on resume, write the child runs of restored trials that MLflow lacks (off when the
     #: tracker chooses the trials with child runs at the end, see `flows.tracking`)
     write_missing: bool = True
@@ -325,7 +328,7 @@ class MlflowWriter(threading.Thread):
             best = best_report(trial_rows, s.metric, s.mode, s.resource_attr) if s.metric \
                 else None
             missing.append(Segment(tid, config, status, reports, done, stamp, stamp, reason,
-                                   best=best))
+                                   logs=s.restored_logs.get(tid), best=best))
         for i in range(0, len(missing), MAX_RECORDS_PER_BATCH):
             self._write_batch(missing[i:i + MAX_RECORDS_PER_BATCH])
 

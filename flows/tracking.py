@@ -67,6 +67,7 @@ from hpo_core.secrets import (
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import CONFIG_PREFIX, RESULTS_FILE, dumps, load_experiment, write_results
 from hpo_core.trial import (
+    ENDED_STATUSES,
     Decision,
     Trial,
     TrialResult,
@@ -281,6 +282,8 @@ class MlflowTracker(TunerCallback):
                 for tid, t in tuner.trials.items()
             },
             restored_rows=list(store.rows()) if store is not None else [],
+            restored_logs={tid: self._logs(t) for tid, t in tuner.trials.items()
+                           if t.status in ENDED_STATUSES},
             write_missing=not self._choose_at_end,
         )
         self._writer = MlflowWriter(settings, self._records, self._on_disable)

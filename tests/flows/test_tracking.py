@@ -349,3 +349,34 @@ def test_a_resume_with_a_changed_spec_tags_the_parent_run_with_the_current_value
     assert run.data.tags["tunesmith.current.stop"] == '{"max_trials_completed": 8}'
     assert run.data.tags["tunesmith.current.max_failures"] == "7"
     assert run.data.tags["tunesmith.end_reason"] == "max_trials_completed 8 reached"
+
+
+def test_child_runs_filled_in_on_resume_get_their_trials_logs(tmp_path: Path) -> None:
+    """Trials that ended while MLflow could not be written (here: no tracker at all) get
+    their child runs on the next session, with their output files, as when written live."""
+    from mlflow import MlflowClient
+
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent("""
+        from hpo_core.report import get_config, report
+        config = get_config()
+        print("training with x =", config["x"])
+        report(epoch=1, loss=float(config["x"]))
+    """))
+    spec = ExperimentSpec.from_dict({
+        "name": "filled", "metric": "loss", "scheduler": "random",
+        "config_space": {"x": {"type": "uniform", "lower": 0, "upper": 1}},
+        "backend": "local", "backend_options": {"entry_point": str(script), "gpus": None},
+        "stop": {"max_trials_started": 2}, "n_workers": 2,
+        "results_root": str(tmp_path / "experiments")})
+    build_tuner(spec).run()  # the trials end unseen by MLflow
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(spec, tracking_uri=uri)
+    build_tuner(spec, [tracker]).run()  # resumed: nothing left to run, MLflow filled in
+    assert tracker.close() and tracker.error is None
+    client = MlflowClient(uri)
+    children = children_by_trial(client, tracker.experiment_id, tracker.parent_run_id)
+    assert sorted(children) == [0, 1]
+    for run in children.values():
+        logs = {a.path for a in client.list_artifacts(run.info.run_id, "logs")}
+        assert "logs/stdout.txt" in logs, logs
