@@ -100,6 +100,9 @@ class Finish:
     #: each trial's child run id (empty where it has none), then logged to the parent run
     trials: list[dict[str, Any]] = field(default_factory=list)
     trials_path: Path | None = None
+    #: the trials that keep a child run (a simulated experiment's best): the runs an earlier
+    #: session wrote for others are deleted; None: every trial keeps its run
+    only_trials: frozenset[int] | None = None
 
 
 @dataclass
@@ -468,6 +471,9 @@ class MlflowWriter(threading.Thread):
                   f"{child or parent_run_id}?workflowType=machine_learning"
             tags[NOTE_TAG] = _clip(finish.note.replace("{best_run_url}", url), MAX_TAG_VALUE)
         self._log_batch(parent_run_id, metrics, {}, tags)
+        if finish.only_trials is not None:
+            for tid in [t for t in self._children if t not in finish.only_trials]:
+                self.client.delete_run(self._children.pop(tid)[0])
         if finish.trials_path is not None:
             self._log_trials(finish.trials, finish.trials_path, parent_run_id)
         for path in finish.artifacts:

@@ -348,6 +348,7 @@ class MlflowTracker(TunerCallback):
                                  note=self._note(tuner, counts, chosen),
                                  best_trial_id=result.best_trial_id,
                                  trials=self._trials_table(tuner),
+                                 only_trials=None if chosen is None else frozenset(chosen),
                                  trials_path=self._temp_folder() / TRIALS_FILE))
 
     def _end_interrupted(self, trial: Trial, results: pd.DataFrame | None) -> None:

@@ -380,3 +380,26 @@ def test_child_runs_filled_in_on_resume_get_their_trials_logs(tmp_path: Path) ->
     for run in children.values():
         logs = {a.path for a in client.list_artifacts(run.info.run_id, "logs")}
         assert "logs/stdout.txt" in logs, logs
+
+
+def test_a_resumed_simulated_experiment_keeps_child_runs_for_its_best_trials_only(
+        tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = simulated_spec(tmp_path, "displaced", 4)
+    tracker = MlflowTracker(spec, tracking_uri=uri, child_runs=3)
+    build_tuner(spec, [tracker]).run()
+    assert tracker.close() and tracker.error is None
+    first = set(children_by_trial(MlflowClient(uri), tracker.experiment_id,
+                                  tracker.parent_run_id))
+    spec.stop = {"max_trials_completed": 40}  # resumed: better trials come
+    tracker = MlflowTracker(spec, tracking_uri=uri, child_runs=3)
+    build_tuner(spec, [tracker]).run()
+    assert tracker.close() and tracker.error is None
+    experiment = load_experiment(Path(spec.results_root) / "displaced")
+    values = experiment.trial_values()
+    best = sorted(values, key=lambda t: (values[t].value, t))[:3]
+    children = children_by_trial(MlflowClient(uri), tracker.experiment_id,
+                                 tracker.parent_run_id)
+    assert sorted(children) == sorted(best) and first - set(best)  # some were displaced
