@@ -99,3 +99,7 @@ def test_the_final_status_of_an_interrupted_run_says_its_running_trials_were_int
     statuses = {line.split()[0]: line.split()[1] for line in final[4:] if line.strip()}
     assert all(statuses.get(str(t.trial_id), "interrupted") == "interrupted" for t in running)
     assert "running" not in statuses.values()
+    # the Prefect progress artifact's last description says so too
+    from flows.artifacts import ProgressArtifact
+
+    assert f"{len(running)} interrupted" in ProgressArtifact._description(tuner, ended=True)
