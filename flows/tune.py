@@ -194,6 +194,10 @@ def _tune(spec: SpecLike, tracking_uri: str | None, track: bool, mlflow_experime
         _close(tracker, logger)  # keep what was tracked; a new run resumes from the store
         if isinstance(err, Exception) and user_error(err) is None:
             logger.error("experiment %s failed: %s: %s", spec.name, type(err).__name__, err)
+        elif not isinstance(err, Exception):  # a kill: Ctrl-C, a signal, a cancellation
+            logger.warning("experiment %s interrupted (%s): trials ended, state saved; running "
+                           "it again (`tunesmith resume %s`, or the same deployment run) "
+                           "continues it", spec.name, type(err).__name__, spec.name)
         raise
     outcome = _report(spec, tuner, result, tracker, run_id, resumed, leaderboard_size, logger)
     check_outcome(outcome)

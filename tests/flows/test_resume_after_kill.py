@@ -160,3 +160,5 @@ def test_sigterm_ends_the_trials_and_marks_the_parent_run_killed(tmp_path: Path)
                               "tags.`tunesmith.role` = 'parent'")
     assert [r.info.status for r in runs] == ["KILLED"], (tmp_path / "flow.log").read_text()[-3000:]
     assert runs[0].data.tags["tunesmith.end_reason"].startswith("interrupted by")
+    # the flow's log says what became of it, and how to go on
+    assert "experiment terminated interrupted (" in (tmp_path / "flow.log").read_text()
