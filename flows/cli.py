@@ -227,10 +227,7 @@ def _show(root: Path, name: str, top: int) -> int:
     if ranked.empty:
         print(f"no trial that did not fail reported {metric}")
         return 0
-    names = spec_secret_names(experiment.spec)
-    for column in experiment.config_columns:
-        if is_secret_name(column[len(CONFIG_PREFIX):], names):
-            ranked[column] = MASK
+    ranked = _masked_configs(experiment, ranked)
     step = _step_name(experiment)
     table = ranked.rename(columns={"best_step": f"at {step}", "num_reports": "reports"})
     table = table.rename(columns={c: c[len(CONFIG_PREFIX):] for c in experiment.config_columns})
@@ -240,12 +237,19 @@ def _show(root: Path, name: str, top: int) -> int:
     table = table.assign(status=[status_text(s, ended=not running) for s in table["status"]])
     print(table.to_string(index=False, formatters={c: format_value for c in table.columns}))
     if len(experiment.metrics) > 1:
-        _print_front(experiment, top, names)
+        _print_front(experiment, top)
     print(f"trajectory plot: {experiment.plot_trajectory()}")
     return 0
 
 
-def _print_front(experiment: Experiment, top: int, secret_names: set[str]) -> None:
+def _masked_configs(experiment: Experiment, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the config columns of secret hyperparameters masked."""
+    names = spec_secret_names(experiment.spec)
+    return frame.assign(**{c: MASK for c in experiment.config_columns
+                           if is_secret_name(c[len(CONFIG_PREFIX):], names)})
+
+
+def _print_front(experiment: Experiment, top: int) -> None:
     """A multi-objective experiment's Pareto front: its non-dominated reports (the table above
     ranks by the first metric only)."""
     front = experiment.pareto_front()
@@ -260,10 +264,8 @@ def _print_front(experiment: Experiment, top: int, secret_names: set[str]) -> No
     configs = experiment.config_columns
     columns = ["trial_id", *([step] if step in front.columns else []), *experiment.metrics,
                *configs]
-    table = front.head(top)[columns].rename(columns={c: c[len(CONFIG_PREFIX):] for c in configs})
-    for column in configs:
-        if is_secret_name(column[len(CONFIG_PREFIX):], secret_names):
-            table[column[len(CONFIG_PREFIX):]] = MASK
+    table = _masked_configs(experiment, front.head(top)[columns])
+    table = table.rename(columns={c: c[len(CONFIG_PREFIX):] for c in configs})
     print(table.to_string(index=False, formatters={c: format_value for c in table.columns}))
 
 

@@ -199,3 +199,23 @@ def test_show_of_a_multi_objective_experiment_prints_its_pareto_front(tmp_path, 
     best = front.sort_values(metrics[0]).head(4)
     shown = [int(line.split()[0]) for line in out[at + 2: at + 2 + len(best)]]
     assert shown == [int(t) for t in best["trial_id"]]
+
+
+def test_show_masks_secret_hyperparameters_in_both_tables(tmp_path, capsys):
+    script = tmp_path / "train.py"
+    script.write_text("from hpo_core.report import get_config, report\n"
+                      "config = get_config()\n"
+                      "report(epoch=1, loss=config['x'], latency=1 - config['x'])\n")
+    path = write_spec(tmp_path, name="cli-secret", scheduler="mo_rea",
+                      metric=["loss", "latency"], mode=["min", "min"],
+                      config_space={"x": {"type": "uniform", "lower": 0, "upper": 1},
+                                    "api_token": "tk-secret-123"},
+                      backend="local", backend_options={"entry_point": str(script),
+                                                        "gpus": None},
+                      stop={"max_trials_started": 3}, n_workers=3)
+    assert main(["run", str(path), "--no-flow"]) == 0
+    capsys.readouterr()
+    assert main(["show", "cli-secret", "--results-root", str(tmp_path / "exp")]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front of loss (min), latency (min)" in out
+    assert "tk-secret-123" not in out and out.count("[redacted]") >= 2  # ranked, then front
