@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from hpo_core.transfer import load_tasks, zero_shot_portfolio
 from hpo_core.trial import TrialStatus
 
 logger = logging.getLogger(__name__)
+#: the date a re-tuned experiment is named after: `<name>-<YYYY-MM-DD>`
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 TRANSFERS = ("top_k", "zero_shot", "bounding_box")
 
@@ -109,10 +112,13 @@ def earlier_evaluations(tracking_uri: str, experiment: str, metric: str,
 
 
 def earlier_experiments(spec: ExperimentSpec, exclude: str) -> list[str]:
-    """Folders of the earlier runs of `spec` in the store: `<name>` and `<name>-<date>` (the
-    run `exclude` left out), those with results."""
+    """Folders of the earlier runs of `spec` in the store: `<name>` and `<name>-<YYYY-MM-DD>`
+    (the run `exclude` left out; not another experiment whose name merely starts with
+    `<name>-`), those with results."""
     root = Path(spec.results_root)
-    names = [spec.name] + sorted(p.name for p in root.glob(f"{spec.name}-*"))
+    prefix = f"{spec.name}-"
+    names = [spec.name] + sorted(p.name for p in root.glob(f"{prefix}*")
+                                 if DATE.fullmatch(p.name[len(prefix):]))
     return [str(root / n) for n in names if n != exclude and (root / n / RESULTS_FILE).exists()]
 
 
@@ -162,7 +168,8 @@ def dated_spec(spec: ExperimentSpec, day: str, warm: list[dict[str, Any]],
 def retune(spec: SpecLike = "deployments/specs/lcbench-asha.yaml", top_k: int = 3,
            date: str | None = None, tracking_uri: str | None = None,
            transfer: str = "top_k") -> dict[str, Any]:
-    """Re-run `spec` as `<name>-<date>` (default: today, UTC), learning from its earlier runs.
+    """Re-run `spec` as `<name>-<date>` (YYYY-MM-DD; default: today, UTC), learning from its
+    earlier runs.
 
     `transfer`: "top_k" evaluates the `top_k` best configs of the earlier MLflow parent runs
     first; "zero_shot" evaluates a portfolio of `top_k` configs chosen from all trials of the
@@ -171,6 +178,8 @@ def retune(spec: SpecLike = "deployments/specs/lcbench-asha.yaml", top_k: int = 
     (`<name>` and `<name>-<date>` under the spec's results root), else from MLflow."""
     if transfer not in TRANSFERS:
         raise ValueError(f"transfer: expected one of {list(TRANSFERS)}, got {transfer!r}")
+    if date is not None and (not isinstance(date, str) or not DATE.fullmatch(date)):
+        raise ValueError(f"date: expected YYYY-MM-DD, got {date!r}")
     run_logger = get_run_logger()
     spec = ExperimentSpec.coerce(spec)
     uri = resolve_tracking_uri(tracking_uri or spec.tracking_uri)

@@ -95,3 +95,25 @@ def test_unknown_transfer_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="transfer: expected one of"):
         retune(base_spec(tmp_path), transfer="warm")
+
+
+def test_earlier_runs_are_the_spec_s_own_not_experiments_that_share_its_prefix(
+        tmp_path: Path) -> None:
+    from flows.retune import earlier_experiments
+    from hpo_core.store import RESULTS_FILE
+
+    root = tmp_path / "experiments"
+    for name in ("nightly", "nightly-2026-01-02", "nightly-2026-01-03", "nightly-moasha",
+                 "nightly-2026-01-02-copy"):
+        (root / name).mkdir(parents=True)
+        (root / name / RESULTS_FILE).write_bytes(b"")
+    spec = ExperimentSpec.from_dict(base_spec(tmp_path))
+    assert [Path(p).name for p in earlier_experiments(spec, "nightly-2026-01-03")] == [
+        "nightly", "nightly-2026-01-02"]
+
+
+def test_a_date_that_is_not_yyyy_mm_dd_is_an_error_naming_it(tmp_path: Path) -> None:
+    from flows.retune import retune
+
+    with pytest.raises(ValueError, match=r"^date: expected YYYY-MM-DD, got 'moasha'$"):
+        retune.fn(base_spec(tmp_path), date="moasha")
