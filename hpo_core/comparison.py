@@ -203,7 +203,9 @@ def paired_test(comparison: Comparison, a: str, b: str, figure: str = "area") ->
     right = runs[runs.method == b].set_index(["task", "seed"])[figure]
     both = left.index.intersection(right.index)
     diff = (left.loc[both] - right.loc[both]).to_numpy(dtype=float)
-    mean, lo, hi = mean_interval(diff)
+    # a difference of regrets lies in [-1, 1], of ranks in [1 - methods, methods - 1]
+    span = len(comparison.methods) - 1 if figure == "rank" else 1.0
+    mean, lo, hi = mean_interval(diff, bounds=(-span, span))
     nonzero = diff[diff != 0]
     p = float(stats.wilcoxon(nonzero).pvalue) if nonzero.size >= 2 else math.nan
     return {"a": a, "b": b, "figure": figure, "pairs": int(diff.size), "mean_diff": mean,

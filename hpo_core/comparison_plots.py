@@ -49,8 +49,10 @@ def plot_regret(comparison: Comparison, path: Path, title: str = "") -> Path:
             if len(curves) > 1:
                 half = stats.t.ppf(0.975, len(curves) - 1) * curves.std(axis=0, ddof=1) \
                     / math.sqrt(len(curves))
-                ax.fill_between(grid, np.maximum(mean - half, 1e-4), np.maximum(mean + half, 1e-4),
-                                color=color, alpha=0.12, step=None)
+                # within regret's [0, 1] (a t-band of few seeds reaches past it)
+                ax.fill_between(grid, np.maximum(mean - half, 1e-4),
+                                np.clip(mean + half, 1e-4, 1.0), color=color, alpha=0.12,
+                                step=None)
         ax.set_yscale("log")
         ax.set_title(f"task {task}", fontsize=9)
         ax.set_xlabel("simulated time (s)", fontsize=8)

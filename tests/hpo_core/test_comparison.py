@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from hpo_core.comparison import Run, analyse, mean_interval, paired_test, task_bounds
@@ -79,3 +80,29 @@ def test_regret_and_rank_intervals_stay_within_their_ranges():
     for name, low, high in (("final", 0.0, 1.0), ("area", 0.0, 1.0), ("rank", 1.0, 2.0)):
         assert (overall[f"{name}_lo"] >= low).all() and (overall[f"{name}_hi"] <= high).all()
     assert overall.loc["good", "final_lo"] == 0.0
+
+
+def test_intervals_of_few_runs_stay_within_what_regret_and_its_differences_can_be(
+        tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from hpo_core.comparison_plots import plot_regret
+
+    # two seeds that disagree completely: the t-interval's half-width is 12.7
+    runs = [run("a", "t", 0, [10.0], [1.0]), run("a", "t", 1, [90.0], [0.0]),
+            run("b", "t", 0, [90.0], [0.0]), run("b", "t", 1, [10.0], [1.0]),
+            run("c", "t", 0, [50.0], [0.5]), run("c", "t", 1, [50.0], [0.5])]
+    comparison = analyse(runs, "max")
+    for figure, span in (("final", 1.0), ("area", 1.0), ("rank", 2.0)):
+        test = paired_test(comparison, "a", "b", figure)
+        assert -span <= test["lo"] <= test["hi"] <= span, (figure, test)
+    bands = []
+    real = matplotlib.axes.Axes.fill_between
+
+    def record(self, x, y1, y2=0, **kwargs):
+        bands.append((np.asarray(y1), np.asarray(y2)))
+        return real(self, x, y1, y2, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "fill_between", record)
+    plot_regret(comparison, tmp_path / "regret.png")
+    assert bands and all(lo.min() >= 0 and hi.max() <= 1.0 for lo, hi in bands)
