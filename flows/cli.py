@@ -171,13 +171,18 @@ def _run(spec: ExperimentSpec, use_flow: bool) -> int:
             else:
                 _run_bare(spec)
     except (KeyboardInterrupt, Terminated) as err:
-        name = "SIGINT" if isinstance(err, KeyboardInterrupt) else str(err)
-        print(f"interrupted by {name}: trials ended, state saved; "
-              f"`tunesmith resume {spec.name}` continues it", file=sys.stderr)
-        return 128 + (err.signum if isinstance(err, Terminated) else signal.SIGINT)
+        return _interrupted(err, f"trials ended, state saved; `tunesmith resume {spec.name}` "
+                                 "continues it")
     finally:
         lock.release()
     return 0
+
+
+def _interrupted(err: KeyboardInterrupt | Terminated, then: str) -> int:
+    """One line for a kill (Ctrl-C, SIGTERM, SIGHUP); the exit code a shell gives it."""
+    name = "SIGINT" if isinstance(err, KeyboardInterrupt) else str(err)
+    print(f"interrupted by {name}: {then}", file=sys.stderr)
+    return 128 + (err.signum if isinstance(err, Terminated) else signal.SIGINT)
 
 
 def _list(root: Path) -> int:
@@ -358,7 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compare":
             from flows import cli_compare
 
-            return cli_compare.run(args)
+            try:
+                with _signals_as_exceptions():
+                    return cli_compare.run(args)
+            except (KeyboardInterrupt, Terminated) as err:
+                return _interrupted(err, "the runs saved their state; the same command again "
+                                         "resumes them")
         if args.command == "list":
             return _list(Path(args.results_root))
         return _show(Path(args.results_root), args.name, args.top)

@@ -9,8 +9,11 @@ own store (`<results_root>/<name>-<method>-t<task>-s<seed>/`), so every run can 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -111,7 +114,12 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     logging.disable(logging.WARNING)
     experiment = ExperimentSpec.from_dict(spec)
     tuner = build_tuner(experiment)
-    result = tuner.run()
+    # a Ctrl-C interrupts the run (its state is saved); an idle worker ignores it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = tuner.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert tuner.store is not None  # build_tuner opens the experiment's store
     trajectory = load_experiment(tuner.store.path).trajectory()
     return Run(
@@ -125,13 +133,22 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 def process_pool(processes: int) -> ProcessPoolExecutor:
     """Worker processes for runs (spawned: safe beside the threads of Prefect and MLflow)."""
     return ProcessPoolExecutor(max_workers=max(1, processes),
-                               mp_context=multiprocessing.get_context("spawn"))
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_ignore_sigint)
+
+
+def _ignore_sigint() -> None:
+    """A worker between runs ignores Ctrl-C (its parent ends the pool); `run_one` takes it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_all(plan: ComparisonPlan, processes: int,
             on_done: Callable[[dict[str, Any]], None] | None = None) -> list[Run]:
-    """Every run of the plan, `processes` at a time."""
-    with process_pool(processes) as pool:
+    """Every run of the plan, `processes` at a time. Interrupted (Ctrl-C, a signal), the runs
+    not started are dropped and the running ones are interrupted too (their stores keep their
+    state: the same comparison again resumes them), rather than waited for."""
+    pool = process_pool(processes)
+    try:
         futures: list[Future[dict[str, Any]]] = [pool.submit(run_one, s) for s in plan.specs()]
         runs = []
         for future in futures:
@@ -139,7 +156,23 @@ def run_all(plan: ComparisonPlan, processes: int,
             if on_done is not None:
                 on_done(record)
             runs.append(Run(**record))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        _interrupt(multiprocessing.active_children())
+        raise
+    pool.shutdown()
     return runs
+
+
+def _interrupt(workers: list[multiprocessing.process.BaseProcess]) -> None:
+    """SIGINT to the pool's workers (their runs save their state as after a Ctrl-C), then
+    wait for them to exit."""
+    for worker in workers:
+        if worker.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGINT)
+    for worker in workers:
+        worker.join(timeout=30)
 
 
 def write_outputs(comparison: Comparison, folder: Path, title: str) -> dict[str, Any]:

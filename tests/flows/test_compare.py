@@ -177,3 +177,44 @@ def test_the_compare_deployment_names_the_flow_with_valid_parameters() -> None:
     deployment = {d["name"]: d for d in config["deployments"]}["yahpo-lcbench"]
     assert deployment["entrypoint"] == "flows/compare.py:compare"
     compare.validate_parameters(deployment["parameters"])
+
+
+def test_ctrl_c_to_compare_alone_interrupts_its_runs_and_says_how_to_go_on(tmp_path) -> None:
+    """SIGINT to the `tunesmith compare` process only (its worker processes do not get it):
+    the runs are interrupted (not waited for), they save their state, one line, exit 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from hpo_core.store import load_experiment
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "compare", "--blackbox", "lcbench", "--methods",
+         "asha,random", "--seeds", "1", "--max-time", "40000000", "--no-flow", "--processes",
+         "2", "--results-root", str(tmp_path), "--name", "c"],
+        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(tmp_path.glob("c-*/state.json"))) < 2:  # both runs are going
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("interrupted by SIGINT: the runs saved "
+                                                   "their state"), err
+    assert "Traceback" not in err
+    assert not psutil.wait_procs(workers, timeout=10)[1]  # no worker left
+    for folder in tmp_path.glob("c-*"):
+        if (folder / "spec.json").exists():  # a run: it knows it was interrupted
+            assert load_experiment(folder).last_exit == ("KeyboardInterrupt", False), folder
