@@ -76,6 +76,12 @@ def _simulated(spec: ExperimentSpec) -> TrialBackend:
                 f"spec.metric: {metric!r} is not reported by blackbox {blackbox.name!r}; "
                 f"it reports {reported}"
             )
+    constraint = _constraint_attr(spec)
+    if constraint is not None and constraint not in reported:
+        backend.close()
+        raise SpecError(
+            f"spec.scheduler_options.constraint_attr: {constraint!r} is not reported by blackbox "
+            f"{blackbox.name!r} (no config would count as feasible); it reports {reported}")
     cost_attr = spec.stop.get("cost_attr", "cost")
     if spec.stop.get("max_cost") is not None and cost_attr not in reported:
         backend.close()
@@ -84,6 +90,17 @@ def _simulated(spec: ExperimentSpec) -> TrialBackend:
             f"{blackbox.name!r} does not report; set cost_attr to what it does, e.g. the time "
             f"a trial ran, {blackbox.time_attr!r} (it reports {reported})")
     return backend
+
+
+def _constraint_attr(spec: ExperimentSpec) -> str | None:
+    """The metric a constrained method (cbo, ehvi, a GP searcher) needs <= 0, if any."""
+    from hpo_core.registry import METHODS
+
+    options = {**METHODS[spec.scheduler].defaults, **spec.scheduler_options}
+    searcher = options.get("searcher_options")
+    attr = options.get("constraint_attr") or (
+        searcher.get("constraint_attr") if isinstance(searcher, dict) else None)
+    return attr if isinstance(attr, str) else None
 
 
 def _functions(spec: ExperimentSpec, objective: Any) -> TrialBackend:

@@ -266,9 +266,14 @@ def _print_front(experiment: Experiment, top: int) -> None:
     if front.empty:
         return
     step = experiment.resource_attr
+    if step not in front.columns:  # no resource (mo_rea, ehvi): the report's number
+        step = "report"
+        results = experiment.results
+        numbers = results.assign(report=results.groupby("trial_id").cumcount() + 1)
+        front = front.merge(numbers[["trial_id", "time", "report"]], on=["trial_id", "time"],
+                            how="left")
     configs = experiment.config_columns
-    columns = ["trial_id", *([step] if step in front.columns else []), *experiment.metrics,
-               *configs]
+    columns = ["trial_id", step, *experiment.metrics, *configs]
     table = _masked_configs(experiment, front.head(top)[columns])
     table = table.rename(columns={c: c[len(CONFIG_PREFIX):] for c in configs})
     print(table.to_string(index=False, formatters={c: format_value for c in table.columns}))

@@ -71,6 +71,9 @@ class ExperimentSpec:
             isinstance(m, str) and m for m in metrics
         ):
             raise SpecError(f"spec.metric: must be a metric name or a list of them, got {self.metric!r}")
+        repeated = sorted({m for m in metrics if metrics.count(m) > 1})
+        if repeated:
+            raise SpecError(f"spec.metric: {repeated[0]!r} is given more than once")
         modes = [self.mode] * len(metrics) if isinstance(self.mode, str) else self.mode
         if not isinstance(modes, list) or len(modes) != len(metrics):
             raise SpecError(f"spec.mode: needs one mode per metric, got {self.mode!r}")

@@ -123,3 +123,14 @@ def test_a_flag_option_takes_nothing_but_true_or_false(tmp_path, option, value):
                                         rf"false, got {value!r}$"):
         build_backend(spec(backend="local", config_space={"x": 1},
                            backend_options={"entry_point": entry, option: value}))
+
+
+@pytest.mark.parametrize("scheduler, options", [
+    ("cbo", {}), ("bo", {"constraint_attr": "memory"}),
+    ("asha", {"searcher": "gp", "searcher_options": {"constraint_attr": "memory"}})])
+def test_a_constraint_the_blackbox_does_not_report_is_an_error(scheduler, options):
+    # constrained BO would take every config as infeasible, and learn nothing
+    with pytest.raises(SpecError, match=r"^spec.scheduler_options.constraint_attr: "
+                                        r"'(constraint|memory)' is not reported by blackbox "
+                                        r"'lcbench'"):
+        build_backend(spec(scheduler=scheduler, scheduler_options=options))

@@ -218,4 +218,8 @@ def test_show_masks_secret_hyperparameters_in_both_tables(tmp_path, capsys):
     assert main(["show", "cli-secret", "--results-root", str(tmp_path / "exp")]) == 0
     out = capsys.readouterr().out
     assert "Pareto front of loss (min), latency (min)" in out
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("Pareto front of "))
+    # no resource (mo_rea): each point says which report of its trial it is
+    assert lines[at + 1].split()[:4] == ["trial_id", "report", "loss", "latency"]
     assert "tk-secret-123" not in out and out.count("[redacted]") >= 2  # ranked, then front

@@ -54,6 +54,8 @@ def test_a_good_spec_round_trips(tmp_path):
     ({"metric": ["loss", "latency"], "mode": ["min", "min"]},
      "spec.metric: 'asha' optimizes one metric, got 2 .*the multi-objective methods are "),
     ({"scheduler": "moasha"}, "spec.metric: 'moasha' optimizes several metrics"),
+    ({"metric": ["loss", "loss"], "mode": ["min", "min"], "scheduler": "moasha"},
+     "spec.metric: 'loss' is given more than once"),
     ({"name": ...}, "spec.name: missing"),
     ({"name": "../up"}, "spec.name"),
     ({"scheduler": "nope"}, "spec.scheduler: unknown method 'nope'"),
