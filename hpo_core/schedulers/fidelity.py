@@ -52,8 +52,17 @@ class FidelityOptions:
         return cls(**{k: v for k, v in options.items() if k in cls.names()})
 
     def entry_in(self, config_space: ConfigSpace) -> str | None:
-        """`max_resource_attr`, checked against the config space it is set in."""
-        return check_max_resource_attr(self.max_resource_attr, config_space)
+        """`max_resource_attr`, checked against the config space it is set in (its fixed
+        value is the maximum resource: it must be `max_t`)."""
+        name = check_max_resource_attr(self.max_resource_attr, config_space)
+        if name is not None:
+            value = config_space.fixed[name]
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    float(value) != float(self.max_t):
+                raise ValueError(f"max_resource_attr: {name!r} is fixed at {value!r} in the "
+                                 f"config space, but max_t is {self.max_t!r}: the fixed value "
+                                 "is the maximum resource, they must agree")
+        return name
 
 
 def check_fidelity_options(max_t: Any, grace_period: Any, reduction_factor: Any) -> None:

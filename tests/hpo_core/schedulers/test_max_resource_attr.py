@@ -48,6 +48,9 @@ def test_promotion_trains_to_the_next_rung_level_and_survives_a_state_round_trip
     ({"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}}, "not in the config space"),
     ({"x": {"type": "uniform", "lower": 0.0, "upper": 1.0},
       "epochs": {"type": "randint", "lower": 1, "upper": 27}}, "is searched"),
+    # trials would train past what the spec fixes
+    ({"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}, "epochs": 5},
+     "'epochs' is fixed at 5 in the config space, but max_t is 27: .* must agree"),
 ])
 def test_max_resource_attr_must_be_a_fixed_entry(space, message):
     with pytest.raises(ValueError, match=f"max_resource_attr: .*{message}"):
