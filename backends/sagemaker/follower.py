@@ -261,13 +261,15 @@ class JobFollower:
         name = run.pending_name or job_name(self.job_prefix, launch.token,
                                             run.trial_id, len(run.jobs))
         run.pending_name = name
+        adopted = False  # the job exists already: an earlier try, or a session that ended
         try:
             request = launch.settings.request(name, self._experiment(), run.trial_id, run.config,
                                               launch.source_uri, launch.secrets, launch.region)
             self._sagemaker.create_training_job(**request)
         except (ClientError, BotoCoreError) as err:
             code = error_code(err)
-            if code != "ResourceInUse":  # ResourceInUse: an earlier try went through
+            adopted = code == "ResourceInUse"
+            if not adopted:
                 if isinstance(err, BotoCoreError) or code in RETRY_CREATE_CODES:
                     hint = (f"; check the service quota '{launch.settings.instance_type} for "
                             "training job usage'" if code == "ResourceLimitExceeded" else "")
@@ -280,7 +282,10 @@ class JobFollower:
         except ValueError as err:
             self._fail_pending(run, str(err))
             return
-        self.jobs[name] = Job(name, run.trial_id, created_at=time.time(), tail=LogTail(name))
+        # an adopted job found stopped was stopped as its session ended (a kill while this
+        # trial launched, before a snapshot had it): it goes on in a new job, as a reattached one
+        self.jobs[name] = Job(name, run.trial_id, created_at=time.time(), tail=LogTail(name),
+                              reattached=adopted)
         run.jobs.append(name)
         run.pending, run.pending_name, run.create_failures = False, None, 0
         logger.info("trial %s: started training job %s", run.trial_id, name)

@@ -143,8 +143,14 @@ class FakeSageMaker:
     def create_training_job(self, **params: Any) -> Any:
         self.calls["create_training_job"] += 1
         self._maybe_fail("create_training_job", params)
-        response = self.real.create_training_job(**params)
         name = params["TrainingJobName"]
+        if name in self.jobs:  # AWS: job names are unique in an account and region
+            self._stubber.add_client_error(
+                "create_training_job", service_error_code="ResourceInUse",
+                service_message=f"Training job names must be unique: {name}",
+                expected_params=params)
+            self._stubbed.create_training_job(**params)
+        response = self.real.create_training_job(**params)
         config = {k: json.loads(v) for k, v in params["HyperParameters"].items()
                   if not k.startswith("sagemaker_")}
         self.requests[name] = params

@@ -395,6 +395,26 @@ def test_a_job_the_ended_session_stopped_after_its_snapshot_goes_on_in_a_new_job
     assert epochs == [1, 2, 3, 4]
 
 
+def test_a_job_a_kill_stopped_before_any_snapshot_had_it_goes_on_in_a_new_job(aws, tmp_path):
+    """A kill while a trial launched: its job exists, no snapshot has it, and the backend's
+    close stopped it. The resume starts the trial again under the same job name (AWS answers
+    ResourceInUse): the stopped job is the ended session's, so the trial goes on in a new job
+    (before: adopted as if running, then 'stopped outside tunesmith', a failed trial)."""
+    url, _ = aws
+    fake = FakeSageMaker(url)
+    backend = make_backend(url, fake, tmp_path, hyperparameters={"epochs": 3})
+    state = json.loads(json.dumps(backend.state_dict()))  # the last snapshot: no job yet
+    backend.start(Trial(0, {"lr": 0.01}))
+    run_until(backend, lambda _: fake.jobs_of(0) != [])
+    backend.close()  # stops the job
+    restarted = make_backend(url, fake, tmp_path, hyperparameters={"epochs": 3})
+    restarted.load_state_dict(state)
+    restarted.start(Trial(0, {"lr": 0.01}))  # the journal's start, replayed
+    events = run_until(restarted, ended([0]))
+    assert [e.kind for e in events if e.kind != EventKind.RESULT] == [EventKind.COMPLETED]
+    assert [job.status for job in fake.jobs_of(0)] == ["Stopped", "Completed"]
+
+
 def test_retry_helper_backs_off_with_jitter():
     from botocore.exceptions import ClientError
 
