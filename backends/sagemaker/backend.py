@@ -32,6 +32,9 @@ from hpo_core.trial import Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
 
+#: seconds between the checks `close()` makes of the jobs it stopped
+CLOSE_POLL_SECONDS = 2.0
+
 
 class SageMakerBackend(TrialBackend):
     """Runs each trial as a SageMaker training job.
@@ -261,9 +264,10 @@ class SageMakerBackend(TrialBackend):
         self._follower.stop_all()
         jobs = self._follower.jobs
         deadline = time.monotonic() + self.close_timeout
+        # every CLOSE_POLL_SECONDS at most, not `poll_interval` (a kill would wait it out)
         while any(not job.done for job in jobs.values()) and time.monotonic() < deadline:
-            if self._wait_for_interval():
-                self._follower.follow_ends()
+            self._woke(min(self.poll_interval, CLOSE_POLL_SECONDS))
+            self._follower.follow_ends()
         left = sorted(job.name for job in jobs.values() if not job.done)
         if left:
             logger.warning("jobs still ending after %.0fs, their cost is not recorded: %s",

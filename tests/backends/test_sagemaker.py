@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import tarfile
+import time
 
 import boto3
 import pytest
@@ -17,6 +18,7 @@ from sagemaker_fake import EPOCH_SECONDS, FakeSageMaker, client, fresh_account, 
 from backends.aws_pricing import TRAINING_PRICES_US_EAST_1, job_cost
 from backends.aws_retry import Backoff, call_with_retry
 from backends.sagemaker import SageMakerBackend, SageMakerSetupError
+from backends.sagemaker.backend import CLOSE_POLL_SECONDS
 from backends.sagemaker.jobs import JOB_NAME_PATTERN, job_name, name_prefix, package_source
 from hpo_core.secrets import MASK
 from hpo_core.trial import EventKind, Trial
@@ -413,6 +415,21 @@ def test_a_job_a_kill_stopped_before_any_snapshot_had_it_goes_on_in_a_new_job(aw
     events = run_until(restarted, ended([0]))
     assert [e.kind for e in events if e.kind != EventKind.RESULT] == [EventKind.COMPLETED]
     assert [job.status for job in fake.jobs_of(0)] == ["Stopped", "Completed"]
+
+
+def test_close_does_not_wait_out_a_long_poll_interval(aws, tmp_path):
+    """A kill's close: the stopped jobs are checked every CLOSE_POLL_SECONDS at most (before:
+    the rest of a 30 s poll interval went by first)."""
+    url, _ = aws
+    fake = FakeSageMaker(url)
+    backend = make_backend(url, fake, tmp_path, hyperparameters={"epochs": 50})
+    backend.start(Trial(0, {"lr": 0.01}))
+    run_until(backend, lambda _: fake.jobs_of(0) != [])
+    backend.poll_interval = 30.0
+    started = time.monotonic()
+    backend.close()
+    assert time.monotonic() - started < CLOSE_POLL_SECONDS + 3
+    assert [job.status for job in fake.jobs_of(0)] == ["Stopped"]
 
 
 def test_retry_helper_backs_off_with_jitter():
