@@ -27,7 +27,7 @@ from backends.sagemaker.follower import JobFollower, JobLaunch
 from backends.sagemaker.jobs import JobSettings, new_token, resolve_secrets
 from backends.sagemaker.logs import LOG_GROUP, LogReader
 from hpo_core.backend import TrialBackend
-from hpo_core.secrets import mask_values, remember
+from hpo_core.secrets import is_reference, mask_values, remember
 from hpo_core.trial import Trial, TrialEvent
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,16 @@ class SageMakerBackend(TrialBackend):
     ):
         if not isinstance(role, str) or not role:
             raise ValueError("backend_options.role: the SageMaker execution role is required")
+        hyperparameters, environment, inputs, tags = (
+            _mapping(value, name, references=name == "environment") for name, value in (
+                ("hyperparameters", hyperparameters), ("environment", environment),
+                ("inputs", inputs), ("tags", tags)))
+        poll_interval, close_timeout = (_seconds(poll_interval, "poll_interval"),
+                                        _seconds(close_timeout, "close_timeout"))
+        if price_per_hour is not None:
+            price_per_hour = _seconds(price_per_hour, "price_per_hour")  # a number >= 0 too
+        if not isinstance(cost_attr, str) or not cost_attr:
+            raise ValueError(f"backend_options.cost_attr: must be a metric name, got {cost_attr!r}")
         secrets = resolve_secrets(secret_hyperparameters)
         remember(v for v in secrets.values() if isinstance(v, str))
         self._source_dir, entry_point = source_layout(entry_point, source_dir)
@@ -143,10 +153,8 @@ class SageMakerBackend(TrialBackend):
             tags=dict(tags or {}),
         )
         self.settings.validate()
-        if poll_interval < 0:
-            raise ValueError(f"backend_options.poll_interval: must be >= 0, got {poll_interval}")
-        self.poll_interval = float(poll_interval)
-        self.close_timeout = float(close_timeout)
+        self.poll_interval = poll_interval
+        self.close_timeout = close_timeout
         self.pricing = Pricing.of(instance_type, instance_count, cost_attr, price_per_hour)
         self._experiment = experiment
         self._backoff = Backoff(retry_base_delay, retry_max_delay)
@@ -318,3 +326,26 @@ class SageMakerBackend(TrialBackend):
         while not self._woken.empty():
             self._woken.get_nowait()
         return True
+
+
+def _mapping(value: Any, name: str, references: bool) -> dict[str, Any]:
+    """Option `name` as a dict (a mapping of names to values); a secret reference only where
+    `references` (the environment: SageMaker shows hyperparameters and tags in its console)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"backend_options.{name}: must be a mapping of names to values, got "
+                         f"{type(value).__name__}")
+    for key, item in value.items():
+        if is_reference(item) and not references:
+            raise ValueError(f"backend_options.{name}.{key}: a secret reference is not allowed "
+                             "here (SageMaker shows it in its console); put the name in "
+                             "secret_hyperparameters or the reference in environment")
+    return dict(value)
+
+
+def _seconds(value: Any, name: str) -> float:
+    """A number >= 0, else ValueError naming `backend_options.<name>`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"backend_options.{name}: must be a number >= 0, got {value!r}")
+    return float(value)

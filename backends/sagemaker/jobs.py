@@ -28,6 +28,7 @@ MAX_JOB_NAME = 63
 PREFIX_MAX = 32
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 ENV_NAME_PATTERN = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
+INSTANCE_TYPE_PATTERN = re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+")  # ml.<family>.<size>
 ROLE_ARN_PATTERN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
 ROLE_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,64}$")
 SOURCE_EXCLUDES = {"__pycache__", ".git", ".ipynb_checkpoints", ".venv", ".mypy_cache", ".ruff_cache"}
@@ -165,8 +166,12 @@ class JobSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{f}.{name}: must be an integer in [{low}, {high}], got {value!r}")
-        if not isinstance(self.instance_type, str) or not self.instance_type.startswith("ml."):
-            raise ValueError(f"{f}.instance_type: expected an 'ml.*' type, got {self.instance_type!r}")
+        if not isinstance(self.instance_type, str) or \
+                not INSTANCE_TYPE_PATTERN.fullmatch(self.instance_type):
+            raise ValueError(f"{f}.instance_type: expected a type like 'ml.m5.xlarge', got "
+                             f"{self.instance_type!r}")
+        if not isinstance(self.s3_prefix, str):
+            raise ValueError(f"{f}.s3_prefix: must be a key prefix (text), got {self.s3_prefix!r}")
         if self.max_wait is not None:
             if not self.use_spot:
                 raise ValueError(f"{f}.max_wait: only applies with use_spot: true")

@@ -148,6 +148,28 @@ def test_warm_pool_and_option_errors_name_the_field(aws):
         make_backend(url, fake, secret_hyperparameters=["not_set_anywhere"])
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"price_per_hour": "abc"}, "price_per_hour: must be a number >= 0, got 'abc'"),
+    ({"price_per_hour": -1}, "price_per_hour: must be a number >= 0, got -1"),
+    ({"poll_interval": "abc"}, "poll_interval: must be a number >= 0"),
+    ({"close_timeout": -5}, "close_timeout: must be a number >= 0"),
+    ({"s3_prefix": 5}, "s3_prefix: must be a key prefix"),
+    ({"inputs": ["s3://b/x"]}, "inputs: must be a mapping of names to values, got list"),
+    ({"hyperparameters": [1]}, "hyperparameters: must be a mapping"),
+    ({"cost_attr": ""}, "cost_attr: must be a metric name"),
+    ({"instance_type": "ml.m5.xlarge "}, "instance_type: expected a type like 'ml.m5.xlarge'"),
+    # SageMaker shows hyperparameters and tags in its console: no secret there
+    ({"hyperparameters": {"api_key": {"secret": "env:API_TOKEN"}}},
+     "hyperparameters.api_key: a secret reference is not allowed here"),
+    ({"tags": {"owner": {"secret": "env:API_TOKEN"}}},
+     "tags.owner: a secret reference is not allowed here"),
+])
+def test_bad_option_values_are_one_error_naming_the_option(aws, options, message):
+    url, _ = aws
+    with pytest.raises(ValueError, match=r"^backend_options\." + re.escape(message)):
+        make_backend(url, FakeSageMaker(url), **options)
+
+
 # -- fail fast on a bad setup ----------------------------------------------------------------------
 def test_missing_role_fails_before_any_job(aws):
     url, _ = aws
