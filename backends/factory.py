@@ -148,4 +148,19 @@ def build_backend(spec: ExperimentSpec, objective: Any = None) -> TrialBackend:
     if spec.backend == "dask" and objective is not None:
         options["entry_point"] = objective
     _check_options(cls, options, ())
-    return cls(**options)
+    backend = cls(**options)
+    if spec.backend == "sagemaker":
+        _check_price(spec, backend)
+    return backend
+
+
+def _check_price(spec: ExperimentSpec, backend: Any) -> None:
+    """On SageMaker, `max_cost` sums the jobs' cost, which needs the instances' price."""
+    cost_attr = spec.stop.get("cost_attr", "cost")
+    if spec.stop.get("max_cost") is not None and backend.hourly_price is None and \
+            cost_attr == backend.cost_attr:
+        backend.close()
+        raise SpecError(
+            f"spec.backend_options.price_per_hour: max_cost sums the jobs' cost, and no price "
+            f"is known for instance type {backend.settings.instance_type!r}; set price_per_hour "
+            "(USD per instance and hour)")

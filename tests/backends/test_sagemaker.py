@@ -556,3 +556,29 @@ def test_wake_cuts_the_poll_wait_short_without_calling_aws(aws):
     assert backend.poll() == []
     assert time.monotonic() - started < 5.0
     assert fake.calls["list_training_jobs"] == lists  # the woken poll asked AWS nothing
+
+
+def test_a_cost_limit_without_a_known_price_is_one_error_before_any_job(aws, tmp_path,
+                                                                         monkeypatch, capsys):
+    from flows.cli import main
+
+    url, _ = aws
+    for name, value in (("AWS_ACCESS_KEY_ID", "AKIAX"), ("AWS_SECRET_ACCESS_KEY", "x"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    (tmp_path / "train.py").write_text("print('x')\n")
+    spec = {"name": "sm-price", "metric": "loss", "scheduler": "random",
+            "config_space": {"lr": {"type": "uniform", "lower": 0, "upper": 1}},
+            "backend": "sagemaker", "stop": {"max_cost": 0.05},
+            "results_root": str(tmp_path / "exp"),
+            "backend_options": {"role": "TunesmithSageMakerRole", "bucket": BUCKET,
+                                "image_uri": IMAGE, "endpoint_url": url,
+                                "entry_point": "train.py", "source_dir": str(tmp_path),
+                                "instance_type": "ml.zz9.mega"}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert main(["run", str(tmp_path / "spec.json"), "--no-flow"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: spec.backend_options.price_per_hour: max_cost sums the "
+                              "jobs' cost, and no price is known for instance type "
+                              "'ml.zz9.mega'"), err
+    assert not (tmp_path / "exp" / "sm-price" / "state.json").exists()  # no job ran
