@@ -190,25 +190,29 @@ def test_a_setup_that_cannot_run_jobs_is_one_error_line(aws, tmp_path, monkeypat
                                                         options, message):
     """Through `tunesmith run`: one `error:` line and exit 2 (they were tracebacks, exit 1;
     an endpoint that cannot be reached was botocore's own traceback)."""
+    url, _ = aws
+    assert run_spec(url, tmp_path, monkeypatch, {"max_trials_started": 1}, **options) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def run_spec(url: str, tmp_path, monkeypatch, stop: dict, **options) -> int:
+    """`tunesmith run --no-flow` of a SageMaker spec against moto at `url`: its exit code."""
     from flows.cli import main
 
-    url, _ = aws
     for name, value in (("AWS_ACCESS_KEY_ID", "AKIAX"), ("AWS_SECRET_ACCESS_KEY", "x"),
                         ("AWS_DEFAULT_REGION", "us-east-1")):
         monkeypatch.setenv(name, value)
     (tmp_path / "train.py").write_text("print('x')\n")
     spec = {"name": "sm-setup", "metric": "loss", "scheduler": "random",
             "config_space": {"lr": {"type": "uniform", "lower": 0, "upper": 1}},
-            "backend": "sagemaker", "stop": {"max_trials_started": 1},
-            "results_root": str(tmp_path / "exp"),
+            "backend": "sagemaker", "stop": stop, "results_root": str(tmp_path / "exp"),
             "backend_options": {"role": "TunesmithSageMakerRole", "bucket": BUCKET,
                                 "image_uri": IMAGE, "endpoint_url": url,
                                 "entry_point": "train.py", "source_dir": str(tmp_path),
                                 **options}}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    assert main(["run", str(tmp_path / "spec.json"), "--no-flow"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    return main(["run", str(tmp_path / "spec.json"), "--no-flow"])
 
 
 def test_rejected_credentials_fail_fast(aws):
@@ -560,25 +564,11 @@ def test_wake_cuts_the_poll_wait_short_without_calling_aws(aws):
 
 def test_a_cost_limit_without_a_known_price_is_one_error_before_any_job(aws, tmp_path,
                                                                          monkeypatch, capsys):
-    from flows.cli import main
-
     url, _ = aws
-    for name, value in (("AWS_ACCESS_KEY_ID", "AKIAX"), ("AWS_SECRET_ACCESS_KEY", "x"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    (tmp_path / "train.py").write_text("print('x')\n")
-    spec = {"name": "sm-price", "metric": "loss", "scheduler": "random",
-            "config_space": {"lr": {"type": "uniform", "lower": 0, "upper": 1}},
-            "backend": "sagemaker", "stop": {"max_cost": 0.05},
-            "results_root": str(tmp_path / "exp"),
-            "backend_options": {"role": "TunesmithSageMakerRole", "bucket": BUCKET,
-                                "image_uri": IMAGE, "endpoint_url": url,
-                                "entry_point": "train.py", "source_dir": str(tmp_path),
-                                "instance_type": "ml.zz9.mega"}}
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    assert main(["run", str(tmp_path / "spec.json"), "--no-flow"]) == 2
+    assert run_spec(url, tmp_path, monkeypatch, {"max_cost": 0.05},
+                    instance_type="ml.zz9.mega") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: spec.backend_options.price_per_hour: max_cost sums the "
                               "jobs' cost, and no price is known for instance type "
                               "'ml.zz9.mega'"), err
-    assert not (tmp_path / "exp" / "sm-price" / "state.json").exists()  # no job ran
+    assert not (tmp_path / "exp" / "sm-setup" / "state.json").exists()  # no job ran
