@@ -201,7 +201,10 @@ def _list(root: Path) -> int:
             continue
         best_id = experiment.best_trial_id() if experiment.metrics else None
         best = format_value(experiment.best_value()) if best_id is not None else "-"
-        metric = experiment.metric if experiment.metrics else "-"
+        metric = ", ".join(experiment.metrics) or "-"
+        if len(experiment.metrics) > 1:  # best and trial are the first metric's
+            front = experiment.pareto_front()
+            metric += f"; Pareto front of {front['trial_id'].nunique() if len(front) else 0} trials"
         ended = "yes" if (experiment.state or {}).get("end_reason") else "no"
         trial = "-" if best_id is None else str(best_id)
         trials = experiment.trials()

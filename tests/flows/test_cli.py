@@ -199,6 +199,10 @@ def test_show_of_a_multi_objective_experiment_prints_its_pareto_front(tmp_path, 
     best = front.sort_values(metrics[0]).head(4)
     shown = [int(line.split()[0]) for line in out[at + 2: at + 2 + len(best)]]
     assert shown == [int(t) for t in best["trial_id"]]
+    assert main(["list", "--results-root", root]) == 0
+    listed = capsys.readouterr().out.splitlines()[1]
+    assert listed.endswith(f"Train/val_cross_entropy, elapsed_time; Pareto front of "
+                           f"{front['trial_id'].nunique()} trials"), listed
 
 
 def test_show_masks_secret_hyperparameters_in_both_tables(tmp_path, capsys):
