@@ -588,18 +588,19 @@ def _portable_entry_point(entry_point: Any) -> Any:
             raise ValueError(str(err)) from None
         return entry_point
     script = _script_path(entry_point)
-    if script is not None and Path(script).is_absolute() and not Path(script).exists():
-        return entry_point if isinstance(entry_point, str) and is_function_entry(entry_point) \
-            else _parts(entry_point)
+    elsewhere = script is not None and Path(script).is_absolute() and not Path(script).exists()
     if isinstance(entry_point, str) and is_function_entry(entry_point):
+        if elsewhere:
+            return entry_point
         try:
             objective_from(entry_point)
         except ObjectiveError as err:
             raise ValueError(str(err)) from None
-        target, _, name = entry_point.rpartition(":")
-        if target.endswith(".py"):
-            return f"{Path(target).expanduser().resolve()}:{name}"
+        if script is not None:
+            return f"{Path(script).expanduser().resolve()}:{entry_point.rpartition(':')[2]}"
         return entry_point
+    if elsewhere:
+        return _parts(entry_point)
     command = _command(entry_point, "python")
     if command[0] == "python":  # a .py file: the workers run it with their interpreter
         return command[1:]
