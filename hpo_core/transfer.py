@@ -83,8 +83,7 @@ def _stored_evaluations(path: Path, metric: str, mode: str, where: str
     frame = experiment.results
     if frame.empty or metric not in frame.columns:
         raise ValueError(f"{where}: the experiment at {str(path)!r} has no results for {metric!r}")
-    if metric in experiment.metrics:
-        mode = experiment.modes[experiment.metrics.index(metric)]
+    mode = experiment.mode_of(metric, mode)
     trial_values = experiment.trial_values(metric, mode)
     trials = experiment.state.get("trials", {})
     last_rows = frame.groupby("trial_id", sort=True).tail(1).set_index("trial_id")

@@ -43,6 +43,13 @@ class Experiment:
     def mode(self) -> str:
         return self.modes[0]
 
+    def mode_of(self, metric: str, default: str | None = None) -> str:
+        """The mode `metric` is read in: the experiment's for one of its metrics, else
+        `default` (else the experiment's first mode)."""
+        if metric in self.metrics:
+            return self.modes[self.metrics.index(metric)]
+        return default or self.mode
+
     @property
     def running(self) -> bool:
         """Whether a process runs the experiment now (holds its lock)."""
@@ -78,9 +85,7 @@ class Experiment:
         of the experiment's metric in its mode, or of `metric` (in its mode here if the
         experiment has it, else in `mode`)."""
         metric = metric or self.metric
-        if metric in self.metrics:
-            mode = self.modes[self.metrics.index(metric)]
-        mode = mode or self.mode
+        mode = self.mode_of(metric, mode)
         valid = self._valid(metric)
         if valid.empty:
             return {}
