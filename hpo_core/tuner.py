@@ -690,6 +690,10 @@ class Tuner:
         # the resume replays the journal from the last snapshot, as after a SIGKILL. After a
         # kill the trials' last reports are journaled.
         killed = not finished and not isinstance(self.interruption, Exception)
+        if self._event_index is not None and self._open is not None:
+            # cut short while handling a poll's events: the decisions made so far would read
+            # as the batch's and hide its later reports from the views
+            self._open.discard_decisions()
         self._update_status()
         if self._open is not None and (finished or self._between_events):
             try:

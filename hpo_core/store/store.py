@@ -292,6 +292,11 @@ class ExperimentStore:
             self._journal.close()
             self.unlock()
 
+    def discard_decisions(self) -> None:
+        """Forget the decisions of a batch an interruption cut short: readers then take the
+        whole batch as not decided yet (every report of it a row), as a resume replays it."""
+        self._decisions = []
+
     def _flush_decisions(self) -> None:
         """The decisions of the last journaled batch, journaled now (else they go with the
         next record)."""

@@ -213,3 +213,26 @@ def test_a_second_kill_waits_until_the_last_reports_are_journaled(tmp_path):
     frame = load_experiment(tmp_path / "twice").results
     for tid, rows in frame.groupby("trial_id"):
         assert sorted(rows["epoch"]) == list(range(1, EPOCHS + 1)), (tid, list(rows["epoch"]))
+
+
+def test_every_report_of_a_poll_an_error_cut_short_stays_in_the_views(tmp_path):
+    """An error while the tuner handles the second of a poll's reports: both were journaled,
+    and the views show both (before: the first one's decision read as the whole batch's, and
+    hid the second until a resume replayed it)."""
+    scheduler = build_scheduler("random", SPACE, "loss", "min", 0)
+    results = scheduler.on_trial_result
+
+    def fail_at_the_second(trial, result):
+        if scheduler.seen >= 1:
+            raise RuntimeError("a scheduler's bug")
+        scheduler.seen += 1
+        return results(trial, result)
+
+    scheduler.seen = 0  # type: ignore[attr-defined]
+    scheduler.on_trial_result = fail_at_the_second  # type: ignore[method-assign]
+    tuner = Tuner(scheduler, QueuedReports({}), StoppingCriterion(max_trials_started=2),
+                  n_workers=2, store=ExperimentStore(tmp_path, "cut"))
+    with pytest.raises(RuntimeError, match="a scheduler's bug"):
+        tuner.run()
+    frame = load_experiment(tmp_path / "cut").results
+    assert sorted(frame["trial_id"]) == [0, 1]  # the first poll: one report of each trial
