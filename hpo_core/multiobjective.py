@@ -89,17 +89,40 @@ def epsilon_net_front(front: ArrayLike, lower: np.ndarray, upper: np.ndarray,
     """The epsilon-net order of one front's points (rows), normalized by `lower` and `upper`
     (the bounds of the whole set the front is part of): first the best in the sum of normalized
     objectives, then greedily the point farthest from those chosen. Ties go to the earlier row.
-    With `count`, only the first `count` of the order (O(len(front) * count) work); with
-    `until` (a row), the order ends once that row is in it (a prefix of the full order)."""
+    Equal points: the first of them stands for all, the others (at distance 0 from it once it
+    is chosen) come after every distinct point, in row order. With `count`, only the first
+    `count` of the order (O(distinct points * count) work); with `until` (a row), the order
+    ends once that row is in it (a prefix of the full order)."""
     scaled = _normalized(_as_points(front), np.asarray(lower), np.asarray(upper))
     n = len(scaled)
     count = n if count is None else max(0, min(int(count), n))
     if count == 0:
         return np.zeros(0, dtype=int)
     if np.isfinite(scaled).all():
-        return _farthest_first(scaled, count, until, finite=True)
+        return _repeats_last(scaled, count, until)
     with np.errstate(invalid="ignore"):  # inf - inf: NaN distances, expected
         return _farthest_first(scaled, count, until, finite=False)
+
+
+def _repeats_last(scaled: np.ndarray, count: int, until: int | None) -> np.ndarray:
+    """`epsilon_net_front`'s order of finite normalized points: the greedy order of the first
+    of each group of equal points, then the repeats in row order (the order the greedy steps
+    give every row, without a step per repeat: a front of many equal points costs a sort)."""
+    _, first = np.unique(scaled, axis=0, return_index=True)
+    if len(first) == len(scaled):
+        return _farthest_first(scaled, count, until, finite=True)
+    distinct = np.sort(first)
+    place = int(np.searchsorted(distinct, until)) if until is not None else -1
+    in_distinct = 0 <= place < len(distinct) and distinct[place] == until
+    order = distinct[_farthest_first(scaled[distinct], min(count, len(distinct)),
+                                     place if in_distinct else None, finite=True)]
+    if len(order) == count or in_distinct:
+        return order
+    repeats = np.setdiff1d(np.arange(len(scaled)), distinct, assume_unique=True)
+    repeats = repeats[: count - len(order)]
+    if until is not None and until in repeats:
+        repeats = repeats[: int(np.searchsorted(repeats, until)) + 1]
+    return np.concatenate([order, repeats])
 
 
 def _farthest_first(scaled: np.ndarray, count: int, until: int | None, finite: bool

@@ -137,8 +137,8 @@ def _dominated_runs(xs: array[float], neg_ys: array[float], points_x: list[float
     for mx, my in zip(points_x, points_y, strict=True):
         a = bisect_left(xs, mx)  # members with x >= mx ...
         b = bisect_right(neg_ys, -my)  # ... and y >= my
-        while a < b and xs[a] == mx and neg_ys[a] == -my:
-            a += 1  # equal points do not dominate each other
+        if a < b and xs[a] == mx and neg_ys[a] == -my:
+            a = bisect_right(xs, mx, a, b)  # equal points (see `ParetoFronts._add_2d`)
         if a < b:
             spans.append([a, b])
     if not spans:
@@ -321,8 +321,10 @@ class ParetoFronts:
             work += 2 * len(xs).bit_length()
             a = bisect_left(xs, x)  # members with x >= the point's ...
             b = bisect_right(neg_ys, neg_y)  # ... and y >= the point's
-            while a < b and xs[a] == x and neg_ys[a] == neg_y:
-                a += 1  # equal points do not dominate each other
+            # equal points do not dominate each other: members with the point's x share one y
+            # (a smaller one would dominate the rest), so the equal ones are that x's run
+            if a < b and xs[a] == x and neg_ys[a] == neg_y:
+                a = bisect_right(xs, x, a, b)
         moved_ids: list[int] = []
         moved_xs: list[float] = []
         moved_ys: list[float] = []
@@ -357,8 +359,8 @@ class ParetoFronts:
                     mx, neg_my = moved_xs[0], -moved_ys[0]
                     a = bisect_left(xs, mx)  # members with x >= mx ...
                     b = bisect_right(neg_ys, neg_my)  # ... and y >= my
-                    while a < b and xs[a] == mx and neg_ys[a] == neg_my:
-                        a += 1  # equal points do not dominate each other
+                    if a < b and xs[a] == mx and neg_ys[a] == neg_my:
+                        a = bisect_right(xs, mx, a, b)  # equal points (see above)
                     if a < b:
                         pushed_ids, pushed_xs = ids[a:b], xs[a:b].tolist()
                         pushed_ys = [-v for v in neg_ys[a:b]]
@@ -456,6 +458,16 @@ class ParetoFronts:
     def before(self, front: int) -> int:
         """The number of points in the fronts ahead of `front`."""
         return self._sizes.before(front)
+
+    def count_equal(self, front: int, values: Sequence[float]) -> int:
+        """The number of points in `front` equal to `values` (NaN counting as inf): a
+        bisection with two objectives, else a scan of the front."""
+        p = [math.inf if math.isnan(v) else float(v) for v in values]
+        f = self._fronts[front]
+        if isinstance(f, _Front2D):  # members with the same x share one y (`_add_2d`)
+            a, b = bisect_left(f.xs, p[0]), bisect_right(f.xs, p[0])
+            return b - a if a < b and f.neg_ys[a] == -p[1] else 0
+        return sum(1 for v in f.values if list(v) == p)
 
     def members(self, front: int) -> tuple[list[int], np.ndarray]:
         """The ids and values (rows) of one front, in arrival order."""

@@ -14,6 +14,7 @@ after one check (the rest of the rung is sorted lazily, when the top 1/eta grows
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -95,6 +96,12 @@ class MOASHA(ASHA):
         if ahead + fronts.size(front) <= keep:
             return Decision.CONTINUE
         # the top 1/eta ends inside this front: order the front, as far as needed
+        value = self.rungs[bracket][rung].values[tid]
+        if (self.rank_by == "epsnet" and fronts.count_equal(front, value) > 1
+                and all(map(math.isfinite, value))):
+            # an equal point arrived before: the epsilon-net puts this one after every
+            # distinct point and the earlier equals, last in its front, so past the cut
+            return Decision.STOP
         places = keep - ahead
         ids, values = fronts.members(front)
         if self.rank_by == "epsnet":  # ordered until the new trial's place is known

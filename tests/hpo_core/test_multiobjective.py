@@ -127,6 +127,31 @@ def test_epsilon_net_front_orders_with_its_distance_matrix_as_row_by_row(objecti
         monkeypatch.undo()
 
 
+def _greedy_order(points, lower, upper, count, until):
+    """The epsilon-net's definition step by step over every row (repeats included)."""
+    scaled = multiobjective._normalized(points, lower, upper)
+    order = [int(np.argmin(scaled.sum(axis=1)))]
+    while len(order) < count and order[-1] != until:
+        nearest = [-np.inf if i in order else min(np.linalg.norm(scaled[i] - scaled[j])
+                                                  for j in order) for i in range(len(scaled))]
+        order.append(int(np.argmax(nearest)))
+    return order[:count]
+
+
+def test_epsilon_net_front_with_equal_points_is_the_greedy_order_of_every_row():
+    """Equal points are ordered once (the first of them), the repeats appended: the same
+    order as the greedy steps over every row, with `count` and `until` too."""
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n, objectives = int(rng.integers(1, 30)), int(rng.integers(1, 4))
+        points = rng.integers(0, int(rng.integers(1, 4)), (n, objectives)).astype(float)
+        lower, upper = points.min(axis=0), points.max(axis=0)
+        count = int(rng.integers(1, n + 1))
+        until = int(rng.integers(0, n)) if rng.random() < 0.7 else None
+        assert epsilon_net_front(points, lower, upper, count, until).tolist() == \
+            _greedy_order(points, lower, upper, count, until), (points.tolist(), count, until)
+
+
 def test_epsilon_net_front_with_infinite_objectives_picks_each_point_once():
     """A worst (NaN, so infinite) objective makes some distances NaN: chosen points are
     still never picked again, so the order is a permutation."""
