@@ -326,15 +326,21 @@ def _state_configs(trials: Mapping[str, Any]) -> dict[str, dict[int, Any]]:
 
 
 def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """Rows of `values` (to minimize, one column per objective) that no other row dominates."""
-    n = len(values)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        if not mask[i]:
-            continue
-        dominated = np.all(values <= values[i], axis=1) & np.any(values < values[i], axis=1)
-        if dominated.any():
-            mask[i] = False
+    """Rows of `values` (to minimize, one column per objective) that no other row dominates.
+
+    O(rows x distinct points on the front): in lexicographic order the first row left is on
+    the front (a row dominating it would come before it); it and its equals are kept, and
+    every row it dominates leaves."""
+    values = np.asarray(values, dtype=float)
+    mask = np.zeros(len(values), dtype=bool)
+    left = np.lexsort(values.T[::-1]) if values.size else np.zeros(len(values), dtype=int)
+    while left.size:
+        rest, point = values[left], values[left[0]]
+        no_worse = np.all(rest >= point, axis=1)  # its equals, and the rows it dominates
+        equal = no_worse & np.all(rest == point, axis=1)
+        no_worse[0] = equal[0] = True  # with a NaN it is neither (it dominates nothing)
+        mask[left[equal]] = True
+        left = left[~no_worse]
     return mask
 
 
