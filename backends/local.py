@@ -162,16 +162,15 @@ class LocalBackend(ProcessTrialBackend[_Run]):
         folder = self.trial_dir(tid)
         checkpoint = self.checkpoint_dir(tid)
         config = resolve(trial.config, "config")  # secret references: this trial only
+        config_file, private_config = folder / "config.json", None
+        if config != trial.config:  # the store's config.json keeps the references
+            config_file = private_config = _private_json(config)
         args = config_args(config)
         if self.syne_tune_compat:
             args += ["--st_checkpoint_dir", str(checkpoint),
-                     "--st_config_json_filename", str(folder / "config.json")]
+                     "--st_config_json_filename", str(config_file)]
         env = self._environment()
-        env[CONFIG_ENV] = str(folder / "config.json")
-        private_config = None
-        if config != trial.config:  # the store's config.json keeps the references
-            private_config = _private_json(config)
-            env[CONFIG_ENV] = str(private_config)
+        env[CONFIG_ENV] = str(config_file)
         env[CHECKPOINT_ENV] = str(checkpoint)
         env[TRIAL_ID_ENV] = str(tid)
         gpu_key, gpus = self._assign_gpus(tid)

@@ -63,6 +63,10 @@ class TrialContext:
     root: Path
     experiment: str | None = None
 
+    def __post_init__(self) -> None:
+        # absolute: a trial gets its paths as they are, and may change its working directory
+        object.__setattr__(self, "root", Path(self.root).absolute())
+
     def trial_dir(self, trial_id: int) -> Path:
         """The trial's folder, created."""
         path = self.root / str(int(trial_id))

@@ -101,6 +101,47 @@ def test_a_script_reading_st_config_json_filename(tmp_path):
         assert row["loss"] == (trial.config["x"] - 0.3) ** 2 and row["n"] == 3
 
 
+# Changes its working directory first, then reads what Syne Tune's arguments name.
+CHDIR_THEN_READ = """\
+import argparse, json, os
+parser = argparse.ArgumentParser()
+parser.add_argument("--st_config_json_filename", type=str)
+parser.add_argument("--st_checkpoint_dir", type=str)
+args, _ = parser.parse_known_args()
+os.chdir("/")
+config = json.load(open(args.st_config_json_filename))
+print("[tune-metric]: " + json.dumps({
+    "loss": config["x"], "key_resolved": config["api_key"] == "s3cr3t-value",
+    "paths_absolute": all(map(os.path.isabs, [args.st_config_json_filename,
+                                              args.st_checkpoint_dir]))}), flush=True)
+"""
+
+
+def test_syne_tune_arguments_name_absolute_paths_and_the_resolved_config(
+        tmp_path, monkeypatch):
+    """A relative results root still gives the script absolute paths (it may change its
+    directory, as Syne Tune passes absolute ones), and the config file it is pointed at holds
+    the trial's secret resolved, like the one `TUNESMITH_CONFIG` names (before: the store's
+    config.json, with the reference in it)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TS_TEST_API_KEY", "s3cr3t-value")
+    (tmp_path / "train.py").write_text(CHDIR_THEN_READ)
+    space = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0},
+             "api_key": {"secret": "env:TS_TEST_API_KEY"}}
+    scheduler = build_scheduler("random", space, "loss", "min", seed=1)
+    store = ExperimentStore("exp", "relative")  # relative to the working directory
+    backend = LocalBackend("train.py", gpus=None, syne_tune_compat=True)
+    tuner = Tuner(scheduler, backend, StoppingCriterion(max_trials_started=2), n_workers=2,
+                  store=store)
+    tuner.run()
+    results = load_experiment(store.path).results
+    assert [t.status for t in tuner.trials.values()] == [TrialStatus.COMPLETED] * 2
+    assert results["key_resolved"].tolist() == [True, True]
+    assert results["paths_absolute"].tolist() == [True, True]
+    stored = (store.path / "trials" / "0" / "config.json").read_text()
+    assert "s3cr3t-value" not in stored and "env:TS_TEST_API_KEY" in stored
+
+
 def test_a_pbt_example_style_script_exploits_and_continues(tmp_path):
     space = {"lr": {"type": "loguniform", "lower": 1e-3, "upper": 1.0}}
     options = {"resource_attr": "training_iteration", "population_size": 3,
