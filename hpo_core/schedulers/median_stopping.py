@@ -16,6 +16,7 @@ import numpy as np
 
 from hpo_core.schedulers.fidelity import check_resource_attr
 from hpo_core.schedulers.fifo import FIFOScheduler
+from hpo_core.schedulers.rungs import resource_of
 from hpo_core.searchers.base import Searcher
 from hpo_core.searchers.registry import searcher_from_option
 from hpo_core.space import ConfigSpace, as_config_space
@@ -68,11 +69,10 @@ class MedianStoppingRule(FIFOScheduler):
 
     def on_trial_result(self, trial: Trial, result: TrialResult) -> Decision:
         super().on_trial_result(trial, result)
+        resource = resource_of(result.metrics, self.resource_attr, trial.trial_id)
         value = self.objective(result.metrics)
-        resource = result.metrics.get(self.resource_attr)
-        if value is None or resource is None:
+        if value is None:
             return Decision.CONTINUE
-        resource = float(resource)
         tid = trial.trial_id
         if resource <= self._last_resource.get(tid, -math.inf):
             return Decision.CONTINUE  # a repeated or out-of-order report

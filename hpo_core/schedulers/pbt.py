@@ -23,6 +23,7 @@ from typing import Any
 
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.schedulers.fidelity import check_resource_attr
+from hpo_core.schedulers.rungs import resource_of
 from hpo_core.space import Categorical, ConfigSpace, Float, Integer
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 
@@ -123,11 +124,11 @@ class PopulationBasedTraining(Scheduler):
         self._last_perturbation[trial.trial_id] = start
 
     def on_trial_result(self, trial: Trial, result: TrialResult) -> Decision:
+        resource = resource_of(result.metrics, self.resource_attr, trial.trial_id)
         value = self.objective(result.metrics)
-        resource = result.metrics.get(self.resource_attr)
-        if value is None or resource is None:
+        if value is None:
             return Decision.CONTINUE
-        tid, resource = trial.trial_id, float(resource)
+        tid = trial.trial_id
         self._scores[tid] = value
         self._resources[tid] = resource
         self._configs.setdefault(tid, dict(trial.config))

@@ -57,3 +57,11 @@ def test_stops_some_trials_in_a_run_and_keeps_the_searcher_informed():
     _, result, trace = run_simulation(scheduler, max_results=80)
     assert Decision.STOP in trace.decisions
     assert result.best_value is not None
+
+
+def test_a_report_without_the_resource_names_resource_attr():
+    """A misspelled resource_attr is an error at the first report (it stopped nothing)."""
+    rule = MedianStoppingRule(SPACE, "loss", resource_attr="step", seed=0)
+    with pytest.raises(ValueError, match=r"^spec\.scheduler_options\.resource_attr: trial 0 "
+                                         r"reported \['epoch', 'loss'\] without a number 'step'"):
+        report(rule, 0, 1, 0.5)

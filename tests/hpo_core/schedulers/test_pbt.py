@@ -211,3 +211,15 @@ def test_a_child_never_starts_from_a_parent_that_has_ended(parent_end):
         else:
             assert suggestion.checkpoint_from not in (None, parent)
             assert pbt._can_continue(suggestion.checkpoint_from)
+
+
+def test_a_report_without_the_resource_names_resource_attr():
+    """A misspelled resource_attr is an error at the first report (before, PBT never exploited:
+    random search, reported as PBT)."""
+    pbt = build_scheduler("pbt", SPACE, "loss", "min", seed=0,
+                          options={"resource_attr": "step", "population_size": 2})
+    trial = Trial(0, pbt.suggest(0).config)
+    pbt.on_trial_add(trial)
+    with pytest.raises(ValueError, match=r"^spec\.scheduler_options\.resource_attr: trial 0 "
+                                         r"reported \['epoch', 'loss'\] without a number 'step'"):
+        pbt.on_trial_result(trial, TrialResult(0, {"epoch": 1, "loss": 0.5}, 1.0))
