@@ -3,8 +3,8 @@
 The source trial may still be running and writing its checkpoint, and scripts written for other
 tools often write it in place (truncate, then write), so a plain copy can catch a half-written
 file. `settled_copy` waits until the source looks the same twice `settle` seconds apart,
-and holds no empty file, copies, and copies again if a file changed meanwhile (a few tries,
-then it copies what is there).
+and holds no empty file just written, copies, and copies again if a file changed meanwhile (a
+few tries; then it copies what is there, or for PBT nothing).
 Half-written files of `hpo_core.report.save_checkpoint` (`.name.pid.tmp`) are never copied.
 """
 
@@ -40,13 +40,22 @@ def _copy(source: Path, target: Path) -> None:
                     ignore=lambda _, names: [n for n in names if is_temporary_checkpoint_file(n)])
 
 
-def settled_copy(source: Path, target: Path, settle: float = 0.05, tries: int = 20) -> bool:
-    """Copy folder `source` into `target` (created); False if `source` is no folder.
+#: an empty file modified this recently may be one just truncated, its writer not yet
+#: scheduled again; an older one is taken as it is (a marker file)
+EMPTY_FILE_SETTLE_SECONDS = 1.0
+
+
+def settled_copy(source: Path, target: Path, settle: float = 0.05, tries: int = 20,
+                 keep_unsettled: bool = True) -> bool:
+    """Copy folder `source` into `target` (created); whether `target` now holds a copy (False
+    if `source` is no folder).
 
     The copy starts once two looks at the source, `settle` seconds apart, see the same files
     (sizes and modification times: truncating a file need not change its time) and no empty
-    file (a file just truncated, its writer not yet scheduled again), and is taken again if the
-    source changed while it was copied.
+    file modified in the last EMPTY_FILE_SETTLE_SECONDS (one just truncated), and is taken
+    again if the source changed while it was copied. If it never settles in `tries` looks,
+    the copy is kept as it is (`keep_unsettled`), or removed (a copy that may hold a torn file
+    is worse than none: PBT then starts the child afresh).
     """
     if not source.is_dir():
         return False
@@ -54,11 +63,18 @@ def settled_copy(source: Path, target: Path, settle: float = 0.05, tries: int = 
         first = _snapshot(source)
         time.sleep(settle)
         before = _snapshot(source)
-        if before != first or any(size == 0 for size, _ in before.values()):
-            continue  # being written (an empty file is one just truncated): wait
+        recent = time.time_ns() - int(EMPTY_FILE_SETTLE_SECONDS * 1e9)
+        if before != first or any(size == 0 and mtime > recent
+                                   for size, mtime in before.values()):
+            continue  # being written: wait
         _copy(source, target)
         if _snapshot(source) == before:
             return True
+    if not keep_unsettled:
+        shutil.rmtree(target, ignore_errors=True)
+        logger.warning("the checkpoint in %s kept changing while it was copied; not copied",
+                       source)
+        return False
     logger.warning("the checkpoint in %s kept changing while it was copied; copying it as it is",
                    source)
     _copy(source, target)

@@ -426,9 +426,13 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
 # -- helpers -------------------------------------------------------------------------------------
 def copy_checkpoint(source: Path, target: Path, source_id: int) -> None:
     """Copy trial `source_id`'s checkpoint folder into `target` (PBT), half-written files left
-    out; without one, the trial starts fresh."""
-    if not settled_copy(source, target):  # waits for a checkpoint being written in place
+    out; without one, or if it never stopped changing (a torn copy could crash the trial),
+    the trial starts fresh."""
+    if not source.is_dir():
         logger.warning("trial %s has no checkpoint to copy; starting fresh", source_id)
+    elif not settled_copy(source, target, keep_unsettled=False):  # waits for one written in place
+        logger.warning("trial %s's checkpoint could not be copied whole; starting fresh",
+                       source_id)
 
 
 def stderr_tail(path: Path, offset: int) -> str:

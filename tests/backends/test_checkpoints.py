@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -41,6 +42,52 @@ def test_a_copy_never_catches_a_half_written_file(tmp_path):
         writer.join()
     assert not settled_copy(tmp_path / "missing", tmp_path / "child")
     assert not (tmp_path / "child").exists()
+
+
+def test_a_checkpoint_that_never_settles_is_not_copied_for_pbt(tmp_path, caplog):
+    """A script rewriting a big checkpoint in place without pause never leaves it settled: PBT
+    gets no copy (its child starts afresh) rather than one with a torn file (4 of 16 children
+    crashed on one); other callers get the copy as it is."""
+    source = tmp_path / "parent"
+    source.mkdir()
+    done = threading.Event()
+
+    def rewrite_without_pause():
+        step = 0
+        while not done.is_set():
+            step += 1
+            (source / "checkpoint.json").write_text(json.dumps({"step": step, "pad": "x" * 4096}))
+
+    writer = threading.Thread(target=rewrite_without_pause)
+    writer.start()
+    try:
+        assert not settled_copy(source, tmp_path / "child", settle=0.01, tries=5,
+                                keep_unsettled=False)
+        assert not (tmp_path / "child").exists()
+        assert "not copied" in caplog.text
+        assert settled_copy(source, tmp_path / "other", settle=0.01, tries=5)
+        assert (tmp_path / "other" / "checkpoint.json").exists()
+    finally:
+        done.set()
+        writer.join()
+
+
+def test_an_empty_file_written_earlier_does_not_hold_the_copy_up(tmp_path, caplog):
+    """An empty file may be one just truncated, so a copy waits for it; one not modified for a
+    while is a marker (before: every copy waited its tries out and warned)."""
+    source = tmp_path / "parent"
+    source.mkdir()
+    (source / "checkpoint.json").write_text('{"step": 3}')
+    marker = source / "COMPLETE"
+    marker.write_text("")
+    old = time.time() - 10
+    os.utime(marker, (old, old))
+    assert settled_copy(source, tmp_path / "child", keep_unsettled=False)
+    assert (tmp_path / "child" / "COMPLETE").read_text() == ""
+    assert "kept changing" not in caplog.text
+    marker.write_text("")  # just written: it may be a truncated checkpoint, so the copy waits
+    assert not settled_copy(source, tmp_path / "later", settle=0.01, tries=3,
+                            keep_unsettled=False)
 
 
 def test_checkpoints_at_a_file_url_need_no_folder_made_first(tmp_path):
