@@ -171,11 +171,24 @@ def _run(spec: ExperimentSpec, use_flow: bool) -> int:
             else:
                 _run_bare(spec)
     except (KeyboardInterrupt, Terminated) as err:
+        ended = _end_reason(spec.experiment_path)
+        if ended:  # the kill came as it was finishing: nothing is left to resume
+            return _interrupted(err, f"after the experiment ended ({ended}); its results "
+                                     "are complete")
         return _interrupted(err, f"trials ended, state saved; `tunesmith resume {spec.name}` "
                                  "continues it")
     finally:
         lock.release()
     return 0
+
+
+def _end_reason(path: Path) -> str | None:
+    """Why the experiment at `path` ended, as its store says; None if it has not."""
+    try:
+        state = load_experiment(path).state
+    except (OSError, StoreError):
+        return None
+    return (state or {}).get("end_reason") or None
 
 
 def _interrupted(err: KeyboardInterrupt | Terminated, then: str) -> int:

@@ -227,3 +227,27 @@ def test_show_masks_secret_hyperparameters_in_both_tables(tmp_path, capsys):
     # no resource (mo_rea): each point says which report of its trial it is
     assert lines[at + 1].split()[:4] == ["trial_id", "report", "loss", "latency"]
     assert "tk-secret-123" not in out and out.count("[redacted]") >= 2  # ranked, then front
+
+
+def test_a_kill_as_the_experiment_finishes_does_not_ask_for_a_resume(tmp_path, capsys,
+                                                                    monkeypatch):
+    """A SIGTERM that lands after the experiment ended (its end saved, its trials ended) is
+    reported as such: its results are complete and a resume would do nothing (before: "trials
+    ended, state saved; `tunesmith resume` continues it")."""
+    import os
+    import signal
+
+    from hpo_core.tuner import Tuner
+
+    emit = Tuner._emit
+
+    def kill_at_the_end(self, name, *args):
+        emit(self, name, *args)
+        if name == "on_tuning_end":
+            os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler raises at once
+
+    monkeypatch.setattr(Tuner, "_emit", kill_at_the_end)
+    assert main(["run", str(write_spec(tmp_path)), "--no-flow"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == ("interrupted by SIGTERM: after the experiment ended (max_trials_completed 12 "
+                   "reached); its results are complete")
