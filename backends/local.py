@@ -337,7 +337,9 @@ def _command(entry_point: str | Sequence[str], python: str) -> list[str]:
                              f"(relative to {os.getcwd()})")
         return [python, str(path), *parts[1:]]
     if shutil.which(parts[0]) is None:
-        raise ValueError(f"backend_options.entry_point: command {parts[0]!r} not found on PATH")
+        where = ("no such executable file" if os.sep in parts[0]
+                 else "command not found on PATH:")
+        raise ValueError(f"backend_options.entry_point: {where} {parts[0]!r}")
     return parts
 
 

@@ -57,8 +57,11 @@ class FidelityOptions:
         name = check_max_resource_attr(self.max_resource_attr, config_space)
         if name is not None:
             value = config_space.fixed[name]
-            if isinstance(value, bool) or not isinstance(value, int | float) or \
-                    float(value) != float(self.max_t):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"max_resource_attr: {name!r} is fixed at {value!r} in the "
+                                 f"config space: it must be a number, the maximum resource "
+                                 f"(max_t: {self.max_t!r})")
+            if float(value) != float(self.max_t):
                 raise ValueError(f"max_resource_attr: {name!r} is fixed at {value!r} in the "
                                  f"config space, but max_t is {self.max_t!r}: the fixed value "
                                  "is the maximum resource, they must agree")

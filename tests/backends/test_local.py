@@ -589,7 +589,11 @@ def test_entry_point_forms_and_option_errors(tmp_path, backend_factory):
     assert events[0].kind == EventKind.FAILED and "could not start" in events[0].reason
     with pytest.raises(ValueError, match="backend_options.entry_point: no such file"):
         LocalBackend("missing.py")
-    with pytest.raises(ValueError, match="backend_options.entry_point: command 'nope-xyz'"):
+    with pytest.raises(ValueError, match="backend_options.entry_point: no such executable file "
+                                         "'/nonexistent/dir/'"):  # a path: not looked up on PATH
+        LocalBackend("/nonexistent/dir/", gpus=None)
+    with pytest.raises(ValueError, match="backend_options.entry_point: command not found on "
+                                         "PATH: 'nope-xyz'"):
         LocalBackend("nope-xyz --flag")
     with pytest.raises(ValueError, match="backend_options.timeout"):
         LocalBackend(str(script), timeout=-1)

@@ -31,6 +31,10 @@ def test_max_resource_attr_must_be_a_fixed_entry_of_the_space():
     space = ConfigSpace({"lr": uniform(0, 1), "epochs": 9})
     assert FidelityOptions(max_t=9, max_resource_attr="epochs").entry_in(space) == "epochs"
     assert FidelityOptions(max_t=9).entry_in(space) is None
+    text = ConfigSpace({"lr": uniform(0, 1), "epochs": "9"})  # a string, from a YAML quote
+    with pytest.raises(ValueError, match="max_resource_attr: 'epochs' is fixed at '9' in the "
+                                         "config space: it must be a number"):
+        FidelityOptions(max_t=9, max_resource_attr="epochs").entry_in(text)
     for name, message in (("lr", "is searched"), ("steps", "is not in the config space")):
         with pytest.raises(ValueError, match=f"max_resource_attr: '{name}' {message}"):
             FidelityOptions(max_t=9, max_resource_attr=name).entry_in(space)
