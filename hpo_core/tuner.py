@@ -335,7 +335,18 @@ class Tuner:
         poll returned (`drain()`); journaled, so the resume replays it, and a trial resumed
         from a checkpoint it saved just before its last report does not miss that report."""
         if self._replay_batches is None:
-            self._journaled(self.backend.drain())
+            events = self.backend.drain()
+            self._journaled(events)
+            for event in events:  # counted and shown as received; decided on the resume
+                trial = self.trials.get(event.trial_id)
+                if event.kind == EventKind.RESULT and trial is not None and \
+                        trial.status == TrialStatus.RUNNING:
+                    metrics = dict(event.metrics or {})
+                    value = metrics.get(self._metric)
+                    self._count(trial, metrics, value if _is_finite_number(value) else None)
+                    self._emit("on_trial_result", trial, TrialResult(
+                        trial.trial_id, metrics, self._time_offset + event.time),
+                        Decision.CONTINUE)
 
     def _fill_workers(self) -> None:
         while len(self._running) < self.n_workers:
@@ -417,24 +428,11 @@ class Tuner:
             self._fail(trial, f"reported a non-finite {self._metric}: {value!r}", event.time)
             self.backend.stop(trial.trial_id)
             return
-        t = self._time_offset + event.time
-        trial.last_result = metrics
-        trial.num_results += 1
-        self.status.num_results += 1
-        result = TrialResult(trial.trial_id, metrics, t)
+        result = TrialResult(trial.trial_id, metrics, self._time_offset + event.time)
+        self._count(trial, metrics, value)
         decision = (
             self.scheduler.on_trial_result(trial, result) if value is not None else Decision.CONTINUE
         )
-        if value is not None:
-            objective = self._sign * float(value)
-            previous = self._trial_best.get(trial.trial_id, math.inf)
-            self._trial_best[trial.trial_id] = min(previous, objective)
-            if objective < self._best_min:
-                self._best_min = objective
-                self.best_trial_id = trial.trial_id
-        cost = metrics.get(self.stop_criterion.cost_attr)
-        if cost is not None and _is_finite_number(cost):
-            self._costs[trial.trial_id] = float(cost)
         # a STOP at max_t ends a trial that ran its course: COMPLETED, not stopped early
         done = decision == Decision.STOP and self.scheduler.reached_max_t(metrics)
         if decision == Decision.STOP:
@@ -444,8 +442,8 @@ class Tuner:
         if self.store is not None:
             # the store's own columns win over metrics of the same name (backends avoid them)
             self.store.record(
-                {**metrics, "trial_id": trial.trial_id, "time": t, "status": trial.status.value,
-                 "decision": decision.value}, self._event_index
+                {**metrics, "trial_id": trial.trial_id, "time": result.time,
+                 "status": trial.status.value, "decision": decision.value}, self._event_index
             )
         self._emit("on_trial_result", trial, result, decision)
         if decision == Decision.STOP:
@@ -456,6 +454,22 @@ class Tuner:
             self.backend.pause(trial.trial_id)
             self._finish(trial, TrialStatus.PAUSED, event.time)
             self._emit("on_trial_complete", trial)
+
+    def _count(self, trial: Trial, metrics: dict[str, Any], value: Any) -> None:
+        """A report's place in the trial, the counts, the best values and the costs."""
+        trial.last_result = metrics
+        trial.num_results += 1
+        self.status.num_results += 1
+        if value is not None:
+            objective = self._sign * float(value)
+            previous = self._trial_best.get(trial.trial_id, math.inf)
+            self._trial_best[trial.trial_id] = min(previous, objective)
+            if objective < self._best_min:
+                self._best_min = objective
+                self.best_trial_id = trial.trial_id
+        cost = metrics.get(self.stop_criterion.cost_attr)
+        if cost is not None and _is_finite_number(cost):
+            self._costs[trial.trial_id] = float(cost)
 
     def _check_metrics(self, trial: Trial, metrics: Mapping[str, Any], ended: bool = False) -> None:
         """Fail fast on a metric no trial reports (see `MetricNotReportedError`): once

@@ -236,3 +236,42 @@ def test_every_report_of_a_poll_an_error_cut_short_stays_in_the_views(tmp_path):
         tuner.run()
     frame = load_experiment(tmp_path / "cut").results
     assert sorted(frame["trial_id"]) == [0, 1]  # the first poll: one report of each trial
+
+
+class ReportsAsEnded(QueuedReports):
+    """The trials report once more as `drain()` ends them (a real backend's last reports)."""
+
+    def drain(self) -> list[TrialEvent]:
+        self._train()
+        return super().drain()
+
+
+@pytest.mark.usefixtures("sigterm_raises")
+def test_the_last_reports_a_kill_hands_over_are_counted_and_shown(tmp_path):
+    """What `drain()` hands over after a kill is journaled and also counted and passed to the
+    callbacks (as received, undecided): the final status printed matches what the store then
+    shows (before: it missed them, and could name another best trial)."""
+    from hpo_core.tuner import TunerCallback
+
+    class Reports(TunerCallback):
+        def __init__(self):
+            self.seen: list[tuple[int, int]] = []
+
+        def on_trial_result(self, trial, result, decision):
+            self.seen.append((trial.trial_id, result.metrics["epoch"]))
+
+    reports = Reports()
+    tuner = Tuner(build_scheduler("random", SPACE, "loss", "min", 0),
+                  ReportsAsEnded({}, sigterm_at_report=4), StoppingCriterion(max_trials_started=6),
+                  n_workers=3, store=ExperimentStore(tmp_path, "shown"), callbacks=[reports],
+                  checkpoint_interval=1e9)
+    with pytest.raises(Terminated):
+        tuner.run()
+    frame = load_experiment(tmp_path / "shown").results
+    assert sorted(reports.seen) == sorted(zip(frame["trial_id"], frame["epoch"], strict=True))
+    assert tuner.status.num_results == len(frame)
+    for tid, rows in frame.groupby("trial_id"):
+        assert tuner.trials[tid].num_results == len(rows)
+        assert tuner.trials[tid].last_result["epoch"] == rows["epoch"].max()
+    best = frame.loc[frame["loss"].idxmin()]
+    assert (tuner.best_trial_id, tuner.result().best_value) == (best["trial_id"], best["loss"])
