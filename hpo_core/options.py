@@ -44,11 +44,13 @@ def check_options(
     owner: str | None = None,
     reserved: Collection[str] = (),
     check_required: bool = False,
+    hints: Mapping[str, str] | None = None,
 ) -> None:
     """Raise ValueError naming `<field>.<key>` for an option that is not `allowed`.
 
     `reserved` options are set elsewhere in the spec (seed, metric, ...); `check_required` also
-    refuses a missing required option. `owner` names what the options are for, in the message.
+    refuses a missing required option. `owner` names what the options are for, in the message;
+    `hints` says what to use instead of an unknown option (another tool's name for it).
     """
     for key, value in options.items():
         if key in reserved:
@@ -64,5 +66,6 @@ def check_options(
     for key in options:
         if key not in allowed.names:
             of = f" for {owner!r}" if owner else ""
-            raise ValueError(f"{field}.{key}: unknown option{of}; expected some of "
-                             f"{sorted(allowed.names)}")
+            hint = (hints or {}).get(key)
+            raise ValueError(f"{field}.{key}: unknown option{of}; "
+                             + (hint if hint else f"expected some of {sorted(allowed.names)}"))

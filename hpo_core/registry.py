@@ -180,6 +180,13 @@ register_method("ehvi", "hpo_core.schedulers.ehvi:EHVI",
                 multi_objective=True)
 
 
+#: scheduler options of Syne Tune and Ray Tune that are named otherwise here
+PEER_OPTION_HINTS = {
+    "type": "Syne Tune's type='stopping' is the method asha, type='promotion' is asha_promotion",
+    "time_attr": "Syne Tune's and Ray Tune's time_attr is resource_attr here",
+}
+
+
 def method_info(name: Any) -> MethodInfo:
     """The registered method `name`; ValueError naming `scheduler` if there is none."""
     if not isinstance(name, str) or name not in METHODS:
@@ -196,7 +203,7 @@ def _split(info: MethodInfo, options: Mapping[str, Any]
     """`options` (after the method's defaults) as (fidelity, own, searcher) options, each
     checked; raises ValueError naming `scheduler_options.<option>`."""
     check_options(options, Keywords(info.option_names(), frozenset(), False), FIELD, info.name,
-                  RESERVED)
+                  RESERVED, hints=PEER_OPTION_HINTS)
     options = {**info.defaults, **options}
     fidelity = {k: v for k, v in options.items() if info.fidelity and k in FidelityOptions.names()}
     own_names = info.own_options().names

@@ -40,6 +40,12 @@ def test_bohb_is_asha_with_the_kde_searcher_and_one_fidelity_object():
     ("asha", {"searcher": "kde", "searcher_options": {"gama": 1}},
      r"scheduler_options\.searcher_options\.gama: unknown option for 'kde'"),
     ("asha", {"searcher": "kdee"}, r"scheduler_options\.searcher: unknown searcher 'kdee'"),
+    # what Syne Tune calls them: the message names ours
+    ("hyperband", {"max_t": 9, "type": "promotion"},
+     r"scheduler_options\.type: unknown option for 'hyperband'; Syne Tune's type='stopping' is "
+     r"the method asha, type='promotion' is asha_promotion$"),
+    ("asha", {"max_t": 9, "time_attr": "epoch"},
+     r"scheduler_options\.time_attr: unknown option for 'asha'; .* is resource_attr here$"),
 ])
 def test_options_are_checked_before_anything_is_built(name, options, message):
     with pytest.raises(ValueError, match=message):
