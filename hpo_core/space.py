@@ -530,6 +530,8 @@ class ConfigSpace:
                 if parent == name or not isinstance(parent_domain, Categorical | Integer):
                     raise ConfigSpaceError(f"{field}: a condition needs another choice, ordinal "
                                            "or integer hyperparameter")
+                if not values:  # it would never exist
+                    raise ConfigSpaceError(f"{field}: needs at least one value of {parent!r}")
                 for value in values:
                     if not parent_domain.contains(value):
                         raise ConfigSpaceError(f"{field}: {value!r} is not a value of {parent!r}")

@@ -91,6 +91,8 @@ def test_validation_names_the_field():
     ({"b": uniform(0, 1), "a": when(uniform(0, 1), b=0.5)},
      r"config_space\.a\.when\.b: a condition needs another choice"),
     ({"a": when(choice([1, 2]), b=1), "b": when(choice([1, 2]), a=1)}, r"form a cycle"),
+    ({"b": choice(["x"]), "a": {"type": "uniform", "lower": 0, "upper": 1, "when": {"b": []}}},
+     r"config_space\.a\.when\.b: needs at least one value of 'b'"),  # it would never exist
     ({"a": {"type": "uniform", "lower": 0, "upper": 1, "when": ["b"]}},
      r"config_space\.a\.when: must map hyperparameter names to values"),
 ])
