@@ -251,3 +251,9 @@ def build_scheduler(
         return factory(as_config_space(config_space), metric=metric, mode=mode, seed=seed, **kwargs)
     except TypeError as err:  # a value of the wrong type deep inside
         raise ValueError(f"{FIELD}: invalid options for {name!r}: {err}") from err
+    except ValueError as err:
+        text = str(err)
+        if not text.startswith("searcher_options."):
+            raise
+        # the searcher's: given with the method's own options (bore, optuna, ...), or nested
+        raise ValueError(f"{FIELD}.{text.split('.', 1)[1] if info.searcher else text}") from err

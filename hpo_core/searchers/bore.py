@@ -166,9 +166,11 @@ class BORESearcher(UnseenSearcher):
                                  ("num_candidates", num_candidates, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
-        if not isinstance(weight_decay, int | float) or weight_decay < 0:
-            raise ValueError(f"weight_decay: must be a number >= 0, got {weight_decay!r}")
-        if not isinstance(random_fraction, int | float) or not 0 <= random_fraction <= 1:
+        if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float) or \
+                not 0 <= weight_decay < math.inf:
+            raise ValueError(f"weight_decay: must be a finite number >= 0, got {weight_decay!r}")
+        if isinstance(random_fraction, bool) or not isinstance(random_fraction, int | float) or \
+                not 0 <= random_fraction <= 1:
             raise ValueError(f"random_fraction: must be in [0, 1], got {random_fraction!r}")
         self.gamma = float(gamma)
         self.classifier = classifier

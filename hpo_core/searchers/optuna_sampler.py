@@ -91,18 +91,21 @@ class OptunaSearcher(Searcher):
         super().__init__(config_space, seed, points_to_evaluate)
         optuna = _optuna()
         if isinstance(sampler, str) and sampler not in SAMPLERS:
-            raise ValueError(f"searcher_options.sampler: unknown sampler {sampler!r}; expected "
+            raise ValueError(f"sampler: unknown sampler {sampler!r}; expected "
                              f"one of {sorted(SAMPLERS)} or an Optuna sampler instance")
         if sampler == "gp" and importlib.util.find_spec("torch") is None:
-            raise ValueError("searcher_options.sampler: 'gp' (Optuna's GPSampler) needs PyTorch: "
+            raise ValueError("sampler: 'gp' (Optuna's GPSampler) needs PyTorch: "
                              "pip install torch")
         if not isinstance(sampler, str) and not isinstance(sampler, optuna.samplers.BaseSampler):
-            raise ValueError(f"searcher_options.sampler: expected a name or an Optuna sampler, "
+            raise ValueError(f"sampler: expected a name or an Optuna sampler, "
                              f"got {type(sampler).__name__}")
+        if sampler_options is not None and not isinstance(sampler_options, Mapping):
+            raise ValueError(f"sampler_options: must be a mapping of the sampler's keyword "
+                             f"arguments, got {sampler_options!r}")
         self.sampler = sampler
         self.sampler_options = dict(sampler_options or {})
         if "seed" in self.sampler_options:
-            raise ValueError("searcher_options.sampler_options.seed: the searcher's seed is used")
+            raise ValueError("sampler_options.seed: the searcher's seed is used")
         self._distributions = {name: _distribution(optuna, name, domain)
                                for name, domain in self.config_space.domains.items()}
         self._study = self._new_study()

@@ -76,7 +76,13 @@ def build_searcher(
     """A searcher by registry name, with its options checked (errors name `field`)."""
     info = searcher_info(name, field)
     check_options(options or {}, info.options(), f"{field}_options", name, RESERVED)
-    return info.load()(as_config_space(config_space), seed=seed, **(options or {}))
+    try:
+        return info.load()(as_config_space(config_space), seed=seed, **(options or {}))
+    except ValueError as err:  # "<option>: ..." from the searcher: named as the spec has it
+        text = str(err)
+        if text.split(":", 1)[0].split(".", 1)[0] in (options or {}):
+            raise ValueError(f"{field}_options.{text}") from err
+        raise
 
 
 def searcher_from_option(

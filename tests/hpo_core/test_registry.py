@@ -66,3 +66,21 @@ def test_flags_replace_signature_probes():
     assert METHODS["grid"].needs_stop_limit is False and METHODS["random"].needs_stop_limit
     assert METHODS["pbt"].multi_fidelity and not METHODS["pbt"].fidelity
     assert METHODS["zero_shot"].transfer and METHODS["ehvi"].multi_objective
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("bore", {"gamma": 2}, r"^scheduler_options\.gamma: must be a number in \(0, 1\)"),
+    ("bore", {"bootstrap": "false"}, r"^scheduler_options\.bootstrap: must be true or false"),
+    ("asha", {"max_t": 9, "searcher": "bore", "searcher_options": {"gamma": 2}},
+     r"^scheduler_options\.searcher_options\.gamma: must be a number"),
+    ("optuna", {"sampler": "foo"}, r"^scheduler_options\.sampler: unknown sampler 'foo'"),
+    ("optuna", {"sampler_options": [1]}, r"^scheduler_options\.sampler_options: must be a mapping"),
+])
+def test_a_searchers_option_errors_name_the_option_as_the_spec_has_it(name, options, message):
+    """A method with its own searcher takes the searcher's options among its own: its errors
+    name `scheduler_options.<option>` (before: `searcher_options.<option>`, a field the spec
+    does not have, or a Python error about a dictionary update sequence)."""
+    if name == "optuna":
+        pytest.importorskip("optuna")
+    with pytest.raises(ValueError, match=message):
+        build_scheduler(name, SPACE, "loss", "min", 0, options)

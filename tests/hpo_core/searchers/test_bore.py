@@ -82,3 +82,13 @@ def test_runs_as_a_method_and_checks_its_options():
         BORESearcher(SPACE, gamma=1.5)
     with pytest.raises(ValueError, match="classifier"):
         BORESearcher(SPACE, classifier="xgboost")
+
+
+@pytest.mark.parametrize("option, value", [
+    ("weight_decay", float("nan")), ("weight_decay", float("inf")), ("weight_decay", True),
+    ("weight_decay", -1e-3), ("random_fraction", True), ("random_fraction", float("nan")),
+])
+def test_option_values_that_are_not_numbers_in_range_are_refused(option, value):
+    """NaN, inf and true passed `weight_decay >= 0` (a YAML `.nan` ran to the end)."""
+    with pytest.raises(ValueError, match=f"^{option}: must be"):
+        BORESearcher(SPACE, **{option: value})
