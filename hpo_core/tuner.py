@@ -153,6 +153,8 @@ class Tuner:
         self._metric = scheduler.metric
         self._sign = 1.0 if scheduler.mode == "min" else -1.0
         self._missing_metrics = set(scheduler.metrics)  # not in any report yet
+        #: a constraint or cost the scheduler reads that no report carried yet -> its option
+        self._missing_side = scheduler.side_metrics()
         #: max_cost is set and no trial reported its cost yet (checked once a trial finished)
         self._cost_unchecked = self.stop_criterion.max_cost is not None
         self._keys_reported: dict[str, None] = {}  # keys of the reports so far, in order
@@ -287,6 +289,8 @@ class Tuner:
             )
         if self._cost_unchecked and not replaying:
             self._check_cost()
+        if self._missing_side and not replaying:
+            self._check_side_metrics()
         self._between_events = False
         self._fill_workers()
         if not self._running and not replaying:
@@ -423,6 +427,10 @@ class Tuner:
         metrics = dict(event.metrics or {})
         if self._missing_metrics:
             self._check_metrics(trial, metrics)
+        if self._missing_side:
+            self._keys_reported.update(dict.fromkeys(metrics))
+            for name in self._missing_side.keys() & metrics.keys():
+                del self._missing_side[name]
         value = metrics.get(self._metric)
         if value is not None and not _is_finite_number(value):
             self._fail(trial, f"reported a non-finite {self._metric}: {value!r}", event.time)
@@ -512,6 +520,24 @@ class Tuner:
             + (f" (did you mean {close[0]!r}?)" if close else "")
             + f"; trial {finished[0].trial_id} finished with reports carrying {keys}")
 
+    def _check_side_metrics(self) -> None:
+        """Fail fast on a constraint or cost the scheduler reads (`Scheduler.side_metrics`)
+        that no trial reports: once `METRIC_CHECK_TRIALS` trials (fewer with fewer workers)
+        finished with reports (a trial may report it with its last report only). Else the
+        method would run as if it were not set (unconstrained, not cost-aware)."""
+        finished = [t.trial_id for t in self.trials.values() if t.num_results and
+                    t.status in (TrialStatus.COMPLETED, TrialStatus.STOPPED)]
+        if len(finished) < min(METRIC_CHECK_TRIALS, self.n_workers):
+            return
+        metric, option = min(self._missing_side.items(), key=lambda item: item[1])
+        keys = list(self._keys_reported)
+        close = difflib.get_close_matches(metric, keys, 1)
+        raise MetricNotReportedError(
+            f"spec.scheduler_options.{option}: no trial reports {metric!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; trial(s) {', '.join(map(str, finished[:METRIC_CHECK_TRIALS]))} finished "
+            f"with reports carrying {keys}")
+
     def _finish(self, trial: Trial, status: TrialStatus, time: float) -> None:
         trial.status = status
         trial.end_time = self._time_offset + time
@@ -563,6 +589,7 @@ class Tuner:
         self.best_trial_id = state.get("best_trial_id")
         if self.best_trial_id is not None or self.status.num_results:
             self._missing_metrics = set()  # checked in the session that made the reports
+            self._missing_side = {}
         if state.get("best_value") is not None:
             self._best_min = float(state["best_value"])
         self._costs = {int(k): float(v) for k, v in state.get("costs", {}).items()}

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo_core.searchers.base import Searcher
 from hpo_core.space import ConfigSpace, as_config_space
 from hpo_core.trial import Decision, Trial, TrialResult, TrialSuggestion
 
@@ -123,6 +124,12 @@ class Scheduler(ABC):
     @abstractmethod
     def suggest(self, trial_id: int) -> TrialSuggestion | None:
         """Start a new config (as trial `trial_id`), resume a paused trial, or None for now."""
+
+    def side_metrics(self) -> dict[str, str]:
+        """Reported metrics it (or its searcher) reads besides the objectives (a constraint, a
+        cost), each with the option that names it."""
+        searcher = getattr(self, "searcher", None)
+        return searcher.side_metrics() if isinstance(searcher, Searcher) else {}
 
     def on_trial_add(self, trial: Trial) -> None:
         """A trial from `suggest()` was started by the backend."""

@@ -80,6 +80,9 @@ class EHVI(Scheduler):
         self._gps: dict[str, GaussianProcess] = {}
 
     # -- scheduler contract --------------------------------------------------------------------
+    def side_metrics(self) -> dict[str, str]:
+        return {self.constraint_attr: "constraint_attr"} if self.constraint_attr else {}
+
     def suggest(self, trial_id: int) -> TrialSuggestion | None:
         if self._initial:
             config: dict[str, Any] | None = self._initial.pop(0)

@@ -63,6 +63,11 @@ class Searcher(ABC):
     def _suggest(self, trial_id: int) -> dict[str, Any] | None:
         """The searcher's own proposal (after `points_to_evaluate` are used up)."""
 
+    def side_metrics(self) -> dict[str, str]:
+        """Reported metrics it reads besides the objective (a constraint, a cost), each with
+        the option that names it; the tuner ends an experiment whose trials never report one."""
+        return {}
+
     def on_trial_start(self, trial_id: int, config: Mapping[str, Any]) -> None:
         """Trial `trial_id` started with `config` (pending: model-based searchers may fantasize)."""
 

@@ -129,6 +129,10 @@ class GPSearcher(UnseenSearcher):
         self._batch: list[dict[str, Any]] = []  # proposals left from the last model fit
         self._batch_data = 0  # observations when that batch was made
 
+    def side_metrics(self) -> dict[str, str]:
+        named = {"constraint_attr": self.constraint_attr, "cost_attr": self.cost_attr}
+        return {metric: option for option, metric in named.items() if metric}
+
     # -- hooks for the multi-fidelity variants ---------------------------------------------------
     @property
     def input_dim(self) -> int:

@@ -502,3 +502,41 @@ def test_secrets_in_what_a_trial_reports_are_masked_before_the_journal_and_the_s
     rows = load_experiment(store.path).results
     assert set(rows["note"].dropna()) == {"using [redacted]"}
     assert tuner.trials[1].failure_reason == "auth [redacted] refused"
+
+
+class ConstrainedBackend(CurveBackend):
+    """Also reports `constraint` (x - 0.5, feasible below 0.5), with the last epoch only."""
+
+    def poll(self):
+        events = super().poll()
+        for event in events:
+            if event.kind == EventKind.RESULT and event.metrics["epoch"] == self.epochs:
+                event.metrics["constraint"] = self.configs[event.trial_id]["x"] - 0.5
+        return events
+
+
+@pytest.mark.parametrize("method, options, option", [
+    ("cbo", {"constraint_attr": "constrain"}, "constraint_attr"),
+    ("bo", {"cost_attr": "cost"}, "cost_attr"),
+])
+def test_a_constraint_or_cost_no_trial_reports_ends_the_experiment(method, options, option):
+    """The method reads a metric besides the objective: none reported, it would run as if it
+    were not set (before: unconstrained, or not cost-aware, without a word)."""
+    scheduler = build_scheduler(method, SPACE, "loss", "min", seed=0, options=options)
+    tuner = Tuner(scheduler, ConstrainedBackend(epochs=3), StoppingCriterion(max_results=60),
+                  n_workers=2)
+    with pytest.raises(ValueError, match=rf"^spec\.scheduler_options\.{option}: no trial reports "
+                                         rf"'{options[option]}'"):
+        tuner.run()
+    assert tuner.status.num_trials_completed == 2  # two trials ran to their end first
+
+
+def test_a_constraint_reported_with_the_last_report_only_is_fine():
+    scheduler = build_scheduler("cbo", SPACE, "loss", "min", seed=0)
+    tuner = Tuner(scheduler, ConstrainedBackend(epochs=3), StoppingCriterion(max_results=30),
+                  n_workers=2)
+    assert tuner.run().best_value is not None
+    assert scheduler.side_metrics() == {"constraint": "constraint_attr"}
+    ehvi = build_scheduler("ehvi", SPACE, ["loss", "size"], ["min", "min"], seed=0,
+                           options={"constraint_attr": "c"})
+    assert ehvi.side_metrics() == {"c": "constraint_attr"}
