@@ -431,11 +431,13 @@ class Tuner:
             self._keys_reported.update(dict.fromkeys(metrics))
             for name in self._missing_side.keys() & metrics.keys():
                 del self._missing_side[name]
+        for name in self.scheduler.metrics:  # a NaN or inf in any objective fails the trial
+            value = metrics.get(name)
+            if value is not None and not _is_finite_number(value):
+                self._fail(trial, f"reported a non-finite {name}: {value!r}", event.time)
+                self.backend.stop(trial.trial_id)
+                return
         value = metrics.get(self._metric)
-        if value is not None and not _is_finite_number(value):
-            self._fail(trial, f"reported a non-finite {self._metric}: {value!r}", event.time)
-            self.backend.stop(trial.trial_id)
-            return
         result = TrialResult(trial.trial_id, metrics, self._time_offset + event.time)
         self._count(trial, metrics, value)
         decision = (

@@ -233,6 +233,36 @@ def test_a_non_finite_metric_fails_the_trial():
             assert statuses[trial.trial_id] == TrialStatus.COMPLETED
 
 
+class TwoObjectives(CurveBackend):
+    """Also reports `size` = x, inf for x < 0.5."""
+
+    def poll(self):
+        events = super().poll()
+        for event in events:
+            if event.kind == EventKind.RESULT:
+                x = self.configs[event.trial_id]["x"]
+                event.metrics["size"] = math.inf if x < 0.5 else x
+        return events
+
+
+@pytest.mark.parametrize("method", ["moasha", "mo_rea"])
+def test_a_non_finite_value_of_any_objective_fails_the_trial(method):
+    """Before, only the first objective was checked: a NaN or inf second one made MO-ASHA
+    continue the trial to max_t and left it out of MO-REA's population, unflagged."""
+    options = {"max_t": 5} if method == "moasha" else {}
+    scheduler = build_scheduler(method, SPACE, ["loss", "size"], ["min", "min"], seed=0,
+                                options=options)
+    tuner = Tuner(scheduler, TwoObjectives(), StoppingCriterion(max_trials_started=8),
+                  n_workers=2, max_failures=None)
+    tuner.run()
+    for trial in tuner.trials.values():
+        if trial.config["x"] < 0.5:
+            assert trial.status == TrialStatus.FAILED, trial
+            assert trial.failure_reason == "reported a non-finite size: inf"
+        else:
+            assert trial.status != TrialStatus.FAILED
+
+
 def test_mode_max_tracks_the_largest_value():
     class Values(TunerCallback):
         def __init__(self):
