@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 from flows._mlflow_writer import (
@@ -65,7 +66,14 @@ from hpo_core.secrets import (
     spec_secret_names,
 )
 from hpo_core.spec import ExperimentSpec
-from hpo_core.store import CONFIG_PREFIX, RESULTS_FILE, dumps, load_experiment, write_results
+from hpo_core.store import (
+    CONFIG_PREFIX,
+    RESULTS_FILE,
+    dumps,
+    load_experiment,
+    pareto_mask,
+    write_results,
+)
 from hpo_core.trial import (
     ENDED_STATUSES,
     Decision,
@@ -384,7 +392,8 @@ class MlflowTracker(TunerCallback):
 
     def _chosen(self, tuner: Tuner) -> list[int]:
         """The trials of a simulated experiment that get a child run: the best `child_runs`
-        by their value (trials without one last, then by id)."""
+        by their value (trials without one last, then by id); with several metrics, every
+        trial with a report on the Pareto front first."""
         sign = 1.0 if self._mode == "min" else -1.0
 
         def rank(trial_id: int) -> tuple[int, float, int]:
@@ -393,7 +402,11 @@ class MlflowTracker(TunerCallback):
                 return (1, 0.0, trial_id)
             return (0, sign * best.value, trial_id)
 
-        return heapq.nsmallest(max(self.child_runs, 0), tuner.trials, key=rank)
+        best = heapq.nsmallest(max(self.child_runs, 0), tuner.trials, key=rank)
+        if isinstance(self.spec.metric, str) or tuner.store is None:
+            return best
+        front = _front_trials(tuner, self.spec.metric, self.spec.mode)
+        return front + [t for t in best if t not in front][: max(self.child_runs - len(front), 0)]
 
     def _queue_chosen(self, tuner: Tuner, chosen: list[int]) -> None:
         """Queue the chosen trials' segments: all their reports, from the store's rows (the
@@ -447,7 +460,9 @@ class MlflowTracker(TunerCallback):
         lines += [f"Trials: {counts_text(counts)}; {counts['results']} reports. "
                   f"Ended: {mask_text(result.reason)}.", ""]
         if chosen is not None and len(chosen) < len(tuner.trials):
-            lines += [f"Child runs: the best {len(chosen)} of {len(tuner.trials)} trials (a "
+            which = "the Pareto front's trials, then the best by the first metric" \
+                if not isinstance(self.spec.metric, str) else "the best"
+            lines += [f"Child runs: {which}, {len(chosen)} of {len(tuner.trials)} trials (a "
                       f"simulated experiment); every trial, with its child run id where it has "
                       f"one, is in `{TRIALS_FILE}`, every report in `{RESULTS_FILE}`.", ""]
         prefect_url = self.tags.get("prefect.flow_run_url")
@@ -546,6 +561,25 @@ class MlflowTracker(TunerCallback):
 
 def _find_logs(files: TrialContext, trial_id: int, secrets: list[Any]) -> TrialLogs | None:
     return find_trial_logs(files.trial_dir(trial_id), secrets)
+
+
+def _front_trials(tuner: Tuner, metrics: Sequence[str], mode: str | Sequence[str]
+                  ) -> list[int]:
+    """The trials (not failed) with a report on the Pareto front of `metrics`, by id."""
+    modes = [mode] * len(metrics) if isinstance(mode, str) else list(mode)
+    signs = np.array([1.0 if m == "min" else -1.0 for m in modes])
+    ids, values = [], []
+    for row in tuner.store.rows() if tuner.store is not None else []:
+        trial = tuner.trials.get(int(row["trial_id"]))
+        point = [row.get(m) for m in metrics]
+        if trial is not None and trial.status != TrialStatus.FAILED and \
+                all(isinstance(v, int | float) and math.isfinite(v) for v in point):
+            ids.append(trial.trial_id)
+            values.append(point)
+    if not ids:
+        return []
+    mask = pareto_mask(np.asarray(values, dtype=float) * signs)
+    return sorted({tid for tid, on in zip(ids, mask, strict=True) if on})
 
 
 def _restored_best(rows: Sequence[Mapping[str, Any]], metric: str, mode: str,

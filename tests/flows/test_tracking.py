@@ -107,7 +107,31 @@ def test_a_large_simulated_experiment_gives_its_best_trials_child_runs(tmp_path:
     assert {c for c in table.columns if c.startswith(CONFIG_PREFIX)} == \
         {CONFIG_PREFIX + k for k in tuner.trials[0].config}
     note = client.get_run(tracker.parent_run_id).data.tags["mlflow.note.content"]
-    assert f"the best 3 of {len(tuner.trials)} trials" in note
+    assert f"the best, 3 of {len(tuner.trials)} trials" in note
+
+
+def test_a_multi_objective_simulated_experiment_gives_its_pareto_front_child_runs(
+        tmp_path: Path) -> None:
+    """With several metrics the child runs are the trials on the Pareto front first (before:
+    the best by the first metric only, and front trials ranked lower by it had none)."""
+    from mlflow import MlflowClient
+
+    metrics = ["Train/val_cross_entropy", "Train/val_accuracy"]
+    spec = ExperimentSpec.from_dict({
+        **simulated_spec(tmp_path, "front", 40).to_dict(), "metric": metrics,
+        "mode": ["min", "max"], "scheduler": "mo_rea",
+        "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center",
+                            "max_fidelity": 6, "objectives": metrics}})
+    tracker = MlflowTracker(spec, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                            child_runs=2)
+    tuner = build_tuner(tracker.spec, [tracker])
+    tuner.run()
+    assert tracker.close() and tracker.error is None
+    runs = children_by_trial(MlflowClient(tracker.tracking_uri), tracker.experiment_id,
+                             tracker.parent_run_id)
+    front = set(load_experiment(tuner.store.path).pareto_front()["trial_id"])
+    assert len(front) >= 2 and front <= set(runs)
+    assert len(runs) == max(len(front), 2)
 
 
 def test_a_segment_over_mlflows_batch_limits_reads_back_whole(tmp_path: Path) -> None:
