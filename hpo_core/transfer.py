@@ -33,6 +33,8 @@ from hpo_core.schedulers.base import Scheduler
 from hpo_core.schedulers.fifo import fifo
 from hpo_core.space import Categorical, ConfigSpace, Domain, Float, Integer, Ordinal
 
+NO_CONFIG = "scheduler_options.transfer_from: no earlier config belongs to this config space"
+
 
 @dataclass
 class Task:
@@ -176,7 +178,7 @@ def bounding_box_space(space: ConfigSpace, tasks: Sequence[Task], top_k: int = 1
         valid = [c for c in (_valid(space, task.configs[i]) for _, i in ranked) if c is not None]
         best.extend(valid[:top_k])
     if not best:
-        raise ValueError("transfer_from: no earlier config belongs to this config space")
+        raise ValueError(NO_CONFIG)
     entries: dict[str, Any] = dict(space.fixed)
     for name, domain in space.domains.items():
         seen = [c[name] for c in best if name in c]
@@ -218,7 +220,8 @@ def zero_shot(
     searcher_options: Mapping[str, Any] | None = None,
 ) -> Scheduler:
     """FIFO: the zero-shot portfolio of earlier configs first (`num_configs` of them; by
-    default until every earlier task's best is in), then `searcher` (a registry name)."""
+    default until every earlier task's best is in), then `searcher` (a registry name); an
+    error if no earlier config belongs to `config_space` (it would be the searcher alone)."""
     metric_name = metric if isinstance(metric, str) else metric[0]
     mode_name = mode if isinstance(mode, str) else mode[0]
     tasks = load_tasks(transfer_from, metric_name, mode_name)
@@ -227,6 +230,8 @@ def zero_shot(
         raise ValueError(f"scheduler_options.num_configs: must be a positive integer, "
                          f"got {num_configs!r}")
     portfolio = zero_shot_portfolio(config_space, tasks, num_configs)
+    if not portfolio:
+        raise ValueError(NO_CONFIG)
     return fifo(config_space, metric, mode, seed, searcher, searcher_options, portfolio)
 
 

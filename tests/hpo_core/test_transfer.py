@@ -94,6 +94,14 @@ def test_bad_transfer_sources_are_errors_naming_the_item(transfer_from, message)
         build_scheduler("zero_shot", SPACE, "loss", "min", 0, {"transfer_from": transfer_from})
 
 
+@pytest.mark.parametrize("method", ["zero_shot", "bounding_box"])
+def test_no_earlier_config_in_the_space_is_an_error_not_a_plain_search(method):
+    outside = [{"configs": [{**A, "act": "sigmoid"}], "values": [1.0]}]
+    with pytest.raises(ValueError, match=r"^scheduler_options\.transfer_from: no earlier config "
+                                         r"belongs to this config space$"):
+        build_scheduler(method, SPACE, "loss", "min", 0, {"transfer_from": outside})
+
+
 def test_zero_shot_needs_transfer_from():
     with pytest.raises(ValueError, match="scheduler_options.transfer_from: is empty"):
         build_scheduler("zero_shot", SPACE, "loss", "min", 0)
