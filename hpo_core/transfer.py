@@ -209,6 +209,13 @@ def _shrunk(domain: Domain, seen: list[Any]) -> Domain:
     return domain  # pragma: no cover - every domain type is handled above
 
 
+def _single(domain: Domain) -> bool:
+    """Whether `domain` holds one value only."""
+    if isinstance(domain, Categorical):
+        return len(domain.categories) == 1
+    return isinstance(domain, Float | Integer) and domain.lower == domain.upper
+
+
 def zero_shot(
     config_space: ConfigSpace,
     metric: str | Sequence[str],
@@ -248,8 +255,9 @@ def bounding_box(
     build_method: Callable[..., Scheduler],
 ) -> Scheduler:
     """Method `scheduler` (with `scheduler_options`) on the bounding box of the `top_k` best
-    configs of each earlier task; `build_method` is the registry's `build_scheduler` (this
-    module does not import the registry that loads it)."""
+    configs of each earlier task (an error if that box is a single config: it would run one
+    trial); `build_method` is the registry's `build_scheduler` (this module does not import the
+    registry that loads it)."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"scheduler_options.top_k: must be a positive integer, got {top_k!r}")
     if scheduler == "bounding_box":
@@ -258,4 +266,8 @@ def bounding_box(
     mode_name = mode if isinstance(mode, str) else mode[0]
     space = bounding_box_space(config_space, load_tasks(transfer_from, metric_name, mode_name),
                                top_k)
+    if all(_single(domain) for domain in space.domains.values()):
+        raise ValueError(f"scheduler_options.top_k: the box of the {top_k} best configs of each "
+                         f"earlier experiment is a single config; raise top_k or add earlier "
+                         f"experiments")
     return build_method(scheduler, space, metric, mode, seed, scheduler_options)

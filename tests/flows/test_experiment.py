@@ -49,9 +49,9 @@ def test_the_parts_come_from_the_spec_and_what_the_backend_declares(tmp_path):
 
 
 def test_a_method_that_runs_another_one_gives_it_the_backends_fidelity_too(tmp_path):
-    earlier = {"configs": [{"batch_size": 64, "learning_rate": 0.01, "max_dropout": 0.2,
-                            "max_units": 256, "momentum": 0.9, "num_layers": 2,
-                            "weight_decay": 0.01}], "values": [0.5]}
+    config = {"batch_size": 64, "learning_rate": 0.01, "max_dropout": 0.2, "max_units": 256,
+              "momentum": 0.9, "num_layers": 2, "weight_decay": 0.01}
+    earlier = {"configs": [config, {**config, "learning_rate": 0.05}], "values": [0.5, 0.6]}
     built = assemble(spec(tmp_path, scheduler="bounding_box", scheduler_options={
         "transfer_from": [earlier], "scheduler": "asha",
         "scheduler_options": {"reduction_factor": 2}}))
