@@ -5,7 +5,9 @@ path of a stored experiment folder (`hpo_core.store`) or its evaluations inline,
 ``{"configs": [...], "values": [...], "mode": "min"}`` (values of the metric as reported; `mode`
 defaults to the current experiment's). From a stored experiment each trial counts once, with its
 value as every view reads it (its best report of the metric, in that experiment's mode;
-`hpo_core.trial_value`); failed trials are left out.
+`hpo_core.trial_value`); failed trials are left out. An experiment keeps what its transfer
+method read (`transfer_evaluations`) when it starts, and reads that when resumed
+(`flows.experiment`).
 
 * `zero_shot_portfolio`: the configs of the earlier tasks chosen greedily so that, averaged over
   the tasks, the best of the chosen ones ranks as high as possible (Wistuba et al., 2015); ties
@@ -72,6 +74,21 @@ def load_tasks(transfer_from: Sequence[Any], metric: str, mode: str,
         sign = 1.0 if task_mode == "min" else -1.0
         tasks.append(Task(name, [configs[j] for j in keep], [sign * values[j] for j in keep]))
     return tasks
+
+
+def transfer_evaluations(transfer_from: Sequence[Any], metric: str | Sequence[str],
+                         mode: str | Sequence[str]) -> list[dict[str, Any]]:
+    """The evaluations `transfer_from` names as a transfer method reads them, inline (values to
+    minimize): what an experiment keeps when it starts, to read instead of the sources."""
+    metric_name, mode_name = _ranking(metric, mode)
+    return [{"name": t.name, "configs": t.configs, "values": t.values, "mode": "min"}
+            for t in load_tasks(transfer_from, metric_name, mode_name)]
+
+
+def _ranking(metric: str | Sequence[str], mode: str | Sequence[str]) -> tuple[str, str]:
+    """The metric (and its mode) earlier configs are ranked by: the first one."""
+    return (metric if isinstance(metric, str) else metric[0],
+            mode if isinstance(mode, str) else mode[0])
 
 
 def _stored_evaluations(path: Path, metric: str, mode: str, where: str
@@ -229,9 +246,7 @@ def zero_shot(
     """FIFO: the zero-shot portfolio of earlier configs first (`num_configs` of them; by
     default until every earlier task's best is in), then `searcher` (a registry name); an
     error if no earlier config belongs to `config_space` (it would be the searcher alone)."""
-    metric_name = metric if isinstance(metric, str) else metric[0]
-    mode_name = mode if isinstance(mode, str) else mode[0]
-    tasks = load_tasks(transfer_from, metric_name, mode_name)
+    tasks = load_tasks(transfer_from, *_ranking(metric, mode))
     if num_configs is not None and (isinstance(num_configs, bool) or not isinstance(
             num_configs, int) or num_configs < 1):
         raise ValueError(f"scheduler_options.num_configs: must be a positive integer, "
@@ -262,9 +277,7 @@ def bounding_box(
         raise ValueError(f"scheduler_options.top_k: must be a positive integer, got {top_k!r}")
     if scheduler == "bounding_box":
         raise ValueError("scheduler_options.scheduler: a bounding box inside a bounding box")
-    metric_name = metric if isinstance(metric, str) else metric[0]
-    mode_name = mode if isinstance(mode, str) else mode[0]
-    space = bounding_box_space(config_space, load_tasks(transfer_from, metric_name, mode_name),
+    space = bounding_box_space(config_space, load_tasks(transfer_from, *_ranking(metric, mode)),
                                top_k)
     if all(_single(domain) for domain in space.domains.values()):
         raise ValueError(f"scheduler_options.top_k: the box of the {top_k} best configs of each "

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from flows import experiment
-from flows.experiment import assemble, build_tuner
+from flows.experiment import Experiment, assemble, build_tuner, check_spec
 from hpo_core.spec import ExperimentSpec, SpecError
 
 METRIC = "Train/val_cross_entropy"
@@ -77,3 +81,49 @@ def test_a_store_of_another_experiment_closes_the_backend(tmp_path, closed):
     with pytest.raises(SpecError, match=r"exists at .* with different scheduler"):
         other.tuner()
     assert closed[-1] == "assembled" and len(closed) == 2  # the run's own close, then this one
+
+
+def first_configs(built: Experiment, n: int = 4) -> list[dict[str, Any]]:
+    """The first configs the scheduler of a freshly assembled experiment proposes."""
+    try:
+        return [built.scheduler.suggest(i).config for i in range(n)]
+    finally:
+        built.close()
+
+
+def earlier(root: Path, seed: int) -> str:
+    """A finished experiment `earlier` under `root`; its folder."""
+    build_tuner(spec(root, name="earlier", scheduler="random", seed=seed,
+                     stop={"max_trials_completed": 12})).run()
+    return str(root / "earlier")
+
+
+@pytest.mark.parametrize("method, options", [("zero_shot", {"num_configs": 3}),
+                                             ("bounding_box", {"top_k": 3})])
+def test_a_transfer_experiment_resumes_from_what_it_read_when_it_started(tmp_path, method,
+                                                                         options):
+    source = earlier(tmp_path / "sources", seed=1)
+    transfer = spec(tmp_path / "runs", scheduler=method,
+                    scheduler_options={"transfer_from": [source], **options})
+    before = first_configs(assemble(transfer))
+    build_tuner(transfer).run()
+
+    shutil.move(source, tmp_path / "moved")
+    check_spec(transfer)  # as `show` and `resume` check it
+    assert first_configs(assemble(transfer)) == before
+    earlier(tmp_path / "sources", seed=2)  # another experiment in the source's place
+    assert first_configs(assemble(transfer)) == before
+    resumed = build_tuner(spec(tmp_path / "runs", scheduler=method, scheduler_options={
+        "transfer_from": [source], **options}, stop={"max_trials_completed": 6}))
+    resumed.run()
+    assert resumed.status.num_trials_completed >= 6
+    assert [resumed.trials[i].config for i in range(4)] == before
+
+
+def test_a_new_transfer_experiment_without_its_source_is_one_line_naming_it(tmp_path):
+    gone = str(tmp_path / "gone")
+    with pytest.raises(SpecError, match=r"^spec\.scheduler_options\.transfer_from\[0\]: no "
+                                        rf"stored experiment at '{gone}'$"):
+        check_spec(spec(tmp_path, scheduler="zero_shot",
+                        scheduler_options={"transfer_from": [gone]}))
+
