@@ -15,6 +15,7 @@ is a SpecError that names the field. `Experiment.tuner()` then opens the experim
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store import ExperimentStore
 from hpo_core.tuner import Tuner, TunerCallback
+
+logger = logging.getLogger(__name__)
 
 #: Spec fields that may change when an existing experiment is resumed (a longer budget, more
 #: workers); `results_root` says where the experiment is, not what it is (the same folder
@@ -199,6 +202,9 @@ def open_store(spec: ExperimentSpec, transfer: list[dict[str, Any]] | None = Non
     store.write_spec(spec.to_dict())
     if transfer is not None:
         store.write_transfer(transfer)
+        if not isinstance(spec.metric, str) and len(spec.metric) > 1:
+            logger.warning("experiment %s: transfer ranks earlier configs by the first metric, "
+                           "%s, only", spec.name, spec.metric[0])
     return store
 
 

@@ -5,9 +5,10 @@ path of a stored experiment folder (`hpo_core.store`) or its evaluations inline,
 ``{"configs": [...], "values": [...], "mode": "min"}`` (values of the metric as reported; `mode`
 defaults to the current experiment's). From a stored experiment each trial counts once, with its
 value as every view reads it (its best report of the metric, in that experiment's mode;
-`hpo_core.trial_value`); failed trials are left out. An experiment keeps what its transfer
-method read (`transfer_evaluations`) when it starts, and reads that when resumed
-(`flows.experiment`).
+`hpo_core.trial_value`); failed trials are left out. Configs are ranked by one metric: with
+several (`bounding_box` running a multi-objective method), by the first only, not by Pareto
+front. An experiment keeps what its transfer method read (`transfer_evaluations`) when it
+starts, and reads that when resumed (`flows.experiment`).
 
 * `zero_shot_portfolio`: the configs of the earlier tasks chosen greedily so that, averaged over
   the tasks, the best of the chosen ones ranks as high as possible (Wistuba et al., 2015); ties

@@ -127,3 +127,14 @@ def test_a_new_transfer_experiment_without_its_source_is_one_line_naming_it(tmp_
         check_spec(spec(tmp_path, scheduler="zero_shot",
                         scheduler_options={"transfer_from": [gone]}))
 
+
+def test_transfer_to_several_metrics_warns_that_it_ranks_by_the_first(tmp_path, caplog):
+    source = earlier(tmp_path / "sources", seed=1)
+    transfer = spec(tmp_path, metric=[METRIC, "elapsed_time"], mode=["min", "min"],
+                    scheduler="bounding_box", scheduler_options={
+                        "transfer_from": [source], "scheduler": "mo_rea"})
+    check_spec(transfer)
+    build_tuner(transfer).run()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"experiment assembled: transfer ranks earlier configs by the first metric, {METRIC}, "
+        "only"]
