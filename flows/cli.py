@@ -311,7 +311,9 @@ def _how_it_ended(experiment: Experiment, root: Path, name: str, running: bool) 
     try:
         from flows.experiment import check_spec
 
-        check_spec(ExperimentSpec.from_file(experiment.path / "spec.json"))
+        spec = ExperimentSpec.from_file(experiment.path / "spec.json")
+        spec.results_root = str(root)  # where it is now, as `resume` reads it
+        check_spec(spec)
     except Exception as err:  # noqa: BLE001 - any reason it cannot run is shown, in one line
         return f"not ended, and it cannot be resumed as it is: {one_line(str(err))}"
     resume = f"`tunesmith resume {name}` continues it" + (

@@ -6,14 +6,16 @@ before a flow starts), the Python API and the benchmarks. Imports no Prefect or 
 
 `assemble(spec)` builds and checks the parts once: the backend (`backends.factory`), the config
 space (the spec's, or the one the backend implies), the scheduler options (the spec's, with the
-fidelity the backend implies where the method takes one), the scheduler and `n_workers` (the
-backend's default for "auto", at most its `max_n_workers()`). Every problem is a SpecError that
-names the field. `Experiment.tuner()` then opens the experiment's store (owned by this process)
-and returns the Tuner.
+fidelity the backend implies where the method takes one), the scheduler (a transfer method
+reads the earlier evaluations the experiment kept when it started, not its sources again) and
+`n_workers` (the backend's default for "auto", at most its `max_n_workers()`). Every problem
+is a SpecError that names the field. `Experiment.tuner()` then opens the experiment's store
+(owned by this process) and returns the Tuner.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,8 @@ from hpo_core.space import ConfigSpace
 from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store import ExperimentStore
 from hpo_core.tuner import Tuner, TunerCallback
+
+logger = logging.getLogger(__name__)
 
 #: Spec fields that may change when an existing experiment is resumed (a longer budget, more
 #: workers); `results_root` says where the experiment is, not what it is (the same folder
@@ -46,13 +50,15 @@ class Experiment:
     scheduler_options: dict[str, Any]
     scheduler: Scheduler
     n_workers: int
+    #: what a transfer method read from its sources now, kept in the store when it starts
+    transfer: list[dict[str, Any]] | None = None
 
     def tuner(self, callbacks: Iterable[TunerCallback] = (), persist: bool = True) -> Tuner:
         """The Tuner of this experiment, over its store (opened here and owned by this
         process; resuming from it when it holds a state). The backend is closed if the store
         cannot be opened. `persist=False`: no store at all (benchmarks of the engine alone)."""
         try:
-            store = open_store(self.spec) if persist else None
+            store = open_store(self.spec, self.transfer) if persist else None
         except BaseException:
             self.close()
             raise
@@ -81,17 +87,19 @@ def assemble(spec: ExperimentSpec, objective: Any = None, backend: TrialBackend 
     Python API pass them). A backend built here is closed again if a later part fails."""
     built = backend is None
     backend = backend or _build_backend(spec, objective)
+    transfer = None
     try:
         space = resolve_config_space(spec, backend)
         options = default_scheduler_options(spec, backend)
         if scheduler is None:
-            scheduler = _build_scheduler(spec, space, options)
+            transfer_options, transfer = _transfer_options(spec, options)
+            scheduler = _build_scheduler(spec, space, transfer_options)
         n_workers = resolve_n_workers(spec, backend)
     except BaseException:
         if built:
             backend.close()
         raise
-    return Experiment(spec, backend, space, options, scheduler, n_workers)
+    return Experiment(spec, backend, space, options, scheduler, n_workers, transfer)
 
 
 def build_tuner(
@@ -182,14 +190,21 @@ def resolve_n_workers(spec: ExperimentSpec, backend: TrialBackend) -> int:
     return n_workers
 
 
-def open_store(spec: ExperimentSpec) -> ExperimentStore:
+def open_store(spec: ExperimentSpec, transfer: list[dict[str, Any]] | None = None
+               ) -> ExperimentStore:
     """The experiment's store, owned by this process (ExperimentLockedError if another live
-    process owns it); an existing one must belong to the same experiment."""
+    process owns it); an existing one must belong to the same experiment. `transfer`: the
+    evaluations a transfer method read from its sources, kept there (`_transfer_options`)."""
     store = ExperimentStore(spec.results_root, spec.name)
     store.lock()  # before anything is read for writing
     _check_same_experiment(spec, store)
     store.create()
     store.write_spec(spec.to_dict())
+    if transfer is not None:
+        store.write_transfer(transfer)
+        if not isinstance(spec.metric, str) and len(spec.metric) > 1:
+            logger.warning("experiment %s: transfer ranks earlier configs by the first metric, "
+                           "%s, only", spec.name, spec.metric[0])
     return store
 
 
@@ -230,6 +245,28 @@ def _build_scheduler(spec: ExperimentSpec, space: ConfigSpace,
         raise
     except (TypeError, ValueError) as err:
         raise SpecError(_named("spec.scheduler_options", err)) from None
+
+
+def _transfer_options(spec: ExperimentSpec, options: dict[str, Any]
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """`options` with a transfer method's `transfer_from` as the evaluations it names, inline:
+    those the experiment kept when it started (a resume reads neither the sources, which may
+    have moved or changed since, nor anything else), else those read from the sources now,
+    also returned to be kept when it starts (None: nothing was read)."""
+    info = METHODS.get(spec.scheduler)
+    if info is None or not info.transfer:
+        return options, None
+    store = ExperimentStore(spec.results_root, spec.name)
+    kept = store.read_transfer() if store.has_state() else None
+    if kept is not None:
+        return {**options, "transfer_from": kept}, None
+    from hpo_core.transfer import transfer_evaluations  # loaded by transfer methods only
+
+    try:
+        read = transfer_evaluations(options.get("transfer_from", ()), spec.metric, spec.mode)
+    except ValueError as err:
+        raise SpecError(_named("spec.scheduler_options", err)) from None
+    return {**options, "transfer_from": read}, read
 
 
 def _named(field: str, err: Exception) -> str:

@@ -19,6 +19,7 @@ a method loads imports this one; a method that builds another (`bounding_box`) i
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -76,6 +77,14 @@ class MethodInfo:
         leave_out = (*RESERVED, *_WIRING, *(("searcher", "searcher_options") if self.searcher
                                             else ()))
         return keywords(self.load(), leave_out=leave_out)
+
+    def runs(self, options: Mapping[str, Any]) -> Any:
+        """The name of the method this one runs with `options` (`bounding_box`: its option
+        `scheduler`, or that option's default); None if it runs no other method."""
+        params = inspect.signature(self.load()).parameters
+        if "build_method" not in params:
+            return None
+        return options.get("scheduler", params["scheduler"].default)
 
     def option_names(self) -> frozenset[str]:
         """Every option this method takes."""

@@ -19,6 +19,7 @@ Example (YAML)::
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ class ExperimentSpec:
         except (TypeError, ValueError) as err:
             raise SpecError(f"spec.{err}") from None
         info = METHODS[self.scheduler]
-        _check_objectives(info, metrics)
+        _check_objectives(info, metrics, self.scheduler_options)
         if criterion.is_unbounded and info.needs_stop_limit:
             why = ("a multi-fidelity method starts new trials for as long as it runs"
                    if info.multi_fidelity
@@ -191,11 +192,16 @@ class ExperimentSpec:
         return cls.from_file(value)
 
 
-def _check_objectives(info: MethodInfo, metrics: list[str]) -> None:
-    """A method of one metric gets one, a multi-objective method several (a transfer method
-    passes them to the method it wraps)."""
-    if info.transfer:
-        return
+def _check_objectives(info: MethodInfo, metrics: list[str], options: Mapping[str, Any]) -> None:
+    """A method of one metric gets one, a multi-objective method several; a method that runs
+    another (`bounding_box`) is checked as that one (`zero_shot`, FIFO with a searcher, takes
+    one metric)."""
+    inner = info.runs(options)
+    if inner is not None:
+        nested = options.get("scheduler_options")
+        if inner in METHODS and (nested is None or isinstance(nested, Mapping)):
+            _check_objectives(METHODS[inner], metrics, nested or {})
+        return  # an unknown method or options: building it says so
     if len(metrics) > 1 and not info.multi_objective:
         several = sorted(name for name, m in METHODS.items() if m.multi_objective)
         raise SpecError(f"spec.metric: {info.name!r} optimizes one metric, got {len(metrics)} "

@@ -5,7 +5,10 @@ path of a stored experiment folder (`hpo_core.store`) or its evaluations inline,
 ``{"configs": [...], "values": [...], "mode": "min"}`` (values of the metric as reported; `mode`
 defaults to the current experiment's). From a stored experiment each trial counts once, with its
 value as every view reads it (its best report of the metric, in that experiment's mode;
-`hpo_core.trial_value`); failed trials are left out.
+`hpo_core.trial_value`); failed trials are left out. Configs are ranked by one metric: with
+several (`bounding_box` running a multi-objective method), by the first only, not by Pareto
+front. An experiment keeps what its transfer method read (`transfer_evaluations`) when it
+starts, and reads that when resumed (`flows.experiment`).
 
 * `zero_shot_portfolio`: the configs of the earlier tasks chosen greedily so that, averaged over
   the tasks, the best of the chosen ones ranks as high as possible (Wistuba et al., 2015); ties
@@ -32,6 +35,8 @@ import numpy as np
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.schedulers.fifo import fifo
 from hpo_core.space import Categorical, ConfigSpace, Domain, Float, Integer, Ordinal
+
+NO_CONFIG = "scheduler_options.transfer_from: no earlier config belongs to this config space"
 
 
 @dataclass
@@ -70,6 +75,21 @@ def load_tasks(transfer_from: Sequence[Any], metric: str, mode: str,
         sign = 1.0 if task_mode == "min" else -1.0
         tasks.append(Task(name, [configs[j] for j in keep], [sign * values[j] for j in keep]))
     return tasks
+
+
+def transfer_evaluations(transfer_from: Sequence[Any], metric: str | Sequence[str],
+                         mode: str | Sequence[str]) -> list[dict[str, Any]]:
+    """The evaluations `transfer_from` names as a transfer method reads them, inline (values to
+    minimize): what an experiment keeps when it starts, to read instead of the sources."""
+    metric_name, mode_name = _ranking(metric, mode)
+    return [{"name": t.name, "configs": t.configs, "values": t.values, "mode": "min"}
+            for t in load_tasks(transfer_from, metric_name, mode_name)]
+
+
+def _ranking(metric: str | Sequence[str], mode: str | Sequence[str]) -> tuple[str, str]:
+    """The metric (and its mode) earlier configs are ranked by: the first one."""
+    return (metric if isinstance(metric, str) else metric[0],
+            mode if isinstance(mode, str) else mode[0])
 
 
 def _stored_evaluations(path: Path, metric: str, mode: str, where: str
@@ -176,7 +196,7 @@ def bounding_box_space(space: ConfigSpace, tasks: Sequence[Task], top_k: int = 1
         valid = [c for c in (_valid(space, task.configs[i]) for _, i in ranked) if c is not None]
         best.extend(valid[:top_k])
     if not best:
-        raise ValueError("transfer_from: no earlier config belongs to this config space")
+        raise ValueError(NO_CONFIG)
     entries: dict[str, Any] = dict(space.fixed)
     for name, domain in space.domains.items():
         seen = [c[name] for c in best if name in c]
@@ -207,6 +227,13 @@ def _shrunk(domain: Domain, seen: list[Any]) -> Domain:
     return domain  # pragma: no cover - every domain type is handled above
 
 
+def _single(domain: Domain) -> bool:
+    """Whether `domain` holds one value only."""
+    if isinstance(domain, Categorical):
+        return len(domain.categories) == 1
+    return isinstance(domain, Float | Integer) and domain.lower == domain.upper
+
+
 def zero_shot(
     config_space: ConfigSpace,
     metric: str | Sequence[str],
@@ -218,15 +245,16 @@ def zero_shot(
     searcher_options: Mapping[str, Any] | None = None,
 ) -> Scheduler:
     """FIFO: the zero-shot portfolio of earlier configs first (`num_configs` of them; by
-    default until every earlier task's best is in), then `searcher` (a registry name)."""
-    metric_name = metric if isinstance(metric, str) else metric[0]
-    mode_name = mode if isinstance(mode, str) else mode[0]
-    tasks = load_tasks(transfer_from, metric_name, mode_name)
+    default until every earlier task's best is in), then `searcher` (a registry name); an
+    error if no earlier config belongs to `config_space` (it would be the searcher alone)."""
+    tasks = load_tasks(transfer_from, *_ranking(metric, mode))
     if num_configs is not None and (isinstance(num_configs, bool) or not isinstance(
             num_configs, int) or num_configs < 1):
         raise ValueError(f"scheduler_options.num_configs: must be a positive integer, "
                          f"got {num_configs!r}")
     portfolio = zero_shot_portfolio(config_space, tasks, num_configs)
+    if not portfolio:
+        raise ValueError(NO_CONFIG)
     return fifo(config_space, metric, mode, seed, searcher, searcher_options, portfolio)
 
 
@@ -243,14 +271,17 @@ def bounding_box(
     build_method: Callable[..., Scheduler],
 ) -> Scheduler:
     """Method `scheduler` (with `scheduler_options`) on the bounding box of the `top_k` best
-    configs of each earlier task; `build_method` is the registry's `build_scheduler` (this
-    module does not import the registry that loads it)."""
+    configs of each earlier task (an error if that box is a single config: it would run one
+    trial); `build_method` is the registry's `build_scheduler` (this module does not import the
+    registry that loads it)."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"scheduler_options.top_k: must be a positive integer, got {top_k!r}")
     if scheduler == "bounding_box":
         raise ValueError("scheduler_options.scheduler: a bounding box inside a bounding box")
-    metric_name = metric if isinstance(metric, str) else metric[0]
-    mode_name = mode if isinstance(mode, str) else mode[0]
-    space = bounding_box_space(config_space, load_tasks(transfer_from, metric_name, mode_name),
+    space = bounding_box_space(config_space, load_tasks(transfer_from, *_ranking(metric, mode)),
                                top_k)
+    if all(_single(domain) for domain in space.domains.values()):
+        raise ValueError(f"scheduler_options.top_k: the box of the {top_k} best configs of each "
+                         f"earlier experiment is a single config; raise top_k or add earlier "
+                         f"experiments")
     return build_method(scheduler, space, metric, mode, seed, scheduler_options)

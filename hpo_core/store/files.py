@@ -16,6 +16,7 @@ CONFIG_PREFIX = "config_"
 RESULTS_FILE = "results.parquet"
 STATE_FILE = "state.json"
 SPEC_FILE = "spec.json"
+TRANSFER_FILE = "transfer.json"
 
 
 def validate_name(name: str, field: str = "name") -> str:

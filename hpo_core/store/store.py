@@ -10,6 +10,8 @@ Layout of `<root>/<experiment>/`:
                      journal segment and how many result rows it covers;
 * `results.parquet`  the rows the snapshot covers, one per report: trial_id, time, status,
                      decision, `config_<name>` columns and every reported metric;
+* `transfer.json`    of a transfer method: the evaluations of the earlier experiments it read
+                     when the experiment started, read instead of them from then on;
 * `trials/<id>/`     per-trial files of real backends (config.json, stdout, stderr, checkpoint/).
 
 Snapshots are taken by the tuner at consistent points of its loop and written by a background
@@ -42,6 +44,7 @@ from hpo_core.store.files import (
     RESULTS_FILE,
     SPEC_FILE,
     STATE_FILE,
+    TRANSFER_FILE,
     atomic_write_text,
     dumps,
     json_default,
@@ -107,6 +110,23 @@ class ExperimentStore:
     def read_spec(self) -> dict[str, Any] | None:
         path = self.path / SPEC_FILE
         return json.loads(path.read_text()) if path.exists() else None
+
+    def write_transfer(self, evaluations: Sequence[Mapping[str, Any]]) -> None:
+        atomic_write_text(self.path / TRANSFER_FILE, dumps(list(evaluations)), durable=True)
+
+    def read_transfer(self) -> list[dict[str, Any]] | None:
+        """The evaluations of earlier experiments that this one's transfer method read when it
+        started (None if none were kept); StoreError naming the file if it cannot be read."""
+        path = self.path / TRANSFER_FILE
+        try:
+            evaluations = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
+            raise unreadable(path, err) from None
+        if not isinstance(evaluations, list):
+            raise unreadable(path, ValueError("not a JSON list"))
+        return evaluations
 
     def trial_context(self) -> TrialContext:
         """Where this experiment's trials keep their files (handed to the backend)."""

@@ -83,6 +83,38 @@ def test_show_says_an_interrupted_experiment_can_be_resumed(tmp_path, monkeypatc
     assert "ended: max_trials_completed" in capsys.readouterr().out
 
 
+def test_an_interrupted_transfer_experiment_resumes_after_its_source_moved(tmp_path, capsys):
+    from flows.experiment import build_tuner
+    from hpo_core.spec import ExperimentSpec
+
+    source = tmp_path / "sources" / "q3"
+    assert main(["run", str(write_spec(tmp_path, name="q3", results_root=str(source.parent))),
+                 "--no-flow"]) == 0
+    spec = ExperimentSpec.from_file(write_spec(
+        tmp_path, name="cli-transfer", scheduler="bounding_box",
+        scheduler_options={"transfer_from": [str(source)], "top_k": 3}))
+    tuner = build_tuner(spec)
+    on_trial_add = tuner.scheduler.on_trial_add
+
+    def interrupt(trial):
+        if trial.trial_id == 5:
+            raise KeyboardInterrupt
+        on_trial_add(trial)
+
+    tuner.scheduler.on_trial_add = interrupt  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        tuner.run()
+    source.rename(tmp_path / "q3copy")
+    (tmp_path / "exp").rename(tmp_path / "moved")  # the experiment's own folder too
+    capsys.readouterr()
+    root = str(tmp_path / "moved")
+    assert main(["show", "cli-transfer", "--results-root", root]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(
+        "interrupted by KeyboardInterrupt: `tunesmith resume cli-transfer` continues it")
+    assert main(["resume", "cli-transfer", "--results-root", root, "--no-flow"]) == 0
+    assert "ended: max_trials_completed" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["show", "nothing-here"], "no experiment folder"),
     (["list", "--results-root", __file__], "is not a folder"),

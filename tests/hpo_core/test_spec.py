@@ -56,6 +56,19 @@ def test_a_good_spec_round_trips(tmp_path):
     ({"scheduler": "moasha"}, "spec.metric: 'moasha' optimizes several metrics"),
     ({"metric": ["loss", "loss"], "mode": ["min", "min"], "scheduler": "moasha"},
      "spec.metric: 'loss' is given more than once"),
+    # a transfer method takes the metrics of the method it runs
+    ({"metric": ["loss", "latency"], "mode": ["min", "min"], "scheduler": "bounding_box",
+      "scheduler_options": {"transfer_from": ["earlier"], "scheduler": "bo"}},
+     "spec.metric: 'bo' optimizes one metric, got 2 "),
+    ({"metric": ["loss", "latency"], "mode": ["min", "min"], "scheduler": "bounding_box",
+      "scheduler_options": {"transfer_from": ["earlier"]}},
+     "spec.metric: 'random' optimizes one metric, got 2 "),
+    ({"scheduler": "bounding_box",
+      "scheduler_options": {"transfer_from": ["earlier"], "scheduler": "ehvi"}},
+     "spec.metric: 'ehvi' optimizes several metrics"),
+    ({"metric": ["loss", "latency"], "mode": ["min", "min"], "scheduler": "zero_shot",
+      "scheduler_options": {"transfer_from": ["earlier"]}},
+     "spec.metric: 'zero_shot' optimizes one metric, got 2 "),
     ({"name": ...}, "spec.name: missing"),
     ({"name": "../up"}, "spec.name"),
     ({"scheduler": "nope"}, "spec.scheduler: unknown method 'nope'"),
@@ -83,6 +96,13 @@ def test_a_good_spec_round_trips(tmp_path):
 def test_bad_input_names_the_field(changes, field):
     with pytest.raises(SpecError, match=field):
         spec(**changes)
+
+
+def test_a_transfer_method_takes_as_many_metrics_as_the_method_it_runs():
+    spec(metric=["loss", "latency"], mode=["min", "min"], scheduler="bounding_box",
+         scheduler_options={"transfer_from": ["earlier"], "scheduler": "ehvi"})
+    spec(scheduler="bounding_box", scheduler_options={"transfer_from": ["earlier"],
+                                                      "scheduler": "bo"})
 
 
 def test_unbounded_stop_is_rejected_for_methods_that_never_end():

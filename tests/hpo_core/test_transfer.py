@@ -73,6 +73,29 @@ def test_bounding_box_method_searches_inside_the_box():
         assert 0.1 <= config["x"] <= 0.5 and config["act"] == "relu"
 
 
+@pytest.mark.parametrize("tasks, top_k", [
+    ([{"configs": [A, B, C], "values": [0.0, 1.0, 2.0]}], 1),  # one source, its best
+    ([{"configs": [A, B], "values": [0.0, 1.0]}, {"configs": [A, C], "values": [0.0, 1.0]}],
+     1),  # every source's best is the same config
+    ([{"configs": [A], "values": [0.0]}], 3),  # one source of one config
+])
+def test_a_box_of_a_single_config_is_an_error_naming_top_k(tasks, top_k):
+    with pytest.raises(ValueError, match=r"^scheduler_options\.top_k: the box of the "
+                                         r"\d best configs of each earlier experiment is a "
+                                         r"single config; raise top_k"):
+        build_scheduler("bounding_box", SPACE, "loss", "min", 0,
+                        {"transfer_from": tasks, "top_k": top_k})
+
+
+def test_a_box_narrow_in_some_hyperparameters_only_is_fine():
+    same_but_x = {**A, "x": 0.2}
+    scheduler = build_scheduler("bounding_box", SPACE, "loss", "min", 0, {
+        "transfer_from": [{"configs": [A, same_but_x, B], "values": [0.0, 1.0, 2.0]}],
+        "top_k": 2})
+    config = scheduler.suggest(0).config
+    assert 0.1 <= config["x"] <= 0.2 and {**config, "x": A["x"]} == A
+
+
 def test_mode_max_reads_large_values_as_good():
     tasks = load_tasks([{"configs": [A, B], "values": [1.0, 2.0], "mode": "max"}], "acc", "min")
     assert zero_shot_portfolio(SPACE, tasks, num_configs=2) == [B, A]
@@ -92,6 +115,14 @@ def test_mode_max_reads_large_values_as_good():
 def test_bad_transfer_sources_are_errors_naming_the_item(transfer_from, message):
     with pytest.raises(ValueError, match=message):
         build_scheduler("zero_shot", SPACE, "loss", "min", 0, {"transfer_from": transfer_from})
+
+
+@pytest.mark.parametrize("method", ["zero_shot", "bounding_box"])
+def test_no_earlier_config_in_the_space_is_an_error_not_a_plain_search(method):
+    outside = [{"configs": [{**A, "act": "sigmoid"}], "values": [1.0]}]
+    with pytest.raises(ValueError, match=r"^scheduler_options\.transfer_from: no earlier config "
+                                         r"belongs to this config space$"):
+        build_scheduler(method, SPACE, "loss", "min", 0, {"transfer_from": outside})
 
 
 def test_zero_shot_needs_transfer_from():
