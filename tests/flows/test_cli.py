@@ -283,3 +283,15 @@ def test_a_kill_as_the_experiment_finishes_does_not_ask_for_a_resume(tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == ("interrupted by SIGTERM: after the experiment ended (max_trials_completed 12 "
                    "reached); its results are complete")
+
+
+def test_python_dash_m_tunesmith_is_the_console_script(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "none"
+    done = subprocess.run([sys.executable, "-m", "tunesmith", "list", "--results-root",
+                           str(root)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"no experiments under {root}"
