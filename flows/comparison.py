@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_core.comparison import Comparison, Run, analyse, format_table, markdown_table, paired_test
+from hpo_core.registry import METHODS
 from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store.files import validate_name
 
@@ -99,6 +100,10 @@ class ComparisonPlan:
                 raise SpecError(f"{field_name}: at least one is needed")
         if not self.max_time > 0:
             raise SpecError(f"max_time: must be > 0 simulated seconds, got {self.max_time!r}")
+        several = [m for m in self.methods if m in METHODS and METHODS[m].multi_objective]
+        if several:  # it ranks methods by one metric's regret
+            raise SpecError(f"methods: a comparison ranks methods on one metric; {several} "
+                            "optimize several (compare their Pareto fronts with `show`)")
         for task in self.tasks:
             assemble(ExperimentSpec.from_dict(self.spec(self.methods[0], task,
                                                         self.seeds[0]))).close()

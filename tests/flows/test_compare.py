@@ -152,6 +152,8 @@ def test_a_blackbox_of_ones_own_defaults_to_its_first_tasks_and_its_default_metr
     (["--tasks", "3945,1"], r"error: spec.backend_options: task: .*no task '1'"),
     (["--seeds", "0"], r"error: --seeds: a count must be at least 1"),
     (["--max-time", "0"], r"error: max_time: must be > 0"),
+    (["--methods", "moasha,asha"],  # before: "spec.metric: give a list", which compare cannot
+     r"error: methods: a comparison ranks methods on one metric; \['moasha'\] optimize several"),
 ])
 def test_bad_compare_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert main(["compare", "--no-flow", "--results-root", str(tmp_path), *argv]) == 2
