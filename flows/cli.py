@@ -89,19 +89,14 @@ def _step_name(experiment: Experiment) -> str:
 
 def _run_bare(spec: ExperimentSpec) -> None:
     from flows.experiment import build_tuner
-    from flows.failures import check_outcome
+    from flows.failures import check_trials
     from flows.status import StatusView
 
     tuner = build_tuner(spec, callbacks=[StatusView()])
     result = tuner.run()
     print(f"ended: {result.reason}")
     _print_summary(spec)
-    status = tuner.status
-    failed = [t for t in tuner.trials.values() if t.failure_reason]
-    check_outcome({"experiment": spec.name, "counts": {
-        "trials": len(tuner.trials), "failed": status.num_trials_failed},
-        "last_failure": f"trial {failed[-1].trial_id}: {failed[-1].failure_reason}"
-        if failed else None})
+    check_trials(tuner, spec.name)
 
 
 def _run_flow(spec: ExperimentSpec) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from hpo_core.backend import BackendLostError
 from hpo_core.secrets import one_line
 from hpo_core.store import ExperimentLockedError
-from hpo_core.tuner import TooManyFailuresError
+from hpo_core.tuner import TooManyFailuresError, Tuner
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -45,3 +45,13 @@ def check_outcome(outcome: Mapping[str, Any]) -> None:
         last = outcome.get("last_failure")
         raise AllTrialsFailed(f"all {trials} trials of {outcome.get('experiment')} failed"
                               + (f"; last failure: {one_line(last)}" if last else ""))
+
+
+def check_trials(tuner: Tuner, name: str) -> None:
+    """`check_outcome` for a tuner that ran bare (no flow): AllTrialsFailed if every trial
+    failed."""
+    failed = [t for t in tuner.trials.values() if t.failure_reason]
+    check_outcome({"experiment": name, "counts": {
+        "trials": len(tuner.trials), "failed": tuner.status.num_trials_failed},
+        "last_failure": f"trial {failed[-1].trial_id}: {failed[-1].failure_reason}"
+        if failed else None})

@@ -109,6 +109,8 @@ def tune(
         max_failures: end the experiment once this many trials failed (None: no limit).
         flow: run as the Prefect `tune` flow tracked in MLflow (default), or bare.
         tracking_uri: MLflow tracking URI for flow runs (default `sqlite:///mlflow.db`).
+
+    Raises `flows.failures.AllTrialsFailed` if every trial failed (flow or bare).
     """
     if os.environ.get(WORKER_ENV) is not None:
         raise RuntimeError(
@@ -146,9 +148,11 @@ def tune(
         outcome = run_tune(spec, tracking_uri, objective=passed, scheduler=scheduler)
         return TuneResult(load_experiment(outcome["store_path"]), outcome)
     from flows.experiment import build_tuner
+    from flows.failures import check_trials
 
     tuner = build_tuner(spec, scheduler=scheduler, objective=passed)
     tuner.run()
+    check_trials(tuner, spec.name)  # as the flow does: every trial failed is an error
     assert tuner.store is not None  # build_tuner opens the experiment's store
     return TuneResult(load_experiment(tuner.store.path))
 

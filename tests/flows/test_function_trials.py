@@ -196,6 +196,20 @@ def test_the_python_api_runs_a_training_script_too(tmp_path):
     assert len(result.results) == 6 and result.best_value == result.results["loss"].min()
 
 
+def test_the_python_api_bare_raises_when_every_trial_failed(tmp_path):
+    """As the flow and the CLI do (before, `flow=False` returned a result with no best)."""
+    from flows.failures import AllTrialsFailed
+    from tunesmith import tune, uniform
+
+    script = tmp_path / "crash.py"
+    script.write_text("raise SystemExit('no data')\n")
+    with pytest.raises(AllTrialsFailed, match=r"^all 2 trials of crash-.* failed; last failure: "
+                                              r"trial \d: exited with code 1"):
+        tune(script, {"x": uniform(0.0, 1.0)}, metric="loss", method="random",
+             stop={"max_trials_started": 2}, n_workers=2, backend_options={"gpus": None},
+             results_root=tmp_path / "experiments", flow=False, max_failures=None)
+
+
 def test_a_failed_trials_traceback_is_masked_in_its_record_and_mlflow(tmp_path, objective_module,
                                                                        monkeypatch,
                                                                        prefect_harness):
