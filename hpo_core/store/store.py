@@ -117,15 +117,7 @@ class ExperimentStore:
     def read_transfer(self) -> list[dict[str, Any]] | None:
         """The evaluations of earlier experiments that this one's transfer method read when it
         started (None if none were kept); StoreError naming the file if it cannot be read."""
-        path = self.path / TRANSFER_FILE
-        try:
-            evaluations = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
-            raise unreadable(path, err) from None
-        if not isinstance(evaluations, list):
-            raise unreadable(path, ValueError("not a JSON list"))
+        evaluations: list[dict[str, Any]] | None = _read_json(self.path / TRANSFER_FILE, list)
         return evaluations
 
     def trial_context(self) -> TrialContext:
@@ -422,16 +414,22 @@ def event_record(event: TrialEvent, time_offset: float) -> list[Any]:
 
 def read_state(folder: Path) -> dict[str, Any] | None:
     """state.json (None if there is none); StoreError naming the file if it cannot be read."""
-    path = Path(folder) / STATE_FILE
+    state: dict[str, Any] | None = _read_json(Path(folder) / STATE_FILE, dict)
+    return state
+
+
+def _read_json(path: Path, kind: type[dict[str, Any]] | type[list[Any]]) -> Any:
+    """A store file's JSON, a `kind` (None if there is no file); StoreError naming the file if
+    it cannot be read or is not one."""
     try:
-        state = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
         raise unreadable(path, err) from None
-    if not isinstance(state, dict):
-        raise unreadable(path, ValueError("not a JSON object"))
-    return state
+    if not isinstance(data, kind):
+        raise unreadable(path, ValueError(f"not a JSON {'object' if kind is dict else 'list'}"))
+    return data
 
 
 def unreadable(path: Path, err: Exception) -> StoreError:

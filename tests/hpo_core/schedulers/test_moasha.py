@@ -106,6 +106,15 @@ def test_incremental_decisions_equal_ranking_the_whole_rung(rank_by, ties):
     assert _feed(again, more, 300) == _feed(moasha, more, 300)
 
 
+def _comparisons_per_decision(moasha, values, n):
+    """The rung fed up to `n` values: the comparisons per decision of its last 200."""
+    start = len(moasha.rungs[0][0])
+    _feed(moasha, values[start:n - 200], start)
+    before = moasha.comparisons
+    _feed(moasha, values[n - 200:n], n - 200)
+    return (moasha.comparisons - before) / 200
+
+
 @pytest.mark.parametrize("shape", ["independent", "correlated"])
 def test_work_per_decision_is_bounded_by_the_fronts_not_the_pairs(shape):
     """Comparisons per decision, not time. Sorting the rung again compares all n^2 pairs at
@@ -117,11 +126,7 @@ def test_work_per_decision_is_bounded_by_the_fronts_not_the_pairs(shape):
     values = np.column_stack([first, second])
     moasha = MOASHA(SPACE, METRICS, seed=0, fidelity=FidelityOptions(max_t=9))
     for n in (1000, 8000):
-        start = len(moasha.rungs[0][0])
-        _feed(moasha, values[start:n - 200], start)
-        before = moasha.comparisons
-        _feed(moasha, values[n - 200:n], n - 200)
-        per_decision = (moasha.comparisons - before) / 200
+        per_decision = _comparisons_per_decision(moasha, values, n)
         num_fronts = moasha._fronts[0, 0].num_fronts
         assert per_decision <= num_fronts * math.log2(n), (n, per_decision, num_fronts)
         assert per_decision <= n / 2, (n, per_decision)  # a full sort: n^2 / 2 pairs
@@ -137,10 +142,6 @@ def test_work_per_decision_stays_bounded_when_objectives_tie(ties):
     values = (rng.integers(0, 3, (4000, 2)) if ties == "few values" else np.ones((4000, 2)))
     moasha = MOASHA(SPACE, METRICS, seed=0, fidelity=FidelityOptions(max_t=9))
     for n in (1000, 4000):
-        start = len(moasha.rungs[0][0])
-        _feed(moasha, values[start:n - 200], start)
-        before = moasha.comparisons
-        _feed(moasha, values[n - 200:n], n - 200)
-        per_decision = (moasha.comparisons - before) / 200
+        per_decision = _comparisons_per_decision(moasha, values, n)
         # placing the point: four bisections of its front (ordering the front: ~n^2 / 3)
         assert per_decision <= 5 * math.log2(n), (n, per_decision)
