@@ -70,10 +70,8 @@ def settled_copy(source: Path, target: Path, settle: float = 0.05, tries: int = 
         _copy(source, target)
         if _snapshot(source) == before:
             return True
-    if not keep_unsettled:
+    if not keep_unsettled:  # the caller says what happens instead
         shutil.rmtree(target, ignore_errors=True)
-        logger.warning("the checkpoint in %s kept changing while it was copied; not copied",
-                       source)
         return False
     logger.warning("the checkpoint in %s kept changing while it was copied; copying it as it is",
                    source)

@@ -431,8 +431,8 @@ def copy_checkpoint(source: Path, target: Path, source_id: int) -> None:
     if not source.is_dir():
         logger.warning("trial %s has no checkpoint to copy; starting fresh", source_id)
     elif not settled_copy(source, target, keep_unsettled=False):  # waits for one written in place
-        logger.warning("trial %s's checkpoint could not be copied whole; starting fresh",
-                       source_id)
+        logger.warning("trial %s's checkpoint kept changing while it was copied (written in "
+                       "place?); starting fresh rather than from a torn copy", source_id)
 
 
 def stderr_tail(path: Path, offset: int) -> str:

@@ -44,7 +44,7 @@ def test_a_copy_never_catches_a_half_written_file(tmp_path):
     assert not (tmp_path / "child").exists()
 
 
-def test_a_checkpoint_that_never_settles_is_not_copied_for_pbt(tmp_path, caplog):
+def test_a_checkpoint_that_never_settles_is_not_copied_for_pbt(tmp_path):
     """A script rewriting a big checkpoint in place without pause never leaves it settled: PBT
     gets no copy (its child starts afresh) rather than one with a torn file (4 of 16 children
     crashed on one); other callers get the copy as it is."""
@@ -64,7 +64,6 @@ def test_a_checkpoint_that_never_settles_is_not_copied_for_pbt(tmp_path, caplog)
         assert not settled_copy(source, tmp_path / "child", settle=0.01, tries=5,
                                 keep_unsettled=False)
         assert not (tmp_path / "child").exists()
-        assert "not copied" in caplog.text
         assert settled_copy(source, tmp_path / "other", settle=0.01, tries=5)
         assert (tmp_path / "other" / "checkpoint.json").exists()
     finally:
