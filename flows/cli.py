@@ -178,9 +178,13 @@ def _run(spec: ExperimentSpec, use_flow: bool) -> int:
 
 
 def _end_reason(path: Path) -> str | None:
-    """Why the experiment at `path` ended, as its store says; None if it has not."""
+    """Why the experiment at `path` ended, as its state.json says; None if it has not. (Its
+    JSON only: reading results.parquet would start pyarrow's threads in a process being
+    interrupted, which could abort at exit.)"""
+    from hpo_core.store.store import read_state
+
     try:
-        state = load_experiment(path).state
+        state = read_state(path)
     except (OSError, StoreError):
         return None
     return (state or {}).get("end_reason") or None
