@@ -46,6 +46,25 @@ def nondominated_sort(points: ArrayLike) -> list[np.ndarray]:
     return fronts
 
 
+def pareto_mask(values: ArrayLike) -> np.ndarray:
+    """Rows of `values` (to minimize, one column per objective) that no other row dominates.
+
+    O(rows x distinct points on the front): in lexicographic order the first row left is on
+    the front (a row dominating it would come before it); it and its equals are kept, and
+    every row it dominates leaves."""
+    values = _as_points(values)
+    mask = np.zeros(len(values), dtype=bool)
+    left = np.lexsort(values.T[::-1]) if values.size else np.zeros(len(values), dtype=int)
+    while left.size:
+        rest, point = values[left], values[left[0]]
+        no_worse = np.all(rest >= point, axis=1)  # its equals, and the rows it dominates
+        equal = no_worse & np.all(rest == point, axis=1)
+        no_worse[0] = equal[0] = True  # with a NaN it is neither (it dominates nothing)
+        mask[left[equal]] = True
+        left = left[~no_worse]
+    return mask
+
+
 def pareto_ranks(points: ArrayLike) -> np.ndarray:
     """Front number of each point (0 for the non-dominated ones)."""
     values = _as_points(points)

@@ -30,22 +30,31 @@ from typing import cast
 
 import numpy as np
 
+from hpo_core.multiobjective import pareto_mask
+
 
 class _Front:
-    """The points of one front (any number of objectives): dominance checked point by point."""
+    """The points of one front (any number of objectives): dominance checked point by point,
+    vectorized over the front's values as an array (kept until the front changes)."""
 
     def __init__(self) -> None:
         self.ids: list[int] = []
         self.values: list[tuple[float, ...]] = []
+        self._array: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def _as_array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.asarray(self.values)
+        return self._array
 
     def dominates(self, p: tuple[float, ...], counter: list[int]) -> bool:
         counter[0] += len(self.values)
         if not self.values:
             return False
-        values = np.asarray(self.values)
+        values = self._as_array()
         point = np.asarray(p)
         return bool(np.any(np.all(values <= point, axis=1) & np.any(values < point, axis=1)))
 
@@ -55,19 +64,23 @@ class _Front:
         if not self.values or not points:
             return []
         counter[0] += len(self.values) * len(points)
-        values = np.asarray(self.values)
+        values = self._as_array()
         mask = np.zeros(len(values), dtype=bool)
         for p in points:
             point = np.asarray(p)
             mask |= np.all(point <= values, axis=1) & np.any(point < values, axis=1)
+        if not mask.any():
+            return []
         taken = [(self.ids[i], self.values[i]) for i in np.flatnonzero(mask)]
         self.ids = [t for t, m in zip(self.ids, mask, strict=True) if not m]
         self.values = [v for v, m in zip(self.values, mask, strict=True) if not m]
+        self._array = values[~mask]
         return taken
 
     def insert(self, trial_id: int, p: tuple[float, ...], counter: list[int]) -> None:
         self.ids.append(trial_id)
         self.values.append(p)
+        self._array = None
 
 
 class _Front2D:
@@ -427,13 +440,8 @@ class ParetoFronts:
             in_front = np.zeros(m, dtype=bool)
             in_front[members] = True
         else:
-            self._counter[0] += m * m
-            in_front = np.ones(m, dtype=bool)
-            for start in range(0, m, 256):  # is row j dominated by some row i?
-                rows = values[start:start + 256, None, :]
-                dominated = (np.all(values[None, :, :] <= rows, axis=2)
-                             & np.any(values[None, :, :] < rows, axis=2))
-                in_front[start:start + 256] = ~dominated.any(axis=1)
+            in_front = pareto_mask(values)  # a cull: rows x the front's distinct points
+            self._counter[0] += m * int(in_front.sum())
             front = _Front()
             for tid, point in zip(ids[in_front].tolist(), values[in_front].tolist(), strict=True):
                 front.insert(tid, tuple(point), self._counter)

@@ -11,6 +11,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from hpo_core.multiobjective import pareto_mask
 from hpo_core.store.files import CONFIG_PREFIX, SPEC_FILE
 from hpo_core.store.journal import Journal
 from hpo_core.store.lock import is_held
@@ -323,25 +324,6 @@ def _state_configs(trials: Mapping[str, Any]) -> dict[str, dict[int, Any]]:
             if not isinstance(value, list | dict | tuple):
                 out.setdefault(f"{CONFIG_PREFIX}{name}", {})[int(key)] = value
     return out
-
-
-def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """Rows of `values` (to minimize, one column per objective) that no other row dominates.
-
-    O(rows x distinct points on the front): in lexicographic order the first row left is on
-    the front (a row dominating it would come before it); it and its equals are kept, and
-    every row it dominates leaves."""
-    values = np.asarray(values, dtype=float)
-    mask = np.zeros(len(values), dtype=bool)
-    left = np.lexsort(values.T[::-1]) if values.size else np.zeros(len(values), dtype=int)
-    while left.size:
-        rest, point = values[left], values[left[0]]
-        no_worse = np.all(rest >= point, axis=1)  # its equals, and the rows it dominates
-        equal = no_worse & np.all(rest == point, axis=1)
-        no_worse[0] = equal[0] = True  # with a NaN it is neither (it dominates nothing)
-        mask[left[equal]] = True
-        left = left[~no_worse]
-    return mask
 
 
 def load_experiment(path: str | os.PathLike[str]) -> Experiment:

@@ -67,13 +67,15 @@ def test_pareto_front_of_a_moasha_experiment(tmp_path):
 
 
 def _feed(moasha, values, first_id=0):
-    """Report `values` (rows of two objectives) at the first rung; the decisions."""
+    """Report `values` (rows of objectives: loss, loss2, ...) at the first rung; the
+    decisions."""
     decisions = []
-    for i, (a, b) in enumerate(values):
+    for i, row in enumerate(values):
         tid = first_id + i
         trial = Trial(tid, {}, TrialStatus.RUNNING)
         moasha.on_trial_add(trial)
-        metrics = {"epoch": 1, "loss": float(a), "loss2": float(b)}
+        metrics = {"epoch": 1, **{name: float(v) for name, v in zip(moasha.metrics, row,
+                                                                      strict=True)}}
         decisions.append(moasha.on_trial_result(trial, TrialResult(tid, metrics, 1.0)))
     return decisions
 
@@ -145,3 +147,15 @@ def test_work_per_decision_stays_bounded_when_objectives_tie(ties):
         per_decision = _comparisons_per_decision(moasha, values, n)
         # placing the point: four bisections of its front (ordering the front: ~n^2 / 3)
         assert per_decision <= 5 * math.log2(n), (n, per_decision)
+
+
+def test_work_per_decision_with_three_objectives_stays_below_the_pairs():
+    """Past two objectives a front is checked point by point, but the rung's tail is culled
+    for its next front (rows x that front's points), not compared pair by pair: that made
+    each decision cost ~n comparisons more (16,000 trials: 955 us per decision, now 230)."""
+    values = np.random.default_rng(0).random((8000, 3))
+    moasha = MOASHA(SPACE, ["loss", "loss2", "loss3"], seed=0,
+                    fidelity=FidelityOptions(max_t=9))
+    _feed(moasha, values)
+    per_decision = moasha.comparisons / len(values)  # the peels included
+    assert per_decision <= len(values) / 2, per_decision  # pair by pair: ~8,200
