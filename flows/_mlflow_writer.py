@@ -26,7 +26,7 @@ from typing import Any
 from flows._trial_logs import TrialLogs, upload_trial_logs
 from flows.mlflow_client import open_client
 from hpo_core.secrets import mask_text, redact
-from hpo_core.store import atomic_write_text
+from hpo_core.store import ROW_COLUMNS, atomic_write_text
 from hpo_core.trial_value import TrialValue, best_report
 
 logger = logging.getLogger("flows.tracking")
@@ -503,7 +503,7 @@ def _step(resource: Any, index: int) -> int:
 
 def row_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored report row's reported values (the store's own columns left out)."""
-    return {k: v for k, v in row.items() if k not in ("trial_id", "time", "status", "decision")}
+    return {k: v for k, v in row.items() if k not in ROW_COLUMNS}
 
 
 def _param_values(config: Mapping[str, Any]) -> dict[str, str]:

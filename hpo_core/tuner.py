@@ -20,6 +20,7 @@ from hpo_core.frozen_heap import frozen_heap
 from hpo_core.schedulers.base import Scheduler
 from hpo_core.secrets import mask_event, mask_text, one_line
 from hpo_core.stopping import StoppingCriterion, TuningStatus
+from hpo_core.store.files import ROW_COLUMNS
 from hpo_core.store.journal import StoreError
 from hpo_core.trial import (
     ENDED_STATUSES,
@@ -195,6 +196,12 @@ class Tuner:
         state = store.load_state()
         if state is not None:
             self._restore(state)
+            if self._missing_side:  # checked again: a resume does not give trials the metric
+                for row in store.rows():
+                    self._keys_reported.update(dict.fromkeys(k for k in row
+                                                             if k not in ROW_COLUMNS))
+                for name in self._missing_side.keys() & self._keys_reported.keys():
+                    del self._missing_side[name]
         records = store.replay_records()
         if records:
             self._replay(records)
@@ -276,6 +283,8 @@ class Tuner:
         self._between_events = True
         self._update_status()
         replaying = self._replay_batches is not None  # the journal shows the run went on
+        if self._missing_side and not replaying:  # before a limit can end the run unchecked
+            self._check_side_metrics()
         reason = None if replaying else self.stop_criterion.should_stop(self.status,
                                                                          self.scheduler.mode)
         if reason:
@@ -289,8 +298,6 @@ class Tuner:
             )
         if self._cost_unchecked and not replaying:
             self._check_cost()
-        if self._missing_side and not replaying:
-            self._check_side_metrics()
         self._between_events = False
         self._fill_workers()
         if not self._running and not replaying:
@@ -591,7 +598,6 @@ class Tuner:
         self.best_trial_id = state.get("best_trial_id")
         if self.best_trial_id is not None or self.status.num_results:
             self._missing_metrics = set()  # checked in the session that made the reports
-            self._missing_side = {}
         if state.get("best_value") is not None:
             self._best_min = float(state["best_value"])
         self._costs = {int(k): float(v) for k, v in state.get("costs", {}).items()}

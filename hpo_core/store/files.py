@@ -13,6 +13,8 @@ import numpy as np
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the whole name (fullmatch)
 CONFIG_PREFIX = "config_"
+#: the store's own columns of a report row (the rest are what the trial reported)
+ROW_COLUMNS = ("trial_id", "time", "status", "decision")
 RESULTS_FILE = "results.parquet"
 STATE_FILE = "state.json"
 SPEC_FILE = "spec.json"

@@ -561,6 +561,22 @@ def test_a_constraint_or_cost_no_trial_reports_ends_the_experiment(method, optio
     assert tuner.status.num_trials_completed == 2  # two trials ran to their end first
 
 
+def test_a_constraint_no_trial_reports_is_an_error_again_on_resume_and_at_the_limit(tmp_path):
+    """Resuming does not make trials report it (before: the resume ran unconstrained without
+    a word), and a stop limit reached as the second trial finishes does not skip the check."""
+    def tuner(stop):
+        scheduler = build_scheduler("cbo", SPACE, "loss", "min", seed=0,
+                                    options={"constraint_attr": "nope"})
+        return Tuner(scheduler, ConstrainedBackend(epochs=3), stop, n_workers=2,
+                     store=ExperimentStore(tmp_path, "cbo"))
+
+    message = r"^spec\.scheduler_options\.constraint_attr: no trial reports 'nope'"
+    with pytest.raises(ValueError, match=message):
+        tuner(StoppingCriterion(max_trials_completed=2)).run()
+    with pytest.raises(ValueError, match=message + r".*carrying \['epoch', 'loss', 'constraint'\]"):
+        tuner(StoppingCriterion(max_trials_completed=8)).run()
+
+
 def test_a_constraint_reported_with_the_last_report_only_is_fine():
     scheduler = build_scheduler("cbo", SPACE, "loss", "min", seed=0)
     tuner = Tuner(scheduler, ConstrainedBackend(epochs=3), StoppingCriterion(max_results=30),
