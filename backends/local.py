@@ -333,8 +333,8 @@ def _command(entry_point: str | Sequence[str], python: str) -> list[str]:
     if parts[0].endswith(".py"):
         path = Path(parts[0]).expanduser().resolve()
         if not path.is_file():
-            raise ValueError(f"backend_options.entry_point: no such file {parts[0]!r} "
-                             f"(relative to {os.getcwd()})")
+            where = "" if os.path.isabs(parts[0]) else f" (relative to {os.getcwd()})"
+            raise ValueError(f"backend_options.entry_point: no such file {parts[0]!r}{where}")
         return [python, str(path), *parts[1:]]
     if shutil.which(parts[0]) is None:
         where = ("no such executable file" if os.sep in parts[0]

@@ -587,8 +587,12 @@ def test_entry_point_forms_and_option_errors(tmp_path, backend_factory):
     broken.start(Trial(1, {}))
     events = collect(broken, lambda ev: len(ev) == 1)
     assert events[0].kind == EventKind.FAILED and "could not start" in events[0].reason
-    with pytest.raises(ValueError, match="backend_options.entry_point: no such file"):
+    with pytest.raises(ValueError, match=r"backend_options.entry_point: no such file "
+                                         r"'missing.py' \(relative to /"):
         LocalBackend("missing.py")
+    with pytest.raises(ValueError, match=r"backend_options.entry_point: no such file "
+                                         r"'/nonexistent/train.py'$"):
+        LocalBackend("/nonexistent/train.py")
     with pytest.raises(ValueError, match="backend_options.entry_point: no such executable file "
                                          "'/nonexistent/dir/'"):  # a path: not looked up on PATH
         LocalBackend("/nonexistent/dir/", gpus=None)
