@@ -29,6 +29,17 @@ def simulated_spec(root: Path, name: str, trials: int) -> ExperimentSpec:
     })
 
 
+def local_spec(root: Path, name: str, script: Path, trials: int) -> ExperimentSpec:
+    """Random search over x in [0, 1], `trials` trials of `script` on the local backend."""
+    return ExperimentSpec.from_dict({
+        "name": name, "metric": "loss", "scheduler": "random",
+        "config_space": {"x": {"type": "uniform", "lower": 0, "upper": 1}},
+        "backend": "local", "backend_options": {"entry_point": str(script), "gpus": None},
+        "stop": {"max_trials_started": trials}, "n_workers": 2,
+        "results_root": str(root / "experiments"),
+    })
+
+
 def children_by_trial(client: Any, experiment_id: str, parent: str) -> dict[int, Any]:
     runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
                               max_results=1000)
@@ -298,12 +309,7 @@ def test_trials_running_at_an_interruption_end_their_child_runs_killed_with_ever
 
     script = tmp_path / "epochs.py"
     script.write_text(EPOCHS)
-    spec = ExperimentSpec.from_dict({
-        "name": "killed", "metric": "loss", "scheduler": "random",
-        "config_space": {"x": {"type": "uniform", "lower": 0, "upper": 1}},
-        "backend": "local", "backend_options": {"entry_point": str(script), "gpus": None},
-        "stop": {"max_trials_started": 4}, "n_workers": 2,
-        "results_root": str(tmp_path / "experiments")})
+    spec = local_spec(tmp_path, "killed", script, 4)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     class KilledWhilePolling(LocalBackend):
@@ -387,12 +393,7 @@ def test_child_runs_filled_in_on_resume_get_their_trials_logs(tmp_path: Path) ->
         print("training with x =", config["x"])
         report(epoch=1, loss=float(config["x"]))
     """))
-    spec = ExperimentSpec.from_dict({
-        "name": "filled", "metric": "loss", "scheduler": "random",
-        "config_space": {"x": {"type": "uniform", "lower": 0, "upper": 1}},
-        "backend": "local", "backend_options": {"entry_point": str(script), "gpus": None},
-        "stop": {"max_trials_started": 2}, "n_workers": 2,
-        "results_root": str(tmp_path / "experiments")})
+    spec = local_spec(tmp_path, "filled", script, 2)
     build_tuner(spec).run()  # the trials end unseen by MLflow
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = MlflowTracker(spec, tracking_uri=uri)
