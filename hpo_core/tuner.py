@@ -208,7 +208,7 @@ class Tuner:
         if not self._exact:
             self._running.clear()  # their processes are gone: `_resume_interrupted` relaunches
         store.snapshot_interval = self.checkpoint_interval
-        store.begin(self.n_workers)
+        store.begin(self.n_workers, background=self.backend.clock_kind is ClockKind.WALL)
         self._open = store
         self._snapshot(store)  # a consistent point: what was replayed needs no replay again
 
@@ -399,10 +399,11 @@ class Tuner:
         self.trials[trial.trial_id] = trial
         self._running.add(trial.trial_id)
         self.status.num_trials_started += 1
-        if self.store is not None and self.backend.clock_kind is ClockKind.WALL:
+        simulated = self.backend.clock_kind is not ClockKind.WALL
+        if self.store is not None and not simulated:
             self.store.write_trial_config(trial)
         if self._open is not None:
-            self._open.journal_start(trial)
+            self._open.journal_start(trial, deferred=simulated)
         # a kill waits until the backend recorded what it launched (raised in between, the
         # launch would run on unknown to `drain()` and `close()`)
         with interrupts.held():

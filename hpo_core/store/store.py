@@ -16,7 +16,7 @@ Layout of `<root>/<experiment>/`:
 
 Snapshots are taken by the tuner at consistent points of its loop and written by a background
 thread (results.parquet, then state.json, both durable, then the covered journal segments are
-removed), so the tuner never waits on them; their cost is bounded by the events since the last
+removed), so the tuner never waits on them (a simulation writes them itself: see `begin`); their cost is bounded by the events since the last
 one (`snapshot_due`), so persisting an event costs the same at 100 trials as at 20,000.
 MLflow mirrors this store; it is never the only copy.
 """
@@ -89,6 +89,7 @@ class ExperimentStore:
         self._replay: list[dict[str, Any]] = []
         self._base_segment = 0  # the snapshot covers the journal segments below it
         self._decisions: list[list[Any]] = []  # of the last batch, written with the next record
+        self._deferred_starts: list[bytes] = []  # simulated trials' starts, written after them
         self._events_since = 0
         self._snapshot_units = 0
         self._snapshot_wall = time.monotonic()
@@ -165,20 +166,31 @@ class ExperimentStore:
         return self._replay
 
     # -- writing -------------------------------------------------------------------------------
-    def begin(self, n_workers: int) -> None:
+    def begin(self, n_workers: int, background: bool = True) -> None:
         """Start this session's journal segment (after the replay), headed by the session's
-        `n_workers` (a replay starts trials as this session did), and the snapshot writer."""
+        `n_workers` (a replay starts trials as this session did), and the snapshot writer.
+        `background`: snapshots are written by the writer thread; else by the caller's thread,
+        when it takes them (a simulation: its loop never waits for a trial, and a writer
+        thread would only contend with it for the interpreter lock, which costs more than the
+        writing does); the journal is synced by the writer thread either way."""
         self.create()
         segments = self._journal.segments()
         self._journal.open(max([self._base_segment - 1, *segments]) + 1)
         self._replay = []
-        self._writer = _SnapshotWriter(self)
+        self._writer = _SnapshotWriter(self, background)
         self._writer.start()
         self._append({"n": n_workers})
 
-    def journal_start(self, trial: Trial) -> None:
-        """Journal a new trial (before the backend starts it)."""
-        self._append({"s": [trial.trial_id, trial.config, trial.checkpoint_from]})
+    def journal_start(self, trial: Trial, deferred: bool = False) -> None:
+        """Journal a new trial (before the backend starts it). `deferred`: written with the
+        next record instead, for a simulated trial (nothing runs outside this process, and a
+        resume that lacks the record starts the same trial again from the same state)."""
+        record = {"s": [trial.trial_id, trial.config, trial.checkpoint_from]}
+        if deferred:
+            self.check()
+            self._deferred_starts.append(encode(record))
+            return
+        self._append(record)
 
     def journal_events(self, events: Sequence[TrialEvent], time_offset: float) -> None:
         """Journal one poll's events (before the scheduler sees them)."""
@@ -200,11 +212,17 @@ class ExperimentStore:
 
     def _append(self, record: dict[str, Any]) -> None:
         self.check()
-        data = encode(record)
-        if self._decisions:
-            data = encode_decisions(self._decisions) + data
-            self._decisions = []
-        self._journal.append(data)
+        self._journal.append(self._take_unwritten() + encode(record))
+
+    def _take_unwritten(self) -> bytes:
+        """The last batch's decisions, then the deferred trial starts (in the order they
+        came), as journal lines; forgotten here once taken."""
+        data = encode_decisions(self._decisions) if self._decisions else b""
+        if self._deferred_starts:
+            data += b"".join(self._deferred_starts)
+            self._deferred_starts = []
+        self._decisions = []
+        return data
 
     def check(self) -> None:
         """Raise the error the snapshot writer met (a full disk, ...), or StoreError if
@@ -249,7 +267,7 @@ class ExperimentStore:
             self._write_snapshot(_Snapshot(self._state_text(state, len(self._rows), 0), trials,
                                            len(self._rows), 0), None)
             return
-        self._flush_decisions()  # into the segment this snapshot covers
+        self._flush_unwritten()  # into the segment this snapshot covers
         segment = (self._journal.segment or 0) + 1
         self._journal.open(segment)
         job = _Snapshot(self._state_text(state, len(self._rows), segment), trials,
@@ -296,7 +314,7 @@ class ExperimentStore:
         try:
             if writer is not None:
                 try:
-                    self._flush_decisions()
+                    self._flush_unwritten()
                 except StoreError:  # a full disk or a lost lock: the error is raised elsewhere
                     pass
                 writer.stop()
@@ -309,11 +327,12 @@ class ExperimentStore:
         whole batch as not decided yet (every report of it a row), as a resume replays it."""
         self._decisions = []
 
-    def _flush_decisions(self) -> None:
-        """The decisions of the last journaled batch, journaled now (else they go with the
-        next record)."""
-        if self._decisions:
-            self._append({"d": []})
+    def _flush_unwritten(self) -> None:
+        """The decisions of the last journaled batch and the deferred trial starts, journaled
+        now (else they go with the next record)."""
+        if self._decisions or self._deferred_starts:
+            self.check()
+            self._journal.append(self._take_unwritten())
 
     def _write_snapshot(self, job: _Snapshot, writer: _SnapshotWriter | None) -> None:
         """results.parquet, then state.json (both durable), then remove covered segments."""
@@ -355,12 +374,13 @@ class _Snapshot:
 
 
 class _SnapshotWriter(threading.Thread):
-    """Writes snapshots off the tuner's thread (only the newest pending one: it covers more)
-    and fdatasyncs the journal every SYNC_INTERVAL seconds."""
+    """Writes snapshots off the tuner's thread (only the newest pending one: it covers more),
+    or on it when not `background`, and fdatasyncs the journal every SYNC_INTERVAL seconds."""
 
-    def __init__(self, store: ExperimentStore):
+    def __init__(self, store: ExperimentStore, background: bool = True):
         super().__init__(name=f"store-{store.name}", daemon=True)
         self.store = store
+        self.background = background
         self.error: StoreError | None = None
         self.rows_written = -1
         #: the trials' config columns, kept from one snapshot to the next
@@ -371,6 +391,9 @@ class _SnapshotWriter(threading.Thread):
         self._stopping = False
 
     def submit(self, job: _Snapshot, wait: bool) -> None:
+        if not self.background:
+            self._write(job)
+            return
         with self._cond:
             self._job = job
             self._cond.notify_all()
@@ -393,17 +416,24 @@ class _SnapshotWriter(threading.Thread):
                     return
                 self._busy = job is not None
             self.store._journal.sync()
-            if job is not None and self.error is None:
-                try:
-                    self.store.check()  # never write over a new owner's snapshot
-                    self.store._write_snapshot(job, self)
-                except StoreError as err:
-                    self.error = err
-                except OSError as err:
-                    self.error = store_error(err, self.store.path)
+            if job is not None:
+                self._write(job)
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+
+    def _write(self, job: _Snapshot) -> None:
+        """Write a snapshot; an error is kept (`error`), for the store's `check()` to raise."""
+        if self.error is not None:
+            return
+        try:
+            self.store.check()  # never write over a new owner's snapshot
+            self.store._write_snapshot(job, self)
+        except StoreError as err:
+            self.error = err
+        except OSError as err:
+            self.error = store_error(err, self.store.path)
 
 
 def event_record(event: TrialEvent, time_offset: float) -> list[Any]:

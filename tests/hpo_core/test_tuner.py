@@ -6,6 +6,7 @@ import gc
 import heapq
 import json
 import math
+import threading
 
 import pytest
 
@@ -586,3 +587,23 @@ def test_a_constraint_reported_with_the_last_report_only_is_fine():
     ehvi = build_scheduler("ehvi", SPACE, ["loss", "size"], ["min", "min"], seed=0,
                            options={"constraint_attr": "c"})
     assert ehvi.side_metrics() == {"c": "constraint_attr"}
+
+
+@pytest.mark.parametrize("clock", [ClockKind.SIMULATED, ClockKind.WALL])
+def test_a_simulation_writes_its_snapshots_itself_a_wall_clock_run_in_the_background(
+        tmp_path, monkeypatch, clock):
+    """A simulated run never waits for a trial, and a writer thread would contend with it for
+    the interpreter lock; a real run must not wait on the disk."""
+    threads = set()
+    write = ExperimentStore._write_snapshot
+
+    def spy(self, job, writer):
+        threads.add(threading.current_thread())
+        write(self, job, writer)
+    monkeypatch.setattr(ExperimentStore, "_write_snapshot", spy)
+    backend = CurveBackend()
+    backend.clock_kind = clock
+    Tuner(random_scheduler(), backend, StoppingCriterion(max_trials_completed=6), n_workers=2,
+          store=ExperimentStore(tmp_path, "where"), checkpoint_interval=0.0).run()
+    assert threads
+    assert (threads == {threading.current_thread()}) is (clock is ClockKind.SIMULATED)
