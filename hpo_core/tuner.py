@@ -268,7 +268,8 @@ class Tuner:
             self._open.snapshot(self.state_dict(), self.trials, wait=True)
 
     def _snapshot(self, store: ExperimentStore) -> None:
-        """Hand a snapshot to the store's writer thread (the tuner does not wait)."""
+        """Hand a snapshot to the store's writer (a real run's thread: the tuner does not
+        wait; a simulation writes it now)."""
         store.snapshot(self.state_dict(), self.trials)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -399,11 +400,10 @@ class Tuner:
         self.trials[trial.trial_id] = trial
         self._running.add(trial.trial_id)
         self.status.num_trials_started += 1
-        simulated = self.backend.clock_kind is not ClockKind.WALL
-        if self.store is not None and not simulated:
+        if self.store is not None and self.backend.clock_kind is ClockKind.WALL:
             self.store.write_trial_config(trial)
         if self._open is not None:
-            self._open.journal_start(trial, deferred=simulated)
+            self._open.journal_start(trial)
         # a kill waits until the backend recorded what it launched (raised in between, the
         # launch would run on unknown to `drain()` and `close()`)
         with interrupts.held():

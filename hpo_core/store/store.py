@@ -16,8 +16,9 @@ Layout of `<root>/<experiment>/`:
 
 Snapshots are taken by the tuner at consistent points of its loop and written by a background
 thread (results.parquet, then state.json, both durable, then the covered journal segments are
-removed), so the tuner never waits on them (a simulation writes them itself: see `begin`); their cost is bounded by the events since the last
-one (`snapshot_due`), so persisting an event costs the same at 100 trials as at 20,000.
+removed), so the tuner never waits on them (a simulation writes them itself: see `begin`);
+their cost is bounded by the events since the last one (`snapshot_due`), so persisting an
+event costs the same at 100 trials as at 20,000.
 MLflow mirrors this store; it is never the only copy.
 """
 
@@ -89,7 +90,6 @@ class ExperimentStore:
         self._replay: list[dict[str, Any]] = []
         self._base_segment = 0  # the snapshot covers the journal segments below it
         self._decisions: list[list[Any]] = []  # of the last batch, written with the next record
-        self._deferred_starts: list[bytes] = []  # simulated trials' starts, written after them
         self._events_since = 0
         self._snapshot_units = 0
         self._snapshot_wall = time.monotonic()
@@ -181,16 +181,9 @@ class ExperimentStore:
         self._writer.start()
         self._append({"n": n_workers})
 
-    def journal_start(self, trial: Trial, deferred: bool = False) -> None:
-        """Journal a new trial (before the backend starts it). `deferred`: written with the
-        next record instead, for a simulated trial (nothing runs outside this process, and a
-        resume that lacks the record starts the same trial again from the same state)."""
-        record = {"s": [trial.trial_id, trial.config, trial.checkpoint_from]}
-        if deferred:
-            self.check()
-            self._deferred_starts.append(encode(record))
-            return
-        self._append(record)
+    def journal_start(self, trial: Trial) -> None:
+        """Journal a new trial (before the backend starts it)."""
+        self._append({"s": [trial.trial_id, trial.config, trial.checkpoint_from]})
 
     def journal_events(self, events: Sequence[TrialEvent], time_offset: float) -> None:
         """Journal one poll's events (before the scheduler sees them)."""
@@ -212,17 +205,11 @@ class ExperimentStore:
 
     def _append(self, record: dict[str, Any]) -> None:
         self.check()
-        self._journal.append(self._take_unwritten() + encode(record))
-
-    def _take_unwritten(self) -> bytes:
-        """The last batch's decisions, then the deferred trial starts (in the order they
-        came), as journal lines; forgotten here once taken."""
-        data = encode_decisions(self._decisions) if self._decisions else b""
-        if self._deferred_starts:
-            data += b"".join(self._deferred_starts)
-            self._deferred_starts = []
-        self._decisions = []
-        return data
+        data = encode(record)
+        if self._decisions:
+            data = encode_decisions(self._decisions) + data
+            self._decisions = []
+        self._journal.append(data)
 
     def check(self) -> None:
         """Raise the error the snapshot writer met (a full disk, ...), or StoreError if
@@ -267,7 +254,7 @@ class ExperimentStore:
             self._write_snapshot(_Snapshot(self._state_text(state, len(self._rows), 0), trials,
                                            len(self._rows), 0), None)
             return
-        self._flush_unwritten()  # into the segment this snapshot covers
+        self._flush_decisions()  # into the segment this snapshot covers
         segment = (self._journal.segment or 0) + 1
         self._journal.open(segment)
         job = _Snapshot(self._state_text(state, len(self._rows), segment), trials,
@@ -314,7 +301,7 @@ class ExperimentStore:
         try:
             if writer is not None:
                 try:
-                    self._flush_unwritten()
+                    self._flush_decisions()
                 except StoreError:  # a full disk or a lost lock: the error is raised elsewhere
                     pass
                 writer.stop()
@@ -327,12 +314,11 @@ class ExperimentStore:
         whole batch as not decided yet (every report of it a row), as a resume replays it."""
         self._decisions = []
 
-    def _flush_unwritten(self) -> None:
-        """The decisions of the last journaled batch and the deferred trial starts, journaled
-        now (else they go with the next record)."""
-        if self._decisions or self._deferred_starts:
-            self.check()
-            self._journal.append(self._take_unwritten())
+    def _flush_decisions(self) -> None:
+        """The decisions of the last journaled batch, journaled now (else they go with the
+        next record)."""
+        if self._decisions:
+            self._append({"d": []})
 
     def _write_snapshot(self, job: _Snapshot, writer: _SnapshotWriter | None) -> None:
         """results.parquet, then state.json (both durable), then remove covered segments."""
@@ -421,7 +407,6 @@ class _SnapshotWriter(threading.Thread):
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
-
 
     def _write(self, job: _Snapshot) -> None:
         """Write a snapshot; an error is kept (`error`), for the store's `check()` to raise."""

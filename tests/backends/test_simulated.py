@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -248,69 +247,38 @@ def test_delays_are_charged_on_the_tuners_clock():
         [30.0 * (i + 1) for i in range(8)])
 
 
-def lcbench_tuner(root: Path, name: str, n_workers: int, max_results: int,
-                  kill_after: int | None = None, starts_unwritten: bool = False) -> Tuner:
-    """ASHA on LCBench with a store; `kill_after` polls (and, with `starts_unwritten`, once a
-    trial start waits to be journaled), the next poll raises KeyboardInterrupt."""
-    blackbox = load_blackbox("lcbench", task=TASK)
-    backend = SimulatedBackend(blackbox, seed=1)
-    store = ExperimentStore(root, name)
-    if kill_after is not None:
-        polls, poll = iter(range(kill_after)), backend.poll
-
-        def killed_poll():
-            if next(polls, None) is None and (store._deferred_starts or not starts_unwritten):
-                raise KeyboardInterrupt("SIGKILL")
-            return poll()
-        backend.poll = killed_poll
-    scheduler = build_scheduler("asha", blackbox.config_space, blackbox.default_metric,
-                                "min", 0, {"max_t": 51, "resource_attr": "epoch"})
-    return Tuner(scheduler, backend, StoppingCriterion(max_results=max_results),
-                 n_workers=n_workers, store=store, checkpoint_interval=1e9)
-
-
 def test_a_killed_run_resumes_exactly_even_with_more_workers_after_the_kill(tmp_path):
     """The journal after the last snapshot is replayed with the workers of the session that
     wrote it; the resumed run equals an uninterrupted one up to the kill, then uses 4 workers."""
-    first = lcbench_tuner(tmp_path, "killed", 2, 10**6, kill_after=400)
+    blackbox = load_blackbox("lcbench", task=TASK)
+
+    def tuner(name: str, n_workers: int, max_results: int, kill_after: int | None = None):
+        backend = SimulatedBackend(blackbox, seed=1)
+        if kill_after is not None:
+            polls, poll = iter(range(kill_after)), backend.poll
+
+            def killed_poll():
+                if next(polls, None) is None:
+                    raise KeyboardInterrupt("SIGKILL")
+                return poll()
+            backend.poll = killed_poll
+        scheduler = build_scheduler("asha", blackbox.config_space, blackbox.default_metric,
+                                    "min", 0, {"max_t": 51, "resource_attr": "epoch"})
+        return Tuner(scheduler, backend, StoppingCriterion(max_results=max_results),
+                     n_workers=n_workers, store=ExperimentStore(tmp_path, name),
+                     checkpoint_interval=1e9)
+
+    first = tuner("killed", 2, 10**6, kill_after=400)
     # a SIGKILL once the store wrote its pending snapshot: nothing else runs
     first._shutdown = lambda finished: first.store.close()
     with pytest.raises(KeyboardInterrupt):
         first.run()
     journaled = len(load_experiment(tmp_path / "killed").results)
     assert journaled > 100
-    lcbench_tuner(tmp_path, "killed", 4, journaled + 200).run()
+    tuner("killed", 4, journaled + 200).run()
     resumed = load_experiment(tmp_path / "killed").results
-    lcbench_tuner(tmp_path, "reference", 2, journaled).run()
+    tuner("reference", 2, journaled).run()
     reference = load_experiment(tmp_path / "reference").results
-    columns = ["trial_id", "time", "epoch", "Train/val_cross_entropy"]
+    columns = ["trial_id", "time", "epoch", blackbox.default_metric]
     assert resumed[columns].head(journaled).equals(reference[columns])
     assert len(resumed) == journaled + 200
-
-
-def test_a_start_the_kill_kept_from_the_journal_is_made_again_by_the_resume(tmp_path):
-    """A simulated trial's start is journaled with the next record, not before the trial runs:
-    a SIGKILL in between loses it, and the resume starts that trial again, the same way."""
-    first = lcbench_tuner(tmp_path, "killed", 2, 10**6, kill_after=300, starts_unwritten=True)
-    lost = list(first.store._deferred_starts)  # filled when the kill comes: seen after it
-
-    def sigkill(finished: bool) -> None:  # nothing more reaches the journal
-        lost.extend(first.store._deferred_starts)
-        first.store._deferred_starts.clear()
-        first.store.close()
-    first._shutdown = sigkill
-    with pytest.raises(KeyboardInterrupt):
-        first.run()
-    assert lost, "the kill came before a start was journaled"
-    lost_ids = {json.loads(line)["s"][0] for line in lost}
-    killed = load_experiment(tmp_path / "killed")
-    assert not lost_ids & {int(t) for t in killed.state["trials"]}
-    journaled = len(killed.results)
-
-    lcbench_tuner(tmp_path, "killed", 2, journaled + 100).run()
-    lcbench_tuner(tmp_path, "reference", 2, journaled + 100).run()
-    resumed, reference = (load_experiment(tmp_path / n) for n in ("killed", "reference"))
-    assert resumed.results.equals(reference.results)
-    for tid in lost_ids:
-        assert resumed.state["trials"][str(tid)]["config"] == \
-            reference.state["trials"][str(tid)]["config"]

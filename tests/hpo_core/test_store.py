@@ -11,7 +11,7 @@ import pytest
 
 from hpo_core.store import ExperimentStore, load_experiment, pareto_mask, validate_name
 from hpo_core.store.config_columns import ConfigColumns
-from hpo_core.trial import EventKind, Trial, TrialEvent, TrialStatus
+from hpo_core.trial import Trial, TrialStatus
 
 
 def _store_with_rows(tmp_path, mode="min"):
@@ -138,32 +138,6 @@ def test_pareto_front(tmp_path):
     store.save({"trials": {}}, trials)
     front = load_experiment(store.path).pareto_front()
     assert front["trial_id"].tolist() == [0, 1, 3]
-
-
-def _journal_lines(store: ExperimentStore) -> list[dict]:
-    return [json.loads(line) for path in sorted((store.path / "journal").glob("*.jsonl"))
-            for line in path.read_text().splitlines()]
-
-
-def test_a_deferred_start_follows_the_last_batchs_decisions_and_comes_before_the_next_record(
-        tmp_path):
-    store = ExperimentStore(tmp_path, "deferred")
-    store.begin(2)
-    store.journal_events([TrialEvent(EventKind.RESULT, 0, 1.0, {"loss": 0.5})], 0.0)
-    store.record({"trial_id": 0, "time": 1.0, "status": "stopped", "decision": "stop",
-                  "loss": 0.5}, index=0)
-    store.journal_start(Trial(1, {"x": 0.1}), deferred=True)
-    assert [next(iter(r)) for r in _journal_lines(store)] == ["n", "b"], "written already"
-    store.journal_events([TrialEvent(EventKind.RESULT, 1, 2.0, {"loss": 0.4})], 0.0)
-    assert [next(iter(r)) for r in _journal_lines(store)] == ["n", "b", "d", "s", "b"]
-    assert _journal_lines(store)[3]["s"] == [1, {"x": 0.1}, None]
-    store.journal_start(Trial(2, {"x": 0.2}), deferred=True)
-    store.journal_start(Trial(3, {"x": 0.3}))  # not deferred: written now, after trial 2's
-    assert [r["s"][0] for r in _journal_lines(store) if "s" in r] == [1, 2, 3]
-    store.journal_start(Trial(4, {"x": 0.4}), deferred=True)
-    store.close()  # what waits is written when the store closes
-    assert [r["s"][0] for r in _journal_lines(store) if "s" in r] == [1, 2, 3, 4]
-    assert [t for t in load_experiment(store.path).state["trials"]] == ["1", "2", "3", "4"]
 
 
 @pytest.mark.parametrize("background", [True, False])
