@@ -2,12 +2,14 @@
 
 `StatusView` is a tuner callback in the spirit of Ray Tune's "== Status ==" block: trials
 running / paused / completed / stopped early / failed, the best so far, and a table of the
-top trials with their configs and values. On a terminal it is redrawn in place (rich's `Live`);
+top trials with their configs and values; with several objectives, the Pareto front of the
+reports so far and a table of its reports (as `tunesmith show` lists them). On a terminal it is redrawn in place (rich's `Live`);
 elsewhere (logs, CI, a Prefect worker) the same block is printed as plain text every `interval`
 wall seconds and at the end. `TrialLogLines` logs one line per trial segment that ends:
 "trial 3 stopped at epoch 9: val_loss=0.114 (best 0.101 at epoch 6)".
 
-A trial's value is its best report (`hpo_core.trial_value`), as in every other view.
+A trial's value is its best report (`hpo_core.trial_value`), as in every other view; a line
+of a multi-objective trial gives every objective of its last report.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from hpo_core.multiobjective import pareto_mask
 from hpo_core.trial import (
     Decision,
     Trial,
@@ -51,6 +54,10 @@ class TrialValues(TunerCallback):
         self.values: dict[int, TrialValue] = {}
         self.last_step: dict[int, Any] = {}
         self.last_value: dict[int, float | None] = {}
+        #: with several objectives: each report that has them all (trial, step, values as
+        #: reported, values to minimize), for the Pareto front
+        self.reports: list[tuple[int, Any, tuple[float, ...], list[float]]] = []
+        self.last_values: dict[int, tuple[float | None, ...]] = {}
 
     def on_tuning_start(self, tuner: Tuner) -> None:
         self.tuner = tuner
@@ -73,10 +80,30 @@ class TrialValues(TunerCallback):
         value = metric_value(metrics, scheduler.metric)
         self.last_step[trial_id] = step
         self.last_value[trial_id] = value
+        if len(scheduler.metrics) > 1:
+            values = tuple(metric_value(metrics, m) for m in scheduler.metrics)
+            self.last_values[trial_id] = values
+            minimized = scheduler.objective_values(metrics)
+            if minimized is not None:  # every objective reported, and finite
+                reported = tuple(v for v in values if v is not None)
+                self.reports.append((trial_id, step, reported, minimized))
         if value is not None:
             candidate = TrialValue(value, step, time_)
             if candidate.better_than(self.values.get(trial_id), scheduler.mode):
                 self.values[trial_id] = candidate
+
+    def pareto_front(self) -> list[tuple[int, Any, tuple[float, ...]]]:
+        """The non-dominated reports (trial, step, values) of the trials that did not fail,
+        best first in the first objective."""
+        tuner = self.tuner
+        reports = [r for r in self.reports if tuner is None or tuner.trials.get(r[0]) is None
+                   or tuner.trials[r[0]].status != TrialStatus.FAILED]
+        if not reports:
+            return []
+        mask = pareto_mask([r[3] for r in reports])
+        front = [r for r, keep in zip(reports, mask, strict=True) if keep]
+        front.sort(key=lambda r: r[3])
+        return [(tid, step, values) for tid, step, values, _ in front]
 
     @property
     def step_name(self) -> str:
@@ -106,8 +133,14 @@ class TrialLogLines(TrialValues):
         if tid not in self.last_step:
             return text + " before its first report" + (
                 f"; {trial.failure_reason}" if trial.failure_reason else "")
-        text += f" at {self.step_name} {format_value(self.last_step[tid])}: " \
-                f"{metric}={format_value(self.last_value.get(tid))}"
+        text += f" at {self.step_name} {format_value(self.last_step[tid])}: "
+        if tid in self.last_values and self.tuner is not None:  # several objectives
+            return text + ", ".join(
+                f"{m}={format_value(v)}" for m, v in
+                zip(self.tuner.scheduler.metrics, self.last_values[tid], strict=True)) + (
+                f"; {trial.failure_reason}" if trial.status == TrialStatus.FAILED
+                and trial.failure_reason else "")
+        text += f"{metric}={format_value(self.last_value.get(tid))}"
         best = self.values.get(tid)
         if best is not None and (best.step != self.last_step.get(tid)):
             text += f" (best {format_value(best.value)} at {self.step_name} " \
@@ -194,6 +227,15 @@ class StatusView(TrialValues):
                  f"experiment time {tuner.now():,.0f} s"
                  + (f"; ended: {tuner.end_reason}" if final and tuner.end_reason else "")),
         ]
+        if len(scheduler.metrics) > 1:
+            front = self.pareto_front()
+            objectives = ", ".join(f"{m} ({mode})"
+                                   for m, mode in zip(scheduler.metrics, scheduler.modes,
+                                                      strict=True))
+            lines.append(Text(f"Pareto front of {objectives}: " + (
+                f"{len(front)} reports of {len({r[0] for r in front})} trials"
+                if front else "none reported yet")))
+            return Group(*lines, self._front_table(tuner, front, final))
         best_id = self._best_trial()
         if best_id is None:
             lines.append(Text(f"best {scheduler.metric} ({scheduler.mode}): none reported yet"))
@@ -219,15 +261,32 @@ class StatusView(TrialValues):
         trial = self.tuner.trials.get(trial_id) if self.tuner is not None else None
         return trial is not None and trial.status == TrialStatus.FAILED
 
-    def _table(self, tuner: Tuner, final: bool) -> Table:
-        metric = tuner.scheduler.metric
+    def _new_table(self, tuner: Tuner, metrics: list[str]) -> tuple[Table, list[str]]:
+        """An empty table with the columns: trial, status, `metrics`, steps, the config."""
         table = Table(box=box.SIMPLE_HEAD if self.live else None, show_edge=False,
                       pad_edge=False)
         names = list(tuner.scheduler.config_space.names)[:8]
-        for header in ("trial", "status", metric, f"at {self.step_name}",
+        for header in ("trial", "status", *metrics, f"at {self.step_name}",
                        f"last {self.step_name}", *names):
             table.add_column(header, justify="right" if header != "status" else "left",
                              no_wrap=True, min_width=9 if header == "status" else None)
+        return table, names
+
+    def _front_table(self, tuner: Tuner, front: list[tuple[int, Any, tuple[float, ...]]],
+                     final: bool) -> Table:
+        table, names = self._new_table(tuner, tuner.scheduler.metrics)
+        for trial_id, step, values in front[: self.top]:
+            trial = tuner.trials.get(trial_id)
+            if trial is None:
+                continue
+            table.add_row(str(trial_id), status_text(trial.status, final),
+                          *(format_value(v) for v in values), format_value(step),
+                          format_value(self.last_step.get(trial_id)),
+                          *(format_value(trial.config.get(n)) for n in names))
+        return table
+
+    def _table(self, tuner: Tuner, final: bool) -> Table:
+        table, names = self._new_table(tuner, [tuner.scheduler.metric])
         for trial_id in self._ranked()[: self.top]:
             trial = tuner.trials.get(trial_id)
             if trial is None:

@@ -108,6 +108,8 @@ DEFAULT_ARTIFACT_DIR = "mlartifacts"
 #: a simulated experiment's trials with a child run: the best ones, at most this many (each
 #: costs MLflow ~30-50 ms of CPU through its client on SQLite; a simulated trial costs ~1 ms)
 SIMULATED_CHILD_RUNS = 50
+#: the Pareto front's reports listed in the parent run's note (several metrics)
+FRONT_NOTE_ROWS = 20
 # Fail fast against an unreachable server (each only if the user did not set it).
 HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -457,6 +459,8 @@ class MlflowTracker(TunerCallback):
                       "| hyperparameter | value |", "|---|---|",
                       *[f"| {k} | {format_value(v)} |"
                         for k, v in redact(result.best_config, self._secret_names).items()], ""]
+        if not isinstance(self.spec.metric, str):
+            lines += self._front_note(tuner, list(self.spec.metric))
         lines += [f"Trials: {counts_text(counts)}; {counts['results']} reports. "
                   f"Ended: {mask_text(result.reason)}.", ""]
         if chosen is not None and len(chosen) < len(tuner.trials):
@@ -470,6 +474,28 @@ class MlflowTracker(TunerCallback):
             lines += [f"Prefect flow run: [{self.tags.get('prefect.flow_run_id', prefect_url)}]"
                       f"({prefect_url})", ""]
         return "\n".join(lines)
+
+    def _front_note(self, tuner: Tuner, metrics: list[str]) -> list[str]:
+        """The note's lines on the Pareto front of several metrics: its size and its first
+        `FRONT_NOTE_ROWS` reports."""
+        modes = tuner.scheduler.modes
+        rows = _front_rows(tuner, metrics, modes)
+        objectives = ", ".join(f"{m} ({mode})" for m, mode in zip(metrics, modes, strict=True))
+        if not rows:
+            return [f"Pareto front of {objectives}: no trial reported them all.", ""]
+        step = self._resource_attr or "epoch"  # what counts a trial's progress (as the tuner)
+        trials = len({row["trial_id"] for row in rows})
+        lines = [f"Pareto front of {objectives}: {len(rows)} reports of {trials} trials"
+                 + (f" (the first {FRONT_NOTE_ROWS} here; all of them in "
+                    f"`tunesmith show {self.spec.name}`)" if len(rows) > FRONT_NOTE_ROWS
+                    else "") + ".", "",
+                 f"| trial | {' | '.join(metrics)} | {step} |",
+                 "|---|" + "---|" * (len(metrics) + 1)]
+        for row in rows[:FRONT_NOTE_ROWS]:
+            lines.append(f"| {row['trial_id']} | "
+                         + " | ".join(format_value(row[m]) for m in metrics)
+                         + f" | {format_value(row.get(step))} |")
+        return [*lines, ""]
 
     # -- after tuning --------------------------------------------------------------------------
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
@@ -566,20 +592,28 @@ def _find_logs(files: TrialContext, trial_id: int, secrets: list[Any]) -> TrialL
 def _front_trials(tuner: Tuner, metrics: Sequence[str], mode: str | Sequence[str]
                   ) -> list[int]:
     """The trials (not failed) with a report on the Pareto front of `metrics`, by id."""
+    return sorted({int(row["trial_id"]) for row in _front_rows(tuner, metrics, mode)})
+
+
+def _front_rows(tuner: Tuner, metrics: Sequence[str], mode: str | Sequence[str]
+                ) -> list[Mapping[str, Any]]:
+    """The store's report rows on the Pareto front of `metrics` (of trials that did not
+    fail), best first in the first metric (as `tunesmith show` lists them)."""
     modes = [mode] * len(metrics) if isinstance(mode, str) else list(mode)
     signs = np.array([1.0 if m == "min" else -1.0 for m in modes])
-    ids, values = [], []
+    rows, values = [], []
     for row in tuner.store.rows() if tuner.store is not None else []:
         trial = tuner.trials.get(int(row["trial_id"]))
         point = [row.get(m) for m in metrics]
         if trial is not None and trial.status != TrialStatus.FAILED and \
                 all(isinstance(v, int | float) and math.isfinite(v) for v in point):
-            ids.append(trial.trial_id)
+            rows.append(row)
             values.append(point)
-    if not ids:
+    if not rows:
         return []
-    mask = pareto_mask(np.asarray(values, dtype=float) * signs)
-    return sorted({tid for tid, on in zip(ids, mask, strict=True) if on})
+    signed = np.asarray(values, dtype=float) * signs
+    on_front = np.flatnonzero(pareto_mask(signed))
+    return [rows[i] for i in sorted(on_front, key=lambda i: tuple(signed[i]))]
 
 
 def _restored_best(rows: Sequence[Mapping[str, Any]], metric: str, mode: str,

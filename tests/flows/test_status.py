@@ -103,3 +103,41 @@ def test_the_final_status_of_an_interrupted_run_says_its_running_trials_were_int
     from flows.artifacts import ProgressArtifact
 
     assert f"{len(running)} interrupted" in ProgressArtifact._description(tuner, ended=True)
+
+
+def test_with_several_objectives_the_status_shows_the_pareto_front_as_show_does(
+        tmp_path: Path) -> None:
+    metrics = [METRIC, "elapsed_time"]
+    spec = ExperimentSpec.from_dict({
+        "name": "mo-status", "metric": metrics, "mode": ["min", "min"], "scheduler": "moasha",
+        "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center",
+                            "max_fidelity": 9, "objectives": metrics},
+        "stop": {"max_trials_completed": 30}, "n_workers": 3, "seed": 4,
+        "results_root": str(tmp_path)})
+    stream = io.StringIO()
+    records: list[str] = []
+    logger = logging.getLogger("test-mo-trial-lines")
+    logger.setLevel(logging.INFO)
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    tuner = build_tuner(spec, callbacks=[StatusView(top=4, interval=0.0, stream=stream),
+                                         TrialLogLines(logger)])
+    tuner.run()
+    logger.removeHandler(handler)
+
+    front = load_experiment(tmp_path / "mo-status").pareto_front()
+    assert len(front) >= 3
+    final = stream.getvalue().split("== Status (final) ==")[1].splitlines()
+    assert final[2] == (f"Pareto front of {METRIC} (min), elapsed_time (min): {len(front)} "
+                        f"reports of {front['trial_id'].nunique()} trials")
+    assert final[3].split()[:4] == ["trial", "status", METRIC, "elapsed_time"]
+    rows = [line.split() for line in final[4:]]
+    assert [(r[0], r[2], r[3], r[4]) for r in rows] == [
+        (str(t), format_value(a), format_value(b), format_value(e))
+        for t, a, b, e in front[["trial_id", METRIC, "elapsed_time", "epoch"]].head(4)
+        .itertuples(index=False)]
+    pattern = re.compile(rf"trial \d+ (completed \(ran to the end\)|stopped early) at epoch \d+: "
+                         rf"{re.escape(METRIC)}=[0-9.e-]+, elapsed_time=[0-9.e-]+$")
+    reported = [r for r in records if not r.endswith("before its first report")]
+    assert len(reported) >= 25 and all(pattern.match(r) for r in reported), reported[:5]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from flows.tracking import MlflowTracker
 from hpo_core.secrets import MASK as REDACTED
 from hpo_core.spec import ExperimentSpec
 from hpo_core.store import CONFIG_PREFIX, load_experiment
+from hpo_core.trial_value import format_value
 
 
 def simulated_spec(root: Path, name: str, trials: int) -> ExperimentSpec:
@@ -140,9 +142,20 @@ def test_a_multi_objective_simulated_experiment_gives_its_pareto_front_child_run
     assert tracker.close() and tracker.error is None
     runs = children_by_trial(MlflowClient(tracker.tracking_uri), tracker.experiment_id,
                              tracker.parent_run_id)
-    front = set(load_experiment(tuner.store.path).pareto_front()["trial_id"])
+    reports = load_experiment(tuner.store.path).pareto_front()
+    front = set(reports["trial_id"])
     assert len(front) >= 2 and front <= set(runs)
     assert len(runs) == max(len(front), 2)
+    # the parent run's note lists the front's reports, as `tunesmith show` does
+    note = MlflowClient(tracker.tracking_uri).get_run(tracker.parent_run_id) \
+        .data.tags["mlflow.note.content"]
+    assert (f"Pareto front of {metrics[0]} (min), {metrics[1]} (max): {len(reports)} reports of "
+            f"{len(front)} trials.") in note
+    listed = [line.split(" | ") for line in note.splitlines()
+              if re.match(r"\| \d+ \| ", line)]
+    assert [(int(r[0][2:]), r[1], r[2], r[3].rstrip(" |")) for r in listed] == [
+        (t, format_value(a), format_value(b), format_value(e)) for t, a, b, e in
+        reports[["trial_id", *metrics, "epoch"]].itertuples(index=False)]
 
 
 def test_a_segment_over_mlflows_batch_limits_reads_back_whole(tmp_path: Path) -> None:
