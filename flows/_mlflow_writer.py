@@ -128,6 +128,7 @@ class WriterSettings:
     ui_base: str = "http://127.0.0.1:5000"  # the MLflow UI, for links in the parent's note
     metric: str = ""  # each ended trial logs best_<metric> at the step of its best report
     mode: str = "min"
+    constraint: str | None = None  # only its feasible reports can be a trial's best
     restored_trials: dict[int, tuple[dict[str, Any], str, str | None]] = field(default_factory=dict)
     restored_rows: list[Mapping[str, Any]] = field(default_factory=list)
     #: what finds the output files of each restored trial that ended (attached when its child
@@ -328,8 +329,8 @@ class MlflowWriter(threading.Thread):
                 continue
             stamp = now_ms()
             reports = [(row_metrics(r), stamp) for r in trial_rows[done:]]
-            best = best_report(trial_rows, s.metric, s.mode, s.resource_attr) if s.metric \
-                else None
+            best = best_report(trial_rows, s.metric, s.mode, s.resource_attr, s.constraint) \
+                if s.metric else None
             missing.append(Segment(tid, config, status, reports, done, stamp, stamp, reason,
                                    logs=s.restored_logs.get(tid), best=best))
         for i in range(0, len(missing), MAX_RECORDS_PER_BATCH):

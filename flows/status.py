@@ -35,7 +35,13 @@ from hpo_core.trial import (
     status_text,
     trial_counts,
 )
-from hpo_core.trial_value import TrialValue, format_value, metric_value, report_step
+from hpo_core.trial_value import (
+    TrialValue,
+    format_value,
+    is_feasible,
+    metric_value,
+    report_step,
+)
 from hpo_core.tuner import Tuner, TunerCallback
 
 ENDINGS = {
@@ -80,14 +86,15 @@ class TrialValues(TunerCallback):
         value = metric_value(metrics, scheduler.metric)
         self.last_step[trial_id] = step
         self.last_value[trial_id] = value
+        feasible = is_feasible(metrics, scheduler.constraint)  # else never the best
         if len(scheduler.metrics) > 1:
             values = tuple(metric_value(metrics, m) for m in scheduler.metrics)
             self.last_values[trial_id] = values
             minimized = scheduler.objective_values(metrics)
-            if minimized is not None:  # every objective reported, and finite
+            if minimized is not None and feasible:  # every objective reported, and finite
                 reported = tuple(v for v in values if v is not None)
                 self.reports.append((trial_id, step, reported, minimized))
-        if value is not None:
+        if value is not None and feasible:
             candidate = TrialValue(value, step, time_)
             if candidate.better_than(self.values.get(trial_id), scheduler.mode):
                 self.values[trial_id] = candidate

@@ -88,6 +88,7 @@ from hpo_core.trial_value import (
     TrialValue,
     best_report,
     format_value,
+    is_feasible,
     metric_value,
     report_step,
 )
@@ -220,6 +221,7 @@ class MlflowTracker(TunerCallback):
         self._metric = spec.metric if isinstance(spec.metric, str) else spec.metric[0]
         self._mode = spec.mode if isinstance(spec.mode, str) else spec.mode[0]
         self._resource_attr: str | None = None
+        self._constraint: str | None = None  # the method's; only feasible reports can be best
         self._folder: Path | None = None  # masked copies waiting for the writer
         if urlparse(self.tracking_uri).scheme in ("http", "https"):
             for name, value in HTTP_DEFAULTS.items():
@@ -263,8 +265,9 @@ class MlflowTracker(TunerCallback):
             else None
         self._secret_names = secrets
         self._resource_attr = tuner.scheduler.resource_attr
+        self._constraint = tuner.scheduler.constraint
         self._best = _restored_best(store.rows() if store is not None else [], self._metric,
-                                    self._mode, self._resource_attr)
+                                    self._mode, self._resource_attr, self._constraint)
         settings = WriterSettings(
             tracking_uri=self.tracking_uri,
             experiment_name=self.experiment_name,
@@ -286,6 +289,7 @@ class MlflowTracker(TunerCallback):
             resource_attr=tuner.scheduler.resource_attr or "epoch",
             metric=self._metric,
             mode=self._mode,
+            constraint=self._constraint,
             ui_base=ui_base_url(self.tracking_uri),
             restored_trials={
                 tid: (dict(t.config), t.status.value, t.failure_reason)
@@ -387,7 +391,7 @@ class MlflowTracker(TunerCallback):
                    time_: float) -> None:
         """Keep the trial's value (its best report) up to date with its `index`-th report."""
         value = metric_value(metrics, self._metric)
-        if value is not None:
+        if value is not None and is_feasible(metrics, self._constraint):
             candidate = TrialValue(value, report_step(metrics, index, self._resource_attr), time_)
             if candidate.better_than(self._best.get(trial_id), self._mode):
                 self._best[trial_id] = candidate
@@ -598,15 +602,18 @@ def _front_trials(tuner: Tuner, metrics: Sequence[str], mode: str | Sequence[str
 def _front_rows(tuner: Tuner, metrics: Sequence[str], mode: str | Sequence[str]
                 ) -> list[Mapping[str, Any]]:
     """The store's report rows on the Pareto front of `metrics` (of trials that did not
-    fail), best first in the first metric (as `tunesmith show` lists them)."""
+    fail; feasible ones, with a constraint), best first in the first metric (as `tunesmith
+    show` lists them)."""
     modes = [mode] * len(metrics) if isinstance(mode, str) else list(mode)
     signs = np.array([1.0 if m == "min" else -1.0 for m in modes])
+    constraint = tuner.scheduler.constraint
     rows, values = [], []
     for row in tuner.store.rows() if tuner.store is not None else []:
         trial = tuner.trials.get(int(row["trial_id"]))
         point = [row.get(m) for m in metrics]
         if trial is not None and trial.status != TrialStatus.FAILED and \
-                all(isinstance(v, int | float) and math.isfinite(v) for v in point):
+                all(isinstance(v, int | float) and math.isfinite(v) for v in point) and \
+                is_feasible(row, constraint):
             rows.append(row)
             values.append(point)
     if not rows:
@@ -617,14 +624,15 @@ def _front_rows(tuner: Tuner, metrics: Sequence[str], mode: str | Sequence[str]
 
 
 def _restored_best(rows: Sequence[Mapping[str, Any]], metric: str, mode: str,
-                   resource_attr: str | None) -> dict[int, TrialValue]:
+                   resource_attr: str | None, constraint: str | None
+                   ) -> dict[int, TrialValue]:
     """Each trial's value from the store's rows of earlier sessions (a resumed experiment)."""
     by_trial: dict[int, list[Mapping[str, Any]]] = {}
     for row in rows:
         by_trial.setdefault(int(row["trial_id"]), []).append(row)
     out = {}
     for trial_id, trial_rows in by_trial.items():
-        best = best_report(trial_rows, metric, mode, resource_attr)
+        best = best_report(trial_rows, metric, mode, resource_attr, constraint)
         if best is not None:
             out[trial_id] = best
     return out

@@ -4,7 +4,9 @@ The one definition every view uses (the CLI's run, list and show, the store's an
 Prefect artifacts, MLflow's child runs and the live status view), so that they all name the
 same best trial with the same value. The step of a report is its resource level (the
 scheduler's `resource_attr`, e.g. the epoch) where it reports one, else its 1-based position
-among the trial's reports. Ties go to the earlier report, as in the tuner.
+among the trial's reports. Ties go to the earlier report, as in the tuner. In an experiment
+with a constraint (a method's `constraint_attr`: feasible where it is <= 0), only feasible
+reports count (`is_feasible`): the best trial is the best feasible one.
 """
 
 from __future__ import annotations
@@ -52,13 +54,24 @@ def report_step(metrics: Mapping[str, Any], index: int, resource_attr: str | Non
     return index
 
 
+def is_feasible(metrics: Mapping[str, Any], constraint: str | None) -> bool:
+    """Whether a report may be the best: always without a constraint, else where it reports
+    the constraint as a number <= 0."""
+    if constraint is None:
+        return True
+    value = metric_value(metrics, constraint)
+    return value is not None and value <= 0.0
+
+
 def best_report(reports: Iterable[Mapping[str, Any]], metric: str, mode: str,
-                resource_attr: str | None = None) -> TrialValue | None:
-    """The best of one trial's reports (in the order they came), None if none has `metric`."""
+                resource_attr: str | None = None, constraint: str | None = None
+                ) -> TrialValue | None:
+    """The best of one trial's reports (in the order they came), None if none has `metric`
+    (and, with a `constraint`, is feasible)."""
     best: TrialValue | None = None
     for index, metrics in enumerate(reports, start=1):
         value = metric_value(metrics, metric)
-        if value is None:
+        if value is None or not is_feasible(metrics, constraint):
             continue
         candidate = TrialValue(value, report_step(metrics, index, resource_attr),
                                float(metrics.get("time", 0.0) or 0.0))

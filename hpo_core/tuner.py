@@ -31,6 +31,7 @@ from hpo_core.trial import (
     TrialResult,
     TrialStatus,
 )
+from hpo_core.trial_value import is_feasible
 
 if TYPE_CHECKING:
     from hpo_core.store.store import ExperimentStore
@@ -153,6 +154,7 @@ class Tuner:
         self._reported_upto: dict[int, float] = {}
         self._metric = scheduler.metric
         self._sign = 1.0 if scheduler.mode == "min" else -1.0
+        self._constraint = scheduler.constraint  # only feasible reports can be the best
         self._missing_metrics = set(scheduler.metrics)  # not in any report yet
         #: a constraint or cost the scheduler reads that no report carried yet -> its option
         self._missing_side = scheduler.side_metrics()
@@ -232,6 +234,7 @@ class Tuner:
             "metric": self.scheduler.metrics if len(self.scheduler.metrics) > 1 else self._metric,
             "mode": self.scheduler.modes if len(self.scheduler.modes) > 1 else self.scheduler.mode,
             "resource_attr": self.scheduler.resource_attr,
+            "constraint": self._constraint,
             "time": self.now(),
             "time_offset": self._time_offset,
             "n_workers": self.n_workers,
@@ -478,7 +481,7 @@ class Tuner:
         trial.last_result = metrics
         trial.num_results += 1
         self.status.num_results += 1
-        if value is not None:
+        if value is not None and is_feasible(metrics, self._constraint):
             objective = self._sign * float(value)
             previous = self._trial_best.get(trial.trial_id, math.inf)
             self._trial_best[trial.trial_id] = min(previous, objective)

@@ -131,6 +131,13 @@ class Scheduler(ABC):
         searcher = getattr(self, "searcher", None)
         return searcher.side_metrics() if isinstance(searcher, Searcher) else {}
 
+    @property
+    def constraint(self) -> str | None:
+        """The reported metric that must be <= 0 for a report to be feasible (its
+        `constraint_attr`), if it has one: only feasible reports can be the best."""
+        return next((name for name, option in self.side_metrics().items()
+                     if option == "constraint_attr"), None)
+
     def on_trial_add(self, trial: Trial) -> None:
         """A trial from `suggest()` was started by the backend."""
 

@@ -35,6 +35,9 @@ class Experiment:
         mode = self.spec.get("mode", "min")
         self.metrics: list[str] = [metric] if isinstance(metric, str) else list(metric or [])
         self.modes: list[str] = [mode] * len(self.metrics) if isinstance(mode, str) else list(mode)
+        #: a metric that must be <= 0 for a report to be feasible (the method's
+        #: `constraint_attr`): only feasible reports can be the best, or on the Pareto front
+        self.constraint: str | None = self.state.get("constraint")
 
     @property
     def metric(self) -> str:
@@ -66,13 +69,25 @@ class Experiment:
                 if v.get("status") == "failed"}
 
     def _valid(self, metric: str | None = None) -> pd.DataFrame:
-        """Reports with a finite value of the metric, from trials that did not fail."""
+        """Reports with a finite value of the metric, from trials that did not fail (and
+        feasible, with a constraint)."""
         metric = metric or self.metric
         if self.results.empty or metric not in self.results.columns:
             return self.results.iloc[0:0]
         values = pd.to_numeric(self.results[metric], errors="coerce")
         failed = self.results["trial_id"].isin(list(self.failed_trial_ids()))
-        return self.results[np.isfinite(values) & ~failed.to_numpy()]
+        return self.results[np.isfinite(values) & ~failed.to_numpy() & self._feasible()]
+
+    def _feasible(self) -> np.ndarray:
+        """Which reports are feasible (`hpo_core.trial_value.is_feasible`): all of them
+        without a constraint."""
+        if self.constraint is None:
+            return np.ones(len(self.results), dtype=bool)
+        if self.constraint not in self.results.columns:
+            return np.zeros(len(self.results), dtype=bool)
+        values = pd.to_numeric(self.results[self.constraint], errors="coerce").to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            return values <= 0.0  # NaN (not reported): not feasible
 
     @property
     def resource_attr(self) -> str | None:
@@ -100,7 +115,7 @@ class Experiment:
         for trial_id in sorted(by_trial):
             if trial_id in failed:
                 continue
-            best = best_report(by_trial[trial_id], metric, mode, resource_attr)
+            best = best_report(by_trial[trial_id], metric, mode, resource_attr, self.constraint)
             if best is not None:
                 values[trial_id] = best
         return values
@@ -226,13 +241,14 @@ class Experiment:
     def pareto_front(self, metrics: Sequence[str] | None = None,
                      modes: Sequence[str] | None = None) -> pd.DataFrame:
         """Non-dominated reports for several metrics (defaults: the experiment's metrics), of
-        trials that did not fail (a failed one is never best), best first in the first."""
+        trials that did not fail (a failed one is never best), best first in the first; with
+        a constraint, of the feasible reports."""
         metrics = list(metrics or self.metrics)
         modes = list(modes or self.modes)
         if self.results.empty or any(m not in self.results.columns for m in metrics):
             return self.results.iloc[0:0]
         failed = self.results["trial_id"].isin(list(self.failed_trial_ids()))
-        frame = self.results[~failed.to_numpy()].dropna(subset=metrics)
+        frame = self.results[~failed.to_numpy() & self._feasible()].dropna(subset=metrics)
         values = frame[metrics].to_numpy(dtype=float)
         signs = np.array([1.0 if m == "min" else -1.0 for m in modes])
         mask = pareto_mask(values * signs)

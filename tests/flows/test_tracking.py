@@ -441,3 +441,18 @@ def test_a_resumed_simulated_experiment_keeps_child_runs_for_its_best_trials_onl
     children = children_by_trial(MlflowClient(uri), tracker.experiment_id,
                                  tracker.parent_run_id)
     assert sorted(children) == sorted(best) and first - set(best)  # some were displaced
+
+
+def test_a_trials_best_for_mlflow_is_its_best_feasible_report() -> None:
+    """With a constraint (feasible where <= 0) a report that violates it is never a trial's
+    best: the child run's `best_<metric>` and the runs chosen for a simulated experiment."""
+    from flows.tracking import _restored_best
+
+    rows = [{"trial_id": 0, "epoch": 1, "loss": 0.2, "c": 0.1},
+            {"trial_id": 0, "epoch": 2, "loss": 0.4, "c": -0.1},
+            {"trial_id": 1, "epoch": 1, "loss": 0.1, "c": 0.5}]
+    assert {t: (v.value, v.step) for t, v in
+            _restored_best(rows, "loss", "min", "epoch", "c").items()} == {0: (0.4, 2)}
+    assert {t: (v.value, v.step) for t, v in
+            _restored_best(rows, "loss", "min", "epoch", None).items()} == {0: (0.2, 1),
+                                                                          1: (0.1, 1)}

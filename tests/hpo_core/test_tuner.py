@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import io
 import json
 import math
 import threading
@@ -24,6 +25,7 @@ from hpo_core.trial import (
     TrialStatus,
     TrialSuggestion,
 )
+from hpo_core.trial_value import format_value
 from hpo_core.tuner import TooManyFailuresError, Tuner, TunerCallback
 
 SPACE = {"x": {"type": "uniform", "lower": 0.0, "upper": 1.0}}
@@ -607,3 +609,45 @@ def test_a_simulation_writes_its_snapshots_itself_a_wall_clock_run_in_the_backgr
           store=ExperimentStore(tmp_path, "where"), checkpoint_interval=0.0).run()
     assert threads
     assert (threads == {threading.current_thread()}) is (clock is ClockKind.SIMULATED)
+
+
+class FeasibleAboveBackend(CurveBackend):
+    """Reports `constraint` = 0.35 - x with every report: the loss's optimum (x = 0.3) is
+    infeasible, the best feasible configs are just above x = 0.35."""
+
+    def poll(self):
+        events = super().poll()
+        for event in events:
+            if event.kind == EventKind.RESULT:
+                event.metrics["constraint"] = 0.35 - self.configs[event.trial_id]["x"]
+        return events
+
+
+def test_the_best_trial_of_a_constrained_experiment_is_its_best_feasible_one_in_every_view(
+        tmp_path):
+    """Before, the tuner, the store's views and the live status named the best loss, though
+    its trial violated the constraint the method searched under."""
+    from flows.status import StatusView
+
+    scheduler = build_scheduler("cbo", SPACE, "loss", "min", seed=0)  # constraint_attr
+    stream = io.StringIO()
+    tuner = Tuner(scheduler, FeasibleAboveBackend(epochs=2),
+                  StoppingCriterion(max_trials_completed=14), n_workers=2,
+                  store=ExperimentStore(tmp_path, "constrained"),
+                  callbacks=[StatusView(stream=stream)])
+    result = tuner.run()
+    experiment = load_experiment(tmp_path / "constrained")
+    rows = experiment.results
+    feasible, infeasible = rows[rows["constraint"] <= 0], rows[rows["constraint"] > 0]
+    assert infeasible["loss"].min() < feasible["loss"].min(), "no infeasible trial was better"
+    best = feasible.loc[feasible["loss"].idxmin()]
+    assert (result.best_trial_id, result.best_value) == (best["trial_id"], best["loss"])
+    assert (experiment.best_trial_id(), experiment.best_value()) == (best["trial_id"],
+                                                                     best["loss"])
+    assert experiment.trajectory()["best"].min() == best["loss"]
+    assert experiment.best_row()["constraint"] <= 0
+    values = experiment.trials().set_index("trial_id")["loss"]
+    assert values[infeasible["trial_id"].unique()].isna().all()  # x < 0.35: never feasible
+    final = stream.getvalue().split("== Status (final) ==")[1].splitlines()
+    assert final[2].startswith(f"best loss (min): {format_value(best['loss'])} "
+                               f"(trial {best['trial_id']},")

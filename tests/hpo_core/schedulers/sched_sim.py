@@ -56,7 +56,8 @@ def last_epoch(trial_id: int, max_t: int) -> int:
 
 class QuadraticBackend(TrialBackend):
     """A simulated backend: one event per epoch, ordered by a simulated clock. Each report
-    also carries `constraint` (the default `constraint_attr` of `cbo`: <= 0 is feasible)."""
+    also carries `constraint` (the default `constraint_attr` of `cbo`: <= 0 is feasible),
+    the first metric less 1: feasible where it is below 1 (about half the reports)."""
 
     clock_kind = ClockKind.SIMULATED
 
@@ -113,7 +114,7 @@ class QuadraticBackend(TrialBackend):
         values = losses(self.space, self._trials[tid].config, epoch)
         metrics: dict[str, Any] = {"epoch": epoch}
         metrics.update({m: self.sign * v for m, v in zip(self.metrics, values, strict=False)})
-        metrics["constraint"] = float(values[0]) - 0.5
+        metrics["constraint"] = float(values[0]) - 1.0
         events = [TrialEvent(EventKind.RESULT, tid, self.t, metrics=metrics)]
         if epoch >= limit:
             events.append(TrialEvent(EventKind.COMPLETED, tid, self.t))
