@@ -9,11 +9,14 @@ own store (`<results_root>/<name>-<method>-t<task>-s<seed>/`), so every run can 
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +27,11 @@ from hpo_core.comparison import Comparison, Run, analyse, format_table, markdown
 from hpo_core.registry import METHODS
 from hpo_core.spec import ExperimentSpec, SpecError
 from hpo_core.store.files import validate_name
+
+#: seconds between a worker's checks that its parent (`tunesmith compare`) is alive
+PARENT_CHECK_INTERVAL = 0.5
+_run_active = threading.Event()  # a worker runs `run_one`
+_parent_gone = threading.Event()  # a worker's parent died
 
 DEFAULT_BLACKBOX = "yahpo-lcbench"
 #: the tasks a comparison on these blackboxes runs when none are given (other blackboxes: their
@@ -118,12 +126,16 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     logging.disable(logging.WARNING)
     experiment = ExperimentSpec.from_dict(spec)
-    tuner = build_tuner(experiment)
     # a Ctrl-C interrupts the run (its state is saved); an idle worker ignores it
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    _run_active.set()
     try:
+        if _parent_gone.is_set():  # its Ctrl-C came before the handler above
+            raise KeyboardInterrupt
+        tuner = build_tuner(experiment)
         result = tuner.run()
     finally:
+        _run_active.clear()
         signal.signal(signal.SIGINT, previous)
     assert tuner.store is not None  # build_tuner opens the experiment's store
     trajectory = load_experiment(tuner.store.path).trajectory()
@@ -139,12 +151,29 @@ def process_pool(processes: int) -> ProcessPoolExecutor:
     """Worker processes for runs (spawned: safe beside the threads of Prefect and MLflow)."""
     return ProcessPoolExecutor(max_workers=max(1, processes),
                                mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_ignore_sigint)
+                               initializer=_worker_init, initargs=(os.getpid(),))
 
 
-def _ignore_sigint() -> None:
-    """A worker between runs ignores Ctrl-C (its parent ends the pool); `run_one` takes it."""
+def _worker_init(parent: int) -> None:
+    """A worker between runs ignores Ctrl-C (its parent ends the pool); `run_one` takes it.
+    It ends with its parent (`_end_with_parent`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_end_with_parent, args=(parent,), name="end-with-parent",
+                     daemon=True).start()
+
+
+def _end_with_parent(parent: int) -> None:
+    """Once the parent is gone (a SIGKILL of `tunesmith compare`), the worker's run is
+    interrupted as by one Ctrl-C (it saves its state: the same comparison resumes it) and the
+    worker exits, instead of running its run to the end and then waiting for work forever.
+    (A parent-death signal would come once per thread of the dead parent: several Ctrl-Cs.)"""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_INTERVAL)
+    _parent_gone.set()
+    _thread.interrupt_main(signal.SIGINT)  # an idle worker ignores it
+    while _run_active.is_set():
+        time.sleep(PARENT_CHECK_INTERVAL)
+    os._exit(0)
 
 
 def run_all(plan: ComparisonPlan, processes: int,

@@ -220,3 +220,45 @@ def test_ctrl_c_to_compare_alone_interrupts_its_runs_and_says_how_to_go_on(tmp_p
     for folder in tmp_path.glob("c-*"):
         if (folder / "spec.json").exists():  # a run: it knows it was interrupted
             assert load_experiment(folder).last_exit == ("KeyboardInterrupt", False), folder
+
+
+def test_a_sigkill_of_compare_ends_its_workers_runs_which_can_resume(tmp_path) -> None:
+    """The workers of a SIGKILLed `tunesmith compare` are interrupted as by a Ctrl-C (their
+    runs save their state) and end (before: they ran their runs on to the end)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from hpo_core.store import load_experiment
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "compare", "--blackbox", "lcbench", "--methods",
+         "asha,random", "--seeds", "1", "--max-time", "40000000", "--no-flow", "--processes",
+         "2", "--results-root", str(tmp_path), "--name", "k"],
+        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    workers: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(tmp_path.glob("k-*/state.json"))) < 2:  # both runs are going
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) >= 2
+        proc.kill()
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, [w.cmdline() for w in alive]
+    finally:
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()
+    runs = [f for f in tmp_path.glob("k-*") if (f / "spec.json").exists()]
+    assert len(runs) == 2
+    for folder in runs:  # interrupted as by a Ctrl-C: the run knows it, and can resume
+        assert load_experiment(folder).last_exit == ("KeyboardInterrupt", False), folder
