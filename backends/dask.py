@@ -50,7 +50,7 @@ from backends.checkpoint_url import check_url
 from backends.local import _command
 from backends.objectives import ObjectiveError, is_function_entry, objective_from
 from backends.process_trials import DRAIN_WAIT_SECONDS, _non_negative, _positive_or_none
-from hpo_core.backend import BackendLostError, TrialBackend, TrialContext
+from hpo_core.backend import BackendLostError, TrialBackend, TrialContext, poll_interval_seconds
 from hpo_core.report import ACK_PATIENCE
 from hpo_core.secrets import is_reference, resolver_modules
 from hpo_core.trial import EventKind, Trial, TrialEvent
@@ -150,7 +150,7 @@ class DaskBackend(TrialBackend):
             raise ValueError(f"backend_options.env: must be a mapping of names to values, got {env!r}")
         self.gpus_per_trial = gpus_per_trial
         self.on_worker_death = on_worker_death
-        self.poll_interval = _non_negative(poll_interval, "poll_interval")
+        self.poll_interval = poll_interval_seconds(poll_interval)
         self.options: dict[str, Any] = {
             "entry_point": _portable_entry_point(entry_point),
             "metric": metric,

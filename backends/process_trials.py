@@ -39,7 +39,7 @@ from typing import Any, Generic, TypeVar
 from backends import processes
 from backends.checkpoints import settled_copy
 from backends.gpus import GpuRotation, detect_gpus
-from hpo_core.backend import TrialBackend, TrialContext
+from hpo_core.backend import TrialBackend, TrialContext, poll_interval_seconds
 from hpo_core.report import DISTRIBUTED_ENV
 from hpo_core.secrets import is_reference, known_values, mask_text, resolve
 from hpo_core.trial import EventKind, Trial, TrialEvent
@@ -99,7 +99,7 @@ class ProcessTrialBackend(TrialBackend, Generic[RunT]):
             raise ValueError(f"backend_options.python: no such executable: {python!r}")
         self.python = python or sys.executable
         self.timeout = _positive_or_none(timeout, "timeout")
-        self.poll_interval = _non_negative(poll_interval, "poll_interval")
+        self.poll_interval = poll_interval_seconds(poll_interval)
         if env is not None and not isinstance(env, Mapping):
             raise ValueError(f"backend_options.env: must be a mapping of names to values, got {env!r}")
         self.env = {str(k): v if is_reference(v) else str(v) for k, v in (env or {}).items()}

@@ -25,6 +25,7 @@ backend differs; nothing is probed at run time:
 from __future__ import annotations
 
 import enum
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -37,6 +38,16 @@ from hpo_core.trial import Trial, TrialEvent
 
 #: the trial folder's checkpoint subfolder (created only once a checkpoint exists)
 CHECKPOINT_FOLDER = "checkpoint"
+
+
+def poll_interval_seconds(value: Any) -> float:
+    """A backend's `poll_interval`: a finite number of seconds > 0 (0 would make the tuner's
+    loop spin on empty polls, a whole core busy); else ValueError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not 0 < value < math.inf:
+        raise ValueError(f"backend_options.poll_interval: must be a number of seconds > 0 "
+                         f"(0 would keep a core busy polling), got {value!r}")
+    return float(value)
 
 
 class ClockKind(enum.Enum):

@@ -26,7 +26,7 @@ from backends.sagemaker.costs import Pricing
 from backends.sagemaker.follower import JobFollower, JobLaunch
 from backends.sagemaker.jobs import JobSettings, new_token, resolve_secrets
 from backends.sagemaker.logs import LOG_GROUP, LogReader
-from hpo_core.backend import TrialBackend
+from hpo_core.backend import TrialBackend, poll_interval_seconds
 from hpo_core.secrets import is_reference, mask_values, remember
 from hpo_core.trial import Trial, TrialEvent
 
@@ -120,7 +120,7 @@ class SageMakerBackend(TrialBackend):
             _mapping(value, name, references=name == "environment") for name, value in (
                 ("hyperparameters", hyperparameters), ("environment", environment),
                 ("inputs", inputs), ("tags", tags)))
-        poll_interval, close_timeout = (_seconds(poll_interval, "poll_interval"),
+        poll_interval, close_timeout = (poll_interval_seconds(poll_interval),
                                         _seconds(close_timeout, "close_timeout"))
         if price_per_hour is not None:
             price_per_hour = _seconds(price_per_hour, "price_per_hour")  # a number >= 0 too

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -123,6 +125,21 @@ def test_a_flag_option_takes_nothing_but_true_or_false(tmp_path, option, value):
                                         rf"false, got {value!r}$"):
         build_backend(spec(backend="local", config_space={"x": 1},
                            backend_options={"entry_point": entry, option: value}))
+
+
+@pytest.mark.parametrize("backend", ["local", "dask"])
+@pytest.mark.parametrize("value", [0, -0.1, float("nan"), float("inf"), "1", True])
+def test_a_poll_interval_must_be_a_positive_number_of_seconds(tmp_path, backend, value):
+    """0 made the tuner's loop spin on empty polls (a core busy for the whole experiment)."""
+    script = tmp_path / "train.py"
+    script.write_text("def objective(config):\n    return {'loss': config['x']}\n")
+    options = {"entry_point": f"{script}:objective", "poll_interval": value}
+    if backend == "dask":
+        options["address"] = "tcp://127.0.0.1:9"  # checked before it is reached
+    with pytest.raises(ValueError, match=r"^backend_options.poll_interval: must be a number of "
+                                         r"seconds > 0 \(0 would keep a core busy polling\), "
+                                         rf"got {re.escape(repr(value))}$"):
+        build_backend(spec(backend=backend, config_space={"x": 1}, backend_options=options))
 
 
 @pytest.mark.parametrize("scheduler, options", [

@@ -151,7 +151,9 @@ def test_warm_pool_and_option_errors_name_the_field(aws):
 @pytest.mark.parametrize("options, message", [
     ({"price_per_hour": "abc"}, "price_per_hour: must be a number >= 0, got 'abc'"),
     ({"price_per_hour": -1}, "price_per_hour: must be a number >= 0, got -1"),
-    ({"poll_interval": "abc"}, "poll_interval: must be a number >= 0"),
+    ({"poll_interval": "abc"}, "poll_interval: must be a number of seconds > 0"),
+    ({"poll_interval": 0}, "poll_interval: must be a number of seconds > 0 "
+                           "(0 would keep a core busy polling), got 0"),
     ({"close_timeout": -5}, "close_timeout: must be a number >= 0"),
     ({"s3_prefix": 5}, "s3_prefix: must be a key prefix"),
     ({"inputs": ["s3://b/x"]}, "inputs: must be a mapping of names to values, got list"),

@@ -226,7 +226,6 @@ def test_a_sigkill_of_compare_ends_its_workers_runs_which_can_resume(tmp_path) -
     """The workers of a SIGKILLed `tunesmith compare` are interrupted as by a Ctrl-C (their
     runs save their state) and end (before: they ran their runs on to the end)."""
     import os
-    import signal
     import subprocess
     import sys
     import time
