@@ -32,7 +32,7 @@ from prefect.artifacts import (
 from hpo_core.secrets import one_line, redact, spec_secret_names
 from hpo_core.store import CONFIG_PREFIX, Experiment
 from hpo_core.trial import Trial, counts_text, trial_counts
-from hpo_core.trial_value import format_value
+from hpo_core.trial_value import format_value, no_best, sentence
 from hpo_core.tuner import Tuner, TunerCallback
 
 logger = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def publish_leaderboard(name: str, experiment: Experiment, top: int = 10) -> UUI
     """A table artifact (key `<experiment>-leaderboard`) of the top configs."""
     rows = leaderboard(experiment, top)
     artifact_id = create_table_artifact(
-        rows or [{"trial_id": None, "note": "no trial reported the metric"}],
+        rows or [{"trial_id": None, "note": no_best(experiment.metric, experiment.constraint)}],
         key=artifact_key(name, "leaderboard"),
         description=f"Top {len(rows)} configs of {name} by {experiment.metric} "
                     f"({experiment.mode})",
@@ -203,7 +203,7 @@ def summary_markdown(name: str, experiment: Experiment, outcome: Mapping[str, An
     lines = [f"# Experiment `{name}`", ""]
     best = outcome.get("best_config")
     if best is None:
-        lines += ["**No trial reported the metric.**", ""]
+        lines += [f"**{sentence(no_best(metric, experiment.constraint))}.**", ""]
     else:
         lines += [
             f"**Best {metric}** ({mode}): `{format_value(outcome.get('best_value'))}` "

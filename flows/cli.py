@@ -35,7 +35,7 @@ from hpo_core.store import (
     validate_name,
 )
 from hpo_core.trial import counts_text, status_text, trial_counts
-from hpo_core.trial_value import format_value
+from hpo_core.trial_value import format_value, no_best
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,7 +62,7 @@ def _print_summary(spec: ExperimentSpec, extra: dict[str, Any] | None = None) ->
     print(f"experiment   {spec.name}  ({spec.scheduler} on the {spec.backend} backend)")
     print(_counts(experiment, trials, ended=True))  # this process ran it, and is done
     if best_id is None:
-        print(f"best         none: no trial reported {experiment.metric}")
+        print(f"best         none: {no_best(experiment.metric, experiment.constraint)}")
     else:
         row = trials.set_index("trial_id").loc[best_id]
         print(f"best {experiment.metric} ({experiment.mode}): "

@@ -40,6 +40,7 @@ from hpo_core.trial_value import (
     format_value,
     is_feasible,
     metric_value,
+    no_best,
     report_step,
 )
 from hpo_core.tuner import Tuner, TunerCallback
@@ -241,11 +242,12 @@ class StatusView(TrialValues):
                                                       strict=True))
             lines.append(Text(f"Pareto front of {objectives}: " + (
                 f"{len(front)} reports of {len({r[0] for r in front})} trials"
-                if front else "none reported yet")))
+                if front else "none yet: " + no_best("them all", scheduler.constraint))))
             return Group(*lines, self._front_table(tuner, front, final))
         best_id = self._best_trial()
         if best_id is None:
-            lines.append(Text(f"best {scheduler.metric} ({scheduler.mode}): none reported yet"))
+            lines.append(Text(f"best {scheduler.metric} ({scheduler.mode}): none yet: "
+                              + no_best(scheduler.metric, scheduler.constraint)))
         else:
             best = self.values[best_id]
             lines.append(Text(f"best {scheduler.metric} ({scheduler.mode}): "

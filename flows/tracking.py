@@ -90,7 +90,9 @@ from hpo_core.trial_value import (
     format_value,
     is_feasible,
     metric_value,
+    no_best,
     report_step,
+    sentence,
 )
 from hpo_core.tuner import Tuner, TunerCallback
 
@@ -455,7 +457,7 @@ class MlflowTracker(TunerCallback):
                  f"backend, {metric} ({mode}).", ""]
         best = self._best.get(result.best_trial_id) if result.best_trial_id is not None else None
         if result.best_config is None or result.best_value is None:
-            lines += [f"No trial reported {metric}.", ""]
+            lines += [f"{sentence(no_best(metric, self._constraint))}.", ""]
         else:
             step = f", {self._resource_attr or 'report'} {format_value(best.step)}" if best else ""
             lines += [f"Best {metric}: **{format_value(result.best_value)}**, "
@@ -486,7 +488,8 @@ class MlflowTracker(TunerCallback):
         rows = _front_rows(tuner, metrics, modes)
         objectives = ", ".join(f"{m} ({mode})" for m, mode in zip(metrics, modes, strict=True))
         if not rows:
-            return [f"Pareto front of {objectives}: no trial reported them all.", ""]
+            return [f"Pareto front of {objectives}: "
+                    f"{no_best('them all', tuner.scheduler.constraint)}.", ""]
         step = self._resource_attr or "epoch"  # what counts a trial's progress (as the tuner)
         trials = len({row["trial_id"] for row in rows})
         lines = [f"Pareto front of {objectives}: {len(rows)} reports of {trials} trials"

@@ -63,6 +63,18 @@ def is_feasible(metrics: Mapping[str, Any], constraint: str | None) -> bool:
     return value is not None and value <= 0.0
 
 
+def no_best(metric: str, constraint: str | None) -> str:
+    """Why there is no best yet: `no trial reported <metric>`, with a constraint `... with
+    <constraint> <= 0` (every report broke it, or none carried it)."""
+    text = f"no trial reported {metric}"
+    return text if constraint is None else f"{text} with {constraint} <= 0"
+
+
+def sentence(text: str) -> str:
+    """`text` with its first letter capitalized (and nothing else changed)."""
+    return text[:1].upper() + text[1:]
+
+
 def best_report(reports: Iterable[Mapping[str, Any]], metric: str, mode: str,
                 resource_attr: str | None = None, constraint: str | None = None
                 ) -> TrialValue | None:

@@ -295,3 +295,19 @@ def test_python_dash_m_tunesmith_is_the_console_script(tmp_path):
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"no experiments under {root}"
+
+
+def test_when_no_report_meets_the_constraint_the_views_say_so(tmp_path, capsys):
+    """cbo under a constraint no report meets (a loss is never <= 0): no best, and why."""
+    spec = tmp_path / "cbo.json"
+    spec.write_text(json.dumps({
+        "name": "never-feasible", "metric": "Train/val_cross_entropy", "scheduler": "cbo",
+        "scheduler_options": {"constraint_attr": "Train/loss"},
+        "backend_options": {"blackbox": "lcbench", "task": "blood-transfusion-service-center",
+                            "max_fidelity": 3},
+        "stop": {"max_trials_completed": 6}, "n_workers": 2, "results_root": str(tmp_path)}))
+    assert main(["run", "--no-flow", str(spec)]) == 0
+    out = capsys.readouterr().out
+    reason = "no trial reported Train/val_cross_entropy with Train/loss <= 0"
+    assert f"best Train/val_cross_entropy (min): none yet: {reason}" in out  # the status view
+    assert f"best         none: {reason}" in out  # the summary

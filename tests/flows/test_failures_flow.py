@@ -111,4 +111,4 @@ def test_every_trial_failed_without_a_report(tmp_path: Path, monkeypatch, prefec
     (run,) = flow_runs("all-failed")
     assert run.state.is_failed() and run.run_count == 1
     text = summary("all-failed")
-    assert "No trial reported the metric" in text and "2 failed" in text
+    assert "No trial reported loss." in text and "2 failed" in text
