@@ -3,8 +3,8 @@
 `StatusView` is a tuner callback in the spirit of Ray Tune's "== Status ==" block: trials
 running / paused / completed / stopped early / failed, the best so far, and a table of the
 top trials with their configs and values; with several objectives, the Pareto front of the
-reports so far and a table of its reports (as `tunesmith show` lists them). On a terminal it is redrawn in place (rich's `Live`);
-elsewhere (logs, CI, a Prefect worker) the same block is printed as plain text every `interval`
+reports so far and a table of its reports (as `tunesmith show` lists them). On a terminal it
+is redrawn in place (rich's `Live`); elsewhere (logs, CI, a Prefect worker) the same block is printed as plain text every `interval`
 wall seconds and at the end. `TrialLogLines` logs one line per trial segment that ends:
 "trial 3 stopped at epoch 9: val_loss=0.114 (best 0.101 at epoch 6)".
 
@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, TextIO
+from collections.abc import Mapping
+from typing import Any, NamedTuple, TextIO
 
 from rich import box
 from rich.console import Console, Group
@@ -53,6 +54,16 @@ ENDINGS = {
 }
 
 
+class _FrontEntry(NamedTuple):
+    """A report with every objective: its trial, its step, the values as reported and as
+    values to minimize."""
+
+    trial_id: int
+    step: Any
+    values: tuple[float, ...]
+    minimized: tuple[float, ...]
+
+
 class TrialValues(TunerCallback):
     """Keeps each trial's value (its best report) and its last step as reports come in."""
 
@@ -61,19 +72,28 @@ class TrialValues(TunerCallback):
         self.values: dict[int, TrialValue] = {}
         self.last_step: dict[int, Any] = {}
         self.last_value: dict[int, float | None] = {}
-        #: with several objectives: each report that has them all (trial, step, values as
-        #: reported, values to minimize), for the Pareto front
-        self.reports: list[tuple[int, Any, tuple[float, ...], list[float]]] = []
         self.last_values: dict[int, tuple[float | None, ...]] = {}
+        #: with several objectives, reports with them all (`_FrontEntry`): those on the Pareto
+        #: front when it was last asked for, and those that came since
+        self._front: list[_FrontEntry] = []
+        self._new: list[_FrontEntry] = []
 
     def on_tuning_start(self, tuner: Tuner) -> None:
         self.tuner = tuner
-        if tuner.store is not None:  # a resumed experiment: the earlier sessions' reports
-            counts: dict[int, int] = {}
-            for row in tuner.store.rows():
-                trial_id = int(row["trial_id"])
-                counts[trial_id] = counts.get(trial_id, 0) + 1
-                self._add(trial_id, row, counts[trial_id], float(row.get("time", 0.0)))
+        for trial_id, row, index in self._stored_reports():  # a resumed experiment's
+            self._add(trial_id, row, index, float(row.get("time", 0.0)))
+
+    def _stored_reports(self) -> list[tuple[int, Mapping[str, Any], int]]:
+        """The store's rows (trial, report, its place in the trial's reports)."""
+        if self.tuner is None or self.tuner.store is None:
+            return []
+        counts: dict[int, int] = {}
+        out: list[tuple[int, Mapping[str, Any], int]] = []
+        for row in self.tuner.store.rows():
+            trial_id = int(row["trial_id"])
+            counts[trial_id] = counts.get(trial_id, 0) + 1
+            out.append((trial_id, row, counts[trial_id]))
+        return out
 
     def on_trial_result(self, trial: Trial, result: TrialResult, decision: Decision) -> None:
         self._add(trial.trial_id, result.metrics, trial.num_results, result.time)
@@ -89,29 +109,51 @@ class TrialValues(TunerCallback):
         self.last_value[trial_id] = value
         feasible = is_feasible(metrics, scheduler.constraint)  # else never the best
         if len(scheduler.metrics) > 1:
-            values = tuple(metric_value(metrics, m) for m in scheduler.metrics)
-            self.last_values[trial_id] = values
-            minimized = scheduler.objective_values(metrics)
-            if minimized is not None and feasible:  # every objective reported, and finite
-                reported = tuple(v for v in values if v is not None)
-                self.reports.append((trial_id, step, reported, minimized))
+            self.last_values[trial_id] = tuple(metric_value(metrics, m)
+                                               for m in scheduler.metrics)
+            entry = self._front_entry(trial_id, metrics, step) if feasible else None
+            if entry is not None:
+                self._new.append(entry)
         if value is not None and feasible:
             candidate = TrialValue(value, step, time_)
             if candidate.better_than(self.values.get(trial_id), scheduler.mode):
                 self.values[trial_id] = candidate
 
-    def pareto_front(self) -> list[tuple[int, Any, tuple[float, ...]]]:
-        """The non-dominated reports (trial, step, values) of the trials that did not fail,
-        best first in the first objective."""
+    def _front_entry(self, trial_id: int, metrics: Mapping[str, Any], step: Any
+                     ) -> _FrontEntry | None:
+        """The report as a candidate for the Pareto front, None if an objective is missing
+        or not finite."""
+        assert self.tuner is not None
+        scheduler = self.tuner.scheduler
+        minimized = scheduler.objective_values(metrics)
+        if minimized is None:
+            return None
+        reported = tuple(float(metrics[m]) for m in scheduler.metrics)
+        return _FrontEntry(trial_id, step, reported, tuple(minimized))
+
+    def pareto_front(self) -> list[_FrontEntry]:
+        """The non-dominated reports of the trials that did not fail (and feasible, with a
+        constraint), best first in the first objective: the front last asked for and the
+        reports since; all reports again once a trial on it failed (a report only it
+        dominated is back on the front)."""
         tuner = self.tuner
-        reports = [r for r in self.reports if tuner is None or tuner.trials.get(r[0]) is None
-                   or tuner.trials[r[0]].status != TrialStatus.FAILED]
-        if not reports:
+        if tuner is None:
             return []
-        mask = pareto_mask([r[3] for r in reports])
-        front = [r for r, keep in zip(reports, mask, strict=True) if keep]
-        front.sort(key=lambda r: r[3])
-        return [(tid, step, values) for tid, step, values, _ in front]
+        failed = {tid for tid, t in tuner.trials.items() if t.status == TrialStatus.FAILED}
+        candidates = self._front + self._new
+        if tuner.store is not None and any(e.trial_id in failed for e in self._front):
+            constraint = tuner.scheduler.constraint
+            candidates = [entry for tid, row, index in self._stored_reports()
+                          if is_feasible(row, constraint) and (entry := self._front_entry(
+                              tid, row, report_step(row, index, tuner.scheduler.resource_attr)))]
+        candidates = [e for e in candidates if e.trial_id not in failed]
+        front = []
+        if candidates:
+            mask = pareto_mask([e.minimized for e in candidates])
+            front = sorted((e for e, keep in zip(candidates, mask, strict=True) if keep),
+                           key=lambda e: e.minimized)
+        self._front, self._new = front, []
+        return front
 
     @property
     def step_name(self) -> str:
@@ -241,7 +283,7 @@ class StatusView(TrialValues):
                                    for m, mode in zip(scheduler.metrics, scheduler.modes,
                                                       strict=True))
             lines.append(Text(f"Pareto front of {objectives}: " + (
-                f"{len(front)} reports of {len({r[0] for r in front})} trials"
+                f"{len(front)} reports of {len({e.trial_id for e in front})} trials"
                 if front else "none yet: " + no_best("them all", scheduler.constraint))))
             return Group(*lines, self._front_table(tuner, front, final))
         best_id = self._best_trial()
@@ -281,10 +323,9 @@ class StatusView(TrialValues):
                              no_wrap=True, min_width=9 if header == "status" else None)
         return table, names
 
-    def _front_table(self, tuner: Tuner, front: list[tuple[int, Any, tuple[float, ...]]],
-                     final: bool) -> Table:
+    def _front_table(self, tuner: Tuner, front: list[_FrontEntry], final: bool) -> Table:
         table, names = self._new_table(tuner, tuner.scheduler.metrics)
-        for trial_id, step, values in front[: self.top]:
+        for trial_id, step, values, _ in front[: self.top]:
             trial = tuner.trials.get(trial_id)
             if trial is None:
                 continue

@@ -9,10 +9,14 @@ from pathlib import Path
 
 from flows.experiment import build_tuner
 from flows.status import StatusView, TrialLogLines
+from hpo_core.backend import ClockKind, TrialBackend
+from hpo_core.registry import build_scheduler
 from hpo_core.spec import ExperimentSpec
-from hpo_core.store import load_experiment
-from hpo_core.trial import Trial
+from hpo_core.stopping import StoppingCriterion
+from hpo_core.store import ExperimentStore, load_experiment
+from hpo_core.trial import EventKind, Trial, TrialEvent
 from hpo_core.trial_value import format_value
+from hpo_core.tuner import Tuner
 
 METRIC = "Train/val_cross_entropy"
 
@@ -141,3 +145,69 @@ def test_with_several_objectives_the_status_shows_the_pareto_front_as_show_does(
                          rf"{re.escape(METRIC)}=[0-9.e-]+, elapsed_time=[0-9.e-]+$")
     reported = [r for r in records if not r.endswith("before its first report")]
     assert len(reported) >= 25 and all(pattern.match(r) for r in reported), reported[:5]
+
+
+class ScriptedBackend(TrialBackend):
+    """Trial i reports SCRIPT[i] (a report, or "fail") one per time unit, starting at
+    0.5 * i; then it completes."""
+
+    clock_kind = ClockKind.SIMULATED
+    SCRIPT = {0: [{"a": 1.0, "b": 1.0}, "fail"], 1: [{"a": 2.0, "b": 2.0}] * 3,
+              2: [{"a": 3.0, "b": 0.5}]}
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.events: list[tuple[float, int, int]] = []  # (time, trial, report index)
+
+    def start(self, trial: Trial) -> None:
+        self.events.append((self.t + 1.0 + 0.5 * trial.trial_id, trial.trial_id, 0))
+
+    def poll(self) -> list[TrialEvent]:
+        if not self.events:
+            return []
+        self.events.sort()
+        time_, tid, index = self.events.pop(0)
+        self.t = time_
+        script = self.SCRIPT[tid]
+        if index == len(script):
+            return [TrialEvent(EventKind.COMPLETED, tid, time_)]
+        if script[index] == "fail":
+            return [TrialEvent(EventKind.FAILED, tid, time_, reason="crashed")]
+        self.events.append((time_ + 1.0, tid, index + 1))
+        return [TrialEvent(EventKind.RESULT, tid, time_, {"epoch": index + 1, **script[index]})]
+
+    def stop(self, trial_id: int) -> None:
+        self.events = [e for e in self.events if e[1] != trial_id]
+
+    def pause(self, trial_id: int) -> None:
+        self.stop(trial_id)
+
+    def resume(self, trial: Trial) -> None:
+        raise NotImplementedError
+
+    def now(self) -> float:
+        return self.t
+
+    def close(self) -> None:
+        self.events = []
+
+
+def test_the_status_front_gets_back_what_only_a_trial_that_failed_dominated(
+        tmp_path: Path) -> None:
+    """The view keeps the front, not every report; when a trial on it fails, a report only it
+    dominated is on the front again (read back from the store), as `tunesmith show` has it."""
+    scheduler = build_scheduler("mo_rea", {"x": {"type": "uniform", "lower": 0, "upper": 1}},
+                                ["a", "b"], ["min", "min"], 0)
+    stream = io.StringIO()
+    store = ExperimentStore(tmp_path, "fails")
+    Tuner(scheduler, ScriptedBackend(), StoppingCriterion(max_trials_started=3), n_workers=2,
+          store=store, callbacks=[StatusView(interval=0.0, stream=stream)]).run()
+    blocks = stream.getvalue().split("== Status")
+    assert any("Pareto front of a (min), b (min): 1 reports of 1 trials" in b for b in blocks)
+    final = blocks[-1].splitlines()
+    assert final[2] == "Pareto front of a (min), b (min): 4 reports of 2 trials"
+    assert [line.split()[:4] for line in final[4:]] == [
+        ["1", "completed", "2", "2"], ["1", "completed", "2", "2"], ["1", "completed", "2", "2"],
+        ["2", "completed", "3", "0.5"]]
+    front = load_experiment(store.path).pareto_front()
+    assert len(front) == 4 and set(front["trial_id"]) == {1, 2}
