@@ -171,8 +171,8 @@ class ExperimentStore:
         `n_workers` (a replay starts trials as this session did), and the snapshot writer.
         `background`: snapshots are written by the writer thread; else by the caller's thread,
         when it takes them (a simulation: its loop never waits for a trial, and a writer
-        thread would only contend with it for the interpreter lock, which costs more than the
-        writing does); the journal is synced by the writer thread either way."""
+        thread would only contend with it for the interpreter lock, which costs as much as
+        the writing or more); the journal is synced by the writer thread either way."""
         self.create()
         segments = self._journal.segments()
         self._journal.open(max([self._base_segment - 1, *segments]) + 1)
