@@ -5,11 +5,17 @@ finite space ends with a reason the comparison shows."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from uuid import UUID
 
 import pandas as pd
+import psutil
 import pytest
 
 from backends.blackbox import blackbox_from_dataframe
@@ -181,31 +187,41 @@ def test_the_compare_deployment_names_the_flow_with_valid_parameters() -> None:
     compare.validate_parameters(deployment["parameters"])
 
 
-def test_ctrl_c_to_compare_alone_interrupts_its_runs_and_says_how_to_go_on(tmp_path) -> None:
-    """SIGINT to the `tunesmith compare` process only (its worker processes do not get it):
-    the runs are interrupted (not waited for), they save their state, one line, exit 130."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import psutil
-
-    from hpo_core.store import load_experiment
-
+def _start_two_long_runs(root: Path, name: str) -> subprocess.Popen[str]:
+    """`tunesmith compare` of two long simulated runs in two worker processes (no flow), once
+    both runs are going."""
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "compare", "--blackbox", "lcbench", "--methods",
          "asha,random", "--seeds", "1", "--max-time", "40000000", "--no-flow", "--processes",
-         "2", "--results-root", str(tmp_path), "--name", "c"],
+         "2", "--results-root", str(root), "--name", name],
         cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while len(list(root.glob(f"{name}-*/state.json"))) < 2:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(proc.communicate())
+        time.sleep(0.2)
+    return proc
+
+
+def _assert_runs_interrupted(root: Path, name: str) -> None:
+    """Both runs know they were interrupted (as by a Ctrl-C), so the same comparison resumes
+    them."""
+    from hpo_core.store import load_experiment
+
+    runs = [f for f in root.glob(f"{name}-*") if (f / "spec.json").exists()]
+    assert len(runs) == 2
+    for folder in runs:
+        assert load_experiment(folder).last_exit == ("KeyboardInterrupt", False), folder
+
+
+def test_ctrl_c_to_compare_alone_interrupts_its_runs_and_says_how_to_go_on(tmp_path) -> None:
+    """SIGINT to the `tunesmith compare` process only (its worker processes do not get it):
+    the runs are interrupted (not waited for), they save their state, one line, exit 130."""
+    proc = _start_two_long_runs(tmp_path, "c")
     try:
-        deadline = time.monotonic() + 90
-        while len(list(tmp_path.glob("c-*/state.json"))) < 2:  # both runs are going
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
         workers = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -217,47 +233,23 @@ def test_ctrl_c_to_compare_alone_interrupts_its_runs_and_says_how_to_go_on(tmp_p
                                                    "their state"), err
     assert "Traceback" not in err
     assert not psutil.wait_procs(workers, timeout=10)[1]  # no worker left
-    for folder in tmp_path.glob("c-*"):
-        if (folder / "spec.json").exists():  # a run: it knows it was interrupted
-            assert load_experiment(folder).last_exit == ("KeyboardInterrupt", False), folder
+    _assert_runs_interrupted(tmp_path, "c")
 
 
 def test_a_sigkill_of_compare_ends_its_workers_runs_which_can_resume(tmp_path) -> None:
     """The workers of a SIGKILLed `tunesmith compare` are interrupted as by a Ctrl-C (their
     runs save their state) and end (before: they ran their runs on to the end)."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    import psutil
-
-    from hpo_core.store import load_experiment
-
-    repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "compare", "--blackbox", "lcbench", "--methods",
-         "asha,random", "--seeds", "1", "--max-time", "40000000", "--no-flow", "--processes",
-         "2", "--results-root", str(tmp_path), "--name", "k"],
-        cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    proc = _start_two_long_runs(tmp_path, "k")
     workers: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 90
-        while len(list(tmp_path.glob("k-*/state.json"))) < 2:  # both runs are going
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
         workers = psutil.Process(proc.pid).children(recursive=True)
         assert len(workers) >= 2
         proc.kill()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)
         _, alive = psutil.wait_procs(workers, timeout=30)
         assert not alive, [w.cmdline() for w in alive]
     finally:
         for worker in workers:
             if worker.is_running():
                 worker.kill()
-    runs = [f for f in tmp_path.glob("k-*") if (f / "spec.json").exists()]
-    assert len(runs) == 2
-    for folder in runs:  # interrupted as by a Ctrl-C: the run knows it, and can resume
-        assert load_experiment(folder).last_exit == ("KeyboardInterrupt", False), folder
+    _assert_runs_interrupted(tmp_path, "k")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flows.experiment import build_tuner
@@ -30,20 +32,28 @@ def _spec(tmp_path: Path) -> ExperimentSpec:
         "results_root": str(tmp_path)})
 
 
-def test_status_view_prints_plain_blocks_when_not_on_a_terminal(tmp_path: Path) -> None:
-    stream = io.StringIO()
-    view = StatusView(top=3, interval=0.0, stream=stream)
-    assert not view.live
+@contextmanager
+def logged_lines(name: str) -> Iterator[tuple[logging.Logger, list[str]]]:
+    """A logger and the messages it logs while the block runs."""
     records: list[str] = []
-    logger = logging.getLogger("test-trial-lines")
+    logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
     logger.addHandler(handler)
-    lines = TrialLogLines(logger)
-    tuner = build_tuner(_spec(tmp_path), callbacks=[view, lines])
-    tuner.run()
-    logger.removeHandler(handler)
+    try:
+        yield logger, records
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_status_view_prints_plain_blocks_when_not_on_a_terminal(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    view = StatusView(top=3, interval=0.0, stream=stream)
+    assert not view.live
+    with logged_lines("test-trial-lines") as (logger, records):
+        tuner = build_tuner(_spec(tmp_path), callbacks=[view, TrialLogLines(logger)])
+        tuner.run()
 
     text = stream.getvalue()
     assert "\x1b[" not in text  # no cursor or colour codes in logs
@@ -119,16 +129,9 @@ def test_with_several_objectives_the_status_shows_the_pareto_front_as_show_does(
         "stop": {"max_trials_completed": 30}, "n_workers": 3, "seed": 4,
         "results_root": str(tmp_path)})
     stream = io.StringIO()
-    records: list[str] = []
-    logger = logging.getLogger("test-mo-trial-lines")
-    logger.setLevel(logging.INFO)
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
-    logger.addHandler(handler)
-    tuner = build_tuner(spec, callbacks=[StatusView(top=4, interval=0.0, stream=stream),
-                                         TrialLogLines(logger)])
-    tuner.run()
-    logger.removeHandler(handler)
+    with logged_lines("test-mo-trial-lines") as (logger, records):
+        build_tuner(spec, callbacks=[StatusView(top=4, interval=0.0, stream=stream),
+                                     TrialLogLines(logger)]).run()
 
     front = load_experiment(tmp_path / "mo-status").pareto_front()
     assert len(front) >= 3
