@@ -77,9 +77,11 @@ class TrialValues(TunerCallback):
         #: front when it was last asked for, and those that came since
         self._front: list[_FrontEntry] = []
         self._new: list[_FrontEntry] = []
+        self._constraint: str | None = None  # the scheduler's (`Scheduler.constraint`)
 
     def on_tuning_start(self, tuner: Tuner) -> None:
         self.tuner = tuner
+        self._constraint = tuner.scheduler.constraint
         for trial_id, row, index in self._stored_reports():  # a resumed experiment's
             self._add(trial_id, row, index, float(row.get("time", 0.0)))
 
@@ -107,7 +109,7 @@ class TrialValues(TunerCallback):
         value = metric_value(metrics, scheduler.metric)
         self.last_step[trial_id] = step
         self.last_value[trial_id] = value
-        feasible = is_feasible(metrics, scheduler.constraint)  # else never the best
+        feasible = is_feasible(metrics, self._constraint)  # else never the best
         if len(scheduler.metrics) > 1:
             self.last_values[trial_id] = tuple(metric_value(metrics, m)
                                                for m in scheduler.metrics)
@@ -142,9 +144,8 @@ class TrialValues(TunerCallback):
         failed = {tid for tid, t in tuner.trials.items() if t.status == TrialStatus.FAILED}
         candidates = self._front + self._new
         if tuner.store is not None and any(e.trial_id in failed for e in self._front):
-            constraint = tuner.scheduler.constraint
             candidates = [entry for tid, row, index in self._stored_reports()
-                          if is_feasible(row, constraint) and (entry := self._front_entry(
+                          if is_feasible(row, self._constraint) and (entry := self._front_entry(
                               tid, row, report_step(row, index, tuner.scheduler.resource_attr)))]
         candidates = [e for e in candidates if e.trial_id not in failed]
         front = []
