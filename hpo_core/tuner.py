@@ -314,7 +314,8 @@ class Tuner:
             self._handle(event)
         self._event_index = None
         if self._open is not None and self._open.snapshot_due():
-            self._snapshot(self._open)
+            with interrupts.held():  # a kill waits until the snapshot is whole (a simulation
+                self._snapshot(self._open)  # writes it here)
         return None
 
     def _poll(self) -> list[TrialEvent]:

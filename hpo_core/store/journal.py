@@ -109,15 +109,17 @@ class Journal:
         return records
 
     def open(self, segment: int) -> None:
-        """Start appending to a new segment."""
-        self.close()
+        """Start appending to a new segment (the old one is closed once the new one is open:
+        an exception in between leaves one of them to append to)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(segment)
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as err:
             raise store_error(err, path) from None
-        self.segment = segment
+        old, self._fd, self.segment = self._fd, fd, segment
+        if old is not None:
+            os.close(old)
 
     def append(self, data: bytes) -> None:
         """Write `data` (whole records) with as few `write` calls as the kernel allows."""

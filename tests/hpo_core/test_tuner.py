@@ -651,3 +651,34 @@ def test_the_best_trial_of_a_constrained_experiment_is_its_best_feasible_one_in_
     final = stream.getvalue().split("== Status (final) ==")[1].splitlines()
     assert final[2].startswith(f"best loss (min): {format_value(best['loss'])} "
                                f"(trial {best['trial_id']},")
+
+
+def test_a_kill_that_comes_while_a_snapshot_is_taken_waits_until_it_is_whole(tmp_path,
+                                                                            monkeypatch):
+    """A Ctrl-C during a snapshot (a simulation writes its own) is raised once the snapshot
+    is whole, and the run's end is journaled. Before, one that came as the journal switched
+    segments left none open: the end record was lost, and a SIGKILLed `compare`'s run did
+    not know it had been interrupted."""
+    import _thread
+    import signal
+
+    from hpo_core.store.journal import Journal
+
+    opened: list[int] = []
+    open_segment = Journal.open
+
+    def open_with_a_ctrl_c(self, segment):
+        opened.append(segment)
+        if len(opened) == 3:  # the loop's first snapshot (after begin and the opening one)
+            _thread.interrupt_main(signal.SIGINT)
+        open_segment(self, segment)
+    monkeypatch.setattr(Journal, "open", open_with_a_ctrl_c)
+    store = ExperimentStore(tmp_path, "cut")
+    tuner = Tuner(random_scheduler(), CurveBackend(), StoppingCriterion(max_trials_completed=500),
+                  n_workers=2, store=store, checkpoint_interval=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        tuner.run()
+    assert len(opened) == 3
+    experiment = load_experiment(store.path)
+    assert experiment.state["store"]["segment"] == opened[2]  # the snapshot was written
+    assert experiment.last_exit == ("KeyboardInterrupt", False)
