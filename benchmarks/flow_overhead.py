@@ -27,11 +27,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def spec(root: Path, name: str, trials: int) -> dict:
+def spec(root: Path, name: str, trials: int) -> dict[str, Any]:
     return {
         "name": name, "metric": "Train/val_cross_entropy", "mode": "min", "scheduler": "random",
         "backend": "simulated",
@@ -41,7 +42,7 @@ def spec(root: Path, name: str, trials: int) -> dict:
     }
 
 
-def child(mode: str, root: Path, name: str, trials: int, uri: str) -> dict:
+def child(mode: str, root: Path, name: str, trials: int, uri: str) -> dict[str, Any]:
     """One measurement, in this (fresh) process; imports are done before the clock starts."""
     if mode == "bare":
         from flows.experiment import build_tuner
@@ -69,7 +70,7 @@ def child(mode: str, root: Path, name: str, trials: int, uri: str) -> dict:
             "trials": outcome["counts"]["trials"]}
 
 
-def measure(mode: str, root: Path, name: str, trials: int, uri: str) -> dict:
+def measure(mode: str, root: Path, name: str, trials: int, uri: str) -> dict[str, Any]:
     env = {**os.environ, "PREFECT_HOME": str(root / "prefect-home"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}

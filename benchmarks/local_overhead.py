@@ -150,8 +150,9 @@ def run_syne_tune(folder: Path, trials: int, workers: int, native: bool) -> floa
     env = syne_tune_env()
     env["SYNETUNE_FOLDER"] = str(folder / "synetune")
     command = [str(python), str(driver), str(script), str(trials), str(workers)]
-    if trial_python(native):
-        command.append(trial_python(native))
+    python_for_trials = trial_python(native)
+    if python_for_trials:
+        command.append(python_for_trials)
     completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=folder,
                                check=False)
     if completed.returncode != 0:

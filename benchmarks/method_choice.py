@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,12 +48,12 @@ TABLE = dict(zip(OPS, np.random.default_rng(12345).random(NUM_OPS), strict=True)
 CATEGORICAL_SPACE = ConfigSpace({"op": choice(OPS), "lr": loguniform(1e-4, 1e-1)})
 
 
-def smooth(config: dict) -> float:
+def smooth(config: dict[str, Any]) -> float:
     x = np.array([config[f"x{i}"] for i in range(4)])
     return float(np.sum((x - CENTER) ** 2) + 0.1 * np.sum(np.sin(6 * x)))
 
 
-def categorical(config: dict) -> float:
+def categorical(config: dict[str, Any]) -> float:
     return float(TABLE[config["op"]] + 0.1 * (np.log10(config["lr"]) + 2.0) ** 2)
 
 
@@ -61,9 +62,11 @@ def minimum(problem: str) -> float:
         return float(min(TABLE.values()))
     from scipy.optimize import minimize
 
+    def at(x: np.ndarray) -> float:
+        return smooth({f"x{i}": v for i, v in enumerate(x)})
+
     starts = np.random.default_rng(0).random((20, 4))
-    return min(minimize(lambda x: smooth({f"x{i}": v for i, v in enumerate(x)}), s,
-                        bounds=[(0, 1)] * 4).fun for s in starts)
+    return float(min(minimize(at, s, bounds=[(0, 1)] * 4).fun for s in starts))
 
 
 PROBLEMS = {"smooth": (SMOOTH_SPACE, smooth), "categorical": (CATEGORICAL_SPACE, categorical)}

@@ -101,6 +101,7 @@ def run_ours(method: str, metric_key: str, seed: int, budget: float, workers: in
     best value so far."""
     from flows.experiment import assemble
     from hpo_core.spec import ExperimentSpec
+    from hpo_core.trial import Decision, Trial, TrialResult
     from hpo_core.tuner import TunerCallback
 
     logging.disable(logging.WARNING)
@@ -114,7 +115,8 @@ def run_ours(method: str, metric_key: str, seed: int, budget: float, workers: in
     class Record(TunerCallback):
         """Keeps the reports that improve on the best so far (all the analysis needs)."""
 
-        def on_trial_result(self, trial, result, decision):  # noqa: ANN001
+        def on_trial_result(self, trial: Trial, result: TrialResult,
+                            decision: Decision) -> None:
             value = result.metrics.get(metric)
             if result.time <= budget and value is not None and (
                     not values or sign * float(value) < sign * values[-1]):
@@ -286,7 +288,8 @@ def plot(table: dict[tuple[str, str], dict[str, Any]], metric_keys: Sequence[str
 
     keys = [k for k in metric_keys if any(r["metric"] == k for r in table.values())]
     fig, axes = plt.subplots(1, len(keys), figsize=(8 * len(keys), 6), squeeze=False)
-    colors = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]
+    colors = [cmap(i) for cmap in (plt.get_cmap("tab20"), plt.get_cmap("tab20b"))
+              for i in range(cmap.N)]  # their listed colours, in order
     for ax, key in zip(axes[0], keys, strict=True):
         rows = sorted((r for r in table.values() if r["metric"] == key), key=lambda r: r["area"])
         positive = [v for r in rows for v in r["mean_curve"] if v > 0]

@@ -72,13 +72,15 @@ def run_ours(method: str, task: str, seed: int, budget: float, workers: int) -> 
     from flows.experiment import assemble
     from hpo_core.registry import METHODS
     from hpo_core.spec import ExperimentSpec
+    from hpo_core.trial import Decision, Trial, TrialResult
     from hpo_core.tuner import TunerCallback
 
     times: list[float] = []
     values: list[float] = []
 
     class Record(TunerCallback):
-        def on_trial_result(self, trial, result, decision):  # noqa: ANN001
+        def on_trial_result(self, trial: Trial, result: TrialResult,
+                            decision: Decision) -> None:
             value = result.metrics.get(METRIC)
             if result.time <= budget and value is not None and (
                     not values or float(value) > values[-1]):
@@ -193,7 +195,7 @@ def report(runs: list[dict[str, Any]], out: Path, header: str) -> None:
           " area = its time-average over the budget; rank among all methods per (task, seed);"
           " mean [95% t-interval] over task x seed runs; lower is better\n")
     print(format_table(overall))
-    seconds = {}
+    seconds: dict[str, list[float]] = {}
     for r in runs:
         seconds.setdefault(r["method"], []).append(r.get("seconds", 0.0))
     print("\nwall seconds per run: " + ", ".join(

@@ -106,14 +106,19 @@ class TimedTuner(Tuner):
         super().__init__(*args, **kwargs)
         self.samples: dict[int, tuple[int, int]] = {}
 
+    @property
+    def timed(self) -> TimedStore:
+        assert isinstance(self.store, TimedStore)
+        return self.store
+
     def _snapshot(self, store: ExperimentStore) -> None:
-        store._timed(super()._snapshot, store)  # type: ignore[attr-defined]
+        self.timed._timed(super()._snapshot, store)
 
     def _finish(self, trial: Trial, status: Any, time: float) -> None:
         super()._finish(trial, status, time)
         done = self.status.num_trials_completed
         if done in MARKS or done * 2 in MARKS:
-            self.samples[done] = (self.store.tuner_ns, self.store.writer_ns)
+            self.samples[done] = (self.timed.tuner_ns, self.timed.writer_ns)
 
 
 def main() -> None:
