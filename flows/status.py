@@ -65,7 +65,10 @@ class _FrontEntry(NamedTuple):
 
 
 class TrialValues(TunerCallback):
-    """Keeps each trial's value (its best report) and its last step as reports come in."""
+    """Keeps each trial's value (its best report) and its last step as reports come in; with
+    `keeps_front`, the candidates for the Pareto front too (several objectives)."""
+
+    keeps_front = False
 
     def __init__(self) -> None:
         self.tuner: Tuner | None = None
@@ -113,7 +116,8 @@ class TrialValues(TunerCallback):
         if len(scheduler.metrics) > 1:
             self.last_values[trial_id] = tuple(metric_value(metrics, m)
                                                for m in scheduler.metrics)
-            entry = self._front_entry(trial_id, metrics, step) if feasible else None
+            entry = self._front_entry(trial_id, metrics, step) \
+                if feasible and self.keeps_front else None
             if entry is not None:
                 self._new.append(entry)
         if value is not None and feasible:
@@ -210,6 +214,8 @@ class StatusView(TrialValues):
         stream: where to write (default: stdout).
         live: redraw in place; default: whether `stream` is a terminal.
     """
+
+    keeps_front = True
 
     def __init__(self, top: int = 5, interval: float = 10.0, stream: TextIO | None = None,
                  live: bool | None = None):

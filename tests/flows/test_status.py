@@ -130,8 +130,10 @@ def test_with_several_objectives_the_status_shows_the_pareto_front_as_show_does(
         "results_root": str(tmp_path)})
     stream = io.StringIO()
     with logged_lines("test-mo-trial-lines") as (logger, records):
+        lines = TrialLogLines(logger)
         build_tuner(spec, callbacks=[StatusView(top=4, interval=0.0, stream=stream),
-                                     TrialLogLines(logger)]).run()
+                                     lines]).run()
+    assert not lines._new, "the log lines keep no report for a front they never show"
 
     front = load_experiment(tmp_path / "mo-status").pareto_front()
     assert len(front) >= 3
