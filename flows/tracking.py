@@ -536,7 +536,8 @@ class MlflowTracker(TunerCallback):
         if tuner.interruption is not None:
             return load_experiment(tuner.store.path).results
         results = Path(tuner.store.path) / RESULTS_FILE
-        return pd.read_parquet(results) if results.exists() else None
+        # no threads: see `hpo_core.store.store.read_rows`
+        return pd.read_parquet(results, use_threads=False) if results.exists() else None
 
     def _masked_copy(self, frame: pd.DataFrame) -> Path:
         """results.parquet as MLflow gets it: secret config columns masked, text masked."""

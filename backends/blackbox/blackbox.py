@@ -254,14 +254,15 @@ class Blackbox:
                 f"{meta_path}: format_version {meta.get('format_version')!r}, "
                 f"expected {FORMAT_VERSION}"
             )
-        table = pq.read_table(path / OBJECTIVES_FILE)
+        # no threads: see `hpo_core.store.store.read_rows` (pyarrow's abort at exit)
+        table = pq.read_table(path / OBJECTIVES_FILE, use_threads=False)
         names = meta["objective_names"]
         shape = tuple(meta["shape"])
         objectives = np.empty(shape, dtype=np.float32)
         for i, name in enumerate(names):
             objectives[..., i] = table.column(name).to_numpy().reshape(shape[:3])
         return cls(
-            configs=pd.read_parquet(path / CONFIGS_FILE),
+            configs=pd.read_parquet(path / CONFIGS_FILE, use_threads=False),
             objectives=objectives,
             config_space=ConfigSpace.from_json(meta["config_space"]),
             fidelity_name=meta["fidelity_name"],

@@ -112,8 +112,10 @@ def import_lcbench(
     objectives = dict(objectives or DEFAULT_OBJECTIVES)
     if "time" not in objectives:
         raise BlackboxError("objectives: must include the 'time' column (elapsed time)")
-    configs = pd.read_parquet(task_dir / CONFIG_FILE).sort_index()
-    metrics = pd.read_parquet(task_dir / METRICS_FILE, columns=list(objectives))
+    # no threads: see `hpo_core.store.store.read_rows` (pyarrow's abort at exit)
+    configs = pd.read_parquet(task_dir / CONFIG_FILE, use_threads=False).sort_index()
+    metrics = pd.read_parquet(task_dir / METRICS_FILE, columns=list(objectives),
+                              use_threads=False)
     missing = [c for c in objectives if c not in metrics.columns]
     if missing:
         raise BlackboxError(f"{METRICS_FILE}: no column {missing[0]!r}")
@@ -141,7 +143,7 @@ def import_lcbench(
     }
     results_path = task_dir / RESULTS_FILE
     if results_path.exists():
-        results = pd.read_parquet(results_path)
+        results = pd.read_parquet(results_path, use_threads=False)
         for column in ("OpenML_task_id", "instances", "classes", "features"):
             if column in results.columns:
                 meta[column.lower()] = results[column].iloc[0].item()
