@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple, TextIO
 
+import numpy as np
 from rich import box
 from rich.console import Console, Group
 from rich.live import Live
@@ -54,6 +55,37 @@ ENDINGS = {
 }
 
 
+def stored_reports(tuner: Tuner) -> list[tuple[int, Mapping[str, Any], int]]:
+    """The tuner's store's rows (none without a store), each as (trial, report, its place
+    among the trial's reports)."""
+    counts: dict[int, int] = {}
+    out: list[tuple[int, Mapping[str, Any], int]] = []
+    for row in tuner.store.rows() if tuner.store is not None else []:
+        trial_id = int(row["trial_id"])
+        counts[trial_id] = counts.get(trial_id, 0) + 1
+        out.append((trial_id, row, counts[trial_id]))
+    return out
+
+
+def front_rows(tuner: Tuner) -> list[tuple[int, Mapping[str, Any]]]:
+    """The store's report rows on the Pareto front of the scheduler's objectives (of trials
+    that did not fail; feasible ones, with a constraint), best first in the first objective
+    (as `tunesmith show` lists them), each with its place among its trial's reports."""
+    scheduler, constraint = tuner.scheduler, tuner.scheduler.constraint
+    rows, values = [], []
+    for trial_id, row, index in stored_reports(tuner):
+        trial = tuner.trials.get(trial_id)
+        minimized = scheduler.objective_values(row)
+        if trial is not None and trial.status != TrialStatus.FAILED and \
+                minimized is not None and is_feasible(row, constraint):
+            rows.append((index, row))
+            values.append(minimized)
+    if not rows:
+        return []
+    on_front = np.flatnonzero(pareto_mask(values))
+    return [rows[i] for i in sorted(on_front, key=lambda i: values[i])]
+
+
 class _FrontEntry(NamedTuple):
     """A report with every objective: its trial, its step, the values as reported and as
     values to minimize."""
@@ -85,20 +117,8 @@ class TrialValues(TunerCallback):
     def on_tuning_start(self, tuner: Tuner) -> None:
         self.tuner = tuner
         self._constraint = tuner.scheduler.constraint
-        for trial_id, row, index in self._stored_reports():  # a resumed experiment's
+        for trial_id, row, index in stored_reports(tuner):  # a resumed experiment's
             self._add(trial_id, row, index, float(row.get("time", 0.0)))
-
-    def _stored_reports(self) -> list[tuple[int, Mapping[str, Any], int]]:
-        """The store's rows (trial, report, its place in the trial's reports)."""
-        if self.tuner is None or self.tuner.store is None:
-            return []
-        counts: dict[int, int] = {}
-        out: list[tuple[int, Mapping[str, Any], int]] = []
-        for row in self.tuner.store.rows():
-            trial_id = int(row["trial_id"])
-            counts[trial_id] = counts.get(trial_id, 0) + 1
-            out.append((trial_id, row, counts[trial_id]))
-        return out
 
     def on_trial_result(self, trial: Trial, result: TrialResult, decision: Decision) -> None:
         self._add(trial.trial_id, result.metrics, trial.num_results, result.time)
@@ -148,9 +168,9 @@ class TrialValues(TunerCallback):
         failed = {tid for tid, t in tuner.trials.items() if t.status == TrialStatus.FAILED}
         candidates = self._front + self._new
         if tuner.store is not None and any(e.trial_id in failed for e in self._front):
-            candidates = [entry for tid, row, index in self._stored_reports()
-                          if is_feasible(row, self._constraint) and (entry := self._front_entry(
-                              tid, row, report_step(row, index, tuner.scheduler.resource_attr)))]
+            candidates = [entry for index, row in front_rows(tuner) if (
+                entry := self._front_entry(int(row["trial_id"]), row, report_step(
+                    row, index, tuner.scheduler.resource_attr)))]
         candidates = [e for e in candidates if e.trial_id not in failed]
         front = []
         if candidates:

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
 
-import numpy as np
 import pandas as pd
 
 from flows._mlflow_writer import (
@@ -56,6 +55,7 @@ from flows._mlflow_writer import (
 )
 from flows._trial_logs import TrialLogs, find_trial_logs
 from flows.mlflow_client import SQLITE, sqlite_database
+from flows.status import front_rows
 from hpo_core.backend import ClockKind, TrialContext
 from hpo_core.secrets import (
     MASK,
@@ -71,7 +71,6 @@ from hpo_core.store import (
     RESULTS_FILE,
     dumps,
     load_experiment,
-    pareto_mask,
     write_results,
 )
 from hpo_core.trial import (
@@ -413,7 +412,7 @@ class MlflowTracker(TunerCallback):
         best = heapq.nsmallest(max(self.child_runs, 0), tuner.trials, key=rank)
         if isinstance(self.spec.metric, str) or tuner.store is None:
             return best
-        front = _front_trials(tuner, self.spec.metric, self.spec.mode)
+        front = sorted({int(row["trial_id"]) for _, row in front_rows(tuner)})
         return front + [t for t in best if t not in front][: max(self.child_runs - len(front), 0)]
 
     def _queue_chosen(self, tuner: Tuner, chosen: list[int]) -> None:
@@ -485,7 +484,7 @@ class MlflowTracker(TunerCallback):
         """The note's lines on the Pareto front of several metrics: its size and its first
         `FRONT_NOTE_ROWS` reports."""
         modes = tuner.scheduler.modes
-        rows = _front_rows(tuner, metrics, modes)
+        rows = [row for _, row in front_rows(tuner)]
         objectives = ", ".join(f"{m} ({mode})" for m, mode in zip(metrics, modes, strict=True))
         if not rows:
             return [f"Pareto front of {objectives}: "
@@ -595,36 +594,6 @@ class MlflowTracker(TunerCallback):
 
 def _find_logs(files: TrialContext, trial_id: int, secrets: list[Any]) -> TrialLogs | None:
     return find_trial_logs(files.trial_dir(trial_id), secrets)
-
-
-def _front_trials(tuner: Tuner, metrics: Sequence[str], mode: str | Sequence[str]
-                  ) -> list[int]:
-    """The trials (not failed) with a report on the Pareto front of `metrics`, by id."""
-    return sorted({int(row["trial_id"]) for row in _front_rows(tuner, metrics, mode)})
-
-
-def _front_rows(tuner: Tuner, metrics: Sequence[str], mode: str | Sequence[str]
-                ) -> list[Mapping[str, Any]]:
-    """The store's report rows on the Pareto front of `metrics` (of trials that did not
-    fail; feasible ones, with a constraint), best first in the first metric (as `tunesmith
-    show` lists them)."""
-    modes = [mode] * len(metrics) if isinstance(mode, str) else list(mode)
-    signs = np.array([1.0 if m == "min" else -1.0 for m in modes])
-    constraint = tuner.scheduler.constraint
-    rows, values = [], []
-    for row in tuner.store.rows() if tuner.store is not None else []:
-        trial = tuner.trials.get(int(row["trial_id"]))
-        point = [row.get(m) for m in metrics]
-        if trial is not None and trial.status != TrialStatus.FAILED and \
-                all(isinstance(v, int | float) and math.isfinite(v) for v in point) and \
-                is_feasible(row, constraint):
-            rows.append(row)
-            values.append(point)
-    if not rows:
-        return []
-    signed = np.asarray(values, dtype=float) * signs
-    on_front = np.flatnonzero(pareto_mask(signed))
-    return [rows[i] for i in sorted(on_front, key=lambda i: tuple(signed[i]))]
 
 
 def _restored_best(rows: Sequence[Mapping[str, Any]], metric: str, mode: str,
